@@ -1,0 +1,288 @@
+"""Node and NodeRequest records as PROTOCOL.md defines them, with their state machines."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import time
+from typing import Any, ClassVar
+
+from nodepool.errors import InvalidTransition, ProtocolError
+
+
+class NodeState(str, enum.Enum):
+    """The states of a node znode; `TRANSITIONS` below says which edges we may write."""
+
+    INIT = "init"
+    BUILDING = "building"
+    TESTING = "testing"
+    READY = "ready"
+    IN_USE = "in-use"
+    USED = "used"
+    HOLD = "hold"
+    DELETING = "deleting"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    DELETED = "deleted"
+
+
+class RequestState(str, enum.Enum):
+    """The states of a node request."""
+
+    REQUESTED = "requested"
+    PENDING = "pending"
+    FULFILLED = "fulfilled"
+    FAILED = "failed"
+
+
+_N = NodeState
+# Every edge a writer of ours may take. Requestors (Zuul) write some of these
+# too; we never refuse to *read* a state, only to write an illegal edge.
+NODE_TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
+    # init: the launcher has claimed an id and not yet called the cloud.
+    _N.INIT: frozenset({_N.BUILDING, _N.READY, _N.FAILED, _N.ABORTED, _N.DELETING}),
+    # building: a server exists or is being created; it may be resumed.
+    _N.BUILDING: frozenset({_N.TESTING, _N.READY, _N.FAILED, _N.ABORTED, _N.DELETING}),
+    # testing: booted, being checked (keyscan) before it is handed out.
+    _N.TESTING: frozenset({_N.READY, _N.FAILED, _N.DELETING}),
+    # ready: the requestor takes it (in-use); operators hold or delete it.
+    _N.READY: frozenset({_N.IN_USE, _N.USED, _N.HOLD, _N.DELETING}),
+    # in-use: the job runs; then used, or held by autohold / an operator.
+    _N.IN_USE: frozenset({_N.USED, _N.HOLD, _N.DELETING}),
+    # used: single use is over; only deletion (or an operator's hold) follows.
+    _N.USED: frozenset({_N.DELETING, _N.HOLD}),
+    # hold: kept for a person; releasing it means used, or delete it at once.
+    _N.HOLD: frozenset({_N.USED, _N.DELETING}),
+    # deleting: retried deletions stay here until the server is gone.
+    _N.DELETING: frozenset({_N.DELETING, _N.DELETED}),
+    _N.FAILED: frozenset({_N.DELETING}),
+    _N.ABORTED: frozenset({_N.DELETING}),
+    _N.DELETED: frozenset(),
+}
+
+_R = RequestState
+REQUEST_TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
+    # requested -> pending: a pool took it; -> failed: every pool declined.
+    # requested -> requested: a pool declined (declined_by grew).
+    _R.REQUESTED: frozenset({_R.REQUESTED, _R.PENDING, _R.FAILED}),
+    # pending -> requested: reset of a lost request or a decline after a
+    # launch failed for good; pending -> failed: declined by every pool.
+    _R.PENDING: frozenset({_R.FULFILLED, _R.FAILED, _R.REQUESTED}),
+    # Terminal: the requestor deletes the request.
+    _R.FULFILLED: frozenset(),
+    _R.FAILED: frozenset(),
+}
+
+
+def _check(table: dict, old: enum.Enum, new: enum.Enum, what: str) -> None:
+    if new not in table[old]:
+        raise InvalidTransition(f"{what}: illegal state change {old.value} -> {new.value}")
+
+
+@dataclasses.dataclass
+class Node:
+    """A node znode's JSON; unknown keys written by others are kept in `extra`."""
+
+    id: str | None = None
+    state: NodeState = NodeState.INIT
+    state_time: float = 0.0
+    created_time: float = 0.0
+    type: list[str] = dataclasses.field(default_factory=list)
+    provider: str | None = None
+    pool: str | None = None
+    cloud: str | None = None
+    region: str | None = None
+    az: str | None = None
+    host_id: str | None = None
+    launcher: str | None = None
+    allocated_to: str | None = None
+    interface_ip: str | None = None
+    public_ipv4: str | None = None
+    private_ipv4: str | None = None
+    public_ipv6: str | None = None
+    private_ipv6: str | None = None
+    connection_type: str = "ssh"
+    connection_port: int = 22
+    username: str = "zuul"
+    python_path: str = "auto"
+    shell_type: str | None = None
+    host_keys: list[str] = dataclasses.field(default_factory=list)
+    external_id: str | None = None
+    hostname: str | None = None
+    image_id: str | None = None
+    slot: int | None = None
+    attributes: dict | None = None
+    node_properties: list | None = None
+    resources: dict | None = None
+    tenant_name: str | None = None
+    requestor: str | None = None
+    user_data: Any = None
+    hold_job: str | None = None
+    comment: str | None = None
+    hold_expiration: float | None = None
+    driver_data: Any = None
+    # Not part of the JSON: the rest of what we read, and the znode version.
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    version: int = dataclasses.field(default=-1, compare=False)
+
+    _NOT_JSON: ClassVar[frozenset[str]] = frozenset({"id", "extra", "version"})
+
+    def set_state(self, new: NodeState, now: float | None = None) -> None:
+        """Move to `new`, refusing an edge the table does not allow; stamps state_time."""
+        new = NodeState(new)
+        _check(NODE_TRANSITIONS, self.state, new, f"node {self.id}")
+        self.state = new
+        self.state_time = time.time() if now is None else now
+
+    @property
+    def labels(self) -> list[str]:
+        return self.type
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every known key (null where unknown) over the unknown keys we read."""
+        data = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name in self._NOT_JSON:
+                continue
+            value = getattr(self, f.name)
+            data[f.name] = value.value if isinstance(value, enum.Enum) else value
+        data["ssh_port"] = self.connection_port  # mirrored for old clients
+        return data
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict()).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, node_id: str | None, data: dict[str, Any], version: int = -1) -> Node:
+        return _from_dict(cls, node_id, data, version, _parse_node_field)
+
+    @classmethod
+    def from_json(cls, node_id: str | None, raw: bytes, version: int = -1) -> Node:
+        return cls.from_dict(node_id, _loads(raw, f"node {node_id}"), version)
+
+
+@dataclasses.dataclass
+class NodeRequest:
+    """A node request znode's JSON; `id` is the znode name `<PPP>-<SEQ>`."""
+
+    id: str | None = None
+    state: RequestState = RequestState.REQUESTED
+    state_time: float = 0.0
+    node_types: list[str] = dataclasses.field(default_factory=list)
+    nodes: list[str] = dataclasses.field(default_factory=list)
+    declined_by: list[str] = dataclasses.field(default_factory=list)
+    reuse: bool = True
+    requestor: str | None = None
+    requestor_data: Any = None
+    provider: str | None = None
+    relative_priority: int = 0
+    event_id: str | None = None
+    created_time: float | None = None
+    tenant_name: str | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    version: int = dataclasses.field(default=-1, compare=False)
+
+    _NOT_JSON: ClassVar[frozenset[str]] = frozenset({"id", "extra", "version"})
+
+    def set_state(self, new: RequestState, now: float | None = None) -> None:
+        """Move to `new`, refusing an illegal edge; stamps state_time."""
+        new = RequestState(new)
+        _check(REQUEST_TRANSITIONS, self.state, new, f"request {self.id}")
+        self.state = new
+        self.state_time = time.time() if now is None else now
+
+    @property
+    def priority(self) -> int:
+        """The `<PPP>` prefix of the id (lower is served first)."""
+        return int(self.id[:3]) if self.id else 0
+
+    @property
+    def sequence(self) -> int:
+        return int(self.id[4:]) if self.id else 0
+
+    @property
+    def sort_key(self) -> tuple[int, int, int]:
+        """Protocol service order: (priority prefix, relative_priority, sequence)."""
+        return (self.priority, self.relative_priority, self.sequence)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name in self._NOT_JSON:
+                continue
+            value = getattr(self, f.name)
+            data[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return data
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict()).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, request_id: str | None, data: dict[str, Any], version: int = -1) -> NodeRequest:
+        return _from_dict(cls, request_id, data, version, _parse_request_field)
+
+    @classmethod
+    def from_json(cls, request_id: str | None, raw: bytes, version: int = -1) -> NodeRequest:
+        return cls.from_dict(request_id, _loads(raw, f"request {request_id}"), version)
+
+
+def is_request_id(name: str) -> bool:
+    """Clients recognise a request id by the `-` at index 3."""
+    return len(name) > 4 and name[3] == "-" and name[:3].isdigit()
+
+
+def _loads(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw.decode("utf-8")) if raw else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError(f"{what}: data is not UTF-8 JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _parse_node_field(name: str, value: Any) -> Any:
+    if name == "state":
+        return NodeState(value)
+    if name == "type":
+        # Old data holds one label as a string.
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else list(value)
+    if name == "host_keys":
+        return list(value or [])
+    if name == "connection_port" and value is not None:
+        return int(value)
+    return value
+
+
+def _parse_request_field(name: str, value: Any) -> Any:
+    if name == "state":
+        return RequestState(value)
+    if name in ("node_types", "nodes", "declined_by"):
+        return list(value or [])
+    if name == "reuse":
+        return True if value is None else bool(value)
+    if name == "relative_priority":
+        return int(value or 0)
+    return value
+
+
+def _from_dict(cls, obj_id, data, version, parse):
+    known = {f.name for f in dataclasses.fields(cls)} - cls._NOT_JSON
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in known:
+            try:
+                kwargs[key] = parse(key, value)
+            except (ValueError, TypeError) as e:
+                raise ProtocolError(f"{cls.__name__} {obj_id}: bad {key!r}: {e}") from None
+        else:
+            extra[key] = value
+    if cls is Node and "connection_port" not in data and "ssh_port" in data:
+        kwargs["connection_port"] = int(data["ssh_port"])
+    # ssh_port is derived from connection_port on write; keep it out of extra.
+    extra.pop("ssh_port", None)
+    return cls(id=obj_id, extra=extra, version=version, **kwargs)

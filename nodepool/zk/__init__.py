@@ -1,0 +1,1 @@
+"""The ZooKeeper store: connection, paths, locks, records, components and caches."""

@@ -1,0 +1,104 @@
+"""The watch-driven cache: changes by anyone reach subscribers without polling."""
+
+import queue
+import time
+
+import pytest
+from kazoo.recipe.lock import Lock
+
+from nodepool.model import Node, NodeRequest, NodeState
+from nodepool.zk import cache as zkcache
+from nodepool.zk import locks, nodes, paths, requests
+from tests.test_zk_store import make_client, other_kazoo  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def zk(zk_tls):
+    client = make_client(zk_tls)
+    yield client
+    client.disconnect()
+
+
+@pytest.fixture
+def cache(zk):
+    c = zkcache.ZooKeeperCache(zk)
+    events: queue.Queue = queue.Queue()
+    c.subscribe(events.put)
+    c.start()
+    c.events = events
+    yield c
+    c.stop()
+
+
+def wait_event(events: queue.Queue, pred, timeout: float = 5.0):
+    """The first event matching `pred` within `timeout` (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("expected cache event did not arrive")
+        try:
+            event = events.get(timeout=left)
+        except queue.Empty:
+            continue
+        if pred(event):
+            return event
+
+
+def test_cache_loads_existing_nodes_and_requests(zk):
+    n = nodes.create_node(zk.kazoo, Node(type=["a"], state=NodeState.READY))
+    r = requests.submit_request(zk.kazoo, NodeRequest(node_types=["a"], requestor="t"))
+    c = zkcache.ZooKeeperCache(zk)
+    c.start()
+    try:
+        assert c.get_node(n.id).state == NodeState.READY
+        assert c.get_request(r.id).node_types == ["a"]
+    finally:
+        c.stop()
+
+
+def test_new_request_from_another_client_reaches_subscribers(cache, other_kazoo):
+    req = NodeRequest(node_types=["a"], requestor="zuul")
+    t0 = time.monotonic()
+    requests.submit_request(other_kazoo, req, 100)
+    event = wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.id == req.id)
+    assert time.monotonic() - t0 < 1.0  # a watch, not a once-a-second poll
+    assert event.value.requestor == "zuul"
+    assert [r.id for r in cache.requests()] == [req.id]
+
+
+def test_cancelled_request_is_seen_as_removed(cache, other_kazoo):
+    req = requests.submit_request(other_kazoo, NodeRequest(node_types=["a"], requestor="z"))
+    wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.value is not None)
+    requests.delete_request(other_kazoo, req.id)
+    wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.value is None)
+    assert cache.get_request(req.id) is None
+
+
+def test_node_updates_and_lock_state_are_tracked(cache, zk, other_kazoo):
+    node = nodes.create_node(zk.kazoo, Node(type=["a"], state=NodeState.READY))
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.id == node.id)
+    lock = Lock(other_kazoo, paths.node_lock(node.id))  # Zuul locks it
+    lock.acquire()
+    ev = wait_event(cache.events, lambda e: e.kind == zkcache.NODE_LOCK and e.id == node.id)
+    assert ev.locked and cache.is_node_locked(node.id)
+    fresh = nodes.get_node(other_kazoo, node.id)
+    fresh.set_state(NodeState.IN_USE)
+    nodes.update_node(other_kazoo, fresh)
+    ev = wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.value is not None
+                    and e.value.state == NodeState.IN_USE)
+    assert ev.value.version == fresh.version
+    lock.release()
+    ev = wait_event(cache.events, lambda e: e.kind == zkcache.NODE_LOCK and not e.locked)
+    assert not cache.is_node_locked(node.id)
+
+
+def test_deleted_node_leaves_the_cache(cache, zk):
+    node = nodes.create_node(zk.kazoo, Node(type=["a"]))
+    lock = locks.lock_node(zk.kazoo, node.id)
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE_LOCK and e.locked)
+    nodes.delete_node(zk.kazoo, node.id)
+    locks.release(lock)
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.value is None)
+    assert cache.get_node(node.id) is None and not cache.is_node_locked(node.id)
+    assert cache.nodes() == []
