@@ -1,0 +1,222 @@
+"""The Adapter contract: what a driver gives the launcher core, in plain dataclasses.
+
+A driver implements `Adapter` (seven methods) and two small state machines.
+The core owns every decision (what to launch, when to retry, quota, locks,
+ZooKeeper writes); a driver only talks to its cloud and maps that cloud's
+errors onto `nodepool.errors` (QuotaError, CapacityError, TransientError,
+LaunchFailure, ConfigurationError) once, in its own `classify()`.
+
+Threading: `advance()`, `list_instances()` and the other calls are made on
+the provider's small executor, never on the provider loop's thread, and each
+makes at most one blocking cloud call per invocation, so the loop stays
+responsive and the provider's `rate` limit applies per call.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from typing import Any, Mapping
+
+from nodepool.model import Node
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """Quota-relevant amounts: what a label costs, what a cloud allows or uses."""
+
+    instances: float = 0
+    cores: float = 0
+    ram: float = 0  # MiB
+    volumes: float = 0
+    volume_gb: float = 0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(*(a + b for a, b in zip(dataclasses.astuple(self),
+                                                  dataclasses.astuple(other))))
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(*(a - b for a, b in zip(dataclasses.astuple(self),
+                                                  dataclasses.astuple(other))))
+
+    def scaled(self, n: float) -> Resources:
+        return Resources(*(a * n for a in dataclasses.astuple(self)))
+
+    def fits_in(self, limit: Resources) -> bool:
+        """True when every amount is within `limit` (limits use math.inf for none)."""
+        return all(a <= b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(limit)))
+
+    def to_dict(self) -> dict[str, float]:
+        """The node's `resources` JSON (`cores`, `ram`, `instances` + extras)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v}
+
+
+class InstanceStatus(str, enum.Enum):
+    """A server's status as the launcher needs it, whatever the cloud calls it."""
+
+    BUILDING = "building"
+    READY = "ready"      # booted (ACTIVE): the core keyscans it next
+    ERROR = "error"      # the cloud gave up on it (launch failure)
+    DELETING = "deleting"
+
+
+@dataclasses.dataclass
+class Instance:
+    """One server from the batched listing, with the tags we put on it."""
+
+    external_id: str
+    status: InstanceStatus
+    # Tags every server of ours carries (ARCHITECTURE.md section 6).
+    provider: str | None = None
+    pool: str | None = None
+    node_id: str | None = None
+    interface_ip: str | None = None
+    public_ipv4: str | None = None
+    private_ipv4: str | None = None
+    public_ipv6: str | None = None
+    private_ipv6: str | None = None
+    az: str | None = None
+    region: str | None = None
+    host_id: str | None = None
+    hostname: str | None = None
+    fault: str | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Connection facts a driver may know better than the label (static hosts).
+    username: str | None = None
+    connection_port: int | None = None
+    connection_type: str | None = None
+    shell_type: str | None = None
+    python_path: str | None = None
+    host_keys: list[str] | None = None
+    slot: int | None = None
+
+
+@dataclasses.dataclass
+class Listing:
+    """The latest batched listing of a provider's servers, shared by all state machines."""
+
+    instances: dict[str, Instance]  # by external_id
+    taken_at: float                 # monotonic time of the call
+
+    def by_node_id(self, node_id: str) -> Instance | None:
+        for instance in self.instances.values():
+            if instance.node_id == node_id:
+                return instance
+        return None
+
+
+@dataclasses.dataclass
+class LaunchContext:
+    """What a create state machine needs: the node being built and its configuration."""
+
+    node: Node
+    provider: Any       # the provider's frozen config value
+    pool: Any           # the pool's frozen config value
+    label: Any          # the pool label's frozen config value
+    image: Any = None   # a resolved image (driver-specific: e.g. an upload's external id)
+    az: str | None = None  # an availability zone the request is constrained to
+
+
+class CreateStateMachine(abc.ABC):
+    """Creates one server in small, resumable steps.
+
+    `state` is saved in the node's `driver_data` (with `external_id`) after
+    every `advance()` that changed it, before the next one runs; a step that
+    makes an irreversible cloud call must first move to a state naming it, so
+    a launcher that takes over knows the call may have happened and looks the
+    server up by its node-id tag instead of creating a second one.
+    """
+
+    START = "start"
+
+    def __init__(self, ctx: LaunchContext, driver_data: Mapping[str, Any] | None = None):
+        self.ctx = ctx
+        data = dict(driver_data or {})
+        self.state: str = data.get("state", self.START)
+        self.external_id: str | None = data.get("external_id")
+        self.instance: Instance | None = None
+        self.complete = False
+
+    def driver_data(self) -> dict[str, Any]:
+        return {"state": self.state, "external_id": self.external_id}
+
+    @abc.abstractmethod
+    def advance(self, listing: Listing | None) -> None:
+        """Take the next step; set `complete` and `instance` once the server is READY.
+
+        Raises a `nodepool.errors.DriverError` subclass on failure.
+        """
+
+
+class DeleteStateMachine(abc.ABC):
+    """Deletes one server (and what hangs off it); a server already gone is success."""
+
+    START = "start"
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.state: str = self.START
+        self.complete = False
+
+    @abc.abstractmethod
+    def advance(self, listing: Listing | None) -> None:
+        """Take the next step; set `complete` when nothing of the server is left."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudResource:
+    """A non-server object that leak cleanup may delete (floating IP, port, volume)."""
+
+    kind: str
+    id: str
+    provider: str | None = None
+    node_id: str | None = None
+    created_at: float | None = None
+    detail: str = ""
+
+
+class Adapter(abc.ABC):
+    """One provider's connection to its cloud. Built from the provider's frozen config."""
+
+    def __init__(self, provider: Any):
+        self.provider = provider
+
+    # Drivers whose nodes are not launched (static hosts) say so: the core
+    # then registers `standing_instances()` as ready nodes instead of launching.
+    launches: bool = True
+
+    @abc.abstractmethod
+    def create(self, ctx: LaunchContext, driver_data: Mapping[str, Any] | None = None
+               ) -> CreateStateMachine:
+        """A state machine for a new node, or resuming one from its saved driver_data."""
+
+    @abc.abstractmethod
+    def delete(self, node: Node) -> DeleteStateMachine:
+        """A state machine that deletes the node's server (by external_id or node-id tag)."""
+
+    @abc.abstractmethod
+    def list_instances(self) -> list[Instance]:
+        """Every server of this provider, in one batched call."""
+
+    def list_resources(self) -> list[CloudResource]:
+        """Non-server objects tagged with or attributable to this provider."""
+        return []
+
+    def delete_resource(self, resource: CloudResource) -> None:
+        """Delete a leaked object; deleting what is gone is success."""
+
+    @abc.abstractmethod
+    def quota_limits(self) -> Resources | None:
+        """The provider's own limits minus what others use there; None = unlimited."""
+
+    @abc.abstractmethod
+    def label_cost(self, pool: Any, label: Any) -> Resources:
+        """What one node of `label` in `pool` costs against quota."""
+
+    def standing_instances(self) -> list[Instance]:
+        """For drivers that do not launch: the slots that should exist as ready nodes."""
+        return []
+
+    def stop(self) -> None:
+        """Release connections when the provider stops."""
