@@ -1,0 +1,170 @@
+"""The static driver's keys: pre-existing hosts listed under pools[].nodes[]."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import voluptuous as v
+
+from nodepool.config.checks import (
+    CheckContext,
+    Finding,
+    RawMap,
+    check_label_defined,
+    duplicates,
+    entries,
+    text,
+)
+from nodepool.config.driverapi import BuildContext, Driver, pool_common, provider_common
+from nodepool.config.errors import join_path
+from nodepool.config.model import Pool, PoolLabel, Provider, by_name
+from nodepool.config.schema import (
+    POOL_COMMON,
+    PROVIDER_COMMON,
+    Bool,
+    Int,
+    ListOf,
+    Str,
+    StrOrList,
+    Struct,
+)
+
+DEFAULT_PORTS = {"ssh": 22, "winrm": 5986}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaticNode:
+    """One pre-existing host; ``labels`` and ``host_keys`` are always tuples
+    even when the file gives a single string."""
+
+    name: str
+    labels: tuple[str, ...]
+    username: str = "zuul"
+    # Seconds to wait for the host's ssh port when checking it.
+    timeout: int = 5
+    host_key_checking: bool = True
+    host_keys: tuple[str, ...] = ()
+    connection_type: str = "ssh"
+    connection_port: int = 22
+    shell_type: str | None = None
+    # How many jobs may use this host at the same time.
+    max_parallel_jobs: int = 1
+    python_path: str = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaticPool(Pool):
+    """A static pool; its ``labels`` are those of its nodes, in first-seen order."""
+
+    nodes: tuple[StaticNode, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaticProvider(Provider):
+    """A provider with ``driver: static``; it has no driver-specific keys."""
+
+
+NODE = Struct({
+    v.Required("name"): Str,
+    v.Required("labels"): StrOrList,
+    "username": Str,
+    "timeout": Int,
+    "host-key-checking": Bool,
+    "host-key": StrOrList,
+    "connection-port": Int,
+    "connection-type": Str,
+    "shell-type": Str,
+    "max-parallel-jobs": Int,
+    "python-path": Str,
+})
+
+POOL = Struct({
+    **POOL_COMMON,
+    "nodes": ListOf(NODE),
+})
+
+PROVIDER = Struct({
+    **PROVIDER_COMMON,
+    "pools": ListOf(POOL),
+})
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _port(node: Mapping[str, Any]) -> Any:
+    kind = node.get("connection-type", "ssh")
+    return node.get("connection-port", DEFAULT_PORTS.get(kind, 22))
+
+
+def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
+    """Duplicate pools and hosts, and labels missing from the top level."""
+    pools = list(entries(raw, "pools", path))
+    found = duplicates(((p, text(i, "name")) for p, i in pools), "pool")
+    nodes = [(npath, node) for ppath, pool in pools
+             for npath, node in entries(pool, "nodes", ppath)]
+    # Nodepool tells static hosts apart by name and port, so the same host
+    # may appear twice with different ports.
+    found += duplicates(((p, _node_key(n)) for p, n in nodes), "static node")
+    for npath, node in nodes:
+        labels = node.get("labels")
+        names = [labels] if isinstance(labels, str) else labels
+        if not isinstance(names, list):
+            continue
+        for index, name in enumerate(names):
+            if isinstance(name, str):
+                where = (join_path(npath, "labels") if isinstance(labels, str)
+                         else join_path(npath, "labels", index))
+                found += check_label_defined(ctx, name, where)
+    return found
+
+
+def _node_key(node: Mapping[str, Any]) -> str | None:
+    name = text(node, "name")
+    if name is None:
+        return None
+    port = _port(node)
+    return name if port == DEFAULT_PORTS.get(node.get("connection-type", "ssh"), 22) \
+        else f"{name}:{port}"
+
+
+def build(raw: RawMap, ctx: BuildContext) -> StaticProvider:
+    """The StaticProvider value of a valid providers[] entry."""
+    pools = [_build_pool(p, raw) for p in raw.get("pools", [])]
+    return StaticProvider(**provider_common(raw), pools=by_name(pools))
+
+
+def _build_pool(raw: Mapping[str, Any], provider: Mapping[str, Any]) -> StaticPool:
+    nodes = tuple(_build_node(n) for n in raw.get("nodes", []))
+    label_names = dict.fromkeys(name for node in nodes for name in node.labels)
+    return StaticPool(
+        **pool_common(raw, provider),
+        labels=by_name(PoolLabel(name=name) for name in label_names),
+        nodes=nodes,
+    )
+
+
+def _build_node(raw: Mapping[str, Any]) -> StaticNode:
+    return StaticNode(
+        name=raw["name"],
+        labels=_as_tuple(raw["labels"]),
+        username=raw.get("username", "zuul"),
+        timeout=raw.get("timeout", 5),
+        host_key_checking=raw.get("host-key-checking", True),
+        host_keys=_as_tuple(raw.get("host-key")),
+        connection_type=raw.get("connection-type", "ssh"),
+        connection_port=_port(raw),
+        shell_type=raw.get("shell-type"),
+        max_parallel_jobs=raw.get("max-parallel-jobs", 1),
+        python_path=raw.get("python-path", "auto"),
+    )
+
+
+DRIVER = Driver(name="static", schema=PROVIDER, check=check, build=build)
