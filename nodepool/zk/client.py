@@ -67,7 +67,7 @@ class ZooKeeperClient:
     @classmethod
     def from_config(cls, config) -> ZooKeeperClient:
         """Build from a loaded `nodepool.config.Config`."""
-        hosts, chroot = config.zookeeper_hosts()
+        hosts, chroot = config.zookeeper_hosts(), config.zookeeper_chroot()
         tls = None
         if config.zookeeper_tls:
             t = config.zookeeper_tls

@@ -1,0 +1,144 @@
+"""The `nodepool` command: talks only to ZooKeeper (and reads the config file)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from nodepool.cli import nodes as node_cmds
+from nodepool.cli import requests as request_cmds
+from nodepool.errors import LockFailed, NodepoolError, NotFound, ZooKeeperUnavailable
+from nodepool.zk.client import ZooKeeperClient
+
+DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
+
+# Exit codes, documented in doc/cli.md.
+EXIT_OK = 0
+EXIT_FAILED = 1        # the operation failed: not found, locked, invalid config, request failed
+EXIT_USAGE = 2         # argparse's own code for bad arguments
+EXIT_ZOOKEEPER = 3     # ZooKeeper could not be reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nodepool", description=__doc__)
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"path to nodepool.yaml (default {DEFAULT_CONFIG})")
+    parser.add_argument("--debug", action="store_true", help="log debug output to stderr")
+    parser.add_argument("--zk-timeout", type=float, default=None, metavar="SECONDS",
+                        help="give up connecting to ZooKeeper after this long "
+                             "(default: zookeeper-timeout from the config, at most 10)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list nodes")
+    p.add_argument("--detail", action="store_true", help="more columns")
+    p.add_argument("--json", action="store_true", help="JSON output for scripts")
+
+    p = sub.add_parser("request-list", help="list node requests")
+    p.add_argument("--json", action="store_true", help="JSON output for scripts")
+
+    p = sub.add_parser("delete", help="mark a node for deletion (locks it, sets deleting)")
+    p.add_argument("id", help="node id")
+
+    p = sub.add_parser("hold", help="hold a node (kept until deleted or max-hold-age)")
+    p.add_argument("id", help="node id")
+    p.add_argument("--reason", help="comment recorded on the node")
+
+    p = sub.add_parser("info", help="show a provider's pools, pool workers and nodes")
+    p.add_argument("provider", help="provider name")
+    p.add_argument("--json", action="store_true", help="JSON output for scripts")
+
+    sub.add_parser("config-validate", help="validate the config file and exit")
+
+    p = sub.add_parser("request", help="request nodes as a CI master would, and wait")
+    p.add_argument("labels", nargs="+", metavar="LABEL")
+    wait = p.add_mutually_exclusive_group()
+    wait.add_argument("--wait", dest="wait", action="store_true", default=True,
+                      help="wait for the request to be fulfilled (the default)")
+    wait.add_argument("--no-wait", dest="wait", action="store_false",
+                      help="print the request id and return at once")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="cancel the request if not fulfilled by then (default 300)")
+    p.add_argument("--requestor", default=request_cmds.default_requestor(),
+                   help="requestor id written on the request")
+    p.add_argument("--priority", type=int, default=200,
+                   help="priority prefix, lower is served first (default 200)")
+    p.add_argument("--provider", help="preferred provider")
+    p.add_argument("--no-reuse", action="store_true", help="ask for freshly launched nodes")
+    p.add_argument("--hold", metavar="REASON", nargs="?", const="held by nodepool request",
+                   help="keep the nodes in hold (to log in) instead of returning them as used")
+    p.add_argument("--json", action="store_true", help="JSON output for scripts")
+    return parser
+
+
+def _load_config(path: str):
+    from nodepool.config import ConfigError, load_config
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise _ConfigInvalid(str(e)) from None
+
+
+class _ConfigInvalid(NodepoolError):
+    pass
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    from nodepool.config import validate_config_file
+    problems = validate_config_file(args.config)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s) found", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.config}: configuration is valid")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "config-validate":
+        return cmd_config_validate(args)
+    config = _load_config(args.config)
+    zk = ZooKeeperClient.from_config(config)
+    timeout = args.zk_timeout if args.zk_timeout is not None else min(zk.timeout, 10.0)
+    zk.connect(timeout=timeout)
+    try:
+        if args.command == "list":
+            return node_cmds.cmd_list(args, zk)
+        if args.command == "delete":
+            return node_cmds.cmd_delete(args, zk)
+        if args.command == "hold":
+            return node_cmds.cmd_hold(args, zk)
+        if args.command == "info":
+            return node_cmds.cmd_info(args, zk, config)
+        if args.command == "request-list":
+            return request_cmds.cmd_request_list(args, zk)
+        if args.command == "request":
+            return request_cmds.cmd_request(args, zk)
+        raise AssertionError(args.command)
+    finally:
+        zk.disconnect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        # kazoo logs every failed connection attempt with a traceback.
+        logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    try:
+        return run(args)
+    except ZooKeeperUnavailable as e:
+        print(f"nodepool: {e}", file=sys.stderr)
+        return EXIT_ZOOKEEPER
+    except (NotFound, LockFailed, _ConfigInvalid, NodepoolError) as e:
+        print(f"nodepool: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("nodepool: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

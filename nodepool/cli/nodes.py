@@ -1,0 +1,136 @@
+"""CLI commands on nodes: list, delete, hold, info."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from nodepool.cli.output import age_of, format_age, print_json, print_table
+from nodepool.errors import InvalidTransition, LockFailed, NodepoolError, NotFound
+from nodepool.model import Node, NodeState
+from nodepool.zk import components, locks, nodes
+from nodepool.zk.client import ZooKeeperClient
+
+LIST_COLUMNS = ["ID", "Provider", "Label", "Server ID", "Public IPv4", "IPv6", "State",
+                "Age", "Locked"]
+DETAIL_COLUMNS = ["Pool", "Hostname", "Private IPv4", "AZ", "Username", "Port", "Launcher",
+                  "Allocated To", "Hold Job", "Comment"]
+
+
+def _row(node: Node, locked: bool, detail: bool, now: float) -> list:
+    row = [node.id, node.provider, node.type, node.external_id, node.public_ipv4,
+           node.public_ipv6, node.state.value, format_age(age_of(node.state_time, now)),
+           "locked" if locked else "unlocked"]
+    if detail:
+        row += [node.pool, node.hostname, node.private_ipv4, node.az, node.username,
+                node.connection_port, node.launcher, node.allocated_to, node.hold_job,
+                node.comment]
+    return row
+
+
+def _json(node: Node, locked: bool, now: float) -> dict:
+    data = node.to_dict()
+    data.update(id=node.id, locked=locked, age=round(age_of(node.state_time, now), 3))
+    return data
+
+
+def _nodes_with_locks(zk: ZooKeeperClient, provider: str | None = None):
+    found = nodes.get_nodes(zk.kazoo)
+    if provider is not None:
+        found = [n for n in found if n.provider == provider]
+    locked = locks.locked_node_ids(zk.kazoo, [n.id for n in found])
+    return found, locked
+
+
+def cmd_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
+    found, locked = _nodes_with_locks(zk)
+    now = time.time()
+    if args.json:
+        print_json([_json(n, n.id in locked, now) for n in found])
+        return 0
+    headers = LIST_COLUMNS + (DETAIL_COLUMNS if args.detail else [])
+    print_table(headers, [_row(n, n.id in locked, args.detail, now) for n in found])
+    return 0
+
+
+def _change_state(zk: ZooKeeperClient, node_id: str, new: NodeState, verb: str,
+                  **fields) -> Node:
+    """Lock the node, set `new` (and fields) over the version read under the lock, unlock."""
+    try:
+        lock = locks.lock_node(zk.kazoo, node_id, identifier="nodepool-cli")
+    except NotFound:
+        raise NotFound(f"node {node_id} not found") from None
+    except LockFailed:
+        raise LockFailed(
+            f"node {node_id} is locked by someone else (a launcher or a CI job is using it); "
+            f"cannot {verb} it now") from None
+    try:
+        node = nodes.get_node(zk.kazoo, node_id)
+        if node is None:
+            raise NotFound(f"node {node_id} not found")
+        try:
+            node.set_state(new)
+        except InvalidTransition:
+            raise NodepoolError(f"node {node_id} is {node.state.value}; cannot {verb} it") \
+                from None
+        for key, value in fields.items():
+            setattr(node, key, value)
+        nodes.update_node(zk.kazoo, node)
+        return node
+    finally:
+        locks.release(lock)
+
+
+def cmd_delete(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
+    node = _change_state(zk, args.id, NodeState.DELETING, "delete")
+    print(f"Node {node.id} marked for deletion; the launcher of provider "
+          f"{node.provider or '?'} deletes its server and record.")
+    return 0
+
+
+def cmd_hold(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
+    fields = {"comment": args.reason} if args.reason else {}
+    node = _change_state(zk, args.id, NodeState.HOLD, "hold", **fields)
+    print(f"Node {node.id} is held" + (f" ({args.reason})" if args.reason else "")
+          + f"; release it with `nodepool delete {node.id}`.")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, zk: ZooKeeperClient, config) -> int:
+    """Show a provider: its configured pools and labels, pool workers, and nodes."""
+    provider = config.providers.get(args.provider) if config is not None else None
+    pools = [c for c in components.list_components(zk, components.POOL)
+             if c.get("provider_name") == args.provider]
+    found, locked = _nodes_with_locks(zk, args.provider)
+    if provider is None and not pools and not found:
+        raise NotFound(f"provider {args.provider!r} is not in the configuration "
+                       f"and has no nodes or pool workers in ZooKeeper")
+    now = time.time()
+    if args.json:
+        print_json({
+            "provider": args.provider,
+            "configured": provider is not None,
+            "driver": getattr(provider, "driver", None),
+            "pools": [{"name": p.name, "max_servers": p.max_servers,
+                       "labels": sorted(p.labels)} for p in (provider.pools.values()
+                                                              if provider else [])],
+            "pool_workers": pools,
+            "nodes": [_json(n, n.id in locked, now) for n in found],
+        })
+        return 0
+    if provider is None:
+        print(f"Provider {args.provider} is not in this configuration.")
+    else:
+        print(f"Provider {provider.name} (driver {provider.driver})")
+        print_table(["Pool", "Max Servers", "Labels"],
+                    [[p.name, p.max_servers, sorted(p.labels)] for p in provider.pools.values()])
+    if pools:
+        print("Pool workers registered in ZooKeeper:")
+        print_table(["Pool", "Hostname", "Paused", "Priority", "Labels"],
+                    [[p.get("name"), p.get("hostname"), p.get("paused"), p.get("priority"),
+                      p.get("supported_labels")] for p in pools])
+    else:
+        print("No pool worker of this provider is registered (no launcher serves it).")
+    print(f"Nodes ({len(found)}):")
+    print_table(LIST_COLUMNS, [_row(n, n.id in locked, False, now) for n in found])
+    return 0

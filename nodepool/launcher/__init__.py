@@ -1,0 +1,1 @@
+"""The launcher daemon: request handling, providers, lifecycle, maintenance."""

@@ -1,0 +1,62 @@
+"""`nodepool-launcher`: argument parsing and config loading of the daemon entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import sys
+
+DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nodepool-launcher",
+                                     description="Launch and delete single-use CI nodes.")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"path to nodepool.yaml (default {DEFAULT_CONFIG})")
+    parser.add_argument("-f", "--foreground", action="store_true",
+                        help="run in the foreground (logs to stderr)")
+    parser.add_argument("-l", "--logconfig", help="a Python logging config file (INI or YAML)")
+    parser.add_argument("--debug", action="store_true", help="debug logging")
+    parser.add_argument("--check-config", action="store_true",
+                        help="load and validate the config, then exit")
+    return parser
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    if args.logconfig:
+        if args.logconfig.endswith((".yaml", ".yml")):
+            import yaml
+            with open(args.logconfig) as f:
+                logging.config.dictConfig(yaml.safe_load(f))
+        else:
+            logging.config.fileConfig(args.logconfig, disable_existing_loggers=False)
+        return
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    from nodepool.config import ConfigError, load_config
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"nodepool-launcher: invalid configuration:\n{e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"nodepool-launcher: cannot read {args.config}: {e}", file=sys.stderr)
+        return 1
+    if args.check_config:
+        print(f"{args.config}: {len(config.providers)} provider(s), "
+              f"{len(config.labels)} label(s): valid")
+        return 0
+    print("nodepool-launcher: the daemon is not part of this release yet; "
+          "use --check-config to validate a configuration", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
