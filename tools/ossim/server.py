@@ -258,15 +258,15 @@ class Simulator:
             time.sleep(latency.seconds)  # the latency is the fault being simulated
         limited = faults.take(("rate_limit",), req.method, req.path)
         if limited is not None:
-            retry = limited.retry_after
-            header = str(int(retry)) if retry == int(retry) else str(retry)
             raise ApiError(429, "overLimit", limited.message or "This request was rate-limited.",
-                           {"Retry-After": header})
+                           {"Retry-After": _seconds(limited.retry_after)})
         failed = faults.take(("http_error",), req.method, req.path)
         if failed is not None:
             kind = {400: "badRequest", 403: "forbidden", 404: "itemNotFound", 409: "conflictingRequest",
                     503: "serviceUnavailable"}.get(failed.status, "computeFault")
-            raise ApiError(failed.status, kind, failed.message or f"Injected HTTP {failed.status}")
+            # A 503 usually comes from a proxy that says when to come back; clients honour it.
+            extra = {"Retry-After": _seconds(failed.retry_after)} if failed.status == 503 else {}
+            raise ApiError(failed.status, kind, failed.message or f"Injected HTTP {failed.status}", extra)
 
     def _microversion(self, req: Request) -> tuple[int, int]:
         header = req.header("OpenStack-API-Version") or ""
@@ -283,3 +283,8 @@ class Simulator:
             raise ApiError(406, "notAcceptable", f"Version {text} is not supported by the API. Minimum is "
                                                  f"{MIN_MICROVERSION} and maximum is {self.config.max_microversion}.")
         return wanted
+
+
+def _seconds(value: float) -> str:
+    # keystoneauth parses Retry-After with int(); a fractional value makes it fall back to its own delay.
+    return str(int(value)) if value == int(value) else str(value)

@@ -1,0 +1,77 @@
+"""Real nodes: an ACTIVE server is a namespace with its own sshd you can ssh into; delete removes it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from ossim import Simulator, Timings  # noqa: E402
+from ossim.testing import connect, wait_for_gone, wait_for_status  # noqa: E402
+
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+               "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
+
+
+def require_root() -> None:
+    # Never skipped: developers and CI run as root, so a missing prerequisite is a failure to fix.
+    if os.geteuid() != 0:
+        pytest.fail("the real-node test needs root (network namespaces, a bridge, sshd); run pytest as root")
+    if not os.path.exists("/usr/sbin/sshd"):
+        pytest.fail("/usr/sbin/sshd is missing: apt-get install -y openssh-server")
+
+
+def ssh(key: Path, address: str, command: str) -> str:
+    proc = subprocess.run(["ssh", *SSH_OPTIONS, "-i", str(key), f"root@{address}", command],
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, f"ssh {address} {command!r} failed: {proc.stderr.strip()}"
+    return proc.stdout.strip()
+
+
+def namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def test_real_node_answers_ssh_as_its_server_name_and_is_gone_after_delete(tmp_path: Path) -> None:
+    require_root()
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with Simulator(real_nodes=True, timings=Timings(boot_delay=0, delete_delay=0)) as sim:
+        ctl = sim.client()
+        conn = connect(sim, str(tmp_path))
+        conn.compute.create_keypair(name="tester", public_key=(tmp_path / "id_ed25519.pub").read_text())
+        created = conn.compute.create_server(
+            name="real-node-1", flavor_id=conn.compute.find_flavor("m1.small").id,
+            image_id=conn.image.find_image("cirros-0.6.2").id, networks="auto", key_name="tester")
+        server = wait_for_status(conn, created.id, timeout=20)
+        assert server.status == "ACTIVE", server.fault
+        address = server.addresses["private"][0]["addr"]
+        assert ssh(key, address, "hostname") == "real-node-1"
+
+        # The console shows the host key that ssh-keyscan gets, as cloud-init prints it on a real cloud.
+        scanned = subprocess.run(["ssh-keyscan", "-t", "ed25519", address], capture_output=True, text=True,
+                                 timeout=10).stdout.split()
+        console = conn.compute.get_server_console_output(server.id)["output"]
+        assert scanned[-1] in console
+
+        # A floating IP follows its port into the namespace, so the node answers on it too.
+        port = next(conn.network.ports(device_id=server.id))
+        fip = conn.network.create_ip(floating_network_id=conn.network.find_network("public").id,
+                                     port_id=port.id)
+        assert ssh(key, fip.floating_ip_address, "hostname") == "real-node-1"
+
+        namespace = ctl.server(server.id)["node"]["namespace"]
+        assert namespace in namespaces()
+        conn.compute.delete_server(server.id)
+        wait_for_gone(conn, server.id, timeout=20)
+        assert namespace not in namespaces()
+        assert ctl.state()["namespaces"] == []
+        bridge = sim._realnodes.bridge
+    # After stop the bridge is gone too.
+    link = subprocess.run(["ip", "link", "show", bridge], capture_output=True, text=True)
+    assert link.returncode != 0
