@@ -250,3 +250,11 @@ def test_cli_prints_url_and_stops_on_sigterm(tmp_path: Path) -> None:
 def test_wait_for_raises_naming_what_it_waited_for() -> None:
     with pytest.raises(TimeoutError, match="the impossible"):
         wait_for(lambda: False, timeout=0.05, what="the impossible")
+
+
+def test_etc_clouds_yaml_points_at_the_cli_default_port() -> None:
+    import yaml
+    from ossim import DEFAULT_PORT
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parent.parent / "etc" / "clouds.yaml").read_text())
+    assert shipped["clouds"]["local"] == Simulator(port=DEFAULT_PORT).cloud_config()

@@ -44,9 +44,8 @@ def build_fault(spec: dict[str, Any]) -> Fault:
     for name in ("message", "method", "path"):
         if spec.get(name) is not None:
             setattr(fault, name, str(spec[name]))
-    for name in ("status", ):
-        if name in spec:
-            setattr(fault, name, int(spec[name]))
+    if "status" in spec:
+        fault.status = int(spec["status"])
     for name in ("retry_after", "seconds", "rate", "burst"):
         if name in spec:
             setattr(fault, name, float(spec[name]))

@@ -117,7 +117,7 @@ class NeutronApi:
         for key, wanted in req.query.items():
             if key in skip:
                 continue
-            views = [v for v in views if key not in v or _as_text(v[key]) in wanted]
+            views = [v for v in views if key not in v or _filter_ok(v[key], wanted)]
         page, next_marker = paginate(views, req, lambda v: v["id"], 10**9, 10**9)
         fields = req.query.get("fields")
         if fields:
@@ -278,7 +278,9 @@ class NeutronApi:
         return Response(204)
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)  # Neutron accepts True/true; normalise both sides below
-    return "" if value is None else str(value)
+def _filter_ok(value: Any, wanted: list[str]) -> bool:
+    if isinstance(value, bool):  # Neutron takes True, true and 1 alike
+        return any(w.lower() in (("true", "1") if value else ("false", "0")) for w in wanted)
+    if isinstance(value, (list, dict)):
+        return True  # filters on list attributes (fixed_ips, tags) are not simulated
+    return ("" if value is None else str(value)) in wanted

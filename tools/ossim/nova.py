@@ -6,8 +6,6 @@ import base64
 import hashlib
 import re
 import time
-from typing import Any
-
 from .config import FlavorSpec
 from .httpkit import ApiError, JSON, Request, Response, Router, paginate, with_query
 from .models import Keypair, iso
@@ -220,9 +218,9 @@ class NovaApi:
         with self.state.lock:
             if name in self.state.keypairs:
                 raise ApiError(409, "conflictingRequest", f"Key pair '{name}' already exists.")
-            self.state._keypair_seq += 1
+            self.state.keypair_seq += 1
             kp = Keypair(name=name, public_key=public_key.strip(), fingerprint=fingerprint,
-                         type=spec.get("type", "ssh"), created=time.time(), id=self.state._keypair_seq)
+                         type=spec.get("type", "ssh"), created=time.time(), id=self.state.keypair_seq)
             self.state.keypairs[name] = kp
         view = self._keypair_view(req, kp, False)
         view["user_id"] = self.state.user_id
@@ -260,6 +258,3 @@ def generate_keypair() -> tuple[str, str]:
                                            serialization.PublicFormat.OpenSSH).decode()
     return public + " Generated-by-Nova", private
 
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]

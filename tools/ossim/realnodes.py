@@ -39,6 +39,7 @@ class Node:
     error: str | None = None
     gone: bool = False
     torn_down: bool = False  # teardown requested: a boot still running stops early
+    configured: bool = False  # addresses are in the namespace; later FIP changes go straight in
     extra: set[str] = field(default_factory=set)
     host_keys: list[str] = field(default_factory=list)
 
@@ -130,8 +131,8 @@ class RealNodes:
 
     def _set_extra(self, node: Node, address: str, add: bool) -> None:
         with node.lock:
-            if node.torn_down or not node.ready:
-                (node.extra.add if add else node.extra.discard)(address)
+            if node.torn_down or not node.configured:
+                (node.extra.add if add else node.extra.discard)(address)  # the boot adds node.extra
                 return
             verb = "add" if add else "del"
             netns.run(["ip", "-n", node.namespace, "addr", verb, f"{address}/32", "dev", "eth0"], check=False)
@@ -158,6 +159,7 @@ class RealNodes:
             netns.batch(node.namespace, [f"addr add {node.ip}/{net.prefixlen} dev eth0",
                                          *[f"addr add {a}/32 dev eth0" for a in sorted(node.extra)],
                                          "link set eth0 up", "link set lo up"])
+            node.configured = True
             key = os.path.join(node.workdir, "ssh_host_ed25519_key")
             netns.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{hostname_of(node.name)}",
                        "-f", key])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 import logging
 import os
 import socket
@@ -93,6 +94,8 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None, **overrides: Any) -> None:
         # A private copy: run-time changes through the control API must not leak into the caller's config.
         self.config = dataclasses.replace(copy.deepcopy(config or SimConfig()), **overrides)
+        if not ipaddress.ip_address(self.config.host).is_loopback:
+            raise ValueError(f"host {self.config.host!r}: the simulator serves only loopback addresses")
         self._initial_quotas = copy.deepcopy(self.config.quotas)
         self._initial_timings = copy.deepcopy(self.config.timings)
         self.state: CloudState | None = None
@@ -162,8 +165,11 @@ class Simulator:
 
     @property
     def port(self) -> int:
-        assert self._httpd is not None, "start() the simulator first"
-        return self._httpd.server_address[1]
+        if self._httpd is not None:
+            return self._httpd.server_address[1]
+        if self.config.port:
+            return self.config.port  # a fixed port is known before start()
+        raise RuntimeError("the port is chosen by start(); start the simulator first")
 
     @property
     def url(self) -> str:

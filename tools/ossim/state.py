@@ -69,7 +69,7 @@ class CloudState:
         self.realnodes: Any = None  # realnodes.RealNodes when real nodes are on
         self.on_server_gone: list[Callable[[Server], None]] = []
         self.flavors = {f.id: f for f in config.flavors}
-        self._keypair_seq = 0
+        self.keypair_seq = 0
         self._seed()
 
     # -- setup ---------------------------------------------------------------------------
