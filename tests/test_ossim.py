@@ -83,7 +83,7 @@ def test_server_goes_build_then_active_with_addresses_and_metadata(conn: Any, ct
     assert server.status == "ACTIVE"
     assert server.metadata == {"nodepool_node_id": "0000000042"}
     fixed = server.addresses["private"][0]
-    assert fixed["OS-EXT-IPS:type"] == "fixed" and fixed["addr"].startswith("203.0.113.")
+    assert fixed["OS-EXT-IPS:type"] == "fixed" and fixed["addr"].startswith("198.18.")
     assert server.availability_zone == "nova" and server.task_state is None
     assert server.vm_state == "active" and server.power_state == 1
     assert server.flavor.original_name == "m1.small"  # embedded flavor since 2.47
@@ -201,7 +201,7 @@ def test_ports_filter_by_device_and_status(conn: Any, ctl: ControlClient) -> Non
 def test_networks_subnets_and_security_groups(conn: Any, ctl: ControlClient) -> None:
     private = conn.network.find_network("private")
     assert private.is_router_external is False
-    assert [s.cidr for s in conn.network.subnets(network_id=private.id)] == ["203.0.113.0/24"]
+    assert [s.cidr for s in conn.network.subnets(network_id=private.id)] == ["198.18.0.0/16"]
     assert [n.name for n in conn.network.networks(is_router_external=True)] == ["public"]
     assert [g.name for g in conn.network.security_groups()] == ["default"]
 

@@ -77,9 +77,11 @@ class SimConfig:
     availability_zones: tuple[str, ...] = ("nova",)
     quotas: Quotas = field(default_factory=Quotas)
     timings: Timings = field(default_factory=Timings)
-    # TEST-NET-3 and TEST-NET-2 (RFC 5737): documentation ranges nothing answers on.
-    fixed_cidr: str = "203.0.113.0/24"
-    floating_cidr: str = "198.51.100.0/24"
+    # Fake-mode addresses come from 198.18.0.0/15, reserved for benchmarking (RFC 2544) and never routed
+    # on the internet: nothing answers on them and the simulator never contacts them. A /16 each leaves
+    # room for benchmarks with thousands of servers (a TEST-NET /24 runs out at 253).
+    fixed_cidr: str = "198.18.0.0/16"
+    floating_cidr: str = "198.19.0.0/16"
     real_nodes: bool = False
     # A private /16 that exists only on this machine; None picks a free 10.x.0.0/16.
     real_cidr: str | None = None
