@@ -39,9 +39,13 @@ def namespaces() -> list[str]:
 
 def test_real_node_answers_ssh_as_its_server_name_and_is_gone_after_delete(tmp_path: Path) -> None:
     require_root()
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    with Simulator(real_nodes=True, timings=Timings(boot_delay=0, delete_delay=0)) as sim:
+    key, operator_key = tmp_path / "id_ed25519", tmp_path / "operator_ed25519"
+    for path in (key, operator_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    # One key comes from the keypair named at create time, the other is given to the simulator itself.
+    operator_public = Path(f"{operator_key}.pub").read_text()
+    with Simulator(real_nodes=True, timings=Timings(boot_delay=0, delete_delay=0),
+                   authorized_keys=(operator_public,)) as sim:
         ctl = sim.client()
         conn = connect(sim, str(tmp_path))
         conn.compute.create_keypair(name="tester", public_key=(tmp_path / "id_ed25519.pub").read_text())
@@ -52,6 +56,7 @@ def test_real_node_answers_ssh_as_its_server_name_and_is_gone_after_delete(tmp_p
         assert server.status == "ACTIVE", server.fault
         address = server.addresses["private"][0]["addr"]
         assert ssh(key, address, "hostname") == "real-node-1"
+        assert ssh(operator_key, address, "hostname") == "real-node-1"
 
         # The console shows the host key that ssh-keyscan gets, as cloud-init prints it on a real cloud.
         scanned = subprocess.run(["ssh-keyscan", "-t", "ed25519", address], capture_output=True, text=True,

@@ -181,8 +181,9 @@ class ServersApi:
             if source == "image":
                 self._active_image(str(bdm.get("uuid", "")))
                 if dest == "volume" and not bdm.get("volume_size"):
-                    raise ApiError(400, "badRequest", "Block Device Mapping is Invalid: "
-                                                      "You specified more local devices than the limit allows")
+                    raise ApiError(400, "badRequest", "Block Device Mapping is Invalid: Images with "
+                                                      "destination_type 'volume' need to have a non-zero size "
+                                                      "specified")
             if dest == "volume":
                 volumes.append({"id": bdm.get("uuid") if source == "volume" else new_id(),
                                 "delete_on_termination": bool(bdm.get("delete_on_termination", False))})
