@@ -123,7 +123,7 @@ def test_limits_report_quota_and_usage(conn: Any, ctl: ControlClient) -> None:
 def test_server_metadata_can_be_read_and_changed(conn: Any, ctl: ControlClient) -> None:
     server = boot(conn, "meta", metadata={"a": "1"})
     conn.compute.set_server_metadata(server.id, b="2")
-    assert conn.compute.get_server_metadata(server.id).metadata == {"a": "1", "b": "2"}
+    assert conn.compute.fetch_server_metadata(server.id).metadata == {"a": "1", "b": "2"}
     conn.compute.delete_server_metadata(server.id, ["a"])
     assert conn.compute.get_server(server.id).metadata == {"b": "2"}
 
