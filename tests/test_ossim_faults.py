@@ -209,11 +209,13 @@ def test_server_can_be_failed_after_it_was_active(conn: Any, ctl: ControlClient)
 
 def test_timings_change_at_run_time_and_reset_restores_them(conn: Any, ctl: ControlClient) -> None:
     ctl.set_timings(boot_delay=30)
+    network_id = conn.network.find_network("private").id
     server = boot(conn)
     assert conn.compute.get_server(server.id).status == "BUILD"
     ctl.reset()
     assert ctl.config()["timings"]["boot_delay"] == 0.02
     assert conn.compute.find_server(server.id) is None
+    assert conn.network.find_network("private").id == network_id  # ids a driver cached stay valid
 
 
 def test_control_api_rejects_bad_input_with_reasons(ctl: ControlClient) -> None:

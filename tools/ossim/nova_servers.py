@@ -41,7 +41,7 @@ class ServersApi:
 
     def find(self, server_id: str) -> Server:
         server = self.state.servers.get(server_id)
-        if server is None or server.status == "DELETED" and server.deleted_window <= 0:
+        if server is None:
             raise ApiError(404, "itemNotFound", f"Instance {server_id} could not be found.")
         return server
 

@@ -75,13 +75,10 @@ class CloudState:
     # -- setup ---------------------------------------------------------------------------
 
     def _seed(self) -> None:
+        """Networks, subnets and the configured images: made once, kept (same ids) across resets."""
         self.images: dict[str, Image] = {}
-        self.keypairs: dict[str, Any] = {}
         self.networks: dict[str, Network] = {}
         self.subnets: dict[str, Subnet] = {}
-        self.ports: dict[str, Port] = {}
-        self.fips: dict[str, FloatingIP] = {}
-        self.servers: dict[str, Server] = {}
         self.pools: dict[str, AddressPool] = {}
         for name in self.config.images:
             image = Image(id=new_id(), name=name, status="active", disk_format="qcow2", container_format="bare",
@@ -98,6 +95,17 @@ class CloudState:
         self.private = self._add_network("private", "private-subnet", fixed_cidr, external=False)
         self.public = self._add_network("public", "public-subnet", floating_cidr, external=True)
         self.security_groups = {new_id(): "default"}
+        self._clear()
+
+    def _clear(self) -> None:
+        """Drop everything users made: servers, ports, FIPs, keypairs, uploaded images."""
+        self.keypairs: dict[str, Any] = {}
+        self.ports: dict[str, Port] = {}
+        self.fips: dict[str, FloatingIP] = {}
+        self.servers: dict[str, Server] = {}
+        self.images = {i.id: i for i in self.images.values() if i.builtin}
+        for subnet_id, pool in list(self.pools.items()):
+            self.pools[subnet_id] = AddressPool(str(pool.net))
 
     def _add_network(self, name: str, subnet_name: str, cidr: str, external: bool) -> Network:
         net = Network(id=new_id(), name=name, external=external)
@@ -114,12 +122,10 @@ class CloudState:
         """Forget everything made since start; return the servers whose real nodes must go."""
         with self.lock:
             servers = list(self.servers.values())
-            builtin = {i.id: i for i in self.images.values() if i.builtin}
             self.faults.clear()
             self.calls.clear()
             self.requests.clear()
-            self._seed()
-            self.images = builtin
+            self._clear()
             return servers
 
     # -- lookups ---------------------------------------------------------------------------
