@@ -122,6 +122,7 @@ class Server:
     flavor_id: str
     image_id: str  # "" when booted from volume, as Nova shows it
     az: str
+    pinned_az: str | None = None  # the zone the user asked for; Nova shows it from 2.96
     metadata: dict[str, str] = field(default_factory=dict)
     key_name: str | None = None
     port_ids: list[str] = field(default_factory=list)

@@ -180,7 +180,8 @@ class NeutronApi:
             port = self.state.create_port(net_id, spec.get("device_id", ""), spec.get("device_owner", ""),
                                           fixed, spec.get("name", ""))
             if port is None:
-                raise ApiError(409, "IpAddressGenerationFailure", f"No more IP addresses available on network {net_id}.")
+                raise ApiError(409, "IpAddressGenerationFailure",
+                               f"No more IP addresses available on network {net_id}.")
             port.description = spec.get("description", "")
             return Response(201, {"port": self.port_view(port)})
 
@@ -245,7 +246,8 @@ class NeutronApi:
             subnet = self.state.subnet_of(net.id)
             address = self.state.pools[subnet.id].allocate(spec.get("floating_ip_address"))
             if address is None:
-                raise ApiError(409, "IpAddressGenerationFailure", f"No more IP addresses available on network {net_id}.")
+                raise ApiError(409, "IpAddressGenerationFailure",
+                               f"No more IP addresses available on network {net_id}.")
             fip = FloatingIP(id=new_id(), address=address, network_id=net.id,
                              description=spec.get("description", ""))
             self.state.fips[fip.id] = fip

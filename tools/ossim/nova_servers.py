@@ -141,12 +141,15 @@ class ServersApi:
             if az not in self.state.config.availability_zones:
                 raise ApiError(400, "badRequest", "The requested availability zone is not available")
             requested = self._requested_networks(networks)
-            fault = self.state.faults.take(("create_500", "create_quota", "create_error", "create_timeout"))
-            if fault is not None and fault.kind == "create_500":
-                raise ApiError(500, "computeFault", fault.message or _UNEXPECTED)
-            self._check_quota(flavor.vcpus, flavor.ram, forced=fault is not None and fault.kind == "create_quota")
+            api_fault = self.state.faults.take(("create_500", "create_quota"))
+            if api_fault is not None and api_fault.kind == "create_500":
+                raise ApiError(500, "computeFault", api_fault.message or _UNEXPECTED)
+            self._check_quota(flavor.vcpus, flavor.ram, forced=api_fault is not None)
+            # Build faults are taken only by a create the API accepted, so a 403 never uses one up.
+            fault = self.state.faults.take(("create_error", "create_timeout"))
             server = Server(id=new_id(), name=name, flavor_id=flavor.id, image_id=image_id, az=az,
-                            metadata=dict(metadata), key_name=key_name, block_devices=list(bdms),
+                            pinned_az=spec.get("availability_zone"), metadata=dict(metadata),
+                            key_name=key_name, block_devices=list(bdms),
                             volumes=volumes, user_data=spec.get("user_data"),
                             config_drive=bool(spec.get("config_drive")), description=spec.get("description"),
                             tags=list(spec.get("tags") or []), admin_pass=secrets.token_urlsafe(9),

@@ -96,7 +96,7 @@ def server_view(state: CloudState, server: Server, req: Request) -> JSON:
     if mv >= (2, 90):
         view["OS-EXT-SRV-ATTR:hostname"] = hostname_of(server.name)
     if mv >= (2, 96):
-        view["pinned_availability_zone"] = None
+        view["pinned_availability_zone"] = server.pinned_az
     return view
 
 
