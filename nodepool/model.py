@@ -65,7 +65,9 @@ _R = RequestState
 REQUEST_TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
     # requested -> pending: a pool took it; -> failed: every pool declined.
     # requested -> requested: a pool declined (declined_by grew).
-    _R.REQUESTED: frozenset({_R.REQUESTED, _R.PENDING, _R.FAILED}),
+    # requested -> fulfilled: served wholly from ready nodes, one write instead
+    # of two (requestors only wait for fulfilled or failed).
+    _R.REQUESTED: frozenset({_R.REQUESTED, _R.PENDING, _R.FULFILLED, _R.FAILED}),
     # pending -> requested: reset of a lost request or a decline after a
     # launch failed for good; pending -> failed: declined by every pool.
     _R.PENDING: frozenset({_R.FULFILLED, _R.FAILED, _R.REQUESTED}),

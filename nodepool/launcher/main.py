@@ -1,11 +1,13 @@
-"""`nodepool-launcher`: argument parsing and config loading of the daemon entry point."""
+"""`nodepool-launcher`: the daemon entry point (arguments, logging, signals)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import logging.config
+import signal
 import sys
+import threading
 
 DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
 
@@ -53,9 +55,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: {len(config.providers)} provider(s), "
               f"{len(config.labels)} label(s): valid")
         return 0
-    print("nodepool-launcher: the daemon is not part of this release yet; "
-          "use --check-config to validate a configuration", file=sys.stderr)
-    return 2
+    return run(args.config)
+
+
+def run(config_path: str, stop_timeout: float = 30.0) -> int:
+    """Run the daemon until SIGTERM or SIGINT, then stop in a bounded time and exit 0."""
+    from nodepool.errors import ZooKeeperUnavailable
+    from nodepool.launcher.daemon import Launcher
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    launcher = Launcher(config_path)
+    try:
+        launcher.start()
+    except ZooKeeperUnavailable as e:
+        print(f"nodepool-launcher: {e}", file=sys.stderr)
+        return 3
+    stop.wait()
+    logging.getLogger("nodepool.launcher").info("Signal received: stopping")
+    done = threading.Thread(target=launcher.stop, args=(stop_timeout,), daemon=True)
+    done.start()
+    done.join(stop_timeout + 5)
+    return 0
 
 
 if __name__ == "__main__":

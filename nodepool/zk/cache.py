@@ -8,6 +8,7 @@ are called on the cache's event thread for every change; they must be quick
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from typing import Callable
@@ -25,6 +26,7 @@ log = logging.getLogger("nodepool.zk.cache")
 NODE = "node"
 NODE_LOCK = "node-lock"
 REQUEST = "request"
+POOL_COMPONENT = "pool-component"
 CONNECTION = "connection"
 
 
@@ -53,17 +55,20 @@ _CONNECTION_EVENTS = {
 
 
 class ZooKeeperCache:
-    """In-memory view of /nodepool/nodes (with lock contenders) and /nodepool/requests."""
+    """In-memory view of nodes (with lock contenders), requests and pool components."""
 
     def __init__(self, zk: ZooKeeperClient):
         self.zk = zk
         self._nodes: dict[str, Node] = {}
         self._locks: dict[str, set[str]] = {}
         self._requests: dict[str, NodeRequest] = {}
+        self._pools: dict[str, dict] = {}
         self._subscribers: list[Subscriber] = []
         self._mutex = threading.Lock()
         self._trees: list[TreeCache] = []
-        self._initialized = {paths.NODES: threading.Event(), paths.REQUESTS: threading.Event()}
+        self._pool_root = paths.components("pool")
+        self._initialized = {paths.NODES: threading.Event(), paths.REQUESTS: threading.Event(),
+                             self._pool_root: threading.Event()}
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
@@ -75,7 +80,8 @@ class ZooKeeperCache:
     def start(self, timeout: float = 30.0) -> None:
         """Start watching and wait until both trees are loaded once."""
         for root, handler in ((paths.NODES, self._on_node_event),
-                              (paths.REQUESTS, self._on_request_event)):
+                              (paths.REQUESTS, self._on_request_event),
+                              (self._pool_root, self._on_pool_event)):
             tree = TreeCache(self.zk.kazoo, root)
             tree.listen(self._listener(root, handler))
             tree.listen_fault(lambda e: log.error("Cache fault: %s", e, exc_info=e))
@@ -112,6 +118,11 @@ class ZooKeeperCache:
 
     def get_request(self, request_id: str) -> NodeRequest | None:
         return self._requests.get(request_id)
+
+    def pool_components(self) -> list[dict]:
+        """The JSON of every registered pool component (every launcher's)."""
+        with self._mutex:
+            return list(self._pools.values())
 
     # -- events ---------------------------------------------------------
 
@@ -185,3 +196,19 @@ class ZooKeeperCache:
         with self._mutex:
             self._requests[rel] = request
         return CacheEvent(REQUEST, rel, request)
+
+    def _on_pool_event(self, etype: int, rel: str, raw: bytes, stat) -> CacheEvent | None:
+        if "/" in rel:
+            return None
+        if etype == TreeEvent.NODE_REMOVED:
+            with self._mutex:
+                self._pools.pop(rel, None)
+            return CacheEvent(POOL_COMPONENT, rel, None)
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            log.warning("Ignoring unreadable pool component %s", rel)
+            return None
+        with self._mutex:
+            self._pools[rel] = data
+        return CacheEvent(POOL_COMPONENT, rel, None)

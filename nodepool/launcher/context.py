@@ -1,0 +1,38 @@
+"""What every part of a launcher shares: ZooKeeper, the cache, the config, the scanner."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any, Callable
+
+from nodepool.launcher.planner import RegisteredPool
+from nodepool.zk.cache import ZooKeeperCache
+from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.components import ComponentRegistry
+
+MIN_READY_REQUESTOR = "NodePool:min-ready"
+
+
+@dataclasses.dataclass
+class LauncherContext:
+    """Shared services; `config` is swapped whole when a new file validates."""
+
+    zk: ZooKeeperClient
+    cache: ZooKeeperCache
+    registry: ComponentRegistry
+    scanner: Any
+    config: Any
+    hostname: str
+    clock: Callable[[], float] = time.time
+    # Ids of requests some worker of this launcher is handling (guarded by `lock`).
+    handled_requests: set[str] = dataclasses.field(default_factory=set)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def registered_pools(self) -> list[RegisteredPool]:
+        return [RegisteredPool.from_component(c) for c in self.cache.pool_components()]
+
+    @property
+    def kazoo(self):
+        return self.zk.kazoo

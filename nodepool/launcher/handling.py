@@ -1,0 +1,362 @@
+"""Serving node requests: take, allocate ready nodes, launch, fulfil, decline, cancel.
+
+A mixin of ProviderWorker; runs on its loop thread. Follows PROTOCOL.md's
+hand-off: the request lock is held for every write, the request is re-read
+after locking, nodes are unlocked before the single fulfil write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from nodepool import errors
+from nodepool.launcher.planner import Verdict, every_pool_declined, is_reusable, triage
+from nodepool.model import NodeRequest, NodeState, RequestState
+from nodepool.zk import locks, nodes, requests
+
+log = logging.getLogger("nodepool.launcher.requests")
+
+
+@dataclasses.dataclass(eq=False)
+class RequestHandler:
+    """A request one of our pools has locked and is serving."""
+
+    request: NodeRequest
+    lock: Any
+    pool: Any
+    slots: list[str | None]                 # node id per node_types entry
+    ready: set[str] = dataclasses.field(default_factory=set)
+    held: dict[str, Any] = dataclasses.field(default_factory=dict)  # ready nodes we still lock
+    waiting: str | None = None              # why it waits (quota, hosts busy)
+    failed: str | None = None
+    az: str | None = None
+
+    def missing(self) -> list[int]:
+        return [i for i, s in enumerate(self.slots) if s is None]
+
+
+class RequestHandling:
+    """The request side of a provider worker."""
+
+    def init_requests(self) -> None:
+        self.handlers: dict[str, RequestHandler] = {}
+        self.finished: set[str] = set()
+        self.declined: set[tuple[str, str]] = set()
+
+    def handler_node_ids(self) -> set[str]:
+        return {s for h in self.handlers.values() for s in h.slots if s is not None}
+
+    def _lock_name(self) -> str:
+        return f"{self.ctx.hostname}:{self.name}"
+
+    def _track(self, request_id: str, handled: bool) -> None:
+        with self.ctx.lock:
+            (self.ctx.handled_requests.add if handled else self.ctx.handled_requests.discard)(
+                request_id)
+
+    # -- new requests ---------------------------------------------------------
+
+    def serve_requests(self) -> None:
+        """Take new requests in protocol order; a pool at quota defers (never fails).
+
+        Once a pool defers a request, it takes no later one in this pass, so
+        freed quota goes to the request that is first in line (a big request
+        is not starved by small ones behind it).
+        """
+        if self.stopping:
+            return
+        pending = self.ctx.cache.requests()
+        live = {r.id for r in pending}
+        self.finished &= live
+        self.declined = {d for d in self.declined if d[0] in live}
+        registered = self.ctx.registered_pools()
+        pools = sorted(self.pools.values(), key=lambda p: p.cfg.priority)
+        blocked = {name for name, p in self.pools.items() if p.paused}
+        for req in pending:
+            if req.state != RequestState.REQUESTED or req.id in self.handlers \
+                    or req.id in self.finished:
+                continue
+            for pool in pools:
+                if (req.id, pool.view.id) in self.declined:
+                    continue
+                verdict = triage(req, pool.view, registered,
+                                 self.fits_ever(pool, req.node_types))
+                if verdict.verdict == Verdict.SKIP:
+                    continue
+                if verdict.verdict == Verdict.DECLINE:
+                    self._decline(req.id, pool, verdict.reason)
+                    continue
+                if pool.cfg.name in blocked:
+                    continue
+                if not self._servable_now(req, pool):
+                    blocked.add(pool.cfg.name)
+                    continue
+                if self._take(req.id, pool):
+                    break
+        for name, pool in self.pools.items():
+            pool.paused = name in blocked
+
+    def _servable_now(self, req: NodeRequest, pool) -> bool:
+        """From the cache alone: could the pool serve this now (ready nodes, or quota)?"""
+        need = list(req.node_types)
+        if req.reuse or not self.adapter.launches:
+            for node in self.ctx.cache.nodes():
+                if need and is_reusable(node, pool.view, self.ctx.cache.is_node_locked(node.id)):
+                    for label in node.type:
+                        if label in need:
+                            need.remove(label)
+                            break
+        if not need:
+            return True
+        if not self.adapter.launches:
+            return False
+        return self.can_launch(pool, need, req.tenant_name)
+
+    def _decline(self, request_id: str, pool, reason: str, lock=None) -> None:
+        """Add the pool to declined_by (failed when every registered pool declined)."""
+        self.declined.add((request_id, pool.view.id))
+        own_lock = lock is None
+        try:
+            if own_lock:
+                lock = locks.lock_request(self.ctx.kazoo, request_id, identifier=self._lock_name())
+        except errors.LockFailed:
+            return
+        try:
+            req = requests.get_request(self.ctx.kazoo, request_id)
+            if req is None or req.state not in (RequestState.REQUESTED, RequestState.PENDING) \
+                    or pool.view.id in req.declined_by:
+                return
+            req.declined_by.append(pool.view.id)
+            if every_pool_declined(req.declined_by, self.ctx.registered_pools()):
+                req.set_state(RequestState.FAILED)
+                log.info("request=%s Failed: declined by every pool (last: %s)", request_id,
+                         reason)
+            else:
+                req.set_state(RequestState.REQUESTED)
+                log.info("request=%s Declined by %s: %s", request_id, pool.view.id, reason)
+            requests.update_request(self.ctx.kazoo, req)
+        except (errors.NotFound, errors.VersionConflict) as e:
+            log.info("request=%s Not declined: %s", request_id, e)
+        finally:
+            if own_lock:
+                locks.release(lock)
+
+    def _take(self, request_id: str, pool) -> bool:
+        try:
+            lock = locks.lock_request(self.ctx.kazoo, request_id, identifier=self._lock_name())
+        except errors.LockFailed:
+            return False
+        req = requests.get_request(self.ctx.kazoo, request_id)
+        if req is None or req.state != RequestState.REQUESTED or pool.view.id in req.declined_by:
+            locks.release(lock)
+            if req is not None and req.state != RequestState.REQUESTED:
+                self.finished.add(request_id)
+            return False
+        handler = RequestHandler(req, lock, pool, [None] * len(req.node_types))
+        self.handlers[req.id] = handler
+        self._track(req.id, True)
+        self._fill_from_ready(handler)
+        if not handler.missing():
+            self._fulfil(handler)   # all from ready nodes: straight to fulfilled, one write
+            return True
+        self._launch_missing(handler)
+        req.set_state(RequestState.PENDING)
+        try:
+            requests.update_request(self.ctx.kazoo, req)
+        except errors.NotFound:
+            self._cancel(handler)
+        return True
+
+    # -- filling slots ------------------------------------------------------------
+
+    def _fill_from_ready(self, h: RequestHandler) -> None:
+        if not h.request.reuse and self.adapter.launches:
+            return
+        candidates = sorted((n for n in self.ctx.cache.nodes()
+                             if is_reusable(n, h.pool.view, self.ctx.cache.is_node_locked(n.id))
+                             and n.id not in h.slots),
+                            key=lambda n: (n.state_time, n.id))
+        for i in h.missing():
+            label = h.request.node_types[i]
+            for node in candidates:
+                if label not in node.type or node.id in h.slots:
+                    continue
+                if h.az is not None and node.az is not None and node.az != h.az:
+                    continue
+                if self._allocate(node.id, h):
+                    h.slots[i] = node.id
+                    h.ready.add(node.id)
+                    h.az = h.az or node.az
+                    break
+
+    def _allocate(self, node_id: str, h: RequestHandler) -> bool:
+        """Hand over a ready node: lock, re-check ready and unallocated, allocate, unlock."""
+        try:
+            lock = locks.lock_node(self.ctx.kazoo, node_id, identifier=self._lock_name())
+        except (errors.LockFailed, errors.NotFound):
+            return False
+        try:
+            node = nodes.get_node(self.ctx.kazoo, node_id)
+            if node is None or node.state != NodeState.READY or node.allocated_to is not None:
+                return False
+            node.allocated_to = h.request.id
+            node.tenant_name = h.request.tenant_name
+            node.requestor = h.request.requestor
+            nodes.update_node(self.ctx.kazoo, node)
+            return True
+        except (errors.VersionConflict, errors.NotFound):
+            return False
+        finally:
+            locks.release(lock)
+
+    def _launch_missing(self, h: RequestHandler) -> None:
+        missing = h.missing()
+        if not missing:
+            return
+        if not self.adapter.launches:
+            h.waiting = "every host of the pool is busy"
+            return
+        labels = [h.request.node_types[i] for i in missing]
+        if not self.can_launch(h.pool, labels, h.request.tenant_name):
+            h.waiting = "at quota"
+            h.pool.paused, h.pool.pause_reason = True, "at quota"
+            return
+        h.waiting = None
+        for i in missing:
+            task = self.start_launch(h.pool, h.request.node_types[i], request=h.request, az=h.az)
+            h.slots[i] = task.node.id
+
+    # -- callbacks from the lifecycle ----------------------------------------------
+
+    def launch_ready(self, task) -> bool:
+        """A launched node is ready; True if a request keeps it locked until fulfilment."""
+        h = self.handlers.get(task.request_id or "")
+        if h is None or task.node.id not in h.slots:
+            return False
+        h.ready.add(task.node.id)
+        h.held[task.node.id] = task.lock
+        return True
+
+    def launch_failed(self, task, reason: str) -> None:
+        h = self.handlers.get(task.request_id or "")
+        if h is not None:
+            h.failed = f"node {task.node.id} failed: {reason}"
+            h.slots = [None if s == task.node.id else s for s in h.slots]
+
+    def launch_aborted(self, task) -> None:
+        """Quota: the slot is launched again once quota frees; nothing failed."""
+        h = self.handlers.get(task.request_id or "")
+        if h is not None:
+            h.slots = [None if s == task.node.id else s for s in h.slots]
+            h.waiting = "at quota"
+
+    # -- progress -----------------------------------------------------------------
+
+    def check_handlers(self) -> None:
+        waiting_pools = set()
+        for h in list(self.handlers.values()):
+            if self.ctx.cache.get_request(h.request.id) is None:
+                log.info("request=%s Cancelled by its requestor", h.request.id)
+                self._cancel(h)
+                continue
+            if h.failed:
+                self._give_up(h, h.failed)
+                continue
+            if h.missing():
+                if not self.adapter.launches:
+                    self._fill_from_ready(h)
+                elif not self.stopping:
+                    self._launch_missing(h)
+            if h.missing() and h.waiting:
+                waiting_pools.add(h.pool.cfg.name)
+            if not h.missing() and h.ready >= set(h.slots):
+                self._fulfil(h)
+        for pool in self.pools.values():
+            pool.paused = pool.cfg.name in waiting_pools
+
+    def _fulfil(self, h: RequestHandler) -> None:
+        for lock in h.held.values():     # unlock every node first (hand-off step 4)
+            locks.release(lock)
+        h.held.clear()
+        req = h.request
+        for _ in range(3):
+            req.nodes = list(h.slots)
+            req.set_state(RequestState.FULFILLED)
+            try:
+                requests.update_request(self.ctx.kazoo, req)
+                log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
+                break
+            except errors.VersionConflict:
+                # Someone wrote it without our lock; write our fulfilment over what is there.
+                req = requests.get_request(self.ctx.kazoo, req.id)
+                if req is None:
+                    self._release_slots(h)
+                    break
+            except errors.NotFound:
+                self._release_slots(h)
+                break
+        self._done(h)
+
+    def _release_slots(self, h: RequestHandler) -> None:
+        """Give back every node of a request: building ones finish as spares."""
+        for node_id in [s for s in h.slots if s is not None]:
+            task = self.launches.get(node_id)
+            if task is not None:
+                task.request_id = None
+                task.node.allocated_to = None
+                continue
+            lock = h.held.pop(node_id, None)
+            try:
+                if lock is not None:
+                    node = nodes.get_node(self.ctx.kazoo, node_id)
+                    if node is not None and node.allocated_to == h.request.id:
+                        node.allocated_to = None
+                        nodes.update_node(self.ctx.kazoo, node)
+                    locks.release(lock)
+                elif node_id in h.ready:
+                    self.release_node(node_id, expected_request=h.request.id)
+            except (errors.LockFailed, errors.NotFound, errors.VersionConflict):
+                continue  # cleanup releases it later: its request is gone or reset
+        h.slots = [None] * len(h.slots)
+
+    def _cancel(self, h: RequestHandler) -> None:
+        self._release_slots(h)
+        self._done(h)
+
+    def _give_up(self, h: RequestHandler, reason: str) -> None:
+        self._release_slots(h)
+        self._decline(h.request.id, h.pool, reason, lock=h.lock)
+        self._done(h)
+
+    def _done(self, h: RequestHandler) -> None:
+        locks.release(h.lock)
+        self.handlers.pop(h.request.id, None)
+        self.finished.add(h.request.id)
+        self._track(h.request.id, False)
+
+    def hand_back(self, timeout: float) -> None:
+        """On stop: pending requests go back to `requested`; launches stay resumable."""
+        for h in list(self.handlers.values()):
+            self._release_slots(h)
+            try:
+                req = requests.get_request(self.ctx.kazoo, h.request.id)
+                if req is not None and req.state == RequestState.PENDING:
+                    req.set_state(RequestState.REQUESTED)
+                    requests.update_request(self.ctx.kazoo, req)
+            except (errors.NotFound, errors.VersionConflict):
+                pass
+            self._done(h)
+        for task in list(self.launches.values()):
+            if task.node.allocated_to is not None:
+                task.node.allocated_to = None
+                try:
+                    nodes.update_node(self.ctx.kazoo, task.node)
+                except (errors.NotFound, errors.VersionConflict):
+                    pass
+            locks.release(task.lock)
+        for task in list(self.deletes.values()):
+            locks.release(task.lock)
+        self.launches.clear()
+        self.deletes.clear()

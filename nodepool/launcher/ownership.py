@@ -1,0 +1,104 @@
+"""Leases: exactly one launcher drives each provider (and one computes min-ready).
+
+A lease is an ephemeral znode under our own path (other clients ignore it).
+Whoever creates it owns the thing until its session ends or it lets go; the
+others watch the znode and try again the moment it is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Callable
+
+from kazoo.exceptions import NodeExistsError, NoNodeError
+
+from nodepool.zk import paths
+from nodepool.zk.client import LOST, NEW_SESSION, ZooKeeperClient
+
+log = logging.getLogger("nodepool.launcher.ownership")
+
+MIN_READY_LEASE = "_min-ready"
+
+
+class Leases:
+    """Tries to hold a set of named leases; calls back when one is won or lost.
+
+    Callbacks run on the thread that calls `poll()` (the daemon's loop), never
+    on kazoo's threads, so they may do real work.
+    """
+
+    def __init__(self, zk: ZooKeeperClient, owner: str,
+                 on_acquired: Callable[[str], None], on_lost: Callable[[str], None],
+                 wake: Callable[[], None]):
+        self.zk = zk
+        self.owner = owner
+        self.on_acquired = on_acquired
+        self.on_lost = on_lost
+        self.wake = wake
+        self.wanted: set[str] = set()
+        self.held: set[str] = set()
+        self._retry = threading.Event()
+        self._retry.set()
+        self._session_lost = False
+        zk.add_listener(self._on_state)
+
+    def _on_state(self, state: str) -> None:
+        if state == LOST:
+            self._session_lost = True
+            self.wake()
+        elif state == NEW_SESSION:
+            self._retry.set()
+            self.wake()
+
+    def want(self, names: set[str]) -> None:
+        """Set which leases we should hold; released ones call on_lost."""
+        for name in sorted(self.held - names):
+            self.release(name)
+        self.wanted = set(names)
+        self._retry.set()
+        self.wake()
+
+    def release(self, name: str) -> None:
+        if name in self.held:
+            self.held.discard(name)
+            self.on_lost(name)
+            try:
+                self.zk.kazoo.delete(paths.provider_lease(name))
+            except NoNodeError:
+                pass
+
+    def release_all(self) -> None:
+        for name in sorted(self.held):
+            self.release(name)
+
+    def poll(self) -> None:
+        """Act on lost sessions and try to win free leases; cheap when nothing changed."""
+        if self._session_lost:
+            self._session_lost = False
+            for name in sorted(self.held):
+                log.warning("Lease %s lost with the ZooKeeper session", name)
+                self.held.discard(name)
+                self.on_lost(name)
+        if not self._retry.is_set() or not self.zk.connected:
+            return
+        self._retry.clear()
+        data = json.dumps({"owner": self.owner}).encode()
+        for name in sorted(self.wanted - self.held):
+            path = paths.provider_lease(name)
+            try:
+                self.zk.kazoo.create(path, data, ephemeral=True, makepath=True)
+            except NodeExistsError:
+                # Someone else holds it: try again the moment it goes away.
+                if self.zk.kazoo.exists(path, watch=self._watch) is None:
+                    self._retry.set()
+                    self.wake()
+                continue
+            self.held.add(name)
+            log.info("Won lease %s", name)
+            self.on_acquired(name)
+
+    def _watch(self, event) -> None:
+        self._retry.set()
+        self.wake()

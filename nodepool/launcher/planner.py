@@ -1,0 +1,127 @@
+"""Pure decisions about requests: which pool takes one, declines, and which ready nodes it reuses.
+
+Functions of plain data (requests, nodes, pool views, registered pool
+components); no ZooKeeper, no clock but the one passed in. The provider
+worker applies what they return (ARCHITECTURE.md section 7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Iterable, Mapping, Sequence
+
+from nodepool.model import Node, NodeRequest, NodeState
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolView:
+    """One of our pools, as decisions need it."""
+
+    id: str                 # the pool component's id (what goes into declined_by)
+    provider: str
+    name: str
+    labels: frozenset[str]
+    max_servers: float
+    priority: int = 100
+    launches: bool = True   # False for drivers whose nodes are standing hosts (static)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredPool:
+    """A pool component read from ZooKeeper (ours or another launcher's)."""
+
+    id: str
+    provider: str
+    labels: frozenset[str]
+    priority: int = 100
+    paused: bool = False
+
+    @classmethod
+    def from_component(cls, data: Mapping[str, Any]) -> RegisteredPool:
+        return cls(id=str(data.get("id")), provider=str(data.get("provider_name")),
+                   labels=frozenset(data.get("supported_labels") or ()),
+                   priority=int(data.get("priority", 100)), paused=bool(data.get("paused")))
+
+
+class Verdict(str, enum.Enum):
+    TAKE = "take"          # lock it and serve it
+    SKIP = "skip"          # not ours to act on now (another pool goes first, or we declined)
+    DECLINE = "decline"    # this pool can never serve it
+
+
+@dataclasses.dataclass(frozen=True)
+class Triage:
+    verdict: Verdict
+    reason: str = ""
+
+
+def triage(request: NodeRequest, pool: PoolView, registered: Iterable[RegisteredPool],
+           fits_ever: bool = True) -> Triage:
+    """Decide what `pool` does with a `requested` request.
+
+    `fits_ever` is False when the request's total cost exceeds what the pool
+    could ever hold (its absolute limits), which is a decline, not a wait.
+    """
+    if pool.id in request.declined_by:
+        return Triage(Verdict.SKIP, "declined by this pool already")
+    missing = sorted(set(request.node_types) - pool.labels)
+    if missing:
+        return Triage(Verdict.DECLINE, f"label(s) {', '.join(missing)} not offered by pool "
+                                       f"{pool.provider}/{pool.name}")
+    if not request.node_types:
+        return Triage(Verdict.DECLINE, "request asks for no nodes")
+    if len(request.node_types) > pool.max_servers:
+        return Triage(Verdict.DECLINE, f"{len(request.node_types)} nodes exceed pool "
+                                       f"max-servers {pool.max_servers:g}")
+    if not fits_ever:
+        return Triage(Verdict.DECLINE, "request exceeds the pool's total quota")
+    wanted = set(request.node_types)
+    others = [p for p in registered if p.id != pool.id and p.id not in request.declined_by
+              and wanted <= p.labels]
+    if request.provider and request.provider != pool.provider:
+        if any(p.provider == request.provider for p in others):
+            return Triage(Verdict.SKIP, f"prefers provider {request.provider}")
+    if any(p.priority < pool.priority and not p.paused for p in others):
+        return Triage(Verdict.SKIP, "a pool with a lower priority value can serve it")
+    return Triage(Verdict.TAKE)
+
+
+def every_pool_declined(declined_by: Sequence[str], registered: Iterable[RegisteredPool]) -> bool:
+    """True when every registered pool id has declined: the request fails."""
+    ids = {p.id for p in registered}
+    return bool(ids) and ids <= set(declined_by)
+
+
+def is_reusable(node: Node, pool: PoolView, locked: bool) -> bool:
+    return (node.state == NodeState.READY and node.allocated_to is None and not locked
+            and node.provider == pool.provider and node.pool == pool.name)
+
+
+def choose_nodes(request: NodeRequest, pool: PoolView, nodes: Iterable[Node],
+                 is_locked, allow_reuse: bool | None = None) -> tuple[list[str | None], str | None]:
+    """For each of the request's labels, a ready node to hand over, or None to launch.
+
+    Reused nodes constrain the availability zone: all of a request's nodes
+    come from the zone of the first one chosen. Oldest ready nodes go first.
+    Returns (node ids aligned with node_types, the zone the rest must use).
+    """
+    reuse = request.reuse if allow_reuse is None else allow_reuse
+    chosen: list[str | None] = [None] * len(request.node_types)
+    if not reuse:
+        return chosen, None
+    candidates = sorted((n for n in nodes if is_reusable(n, pool, is_locked(n.id))),
+                        key=lambda n: (n.state_time, n.id))
+    used: set[str] = set()
+    az: str | None = None
+    for i, label in enumerate(request.node_types):
+        for node in candidates:
+            if node.id in used or label not in node.type:
+                continue
+            if az is not None and node.az is not None and node.az != az:
+                continue
+            chosen[i] = node.id
+            used.add(node.id)
+            az = az or node.az
+            break
+    return chosen, az

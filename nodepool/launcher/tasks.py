@@ -1,0 +1,96 @@
+"""Launch and delete tasks: a node, its lock, its driver state machine and its timers.
+
+A task is advanced by the provider loop; the blocking part of each step
+(`advance()` of the driver's state machine) runs on the provider's executor.
+These classes hold state and answer "what next"; the loop does the I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from concurrent.futures import Future
+from typing import Any
+
+from nodepool.drivers.adapter import CreateStateMachine, DeleteStateMachine, Listing
+from nodepool.model import Node
+
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 30.0
+
+
+def backoff(failures: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before retrying after `failures` consecutive transient errors."""
+    delay = min(BACKOFF_MAX, BACKOFF_MIN * (2 ** max(0, failures - 1)))
+    return max(delay, retry_after or 0.0)
+
+
+class Phase(str, enum.Enum):
+    CLOUD = "cloud"        # the driver's create machine is running
+    CLEANUP = "cleanup"    # deleting the server of a failed attempt before retrying
+    SCAN = "scan"          # keyscan of the booted node
+    QUOTA_WAIT = "quota"   # waiting for quota before (re)launching
+    DONE = "done"          # ready
+    FAILED = "failed"      # failed for good (or aborted): the node is to be deleted
+
+
+@dataclasses.dataclass(eq=False)
+class StepRunner:
+    """What launch and delete tasks share: a machine, its in-flight step and its timers."""
+
+    node: Node
+    lock: Any
+    future: Future | None = None
+    next_at: float = 0.0            # monotonic time before which the step must not run
+    transient_failures: int = 0
+    last_state: str | None = None
+    seen_listing: float = -1.0      # taken_at of the listing the last advance saw
+    waits_for_listing: bool = False
+    step_listing: Listing | None = None  # the listing the running step was given
+
+    def due(self, now: float, listing: Listing | None) -> bool:
+        """Run the next step now? Not while one runs, not before backoff ends, and a
+        machine that made no progress waits for a newer listing."""
+        if self.future is not None or now < self.next_at:
+            return False
+        if self.waits_for_listing:
+            return listing is not None and listing.taken_at > self.seen_listing
+        return True
+
+    def stepped(self, state: str, listing: Listing | None) -> bool:
+        """Record a finished step: progress means go again at once, none means wait.
+
+        Returns whether the machine made progress."""
+        self.waits_for_listing = state == self.last_state
+        self.last_state = state
+        self.seen_listing = listing.taken_at if listing else -1.0
+        self.transient_failures = 0
+        return not self.waits_for_listing
+
+
+@dataclasses.dataclass(eq=False)
+class LaunchTask(StepRunner):
+    """Building one node: attempts, timeouts, the request it serves (if any)."""
+
+    pool: Any = None
+    label: Any = None
+    request_id: str | None = None
+    sm: CreateStateMachine | None = None
+    cleanup_sm: DeleteStateMachine | None = None
+    phase: Phase = Phase.CLOUD
+    attempt: int = 1
+    attempt_started: float = 0.0    # monotonic; launch-timeout counts from here
+    booted_at: float | None = None  # monotonic; boot-timeout counts from here
+    scan: Any = None
+    az: str | None = None
+    error: str | None = None
+    quota_hit: bool = False
+
+
+@dataclasses.dataclass(eq=False)
+class DeleteTask(StepRunner):
+    """Deleting one node's server, then its record."""
+
+    sm: DeleteStateMachine | None = None
+    started: float = 0.0
+    error: str | None = None

@@ -1,0 +1,94 @@
+"""A launcher on the in-memory fake cloud, a real ZooKeeper chroot, and a requestor."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from kazoo.client import KazooClient
+
+from fake_adapter import FakeAdapter, FakeCloud
+from nodepool.launcher.daemon import Launcher
+from requestor import Requestor
+
+BASE = """
+zookeeper-servers:
+  - host: {host}
+    port: {port}
+    chroot: {chroot}
+zookeeper-tls:
+  cert: {cert}
+  key: {key}
+  ca: {ca}
+zookeeper-timeout: 10
+labels:
+  - name: small
+    min-ready: {min_ready}
+  - name: large
+    min-ready: 0
+  - name: other
+providers:
+  - name: fake1
+    cloud: fake
+    rate: 0
+    boot-timeout: 10
+    launch-timeout: {launch_timeout}
+    launch-retries: {retries}
+    cloud-images:
+      - name: img
+    pools:
+      - name: main
+        max-servers: {max_servers}
+        host-key-checking: false
+        node-attributes:
+          executor-zone: z1
+        labels:
+          - name: small
+            cloud-image: img
+            flavor-name: small
+          - name: large
+            cloud-image: img
+            flavor-name: large
+"""
+
+
+class LauncherEnv:
+    """Writes a config, builds launchers on one shared FakeCloud, cleans up after."""
+
+    def __init__(self, zk_tls: dict, tmp_path, kazoo: KazooClient):
+        self.zk_tls = zk_tls
+        self.tmp_path = tmp_path
+        self.kazoo = kazoo
+        self.cloud = FakeCloud()
+        self.launchers: list[Launcher] = []
+        self.config_path = str(tmp_path / "nodepool.yaml")
+        self.requestor = Requestor(kazoo)
+
+    def write_config(self, min_ready: int = 0, max_servers: int = 10, retries: int = 3,
+                     launch_timeout: int = 60, extra: str = "") -> str:
+        host, port = self.zk_tls["hosts"].split(",")[0].rsplit(":", 1)
+        text = BASE.format(host=host, port=port, chroot=self.zk_tls["chroot"],
+                           cert=self.zk_tls["cert"], key=self.zk_tls["key"],
+                           ca=self.zk_tls["ca"], min_ready=min_ready, max_servers=max_servers,
+                           retries=retries, launch_timeout=launch_timeout)
+        with open(self.config_path, "w") as f:
+            f.write(text + textwrap.dedent(extra))
+        return self.config_path
+
+    def start_launcher(self, hostname: str = "nl01") -> Launcher:
+        launcher = Launcher(self.config_path, hostname=hostname,
+                            adapter_factory=lambda provider: FakeAdapter(provider, self.cloud))
+        launcher.start()
+        self.launchers.append(launcher)
+        return launcher
+
+    def stop(self) -> None:
+        for launcher in self.launchers:
+            launcher.stop()
+
+
+@pytest.fixture
+def env(zk_tls, zk_client, tmp_path):
+    e = LauncherEnv(zk_tls, tmp_path, zk_client)
+    yield e
+    e.stop()
