@@ -110,3 +110,14 @@ def pytest_runtest_makereport(
         report.sections.append(("ZooKeeper died", f"pid {server.pid} is gone; end of "
                                 f"{server.log_path}:\n{server.log_tail(40)}"))
     return report
+
+
+@pytest.fixture
+def zk(zk_tls: dict[str, Any]) -> Iterator[Any]:
+    """The project's own ZooKeeperClient, connected over TLS to the test's chroot."""
+    from zkhelpers import make_client
+    client = make_client(zk_tls)
+    try:
+        yield client
+    finally:
+        client.disconnect()

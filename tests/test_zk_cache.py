@@ -9,14 +9,6 @@ from kazoo.recipe.lock import Lock
 from nodepool.model import Node, NodeRequest, NodeState
 from nodepool.zk import cache as zkcache
 from nodepool.zk import locks, nodes, paths, requests
-from tests.test_zk_store import make_client, other_kazoo  # noqa: F401 (fixture)
-
-
-@pytest.fixture
-def zk(zk_tls):
-    client = make_client(zk_tls)
-    yield client
-    client.disconnect()
 
 
 @pytest.fixture
@@ -57,34 +49,34 @@ def test_cache_loads_existing_nodes_and_requests(zk):
         c.stop()
 
 
-def test_new_request_from_another_client_reaches_subscribers(cache, other_kazoo):
+def test_new_request_from_another_client_reaches_subscribers(cache, zk_client):
     req = NodeRequest(node_types=["a"], requestor="zuul")
     t0 = time.monotonic()
-    requests.submit_request(other_kazoo, req, 100)
+    requests.submit_request(zk_client, req, 100)
     event = wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.id == req.id)
     assert time.monotonic() - t0 < 1.0  # a watch, not a once-a-second poll
     assert event.value.requestor == "zuul"
     assert [r.id for r in cache.requests()] == [req.id]
 
 
-def test_cancelled_request_is_seen_as_removed(cache, other_kazoo):
-    req = requests.submit_request(other_kazoo, NodeRequest(node_types=["a"], requestor="z"))
+def test_cancelled_request_is_seen_as_removed(cache, zk_client):
+    req = requests.submit_request(zk_client, NodeRequest(node_types=["a"], requestor="z"))
     wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.value is not None)
-    requests.delete_request(other_kazoo, req.id)
+    requests.delete_request(zk_client, req.id)
     wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.value is None)
     assert cache.get_request(req.id) is None
 
 
-def test_node_updates_and_lock_state_are_tracked(cache, zk, other_kazoo):
+def test_node_updates_and_lock_state_are_tracked(cache, zk, zk_client):
     node = nodes.create_node(zk.kazoo, Node(type=["a"], state=NodeState.READY))
     wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.id == node.id)
-    lock = Lock(other_kazoo, paths.node_lock(node.id))  # Zuul locks it
+    lock = Lock(zk_client, paths.node_lock(node.id))  # Zuul locks it
     lock.acquire()
     ev = wait_event(cache.events, lambda e: e.kind == zkcache.NODE_LOCK and e.id == node.id)
     assert ev.locked and cache.is_node_locked(node.id)
-    fresh = nodes.get_node(other_kazoo, node.id)
+    fresh = nodes.get_node(zk_client, node.id)
     fresh.set_state(NodeState.IN_USE)
-    nodes.update_node(other_kazoo, fresh)
+    nodes.update_node(zk_client, fresh)
     ev = wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.value is not None
                     and e.value.state == NodeState.IN_USE)
     assert ev.value.version == fresh.version

@@ -5,39 +5,12 @@ import threading
 import time
 
 import pytest
-from kazoo.client import KazooClient
 from kazoo.recipe.lock import Lock
 
 from nodepool.errors import LockFailed, NotFound, VersionConflict
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk import components, locks, nodes, paths, requests
-from nodepool.zk.client import TLSFiles, ZooKeeperClient
-
-
-def make_client(zk_tls, chroot=None) -> ZooKeeperClient:
-    tls = TLSFiles(cert=zk_tls["cert"], key=zk_tls["key"], ca=zk_tls["ca"])
-    client = ZooKeeperClient(zk_tls["hosts"], chroot=chroot or zk_tls["chroot"], tls=tls,
-                             timeout=10.0)
-    client.connect()
-    return client
-
-
-@pytest.fixture
-def zk(zk_tls):
-    client = make_client(zk_tls)
-    yield client
-    client.disconnect()
-
-
-@pytest.fixture
-def other_kazoo(zk_tls):
-    """A second, independent session: another launcher, Zuul or the CLI."""
-    kz = KazooClient(hosts=zk_tls["hosts"] + zk_tls["chroot"], use_ssl=True,
-                     certfile=zk_tls["cert"], keyfile=zk_tls["key"], ca=zk_tls["ca"])
-    kz.start(timeout=10)
-    yield kz
-    kz.stop()
-    kz.close()
+from zkhelpers import expire_session, make_client
 
 
 def test_node_ids_are_ten_digit_sequences(zk):
@@ -56,40 +29,40 @@ def test_node_written_by_us_carries_every_key_in_zookeeper(zk):
         assert key in data, key
 
 
-def test_unknown_node_keys_written_by_zuul_survive_our_update(zk, other_kazoo):
+def test_unknown_node_keys_written_by_zuul_survive_our_update(zk, zk_client):
     node = nodes.create_node(zk.kazoo, Node(type=["a"], state=NodeState.READY))
-    raw, _ = other_kazoo.get(paths.node(node.id))
+    raw, _ = zk_client.get(paths.node(node.id))
     zuul = json.loads(raw)
     zuul.update(state="in-use", id=node.id, zuul_only={"x": 1}, user_data={"job": "j"})
-    other_kazoo.set(paths.node(node.id), json.dumps(zuul).encode())
+    zk_client.set(paths.node(node.id), json.dumps(zuul).encode())
     ours = nodes.get_node(zk.kazoo, node.id)
     ours.set_state(NodeState.USED)
     nodes.update_node(zk.kazoo, ours)
-    final = json.loads(other_kazoo.get(paths.node(node.id))[0])
+    final = json.loads(zk_client.get(paths.node(node.id))[0])
     assert final["zuul_only"] == {"x": 1} and final["id"] == node.id
     assert final["user_data"] == {"job": "j"} and final["state"] == "used"
 
 
-def test_node_update_is_version_checked(zk, other_kazoo):
+def test_node_update_is_version_checked(zk, zk_client):
     node = nodes.create_node(zk.kazoo, Node(type=["a"]))
-    other_kazoo.set(paths.node(node.id), Node(type=["b"]).to_json())
+    zk_client.set(paths.node(node.id), Node(type=["b"]).to_json())
     node.provider = "late"
     with pytest.raises(VersionConflict):
         nodes.update_node(zk.kazoo, node)
     assert nodes.get_node(zk.kazoo, node.id).type == ["b"]
 
 
-def test_two_clients_cannot_both_hold_a_node_lock(zk, other_kazoo):
+def test_two_clients_cannot_both_hold_a_node_lock(zk, zk_client):
     node = nodes.create_node(zk.kazoo, Node(type=["a"]))
     # The other side uses kazoo's plain Lock recipe, exactly as Zuul does.
-    theirs = Lock(other_kazoo, paths.node_lock(node.id))
+    theirs = Lock(zk_client, paths.node_lock(node.id))
     assert theirs.acquire(blocking=False)
     with pytest.raises(LockFailed, match=f"node {node.id} is locked"):
         locks.lock_node(zk.kazoo, node.id)
     assert len(locks.node_lock_contenders(zk.kazoo, node.id)) == 1
     theirs.release()
     ours = locks.lock_node(zk.kazoo, node.id)
-    assert not Lock(other_kazoo, paths.node_lock(node.id)).acquire(blocking=False)
+    assert not Lock(zk_client, paths.node_lock(node.id)).acquire(blocking=False)
     locks.release(ours)
     assert locks.node_lock_contenders(zk.kazoo, node.id) == []
 
@@ -120,11 +93,11 @@ def test_requests_are_sequential_under_their_priority_prefix(zk):
     assert [r.id for r in requests.get_requests(zk.kazoo)] == [b.id, a.id]
 
 
-def test_deleted_request_is_reported_as_cancelled(zk, other_kazoo):
+def test_deleted_request_is_reported_as_cancelled(zk, zk_client):
     req = requests.submit_request(zk.kazoo, NodeRequest(node_types=["x"], requestor="t"))
     lock = locks.lock_request(zk.kazoo, req.id)
     current = requests.get_request(zk.kazoo, req.id)
-    other_kazoo.delete(paths.request(req.id))  # the requestor cancels while we hold the lock
+    zk_client.delete(paths.request(req.id))  # the requestor cancels while we hold the lock
     current.set_state(RequestState.PENDING)
     with pytest.raises(NotFound, match="cancelled"):
         requests.update_request(zk.kazoo, current)
@@ -132,32 +105,32 @@ def test_deleted_request_is_reported_as_cancelled(zk, other_kazoo):
     locks.release(lock)
 
 
-def test_request_write_keeps_unknown_keys_and_checks_version(zk, other_kazoo):
+def test_request_write_keeps_unknown_keys_and_checks_version(zk, zk_client):
     body = {"state": "requested", "state_time": 1.0, "node_types": ["x"], "requestor": "zuul",
             "requestor_data": {"k": "v"}, "provider": None, "event_id": "e", "future": 1}
-    path = other_kazoo.create(paths.request_prefix(100), json.dumps(body).encode(),
+    path = zk_client.create(paths.request_prefix(100), json.dumps(body).encode(),
                               sequence=True, makepath=True)
     rid = paths.basename(path)
     req = requests.get_request(zk.kazoo, rid)
     # The requestor revises relative_priority meanwhile: our stale write must fail.
     body["relative_priority"] = 2
-    other_kazoo.set(path, json.dumps(body).encode())
+    zk_client.set(path, json.dumps(body).encode())
     req.set_state(RequestState.PENDING)
     with pytest.raises(VersionConflict):
         requests.update_request(zk.kazoo, req)
     req = requests.get_request(zk.kazoo, rid)
     req.set_state(RequestState.PENDING)
     requests.update_request(zk.kazoo, req)
-    final = json.loads(other_kazoo.get(path)[0])
+    final = json.loads(zk_client.get(path)[0])
     assert final["future"] == 1 and final["relative_priority"] == 2
     assert final["state"] == "pending" and final["requestor_data"] == {"k": "v"}
 
 
-def test_request_lock_lives_in_its_own_tree_and_excludes_others(zk, other_kazoo):
+def test_request_lock_lives_in_its_own_tree_and_excludes_others(zk, zk_client):
     req = requests.submit_request(zk.kazoo, NodeRequest(node_types=["x"], requestor="t"))
     lock = locks.lock_request(zk.kazoo, req.id)
     assert zk.kazoo.exists(paths.request_lock(req.id)) is not None
-    assert not Lock(other_kazoo, paths.request_lock(req.id)).acquire(blocking=False)
+    assert not Lock(zk_client, paths.request_lock(req.id)).acquire(blocking=False)
     locks.release(lock)
 
 
@@ -171,7 +144,7 @@ def test_stale_request_lock_dirs_are_collected_after_grace(zk):
     assert zk.kazoo.exists(paths.request_lock(req.id)) is None
 
 
-def test_components_register_and_update(zk, other_kazoo):
+def test_components_register_and_update(zk, zk_client):
     registry = components.ComponentRegistry(zk, hostname="nl01")
     registry.register_launcher()
     pool = registry.register_pool("nl01-PoolWorker.p-main-ab12", "p", "main", ["b", "a"])
@@ -185,10 +158,10 @@ def test_components_register_and_update(zk, other_kazoo):
     assert launcher["model_api"] == 0 and launcher["_name"].startswith("nl01")
     # Ephemeral: they vanish with the session.
     registry.close()
-    assert other_kazoo.get_children(paths.components(components.POOL)) == []
+    assert zk_client.get_children(paths.components(components.POOL)) == []
 
 
-def test_components_are_re_registered_after_a_lost_session(zk_tls, other_kazoo):
+def test_components_are_re_registered_after_a_lost_session(zk_tls, zk_client):
     zk = make_client(zk_tls)
     try:
         registry = components.ComponentRegistry(zk, hostname="nl02")
@@ -208,13 +181,3 @@ def test_components_are_re_registered_after_a_lost_session(zk_tls, other_kazoo):
         assert kinds == {"launcher", "pool"}
     finally:
         zk.disconnect()
-
-
-def expire_session(zk_tls, kazoo: KazooClient) -> None:
-    """Expire a session for real: a second client joins it with its id and password, then closes."""
-    session_id, password = kazoo.client_id
-    twin = KazooClient(hosts=zk_tls["hosts"], use_ssl=True, certfile=zk_tls["cert"],
-                       keyfile=zk_tls["key"], ca=zk_tls["ca"], client_id=(session_id, password))
-    twin.start(timeout=10)
-    twin.stop()
-    twin.close()

@@ -1,0 +1,26 @@
+"""Helpers for tests that use the project's ZooKeeper client or expire sessions."""
+
+from __future__ import annotations
+
+from kazoo.client import KazooClient
+
+from nodepool.zk.client import TLSFiles, ZooKeeperClient
+
+
+def make_client(zk_tls: dict, chroot: str | None = None) -> ZooKeeperClient:
+    """A connected nodepool ZooKeeperClient on the test's TLS server and chroot."""
+    tls = TLSFiles(cert=zk_tls["cert"], key=zk_tls["key"], ca=zk_tls["ca"])
+    client = ZooKeeperClient(zk_tls["hosts"], chroot=chroot or zk_tls["chroot"], tls=tls,
+                             timeout=10.0)
+    client.connect()
+    return client
+
+
+def expire_session(zk_tls: dict, kazoo: KazooClient) -> None:
+    """Expire a session for real: a second client joins it with its id and password, then closes."""
+    session_id, password = kazoo.client_id
+    twin = KazooClient(hosts=zk_tls["hosts"], use_ssl=True, certfile=zk_tls["cert"],
+                       keyfile=zk_tls["key"], ca=zk_tls["ca"], client_id=(session_id, password))
+    twin.start(timeout=10)
+    twin.stop()
+    twin.close()
