@@ -112,6 +112,14 @@ class RequestHandling:
             return True
         if not self.adapter.launches:
             return False
+        for task in self.launches.values():
+            if task.request_id is None and task.pool is pool:
+                for label in task.node.type:
+                    if label in need:
+                        need.remove(label)
+                        break
+        if not need:
+            return True
         return self.can_launch(pool, need, req.tenant_name)
 
     def _decline(self, request_id: str, pool, reason: str, lock=None) -> None:
@@ -211,7 +219,26 @@ class RequestHandling:
         finally:
             locks.release(lock)
 
+    def _adopt_spare_launches(self, h: RequestHandler) -> None:
+        """Give empty slots the launches already under way for nobody (a resumed launch,
+        a released min-ready node): no second server when one is nearly there."""
+        for i in h.missing():
+            label = h.request.node_types[i]
+            for task in self.launches.values():
+                if task.request_id is None and task.pool is h.pool and label in task.node.type \
+                        and task.node.id not in h.slots and (h.az is None or task.az in
+                                                             (None, h.az)):
+                    task.request_id = h.request.id
+                    task.node.allocated_to = h.request.id
+                    task.node.tenant_name = h.request.tenant_name
+                    task.node.requestor = h.request.requestor
+                    nodes.update_node(self.ctx.kazoo, task.node)
+                    h.slots[i] = task.node.id
+                    break
+
     def _launch_missing(self, h: RequestHandler) -> None:
+        if self.adapter.launches:
+            self._adopt_spare_launches(h)
         missing = h.missing()
         if not missing:
             return

@@ -20,6 +20,7 @@ from nodepool.zk import locks, nodes
 log = logging.getLogger("nodepool.launcher.lifecycle")
 
 STANDING_RETRY = 10.0   # seconds before re-checking a static host that did not answer
+DELETE_ATTEMPT_MAX = 300.0  # a delete not finished by then (or launch-timeout) starts over
 
 
 class Lifecycle:
@@ -187,6 +188,7 @@ class Lifecycle:
         for t in self.launches.values():
             if t.phase == Phase.CLOUD:
                 out.append(t.attempt_started + self.provider.launch_timeout)
+        out += [t.started + self._delete_timeout() for t in self.deletes.values()]
         return out
 
     def advance_tasks(self, now: float) -> None:
@@ -201,8 +203,18 @@ class Lifecycle:
             if machine is not None and task.due(now, self.listing):
                 self._submit(task, machine)
         for task in list(self.deletes.values()):
+            if task.future is None and now - task.started > self._delete_timeout():
+                # The cloud accepted a delete and forgot it: issue it again, keep the record.
+                self.log.warning("node=%s provider=%s Delete not done after %.0fs; retrying",
+                                 task.node.id, self.name, now - task.started)
+                task.sm = self.adapter.delete(task.node)
+                task.started = now
+                task.last_state, task.waits_for_listing = None, False
             if task.due(now, self.listing):
                 self._submit(task, task.sm)
+
+    def _delete_timeout(self) -> float:
+        return min(DELETE_ATTEMPT_MAX, float(self.provider.launch_timeout))
 
     def _submit(self, task, machine) -> None:
         listing = self.listing

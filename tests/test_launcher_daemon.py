@@ -1,0 +1,122 @@
+"""The daemon: components, provider ownership and takeover, restarts, reloads, lost sessions."""
+
+import json
+import time
+
+from launcher_env import env  # noqa: F401  (fixture)
+from requestor import wait_for
+from zkhelpers import expire_session
+
+
+def components(kazoo, kind):
+    path = f"/nodepool/components/{kind}"
+    if not kazoo.exists(path):
+        return []
+    return [json.loads(kazoo.get(f"{path}/{c}")[0]) for c in kazoo.get_children(path)]
+
+
+def lease_owner(kazoo, provider):
+    data, _ = kazoo.get(f"/nodepool/launcher/provider-lease/{provider}")
+    return json.loads(data)["owner"]
+
+
+def test_launcher_registers_launcher_and_pool_components(env):
+    env.write_config()
+    env.start_launcher()
+    wait_for(lambda: components(env.kazoo, "pool"), what="pool component")
+    (launcher,) = components(env.kazoo, "launcher")
+    (pool,) = components(env.kazoo, "pool")
+    assert launcher["kind"] == "launcher" and launcher["hostname"] == "nl01"
+    assert pool["provider_name"] == "fake1" and pool["name"] == "main"
+    assert pool["supported_labels"] == ["large", "small"] and pool["paused"] is False
+    assert pool["id"].startswith("nl01-PoolWorker.fake1-main-")
+
+
+def test_one_owner_per_provider_and_takeover_when_it_stops(env):
+    env.write_config()
+    first = env.start_launcher("nl01")
+    wait_for(lambda: "fake1" in first.workers, what="nl01 owns fake1")
+    second = env.start_launcher("nl02")
+    time.sleep(0.3)   # give nl02 every chance to (wrongly) start the provider too
+    assert "fake1" not in second.workers
+    assert len(components(env.kazoo, "pool")) == 1
+    assert env.requestor.wait(env.requestor.submit(["small"]))["state"] == "fulfilled"
+    first.stop()
+    wait_for(lambda: "fake1" in second.workers, what="nl02 took fake1 over")
+    assert lease_owner(env.kazoo, "fake1").startswith("nl02")
+    assert env.requestor.wait(env.requestor.submit(["small"]))["state"] == "fulfilled"
+
+
+def test_restart_mid_launch_resumes_the_same_server(env):
+    env.write_config()
+    env.cloud.boot_delay = 1.0
+    first = env.start_launcher("nl01")
+    rq = env.requestor
+    rid = rq.submit(["small"])
+    wait_for(lambda: any((rq.node(n) or {}).get("external_id")
+                         for n in env.kazoo.get_children("/nodepool/nodes")),
+             what="server created")
+    first.stop()                         # SIGTERM path: hand back, keep the launch resumable
+    req = rq.get(rid)
+    assert req["state"] == "requested"   # the pending request went back
+    env.start_launcher("nl02")
+    req = rq.wait(rid)
+    assert req["state"] == "fulfilled"
+    assert env.cloud.creates == 1        # resumed, not relaunched
+    assert rq.node(req["nodes"][0])["external_id"] in env.cloud.servers
+
+
+def test_lost_pending_request_is_reset_and_served(env):
+    env.write_config()
+    launcher = env.start_launcher()
+    wait_for(lambda: "fake1" in launcher.workers, what="provider up")
+    rq = env.requestor
+    # A request some dead launcher left pending (no lock held by anyone).
+    rid = rq.submit(["small"])
+    rq.wait(rid)
+    body = rq.get(rid)
+    env.kazoo.delete(f"/nodepool/requests/{rid}")
+    body.update(state="pending", nodes=[])
+    path = env.kazoo.create("/nodepool/requests/200-", json.dumps(body).encode(), sequence=True)
+    lost = path.rsplit("/", 1)[1]
+    launcher.reset_lost_requests()       # the 5-second maintenance job, called now
+    assert rq.wait(lost)["state"] == "fulfilled"
+
+
+def test_invalid_config_keeps_the_last_good_one_and_a_valid_change_restarts_only_it(env):
+    env.write_config(max_servers=10)
+    launcher = env.start_launcher()
+    worker = wait_for(lambda: launcher.workers.get("fake1"), what="provider up")
+    with open(env.config_path, "a") as f:
+        f.write("\nbogus-key: 1\n")
+    launcher.check_config()
+    assert launcher.workers.get("fake1") is worker          # still the same, still serving
+    assert env.requestor.wait(env.requestor.submit(["small"]))["state"] == "fulfilled"
+    env.write_config(max_servers=5)
+    launcher.check_config()
+    new = wait_for(lambda: launcher.workers.get("fake1") not in (None, worker),
+                   what="provider restarted") and launcher.workers["fake1"]
+    assert new.pools["main"].cfg.max_servers == 5
+    assert env.requestor.wait(env.requestor.submit(["small"]))["state"] == "fulfilled"
+
+
+def test_unchanged_provider_is_not_restarted_on_reload(env):
+    env.write_config()
+    launcher = env.start_launcher()
+    worker = wait_for(lambda: launcher.workers.get("fake1"), what="provider up")
+    env.write_config(min_ready=1)      # labels changed, provider did not
+    launcher.check_config()
+    assert launcher.workers.get("fake1") is worker
+    assert launcher.ctx.config.labels["small"].min_ready == 1
+
+
+def test_lost_session_re_registers_and_keeps_serving(env):
+    env.write_config()
+    launcher = env.start_launcher()
+    wait_for(lambda: "fake1" in launcher.workers, what="provider up")
+    expire_session(env.zk_tls, launcher.ctx.zk.kazoo)
+    wait_for(lambda: components(env.kazoo, "launcher") and components(env.kazoo, "pool"),
+             timeout=20, what="components back")
+    wait_for(lambda: "fake1" in launcher.workers, timeout=20, what="lease won again")
+    assert env.requestor.wait(env.requestor.submit(["small"]), timeout=20)["state"] == \
+        "fulfilled"
