@@ -1,0 +1,103 @@
+"""The static driver in the launcher: real sshd hosts, keyscanned, lent out, re-registered."""
+
+import time
+
+import pytest
+
+from launcher_env import LauncherEnv
+from nodepool.launcher.daemon import Launcher
+from requestor import wait_for
+from sshd import SshServer, ensure_sshd
+
+STATIC = """
+zookeeper-servers:
+  - host: {host}
+    port: {port}
+    chroot: {chroot}
+zookeeper-tls:
+  cert: {cert}
+  key: {key}
+  ca: {ca}
+labels:
+  - name: metal
+providers:
+  - name: lab
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: {addr1}
+            labels: metal
+            connection-port: {port1}
+            timeout: 2
+            max-parallel-jobs: 2
+          - name: {addr2}
+            labels: [metal]
+            connection-port: {port2}
+            timeout: 2
+"""
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    ensure_sshd()
+    servers = [SshServer(tmp_path).start(), SshServer(tmp_path)]  # the second starts later
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def static_env(zk_tls, zk_client, tmp_path, hosts):
+    env = LauncherEnv(zk_tls, tmp_path, zk_client)
+    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
+    with open(env.config_path, "w") as f:
+        f.write(STATIC.format(host=host, port=port, chroot=zk_tls["chroot"], cert=zk_tls["cert"],
+                              key=zk_tls["key"], ca=zk_tls["ca"], addr1=hosts[0].address,
+                              port1=hosts[0].port, addr2=hosts[1].address, port2=hosts[1].port))
+    launcher = Launcher(env.config_path, hostname="nl-static")
+    launcher.start()
+    env.launchers.append(launcher)
+    yield env
+    env.stop()
+
+
+def all_nodes(env):
+    rq = env.requestor
+    return [n for n in (rq.node(i) for i in env.kazoo.get_children("/nodepool/nodes")) if n] \
+        if env.kazoo.exists("/nodepool/nodes") else []
+
+
+def ready(env):
+    return [n for n in all_nodes(env) if n["state"] == "ready"]
+
+
+def test_static_hosts_become_ready_nodes_per_slot_with_scanned_keys(static_env, hosts):
+    wait_for(lambda: len(ready(static_env)) == 2, what="both slots of the live host ready")
+    for node in ready(static_env):
+        assert node["interface_ip"] == hosts[0].address
+        assert node["connection_port"] == hosts[0].port
+        assert sorted(node["host_keys"]) == sorted(hosts[0].public_keys)
+        assert node["type"] == ["metal"] and node["provider"] == "lab"
+    assert sorted(n["slot"] for n in ready(static_env)) == [0, 1]
+    # The host that does not answer yet is not registered ...
+    assert all(n["interface_ip"] != hosts[1].address for n in all_nodes(static_env))
+    # ... and is put in once it answers.
+    hosts[1].start()
+    wait_for(lambda: len(ready(static_env)) == 3, timeout=20, what="second host registered")
+
+
+def test_requests_wait_while_every_host_is_busy_then_slots_are_reused(static_env, hosts):
+    rq = static_env.requestor
+    wait_for(lambda: len(ready(static_env)) == 2, what="slots ready")
+    taken = []
+    for _ in range(2):
+        rid = rq.submit(["metal"])
+        taken += rq.accept(rid, rq.wait(rid))
+    waiting = rq.submit(["metal"])
+    time.sleep(0.3)   # long enough for a launcher to (wrongly) fail it
+    assert rq.get(waiting)["state"] == "requested"
+    rq.finish(taken[:1])        # one job ends: its slot is re-registered and handed over
+    req = rq.wait(waiting, timeout=15)
+    assert req["state"] == "fulfilled"
+    assert rq.node(req["nodes"][0])["interface_ip"] == hosts[0].address
