@@ -101,3 +101,40 @@ def test_requests_wait_while_every_host_is_busy_then_slots_are_reused(static_env
     req = rq.wait(waiting, timeout=15)
     assert req["state"] == "fulfilled"
     assert rq.node(req["nodes"][0])["interface_ip"] == hosts[0].address
+
+
+def test_launcher_process_stops_on_sigterm_and_exits_zero(zk_tls, zk_client, tmp_path, hosts):
+    """The real entry point: -f, serves, SIGTERM -> components gone, exit 0, bounded time."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
+    cfg = tmp_path / "nodepool.yaml"
+    cfg.write_text(STATIC.format(host=host, port=port, chroot=zk_tls["chroot"],
+                                 cert=zk_tls["cert"], key=zk_tls["key"], ca=zk_tls["ca"],
+                                 addr1=hosts[0].address, port1=hosts[0].port,
+                                 addr2=hosts[1].address, port2=hosts[1].port))
+    proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "-c", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ))
+    try:
+        wait_for(lambda: zk_client.exists("/nodepool/components/pool") and
+                 zk_client.get_children("/nodepool/components/pool"), timeout=20,
+                 what="launcher registered")
+        wait_for(lambda: zk_client.exists("/nodepool/nodes") and
+                 len(zk_client.get_children("/nodepool/nodes")) == 2, timeout=20,
+                 what="static nodes registered")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=40)
+        assert proc.returncode == 0, out
+        assert time.monotonic() - t0 < 35
+        assert zk_client.get_children("/nodepool/components/pool") == []
+        assert zk_client.get_children("/nodepool/components/launcher") == []
+        assert "Traceback" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
