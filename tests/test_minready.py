@@ -1,0 +1,185 @@
+"""min-ready deficits as a pure function of labels, nodes, requests and registered pools."""
+
+from __future__ import annotations
+
+from nodepool.config import Label, parse_config
+from nodepool.launcher.context import MIN_READY_REQUESTOR
+from nodepool.launcher.minready import deficits
+from nodepool.launcher.planner import RegisteredPool
+from nodepool.model import Node, NodeRequest, NodeState, RequestState
+
+NOW = 1_700_000_000.0
+
+LABELS = {
+    "small": Label(name="small", min_ready=2),
+    "large": Label(name="large", min_ready=1),
+    "none": Label(name="none", min_ready=0),
+}
+
+POOLS = [RegisteredPool(id="pool-a", provider="cloud-a", labels=frozenset({"small", "none"})),
+         RegisteredPool(id="pool-b", provider="cloud-b", labels=frozenset({"large"}))]
+
+_seq = iter(range(1, 10**6))
+
+
+def node(label: str = "small", state: NodeState = NodeState.READY,
+         allocated_to: str | None = None) -> Node:
+    return Node(id=f"{next(_seq):010d}", state=state, type=[label], provider="cloud-a",
+                pool="main", allocated_to=allocated_to, state_time=NOW)
+
+
+def min_ready_request(rid: str, label: str = "small",
+                      state: RequestState = RequestState.REQUESTED) -> NodeRequest:
+    return NodeRequest(id=rid, state=state, node_types=[label], requestor=MIN_READY_REQUESTOR,
+                       reuse=False)
+
+
+def zuul_request(rid: str, label: str = "small",
+                 state: RequestState = RequestState.FULFILLED) -> NodeRequest:
+    return NodeRequest(id=rid, state=state, node_types=[label], requestor="zuul-scheduler")
+
+
+def test_every_label_short_of_min_ready_with_nothing_present():
+    assert deficits(LABELS, [], [], POOLS) == {"small": 2, "large": 1}
+
+
+def test_unallocated_ready_nodes_count_towards_min_ready():
+    assert deficits(LABELS, [node("small")], [], POOLS) == {"small": 1, "large": 1}
+    assert deficits(LABELS, [node("small"), node("small"), node("large")], [], POOLS) == {}
+
+
+def test_more_spares_than_min_ready_ask_for_nothing():
+    nodes = [node("small") for _ in range(5)]
+    assert deficits(LABELS, nodes, [], POOLS) == {"large": 1}
+
+
+def test_unallocated_nodes_still_launching_count_towards_min_ready():
+    nodes = [node("small", NodeState.INIT), node("small", NodeState.BUILDING),
+             node("large", NodeState.TESTING)]
+    assert deficits(LABELS, nodes, [], POOLS) == {}
+
+
+def test_nodes_in_other_states_do_not_count():
+    nodes = [node("small", s) for s in (NodeState.IN_USE, NodeState.USED, NodeState.HOLD,
+                                        NodeState.DELETING, NodeState.FAILED,
+                                        NodeState.ABORTED, NodeState.DELETED)]
+    assert deficits(LABELS, nodes, [], POOLS) == {"small": 2, "large": 1}
+
+
+def test_outstanding_min_ready_requests_count_towards_min_ready():
+    reqs = [min_ready_request("900-0000000001", "small", RequestState.REQUESTED),
+            min_ready_request("900-0000000002", "small", RequestState.PENDING)]
+    assert deficits(LABELS, [], reqs, POOLS) == {"large": 1}
+
+
+def test_one_outstanding_request_and_one_spare_fill_a_min_ready_of_two():
+    reqs = [min_ready_request("900-0000000001", "small")]
+    assert deficits(LABELS, [node("small")], reqs, POOLS) == {"large": 1}
+
+
+def test_pending_min_ready_request_and_its_building_node_count_once():
+    rid = "900-0000000001"
+    reqs = [min_ready_request(rid, "small", RequestState.PENDING)]
+    nodes = [node("small", NodeState.BUILDING, allocated_to=rid)]
+    assert deficits(LABELS, nodes, reqs, POOLS) == {"small": 1, "large": 1}
+
+
+def test_failed_min_ready_request_is_not_outstanding():
+    reqs = [min_ready_request("900-0000000001", "small", RequestState.FAILED)]
+    assert deficits(LABELS, [], reqs, POOLS) == {"small": 2, "large": 1}
+
+
+def test_other_requestors_requests_are_not_outstanding_min_ready():
+    reqs = [zuul_request("200-0000000001", "small", RequestState.REQUESTED),
+            zuul_request("200-0000000002", "small", RequestState.PENDING)]
+    assert deficits(LABELS, [], reqs, POOLS) == {"small": 2, "large": 1}
+
+
+def test_nodes_of_a_fulfilled_min_ready_request_count_as_spares():
+    rid = "900-0000000001"
+    reqs = [min_ready_request(rid, "small", RequestState.FULFILLED)]
+    nodes = [node("small", allocated_to=rid)]
+    assert deficits(LABELS, nodes, reqs, POOLS) == {"small": 1, "large": 1}
+
+
+def test_fulfilled_min_ready_request_is_not_counted_twice():
+    rid = "900-0000000001"
+    reqs = [min_ready_request(rid, "large", RequestState.FULFILLED)]
+    nodes = [node("large", allocated_to=rid)]
+    assert deficits(LABELS, nodes, reqs, POOLS) == {"small": 2}
+
+
+def test_nodes_allocated_to_another_live_request_do_not_count():
+    rid = "200-0000000001"
+    for state in RequestState:
+        reqs = [zuul_request(rid, "small", state)]
+        nodes = [node("small", allocated_to=rid)]
+        assert deficits(LABELS, nodes, reqs, POOLS) == {"small": 2, "large": 1}, state
+
+
+def test_building_nodes_allocated_to_another_live_request_do_not_count():
+    rid = "200-0000000001"
+    reqs = [zuul_request(rid, "small", RequestState.PENDING)]
+    nodes = [node("small", NodeState.BUILDING, allocated_to=rid)]
+    assert deficits(LABELS, nodes, reqs, POOLS) == {"small": 2, "large": 1}
+
+
+def test_ready_node_allocated_to_a_vanished_request_counts_as_a_spare():
+    # It is about to be released (hand-off step 7).
+    nodes = [node("small", allocated_to="200-0000000099")]
+    assert deficits(LABELS, nodes, [], POOLS) == {"small": 1, "large": 1}
+
+
+def test_label_no_registered_pool_serves_gets_nothing():
+    only_a = [POOLS[0]]
+    assert deficits(LABELS, [], [], only_a) == {"small": 2}
+    assert deficits(LABELS, [], [], []) == {}
+
+
+def test_label_served_only_by_a_paused_pool_still_gets_requests():
+    paused = [RegisteredPool(id="pool-b", provider="cloud-b", labels=frozenset({"large"}),
+                             paused=True)]
+    assert deficits(LABELS, [], [], paused) == {"large": 1}
+
+
+def test_min_ready_zero_gets_nothing():
+    assert "none" not in deficits(LABELS, [], [], POOLS)
+
+
+def test_node_with_several_labels_counts_for_each():
+    n = node("small")
+    n.type = ["small", "large"]
+    assert deficits(LABELS, [n], [], POOLS) == {"small": 1}
+
+
+def test_deficits_from_a_parsed_config():
+    config = parse_config("""
+zookeeper-servers:
+  - host: zk.example.org
+labels:
+  - name: small
+    min-ready: 3
+  - name: big
+providers:
+  - name: cloud-a
+    cloud: a
+    cloud-images:
+      - name: base
+    pools:
+      - name: main
+        labels:
+          - name: small
+            cloud-image: base
+            min-ram: 2048
+          - name: big
+            cloud-image: base
+            min-ram: 8192
+""")
+    pools = [RegisteredPool(id="p", provider="cloud-a", labels=frozenset({"small", "big"}))]
+    assert deficits(config.labels, [node("small"), node("big")], [], pools) == {"small": 2}
+
+
+def test_deficits_accept_generators():
+    nodes = (n for n in [node("small")])
+    reqs = (r for r in [min_ready_request("900-0000000001", "small")])
+    assert deficits(LABELS, nodes, reqs, iter(POOLS)) == {"large": 1}
