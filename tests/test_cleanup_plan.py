@@ -245,9 +245,9 @@ def test_ready_age_is_measured_from_state_time():
     assert run_plan([n]) == []
 
 
-def test_unlocked_deleted_node_gets_no_release_or_resume():
+def test_unlocked_deleted_record_left_behind_is_removed_not_released_or_resumed():
     n = node(state=NodeState.DELETED, allocated_to="200-0000000007", driver_data={"x": 1})
-    assert all(a.action == Action.DELETE for a in run_plan([n]))
+    assert [a.action for a in run_plan([n])] == [Action.REMOVE]
 
 
 def test_plan_covers_many_nodes_at_once_in_their_order():

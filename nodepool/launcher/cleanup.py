@@ -17,6 +17,7 @@ from nodepool.model import Node, NodeState
 
 class Action(str, enum.Enum):
     DELETE = "delete"      # lock, deleting, delete the server, remove the record
+    REMOVE = "remove"      # a `deleted` record its launcher did not get to remove
     RELEASE = "release"    # ready node allocated to a request that is gone: clear allocated_to
     RESUME = "resume"      # a launch that lost its launcher: finish it from driver_data
 
@@ -61,6 +62,8 @@ def next_expiry(nodes: Iterable[Node], labels: Mapping[str, Any], max_hold_age: 
     """The earliest wall-clock time at which a hold or an unused ready node expires."""
     earliest = math.inf
     for node in nodes:
+        if not node.state_time:
+            continue   # plan() counts ages from now for these: they never expire
         if node.state == NodeState.HOLD:
             earliest = min(earliest, (node.state_time or 0) + hold_limit(node, max_hold_age))
         elif node.state == NodeState.READY and node.allocated_to is None:
@@ -90,7 +93,9 @@ def plan(
         if node.id in busy or is_locked(node.id):
             continue
         state = node.state
-        if state in _DELETE_WHEN_UNLOCKED:
+        if state == NodeState.DELETED:
+            actions.append(NodeAction(node.id, Action.REMOVE, "deleted, record left behind"))
+        elif state in _DELETE_WHEN_UNLOCKED:
             actions.append(NodeAction(node.id, Action.DELETE, _DELETE_WHEN_UNLOCKED[state]))
         elif state in _LAUNCHING:
             if can_resume and node.driver_data:

@@ -12,7 +12,9 @@ import logging
 from typing import Any
 
 from nodepool import errors
-from nodepool.launcher.planner import Verdict, every_pool_declined, is_reusable, triage
+from nodepool.launcher.planner import (
+    Verdict, choose_nodes, every_pool_declined, is_reusable, triage,
+)
 from nodepool.model import NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, requests
 
@@ -180,24 +182,28 @@ class RequestHandling:
     # -- filling slots ------------------------------------------------------------
 
     def _fill_from_ready(self, h: RequestHandler) -> None:
-        if not h.request.reuse and self.adapter.launches:
-            return
-        candidates = sorted((n for n in self.ctx.cache.nodes()
-                             if is_reusable(n, h.pool.view, self.ctx.cache.is_node_locked(n.id))
-                             and n.id not in h.slots),
-                            key=lambda n: (n.state_time, n.id))
-        for i in h.missing():
-            label = h.request.node_types[i]
-            for node in candidates:
-                if label not in node.type or node.id in h.slots:
+        """Hand ready nodes over to the empty slots; a node lost to a race is skipped."""
+        reuse = h.request.reuse or not self.adapter.launches
+        tried: set[str] = set(s for s in h.slots if s is not None)
+        for _ in range(3):
+            missing = h.missing()
+            if not missing or not reuse:
+                return
+            wanted = dataclasses.replace(h.request, node_types=[h.request.node_types[i]
+                                                                 for i in missing])
+            chosen, az = choose_nodes(wanted, h.pool.view, self.ctx.cache.nodes(),
+                                      self.ctx.cache.is_node_locked, allow_reuse=True,
+                                      az=h.az, exclude=frozenset(tried))
+            if not any(chosen):
+                return
+            for i, node_id in zip(missing, chosen):
+                if node_id is None:
                     continue
-                if h.az is not None and node.az is not None and node.az != h.az:
-                    continue
-                if self._allocate(node.id, h):
-                    h.slots[i] = node.id
-                    h.ready.add(node.id)
-                    h.az = h.az or node.az
-                    break
+                tried.add(node_id)
+                if self._allocate(node_id, h):
+                    h.slots[i] = node_id
+                    h.ready.add(node_id)
+                    h.az = h.az or az
 
     def _allocate(self, node_id: str, h: RequestHandler) -> bool:
         """Hand over a ready node: lock, re-check ready and unallocated, allocate, unlock."""

@@ -125,10 +125,19 @@ class Lifecycle:
                     self.resume_launch(act.node_id)
                 elif act.action == cleanup.Action.RELEASE:
                     self.release_node(act.node_id, expected_request=None)
+                elif act.action == cleanup.Action.REMOVE:
+                    self._remove_record(act.node_id)
                 else:
                     self._delete_unlocked(act.node_id, act.reason)
             except (errors.LockFailed, errors.NotFound, errors.VersionConflict):
                 continue  # someone got there first; the cache will tell us what changed
+
+    def _remove_record(self, node_id: str) -> None:
+        lock = locks.lock_node(self.ctx.kazoo, node_id, identifier=self._lock_id())
+        node = nodes.get_node(self.ctx.kazoo, node_id)
+        if node is not None and node.state == NodeState.DELETED:
+            nodes.delete_node(self.ctx.kazoo, node_id)
+        locks.release(lock)
 
     def _request_exists(self, request_id: str) -> bool:
         if self.ctx.cache.get_request(request_id) is not None:

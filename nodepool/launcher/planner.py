@@ -99,21 +99,23 @@ def is_reusable(node: Node, pool: PoolView, locked: bool) -> bool:
 
 
 def choose_nodes(request: NodeRequest, pool: PoolView, nodes: Iterable[Node],
-                 is_locked, allow_reuse: bool | None = None) -> tuple[list[str | None], str | None]:
+                 is_locked, allow_reuse: bool | None = None, az: str | None = None,
+                 exclude: frozenset[str] = frozenset()) -> tuple[list[str | None], str | None]:
     """For each of the request's labels, a ready node to hand over, or None to launch.
 
     Reused nodes constrain the availability zone: all of a request's nodes
-    come from the zone of the first one chosen. Oldest ready nodes go first.
+    come from the zone of the first one chosen (or `az`, when some already
+    were). Oldest ready nodes go first; `exclude` are ids not to offer.
     Returns (node ids aligned with node_types, the zone the rest must use).
     """
     reuse = request.reuse if allow_reuse is None else allow_reuse
     chosen: list[str | None] = [None] * len(request.node_types)
     if not reuse:
-        return chosen, None
-    candidates = sorted((n for n in nodes if is_reusable(n, pool, is_locked(n.id))),
+        return chosen, az
+    candidates = sorted((n for n in nodes if n.id not in exclude
+                         and is_reusable(n, pool, is_locked(n.id))),
                         key=lambda n: (n.state_time, n.id))
     used: set[str] = set()
-    az: str | None = None
     for i, label in enumerate(request.node_types):
         for node in candidates:
             if node.id in used or label not in node.type:

@@ -21,7 +21,7 @@ BACKOFF_MAX = 30.0
 
 def backoff(failures: int, retry_after: float | None = None) -> float:
     """Seconds to wait before retrying after `failures` consecutive transient errors."""
-    delay = min(BACKOFF_MAX, BACKOFF_MIN * (2 ** max(0, failures - 1)))
+    delay = min(BACKOFF_MAX, BACKOFF_MIN * (2 ** min(max(0, failures - 1), 20)))
     return max(delay, retry_after or 0.0)
 
 
