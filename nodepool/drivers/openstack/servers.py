@@ -1,0 +1,177 @@
+"""Nova servers as the launcher sees them: tags, status, addresses, metadata and hostnames."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+from typing import Any, Collection, Mapping
+
+from nodepool.drivers.adapter import Instance, InstanceStatus, LaunchContext
+from nodepool.errors import ConfigurationError
+
+log = logging.getLogger("nodepool.drivers.openstack")
+
+# Nodepool's own metadata keys, so its tools (and Ansible inventories) recognise our servers.
+TAG_PROVIDER = "nodepool_provider_name"
+TAG_POOL = "nodepool_pool_name"
+TAG_NODE = "nodepool_node_id"
+TAG_LABEL = "nodepool_node_label"
+TAG_IMAGE = "nodepool_image_name"
+
+# Statuses in which a server is still on its way (or back) to ACTIVE.
+_TRANSITIONAL = frozenset({"BUILD", "REBUILD", "REBOOT", "HARD_REBOOT", "MIGRATING", "RESIZE",
+                           "VERIFY_RESIZE", "REVERT_RESIZE", "PASSWORD"})
+
+
+def status_of(server: Mapping[str, Any]) -> InstanceStatus:
+    """BUILD -> building, ACTIVE -> ready, deleting/DELETED -> deleting, the rest -> error."""
+    status = str(server.get("status") or "").upper()
+    if server.get("OS-EXT-STS:task_state") == "deleting" or status in ("DELETED", "SOFT_DELETED"):
+        return InstanceStatus.DELETING
+    if status == "ACTIVE":
+        return InstanceStatus.READY
+    if status in _TRANSITIONAL:
+        return InstanceStatus.BUILDING
+    return InstanceStatus.ERROR  # ERROR, SHUTOFF, PAUSED, UNKNOWN...: no use to a job
+
+
+def fault_of(server: Mapping[str, Any]) -> str | None:
+    fault = server.get("fault")
+    if isinstance(fault, Mapping) and fault.get("message"):
+        return str(fault["message"])
+    status = str(server.get("status") or "")
+    if status_of(server) == InstanceStatus.ERROR and status.upper() != "ERROR":
+        return f"server is {status}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Addresses:
+    public_ipv4: str | None = None
+    private_ipv4: str | None = None
+    public_ipv6: str | None = None
+    private_ipv6: str | None = None
+
+    @property
+    def interface_ip(self) -> str | None:
+        return self.public_ipv4 or self.public_ipv6 or self.private_ipv4
+
+    @property
+    def has_public(self) -> bool:
+        return bool(self.public_ipv4 or self.public_ipv6)
+
+
+def addresses_of(server: Mapping[str, Any], external_networks: Collection[str] = ()) -> Addresses:
+    """Sort Nova's `addresses` into public/private v4/v6.
+
+    Public: a floating IP, a fixed address on an external (provider) network,
+    or a globally routable address; floating IPs win over fixed public ones.
+    """
+    found: dict[str, str] = {}
+    floating_v4: str | None = None
+    for network, entries in (server.get("addresses") or {}).items():
+        for entry in entries or []:
+            addr = entry.get("addr")
+            if not addr:
+                continue
+            try:
+                ip = ipaddress.ip_address(addr)
+            except ValueError:
+                continue
+            floating = entry.get("OS-EXT-IPS:type") == "floating"
+            public = floating or network in external_networks or ip.is_global
+            key = f"{'public' if public else 'private'}_ipv{ip.version}"
+            if floating and ip.version == 4 and floating_v4 is None:
+                floating_v4 = addr
+            found.setdefault(key, addr)
+    if floating_v4:
+        found["public_ipv4"] = floating_v4
+    return Addresses(**found)
+
+
+def to_instance(server: Mapping[str, Any], region: str | None,
+                external_networks: Collection[str] = ()) -> Instance:
+    """An Instance of the batched listing from a server's raw JSON."""
+    metadata = dict(server.get("metadata") or {})
+    addrs = addresses_of(server, external_networks)
+    return Instance(
+        external_id=server["id"], status=status_of(server),
+        provider=metadata.get(TAG_PROVIDER), pool=metadata.get(TAG_POOL),
+        node_id=metadata.get(TAG_NODE),
+        interface_ip=addrs.interface_ip, public_ipv4=addrs.public_ipv4,
+        private_ipv4=addrs.private_ipv4, public_ipv6=addrs.public_ipv6,
+        private_ipv6=addrs.private_ipv6,
+        az=server.get("OS-EXT-AZ:availability_zone") or None, region=region,
+        host_id=server.get("hostId") or None,
+        hostname=server.get("OS-EXT-SRV-ATTR:hostname") or server.get("name"),
+        fault=fault_of(server), metadata=metadata)
+
+
+def flavor_amounts(server: Mapping[str, Any]) -> tuple[str | None, int | None, int | None]:
+    """(flavor id, vcpus, ram MiB) of a listed server: embedded from 2.47, an id before."""
+    flavor = server.get("flavor") or {}
+    return flavor.get("id"), flavor.get("vcpus"), flavor.get("ram")
+
+
+# -- what a new server is told ---------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RequestAttributes:
+    """`{request.*}` in dynamic-instance-properties: the request fields a node carries.
+
+    Nodepool also offers requestor_data, relative_priority, event_id and
+    created_time; the driver sees only the node, so those format as None.
+    """
+
+    id: str | None
+    labels: tuple[str, ...]
+    requestor: str | None
+    tenant_name: str | None
+    requestor_data: Any = None
+    relative_priority: int | None = None
+    event_id: str | None = None
+    created_time: float | None = None
+
+
+def hostname_for(ctx: LaunchContext) -> str:
+    """The server name from the provider's hostname-format."""
+    fmt = ctx.provider.hostname_format
+    try:
+        return fmt.format(label=ctx.label, provider=ctx.provider, node=ctx.node, pool=ctx.pool)
+    except (AttributeError, IndexError, KeyError, ValueError) as e:
+        raise ConfigurationError(f"provider {ctx.provider.name}: hostname-format {fmt!r} "
+                                 f"cannot be formatted: {e!r}") from e
+
+
+def metadata_for(ctx: LaunchContext, image_name: str | None) -> dict[str, str]:
+    """Server metadata: instance-properties, dynamic ones, Nodepool's groups, then our tags.
+
+    Our tags are applied last so no property can hide a server from leak cleanup.
+    Nova wants string values; YAML gives ints and bools too.
+    """
+    label, node = ctx.label, ctx.node
+    meta: dict[str, str] = {}
+    for key, value in (label.instance_properties or {}).items():
+        meta[str(key)] = _text(value)
+    request = RequestAttributes(id=node.allocated_to, labels=tuple(node.type),
+                                requestor=node.requestor, tenant_name=node.tenant_name)
+    for key, value in (label.dynamic_instance_properties or {}).items():
+        try:
+            meta[str(key)] = str(value).format(request=request)
+        except Exception as e:  # Nodepool logs and skips a property it cannot format
+            log.warning("node=%s provider=%s dynamic-instance-properties %s=%r: %r; skipped",
+                        node.id, ctx.provider.name, key, value, e)
+    groups = [ctx.provider.name, image_name, label.name]
+    meta["groups"] = ",".join(g for g in groups if g)
+    if image_name:
+        meta[TAG_IMAGE] = image_name
+    meta.update({TAG_PROVIDER: ctx.provider.name, TAG_POOL: ctx.pool.name,
+                 TAG_NODE: node.id or "", TAG_LABEL: label.name})
+    return meta
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
