@@ -21,7 +21,8 @@ from nodepool.drivers.adapter import Adapter
 
 
 # openstacksdk warns about its own internals (deprecated helpers it still calls).
-pytestmark = pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
+              pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedFieldWarning")]
 
 class TestOpenStackContract(LaunchingAdapterContract):
     """sim-fip attaches a floating IP to every node; sim-fixed boots on the private network only."""

@@ -27,7 +27,8 @@ BOOT_DELAY = 0.02
 DELETE_DELAY = 0.02
 HANG_TICKS = 10  # LaunchingAdapterContract.HANG_TICKS
 # openstacksdk warns about its own internals (deprecated helpers it still calls).
-pytestmark = pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
+              pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedFieldWarning")]
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFq8lqkmsHnsAzAyE0jAs5nZQd/4qh2SAbxsC7Ib+pUt"
 
@@ -195,8 +196,8 @@ def make_adapter(ctl: ControlClient, providers: dict[str, OpenStackProvider]
 
 def upload(external_id: str, **fields: Any) -> Any:
     """What the core passes as LaunchContext.image for a diskimage label: a ready upload."""
-    return types.SimpleNamespace(external_id=external_id, username=None, python_path=None,
-                                 shell_type=None, path=None, **fields)
+    values = {"username": None, "python_path": None, "shell_type": None, "path": None, **fields}
+    return types.SimpleNamespace(external_id=external_id, **values)
 
 
 def with_image(ctx: LaunchContext, image: Any) -> LaunchContext:
