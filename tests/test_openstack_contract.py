@@ -1,4 +1,5 @@
-"""OpenStackAdapter passes the Adapter contract suite against the simulator, with and without floating IPs."""
+"""OpenStackAdapter passes the Adapter contract suite on the simulator, with and without FIPs."""
+# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -29,16 +30,16 @@ class TestOpenStackContract(LaunchingAdapterContract):
 
     @pytest.fixture(params=["sim-fip", "sim-fixed"])
     def provider(self, request: pytest.FixtureRequest,
-                 providers: dict[str, OpenStackProvider]) -> OpenStackProvider:  # noqa: F811
+                 providers: dict[str, OpenStackProvider]) -> OpenStackProvider:
         return providers[request.param]
 
     @pytest.fixture
     def adapter_factory(self, provider: OpenStackProvider,
-                        make_adapter: Callable) -> Callable[[], Adapter]:  # noqa: F811
+                        make_adapter: Callable) -> Callable[[], Adapter]:
         return lambda: make_adapter(provider.name)
 
     @pytest.fixture
-    def faults(self, ctl: Any, conn: Any, provider: OpenStackProvider) -> SimFaults:  # noqa: F811
+    def faults(self, ctl: Any, conn: Any, provider: OpenStackProvider) -> SimFaults:
         return SimFaults(ctl, conn, provider.name, self.HANG_TICKS)
 
     @pytest.fixture

@@ -1,4 +1,5 @@
 """OpenStackAdapter against the simulator: what each openstack key does to the server it makes."""
+# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -34,17 +35,17 @@ SERVERS_DETAIL = "GET /compute/v2.1/servers/detail"
 
 
 @pytest.fixture
-def adapter(make_adapter: Callable) -> OpenStackAdapter:  # noqa: F811
+def adapter(make_adapter: Callable) -> OpenStackAdapter:
     return make_adapter("sim-fip")
 
 
 @pytest.fixture
-def loop(adapter: OpenStackAdapter, ctl: Any, conn: Any) -> Loop:  # noqa: F811
+def loop(adapter: OpenStackAdapter, ctl: Any, conn: Any) -> Loop:
     return Loop(adapter, SimFaults(ctl, conn, adapter.provider.name))
 
 
 @pytest.fixture
-def make_context(providers: dict) -> Callable:  # noqa: F811
+def make_context(providers: dict) -> Callable:
     return context_factory(providers["sim-fip"])
 
 
@@ -57,7 +58,7 @@ def launched(loop: Loop, ctx: Any) -> Run:
 # -- flavors and images ------------------------------------------------------
 
 def test_min_ram_picks_the_smallest_flavor_with_enough_ram(
-        loop: Loop, adapter: OpenStackAdapter, ctl: Any, make_context: Callable) -> None:  # noqa: F811
+        loop: Loop, adapter: OpenStackAdapter, ctl: Any, make_context: Callable) -> None:
     run = launched(loop, make_context("roomy"))
     assert ctl.server(run.external_id)["flavor"] == "2"  # m1.small: 2048 MiB; m1.tiny has 512
     pool = adapter.provider.pools["main"]
@@ -70,7 +71,7 @@ def test_min_ram_picks_the_smallest_flavor_with_enough_ram(
     ("by-id", "cirros-0.6.2", None, "auto"),            # image-id, no lookup
     ("debian", "debian-12", None, "/usr/bin/python3"),  # the entry's own name
 ])
-def test_cloud_image_by_name_or_id(loop: Loop, ctl: Any, images: dict, make_context: Callable,  # noqa: F811
+def test_cloud_image_by_name_or_id(loop: Loop, ctl: Any, images: dict, make_context: Callable,
                                    label: str, image: str, username: str | None,
                                    python_path: str) -> None:
     ctx = make_context(label)
@@ -81,7 +82,7 @@ def test_cloud_image_by_name_or_id(loop: Loop, ctl: Any, images: dict, make_cont
 
 
 def test_diskimage_label_boots_the_upload_and_records_its_path(
-        loop: Loop, ctl: Any, images: dict, make_context: Callable) -> None:  # noqa: F811
+        loop: Loop, ctl: Any, images: dict, make_context: Callable) -> None:
     path = "/nodepool/images/debian-built/builds/0000000007/providers/sim-fip/images/0000000001"
     ctx = with_image(make_context("built"), upload(images["debian-12"], path=path,
                                                     python_path="/usr/bin/python3"))
@@ -94,7 +95,7 @@ def test_diskimage_label_boots_the_upload_and_records_its_path(
 
 
 def test_diskimage_label_without_an_upload_is_a_configuration_error(
-        loop: Loop, ctl: Any, make_context: Callable) -> None:  # noqa: F811
+        loop: Loop, ctl: Any, make_context: Callable) -> None:
     run = loop.create(make_context("built"))
     assert isinstance(run.error, ConfigurationError)
     assert str(run.error) == "no ready upload of image debian-built for provider sim-fip"
@@ -102,7 +103,7 @@ def test_diskimage_label_without_an_upload_is_a_configuration_error(
 
 
 def test_unknown_flavor_network_or_image_is_a_configuration_error(
-        loop: Loop, ctl: Any, make_context: Callable) -> None:  # noqa: F811
+        loop: Loop, ctl: Any, make_context: Callable) -> None:
     import dataclasses
     ctx = make_context("small")
     ctx.label = dataclasses.replace(ctx.label, flavor_name="m1.huge")
@@ -124,7 +125,7 @@ def test_unknown_flavor_network_or_image_is_a_configuration_error(
 # -- what reaches the server ---------------------------------------------------
 
 def test_networks_groups_zone_key_userdata_and_properties_reach_the_server(
-        loop: Loop, sim: Any, conn: Any, make_context: Callable) -> None:  # noqa: F811
+        loop: Loop, sim: Any, conn: Any, make_context: Callable) -> None:
     conn.compute.create_keypair(name="nodepool", public_key=PUBLIC_KEY)
     ctx = make_context("dressed", "dressed", tenant_name="tenant-a", requestor="zuul",
                        allocated_to="100-0000000001")
@@ -146,7 +147,7 @@ def test_networks_groups_zone_key_userdata_and_properties_reach_the_server(
 
 
 def test_requested_zone_wins_over_the_pools_zones(loop: Loop, sim: Any, conn: Any,
-                                                  make_context: Callable) -> None:  # noqa: F811
+                                                  make_context: Callable) -> None:
     conn.compute.create_keypair(name="nodepool", public_key=PUBLIC_KEY)
     ctx = make_context("dressed", "dressed")
     ctx.az = "nova"
@@ -155,8 +156,8 @@ def test_requested_zone_wins_over_the_pools_zones(loop: Loop, sim: Any, conn: An
     assert run.instance.az == "nova"
 
 
-def test_hostname_format_names_the_server(make_adapter: Callable, ctl: Any, conn: Any,  # noqa: F811
-                                          providers: dict) -> None:  # noqa: F811
+def test_hostname_format_names_the_server(make_adapter: Callable, ctl: Any, conn: Any,
+                                          providers: dict) -> None:
     adapter = make_adapter("sim-fixed")
     ctx = context_factory(providers["sim-fixed"])()
     run = launched(Loop(adapter, SimFaults(ctl, conn, "sim-fixed")), ctx)
@@ -165,7 +166,7 @@ def test_hostname_format_names_the_server(make_adapter: Callable, ctl: Any, conn
 
 
 def test_boot_from_volume_sends_a_volume_mapping(loop: Loop, adapter: OpenStackAdapter, ctl: Any,
-                                                 images: dict, make_context: Callable) -> None:  # noqa: F811
+                                                 images: dict, make_context: Callable) -> None:
     run = launched(loop, make_context("volume"))
     server = ctl.server(run.external_id)
     assert server["image"] == ""  # Nova shows no image for a volume-backed server
@@ -179,21 +180,22 @@ def test_boot_from_volume_sends_a_volume_mapping(loop: Loop, adapter: OpenStackA
 
 
 def test_auto_floating_ip_is_attached_tagged_and_is_the_interface_ip(
-        loop: Loop, ctl: Any, conn: Any, make_context: Callable) -> None:  # noqa: F811
+        loop: Loop, ctl: Any, conn: Any, make_context: Callable) -> None:
     ctx = make_context("small")
     run = launched(loop, ctx)
     [fip] = ctl.state()["floating_ips"]
     assert fip["port_id"] in ctl.server(run.external_id)["port_ids"]
     assert run.instance.interface_ip == run.instance.public_ipv4 == fip["address"]
     assert run.instance.private_ipv4 and run.instance.private_ipv4 != fip["address"]
-    [tagged] = list(conn.network.ips(description=f"{TAG_PROVIDER}=sim-fip {TAG_NODE}={ctx.node.id}"))
+    tag = f"{TAG_PROVIDER}=sim-fip {TAG_NODE}={ctx.node.id}"
+    [tagged] = list(conn.network.ips(description=tag))
     assert tagged.id == fip["id"]
     assert loop.delete(node_for_delete(ctx, run)).complete
     assert ctl.state()["floating_ips"] == []  # the delete took the node's floating IP along
 
 
 def test_without_auto_floating_ip_the_private_address_is_the_interface(
-        make_adapter: Callable, ctl: Any, conn: Any, providers: dict) -> None:  # noqa: F811
+        make_adapter: Callable, ctl: Any, conn: Any, providers: dict) -> None:
     loop = Loop(make_adapter("sim-fixed"), SimFaults(ctl, conn, "sim-fixed"))
     run = launched(loop, context_factory(providers["sim-fixed"])())
     assert run.instance.interface_ip == run.instance.private_ipv4 == \
@@ -203,7 +205,7 @@ def test_without_auto_floating_ip_the_private_address_is_the_interface(
 
 # -- errors ------------------------------------------------------------------
 
-def test_nova_quota_refusal_is_a_quota_error(loop: Loop, ctl: Any, make_context: Callable) -> None:  # noqa: F811
+def test_nova_quota_refusal_is_a_quota_error(loop: Loop, ctl: Any, make_context: Callable) -> None:
     ctl.set_quotas(instances=0)
     run = loop.create(make_context("small"))
     assert isinstance(run.error, QuotaError) and "Quota exceeded for instances" in str(run.error)
@@ -211,7 +213,7 @@ def test_nova_quota_refusal_is_a_quota_error(loop: Loop, ctl: Any, make_context:
 
 
 def test_neutron_floating_ip_quota_is_a_quota_error(loop: Loop, ctl: Any,
-                                                    make_context: Callable) -> None:  # noqa: F811
+                                                    make_context: Callable) -> None:
     ctl.set_quotas(floating_ips=0)
     ctx = make_context("small")
     run = loop.create(ctx)
@@ -221,7 +223,7 @@ def test_neutron_floating_ip_quota_is_a_quota_error(loop: Loop, ctl: Any,
 
 
 def test_500_on_create_is_transient_then_retried(loop: Loop, ctl: Any,
-                                                 make_context: Callable) -> None:  # noqa: F811
+                                                 make_context: Callable) -> None:
     ctl.inject("create_500")
     run = launched(loop, make_context("small"))
     assert [type(e) for e in run.transient] == [TransientError]
@@ -238,7 +240,7 @@ def test_429_is_transient_with_the_clouds_retry_after(adapter: OpenStackAdapter,
 
 
 def test_the_sdk_never_retries_inside_our_calls(make_adapter: Callable, ctl: Any, sim: Any,
-                                                tmp_path: Any, monkeypatch: Any) -> None:  # noqa: F811
+                                                tmp_path: Any, monkeypatch: Any) -> None:
     # An operator's clouds.yaml asking for retries must not make the SDK sleep in our calls.
     path = sim.write_clouds_yaml(str(tmp_path / "clouds.yaml"), "simcloud", status_code_retries=5,
                                  compute_status_code_retries=5, connect_retries=5)
@@ -257,7 +259,7 @@ def test_the_sdk_never_retries_inside_our_calls(make_adapter: Callable, ctl: Any
 
 
 def test_unreachable_cloud_is_transient(make_adapter: Callable, sim: Any, tmp_path: Any,
-                                        monkeypatch: Any) -> None:  # noqa: F811
+                                        monkeypatch: Any) -> None:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -272,7 +274,7 @@ def test_unreachable_cloud_is_transient(make_adapter: Callable, sim: Any, tmp_pa
 
 
 def test_server_in_error_is_a_launch_failure_and_its_console_is_logged(
-        loop: Loop, ctl: Any, make_context: Callable, caplog: Any) -> None:  # noqa: F811
+        loop: Loop, ctl: Any, make_context: Callable, caplog: Any) -> None:
     ctl.inject("create_error", message="Build of instance aborted: disk on fire")
     ctx = make_context("console")
     with caplog.at_level(logging.WARNING, logger="nodepool.drivers.openstack"):
@@ -284,7 +286,7 @@ def test_server_in_error_is_a_launch_failure_and_its_console_is_logged(
 
 
 def test_console_log_is_not_fetched_unless_asked(loop: Loop, ctl: Any,
-                                                 make_context: Callable) -> None:  # noqa: F811
+                                                 make_context: Callable) -> None:
     ctl.inject("create_error", message="Build of instance aborted: disk on fire")
     assert isinstance(loop.create(make_context("small")).error, LaunchFailure)
     assert ctl.count("POST /compute/v2.1/servers/{id}/action") == 0
@@ -293,7 +295,7 @@ def test_console_log_is_not_fetched_unless_asked(loop: Loop, ctl: Any,
 # -- deletes -------------------------------------------------------------------
 
 def test_hung_delete_stays_incomplete_until_released(loop: Loop, ctl: Any,
-                                                     make_context: Callable) -> None:  # noqa: F811
+                                                     make_context: Callable) -> None:
     ctx = make_context("small")
     run = launched(loop, ctx)
     ctl.inject("delete_hang")
@@ -307,7 +309,7 @@ def test_hung_delete_stays_incomplete_until_released(loop: Loop, ctl: Any,
 
 
 def test_delete_issues_the_call_in_its_first_advance(adapter: OpenStackAdapter, ctl: Any,
-                                                     conn: Any) -> None:  # noqa: F811
+                                                     conn: Any) -> None:
     # The core's leak cleanup advances a delete machine once per scan, with an old listing.
     from nodepool.drivers.adapter import Listing
     from nodepool.model import Node
@@ -320,7 +322,7 @@ def test_delete_issues_the_call_in_its_first_advance(adapter: OpenStackAdapter, 
 # -- listings ------------------------------------------------------------------
 
 def test_list_instances_is_one_servers_detail_call_for_all(
-        loop: Loop, adapter: OpenStackAdapter, ctl: Any, conn: Any, make_context: Callable) -> None:  # noqa: F811
+        loop: Loop, adapter: OpenStackAdapter, ctl: Any, conn: Any, make_context: Callable) -> None:
     runs = [Run(adapter.create(make_context("small"))) for _ in range(3)]
     loop.drive(runs)
     assert all(r.complete for r in runs)
@@ -337,7 +339,7 @@ def test_list_instances_is_one_servers_detail_call_for_all(
 
 
 def test_machines_read_the_shared_listing_instead_of_getting_servers(
-        loop: Loop, adapter: OpenStackAdapter, ctl: Any, make_context: Callable) -> None:  # noqa: F811
+        loop: Loop, adapter: OpenStackAdapter, ctl: Any, make_context: Callable) -> None:
     ctl.set_timings(boot_delay=0.2)
     runs = [Run(adapter.create(make_context("small"))) for _ in range(4)]
     loop.drive(runs)
@@ -348,7 +350,7 @@ def test_machines_read_the_shared_listing_instead_of_getting_servers(
 
 
 def test_leaked_server_carries_its_node_id_and_untagged_ones_are_never_listed(
-        adapter: OpenStackAdapter, ctl: Any, conn: Any) -> None:  # noqa: F811
+        adapter: OpenStackAdapter, ctl: Any, conn: Any) -> None:
     faults = SimFaults(ctl, conn, "sim-fip")
     leaked = faults.create_leaked_server("0000000042")
     untagged = faults.create_untagged_server()
@@ -358,7 +360,7 @@ def test_leaked_server_carries_its_node_id_and_untagged_ones_are_never_listed(
 
 
 def test_resumed_submit_without_a_listing_finds_the_server_with_one_filtered_call(
-        loop: Loop, adapter: OpenStackAdapter, ctl: Any, make_context: Callable) -> None:  # noqa: F811
+        loop: Loop, adapter: OpenStackAdapter, ctl: Any, make_context: Callable) -> None:
     ctx = make_context("small")
     first = loop.create(ctx, stop_after_saves=1, lose_write=True)  # the create call ran, unsaved
     assert first.saves == [{"state": "submit", "external_id": None}]
@@ -374,7 +376,7 @@ def test_resumed_submit_without_a_listing_finds_the_server_with_one_filtered_cal
 
 def test_quota_is_the_limit_minus_what_others_use(loop: Loop, adapter: OpenStackAdapter, ctl: Any,
                                                   conn: Any, images: dict,
-                                                  make_context: Callable) -> None:  # noqa: F811
+                                                  make_context: Callable) -> None:
     assert adapter.quota_limits() == Resources(instances=10, cores=20, ram=51200,
                                                volumes=math.inf, volume_gb=math.inf)
     conn.compute.create_server(name="someone-else", flavor_id="3", networks="auto",

@@ -1,4 +1,5 @@
-"""The OpenStack classify() table on plain error responses, and the rate limiter on a fixed clock."""
+"""The OpenStack classify() table on plain error responses; the rate limiter on a fixed clock."""
+# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import pytest
 import requests
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as sdk_exc
-from test_openstack_sim import conn, ctl, images, make_adapter, providers, sim  # noqa: F401  (fixtures)
+from test_openstack_sim import (  # noqa: F401  (fixtures)
+    conn,
+    ctl,
+    images,
+    make_adapter,
+    providers,
+    sim,
+)
 
 from nodepool.drivers.openstack.errors import classify, classify_fault, retry_after
 from nodepool.drivers.openstack.ratelimit import RateLimiter
@@ -82,7 +90,8 @@ def test_create_errors_are_classified_from_the_table(error: Exception, expected:
 
 
 def test_unmatched_errors_take_the_callers_default() -> None:
-    assert type(classify(nova(400, "badRequest", "odd"), "delete", TransientError)) is TransientError
+    odd = nova(400, "badRequest", "odd")
+    assert type(classify(odd, "delete", TransientError)) is TransientError
     assert type(classify(ValueError("?"), "list", TransientError)) is TransientError
     assert type(classify(nova(403, "forbidden", "Quota exceeded for cores"), "delete",
                          TransientError)) is QuotaError
@@ -142,7 +151,7 @@ def test_rate_zero_never_waits() -> None:
 
 
 def test_every_api_call_of_the_adapter_is_spaced_by_the_providers_rate(
-        make_adapter: Callable, ctl: Any) -> None:  # noqa: F811
+        make_adapter: Callable, ctl: Any) -> None:
     adapter = make_adapter("sim-fip", rate=0.05)
     adapter.list_instances()  # connect: auth and discovery
     ctl.clear_calls()
@@ -153,5 +162,5 @@ def test_every_api_call_of_the_adapter_is_spaced_by_the_providers_rate(
     assert [r["route"] for r in ctl.requests()] == [
         "/compute/v2.1/limits", "/compute/v2.1/flavors/detail", "/compute/v2.1/servers/detail",
         "/network/v2.0/floatingips", "/network/v2.0/ports"]
-    gaps = [b - a for a, b in zip(sent, sent[1:])]
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
     assert min(gaps) >= 0.045, gaps

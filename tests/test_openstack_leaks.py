@@ -1,4 +1,5 @@
-"""OpenStack leak cleanup: which floating IPs and ports list_resources() attributes to a provider."""
+"""OpenStack leak cleanup: which floating IPs and ports list_resources() gives a provider."""
+# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_fip_description_round_trips() -> None:
 
 
 def test_tagged_floating_ip_is_listed_with_its_node_and_deleted(
-        make_adapter: Callable, ctl: Any, conn: Any) -> None:  # noqa: F811
+        make_adapter: Callable, ctl: Any, conn: Any) -> None:
     adapter = make_adapter("sim-fip")
     fip_id = SimFaults(ctl, conn, "sim-fip").create_leaked_resource("0000000042")
     other = SimFaults(ctl, conn, "sim-fixed").create_leaked_resource("0000000043")
@@ -58,7 +59,7 @@ def test_tagged_floating_ip_is_listed_with_its_node_and_deleted(
 
 
 def test_untagged_floating_ip_on_our_servers_port_is_attributed_to_its_node(
-        make_adapter: Callable, ctl: Any, conn: Any) -> None:  # noqa: F811
+        make_adapter: Callable, ctl: Any, conn: Any) -> None:
     adapter = make_adapter("sim-fixed")  # no floating IPs of its own, no clean-floating-ips
     loop = Loop(adapter, SimFaults(ctl, conn, "sim-fixed"))
     ctx = context_factory(adapter.provider)()
@@ -74,7 +75,7 @@ def test_untagged_floating_ip_on_our_servers_port_is_attributed_to_its_node(
 
 
 def test_clean_floating_ips_lists_unattached_ones_without_a_node(
-        make_adapter: Callable, ctl: Any, conn: Any) -> None:  # noqa: F811
+        make_adapter: Callable, ctl: Any, conn: Any) -> None:
     adapter = make_adapter("sim-fip")  # clean-floating-ips: true
     stray = conn.network.create_ip(floating_network_id=_public(conn))
     resource = by_id(adapter)[stray.id]
@@ -84,7 +85,7 @@ def test_clean_floating_ips_lists_unattached_ones_without_a_node(
 
 
 def test_old_down_compute_port_without_a_server_is_listed_and_deleted(
-        make_adapter: Callable, ctl: Any) -> None:  # noqa: F811
+        make_adapter: Callable, ctl: Any) -> None:
     adapter = make_adapter("sim-fip")  # port-cleanup-interval: 60
     old = ctl.leak_port(age=3600)
     young = ctl.leak_port(age=10)
@@ -101,7 +102,7 @@ def test_old_down_compute_port_without_a_server_is_listed_and_deleted(
 
 
 def test_down_port_of_a_live_server_is_left_alone(make_adapter: Callable, ctl: Any, conn: Any,
-                                                  images: dict) -> None:  # noqa: F811
+                                                  images: dict) -> None:
     adapter = make_adapter("sim-fip")
     server = conn.compute.create_server(name="stopped", flavor_id="1", networks="auto",
                                         image_id=images["cirros-0.6.2"])
@@ -111,7 +112,7 @@ def test_down_port_of_a_live_server_is_left_alone(make_adapter: Callable, ctl: A
 
 
 def test_down_port_left_by_our_gone_server_names_its_node(make_adapter: Callable, ctl: Any,
-                                                          conn: Any) -> None:  # noqa: F811
+                                                          conn: Any) -> None:
     adapter = make_adapter("sim-fip")
     faults = SimFaults(ctl, conn, "sim-fip")
     server_id = faults.create_leaked_server("0000000099")

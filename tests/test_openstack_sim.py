@@ -1,4 +1,4 @@
-"""The OpenStack driver's test rig: an in-process simulator, providers from YAML, Faults over /_sim."""
+"""The OpenStack driver's test rig: in-process simulator, providers from YAML, Faults over /_sim."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def load_providers(cirros_id: str) -> dict[str, OpenStackProvider]:
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    """One simulator per module, on an ephemeral loopback port; OS_CLIENT_CONFIG_FILE points at it."""
+    """One simulator per module on an ephemeral loopback port; OS_CLIENT_CONFIG_FILE names it."""
     timings = Timings(boot_delay=BOOT_DELAY, delete_delay=DELETE_DELAY)
     with Simulator(timings=timings, availability_zones=("nova", "az2")) as simulator:
         path = simulator.write_clouds_yaml(str(tmp_path_factory.mktemp("clouds") / "clouds.yaml"),

@@ -1,4 +1,4 @@
-"""The OpenStack driver: servers, floating IPs and leak cleanup through openstacksdk (see doc/openstack.md)."""
+"""The OpenStack driver: servers, floating IPs and leaks through openstacksdk (doc/openstack.md)."""
 
 from nodepool.drivers.openstack.adapter import OpenStackAdapter
 

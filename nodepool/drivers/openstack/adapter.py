@@ -68,7 +68,8 @@ class OpenStackAdapter(Adapter):
 
     @property
     def region(self) -> str | None:
-        return getattr(self.provider, "region_name", None)
+        """region-name, else the region clouds.yaml gives (known once connected)."""
+        return self.cloud.region_name
 
     def instance(self, server: Mapping[str, Any]) -> Instance:
         return to_instance(server, self.region, self.catalog.external_network_names())
@@ -118,7 +119,7 @@ class OpenStackAdapter(Adapter):
     # -- leaks ------------------------------------------------------------
 
     def list_resources(self) -> list[CloudResource]:
-        return self.leaks.list()
+        return self.leaks.scan()
 
     def delete_resource(self, resource: CloudResource) -> None:
         self.leaks.delete(resource)
@@ -134,7 +135,8 @@ class OpenStackAdapter(Adapter):
         limits = self.cloud.call("get limits", lambda conn: conn.compute.get_limits())
         self.catalog.flavors()
         with self._lock:
-            fresh = self._listed_at is not None and time.monotonic() - self._listed_at < LISTING_REUSE
+            age = None if self._listed_at is None else time.monotonic() - self._listed_at
+            fresh = age is not None and age < LISTING_REUSE
             servers = self._servers
         if not fresh:
             servers = self.cloud.list_servers()

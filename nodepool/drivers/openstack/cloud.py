@@ -1,4 +1,4 @@
-"""One provider's openstacksdk connection: made lazily and once, every call rate-limited and classified."""
+"""One provider's openstacksdk connection, made once and lazily; every call limited, classified."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ class Cloud:
         self._lock = threading.Lock()
         self._conn: openstack.connection.Connection | None = None
         self._microversion: str | None = None
+        self.region_name: str | None = getattr(provider, "region_name", None)
 
     # -- the connection --------------------------------------------------
 
@@ -70,6 +71,7 @@ class Cloud:
             getattr(conn, service)
         self._microversion = sdk_utils.maximum_supported_microversion(
             conn.compute, COMPUTE_MICROVERSION)
+        self.region_name = self.region_name or conn.config.get_region_name("compute")
         return conn
 
     def connection(self) -> openstack.connection.Connection:

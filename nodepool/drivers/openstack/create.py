@@ -1,4 +1,4 @@
-"""The create state machine: start -> submit -> wait-active -> [attach-ip -> create-fip] -> complete."""
+"""The create state machine: start, submit, wait-active, [attach-ip, create-fip], complete."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
-from nodepool.drivers.adapter import CreateStateMachine, Instance, InstanceStatus, LaunchContext, Listing
+from nodepool.drivers.adapter import (
+    CreateStateMachine,
+    Instance,
+    InstanceStatus,
+    LaunchContext,
+    Listing,
+)
 from nodepool.drivers.openstack.errors import classify_fault
 from nodepool.drivers.openstack.resources import fip_description
 from nodepool.drivers.openstack.servers import hostname_for, metadata_for
@@ -36,7 +42,7 @@ class ImageChoice:
 
 
 def connection_facts(ctx: LaunchContext) -> tuple[str, Mapping[str, Any], bool | None]:
-    """(image name, the node's connection fields, config_drive) from config and ctx.image; no call."""
+    """(image name, the node's connection fields, config_drive) from config and ctx.image."""
     label, provider = ctx.label, ctx.provider
     if label.diskimage:
         disk = provider.diskimages.get(label.diskimage)
@@ -134,7 +140,7 @@ class OpenStackCreate(CreateStateMachine):
         return ImageChoice(catalog.cloud_image_id(image), name, image.name, config_drive, facts)
 
     def _create_args(self) -> dict[str, Any]:
-        """The create_server() arguments; lookups hit the adapter's caches after the first launch."""
+        """create_server() arguments; lookups hit the adapter's caches after the first launch."""
         if self._args is not None:
             return self._args
         ctx, catalog = self.ctx, self.adapter.catalog
@@ -248,6 +254,7 @@ class OpenStackCreate(CreateStateMachine):
 
     def _log_console(self) -> None:
         server_id = self.external_id
+        assert server_id is not None
         try:
             output = self.cloud.call(
                 f"console log of server {server_id}",
@@ -309,8 +316,6 @@ class OpenStackCreate(CreateStateMachine):
         if self.port_id is None:
             self.state = self.ATTACH  # no port recorded: find it first
             return
-        if self.state == self.COMPLETE:
-            self._look_first = True
         description = fip_description(self.adapter.provider.name, self.ctx.node.id)
         if self._look_first:
             found = self.cloud.call("find floating IP",
@@ -323,7 +328,8 @@ class OpenStackCreate(CreateStateMachine):
             if found:  # made, then the attach did not happen: attach it instead of a second one
                 fip = found[0]
                 fip = self.cloud.call(f"attach floating IP {fip.id}",
-                                      lambda conn: conn.network.update_ip(fip, port_id=self.port_id),
+                                      lambda conn: conn.network.update_ip(
+                                          fip, port_id=self.port_id),
                                       default=LaunchFailure)
                 self._finish_with_fip(server, fip)
             return

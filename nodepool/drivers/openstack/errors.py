@@ -1,4 +1,4 @@
-"""The one place OpenStack errors become nodepool.errors: tables of status codes, error codes and fault texts."""
+"""The one place OpenStack errors become nodepool.errors: tables of statuses, codes, faults."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import email.utils
 import re
 import time
-from typing import Any, Iterable
+from typing import Any, Collection
 
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as sdk_exc
@@ -32,7 +32,7 @@ class Rule:
     """
 
     cls: type[DriverError]
-    status: Iterable[int] = ()
+    status: Collection[int] = ()
     code: str | None = None
     message: str | None = None
 

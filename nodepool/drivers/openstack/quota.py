@@ -1,4 +1,4 @@
-"""Quota from Nova's absolute limits minus what servers that are not ours use; label costs from flavors."""
+"""Quota: Nova's absolute limits minus what others' servers use; label costs from flavors."""
 
 from __future__ import annotations
 

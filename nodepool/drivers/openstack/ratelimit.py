@@ -1,4 +1,4 @@
-"""A thread-safe limiter that spaces a provider's API calls by its `rate` (seconds between calls)."""
+"""A thread-safe limiter spacing a provider's API calls by its `rate` (seconds between calls)."""
 
 from __future__ import annotations
 

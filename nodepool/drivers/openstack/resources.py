@@ -1,4 +1,4 @@
-"""Leak cleanup's view of non-server objects: our floating IPs and DOWN compute ports whose server is gone."""
+"""Leak cleanup's non-server objects: our floating IPs, DOWN compute ports of gone servers."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class LeakScanner:
         self.cloud = adapter.cloud
         self.provider = adapter.provider
 
-    def list(self) -> list[CloudResource]:
+    def scan(self) -> list[CloudResource]:
         return self.floating_ips() + self.ports()
 
     def floating_ips(self) -> list[CloudResource]:

@@ -104,7 +104,7 @@ def to_instance(server: Mapping[str, Any], region: str | None,
         private_ipv6=addrs.private_ipv6,
         az=server.get("OS-EXT-AZ:availability_zone") or None, region=region,
         host_id=server.get("hostId") or None,
-        hostname=server.get("OS-EXT-SRV-ATTR:hostname") or server.get("name"),
+        hostname=server.get("name") or server.get("OS-EXT-SRV-ATTR:hostname"),
         fault=fault_of(server), metadata=metadata)
 
 
