@@ -123,3 +123,11 @@ def test_down_port_left_by_our_gone_server_names_its_node(make_adapter: Callable
     adapter.list_instances()
     [resource] = [r for r in adapter.list_resources() if r.kind == PORT]
     assert (resource.id, resource.node_id) == (port["id"], "0000000099")
+
+
+def test_port_cleanup_interval_zero_turns_port_cleanup_off(make_adapter: Callable,
+                                                           ctl: Any) -> None:
+    adapter = make_adapter("sim-fip", port_cleanup_interval=0)
+    ctl.leak_port(age=3600)
+    adapter.list_instances()
+    assert [r for r in adapter.list_resources() if r.kind == PORT] == []

@@ -91,6 +91,8 @@ class LeakScanner:
         return out
 
     def ports(self) -> list[CloudResource]:
+        if self.provider.port_cleanup_interval <= 0:
+            return []  # port-cleanup-interval: 0 turns port cleanup off, as in Nodepool
         current = self.adapter.current_server_ids()
         if current is None:
             return []  # no recent listing: cannot tell a gone server from a live one

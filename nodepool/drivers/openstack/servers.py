@@ -18,6 +18,7 @@ TAG_POOL = "nodepool_pool_name"
 TAG_NODE = "nodepool_node_id"
 TAG_LABEL = "nodepool_node_label"
 TAG_IMAGE = "nodepool_image_name"
+METADATA_VALUE_MAX = 255  # Nova refuses longer metadata values
 
 # Statuses in which a server is still on its way (or back) to ACTIVE.
 _TRANSITIONAL = frozenset({"BUILD", "REBUILD", "REBOOT", "HARD_REBOOT", "MIGRATING", "RESIZE",
@@ -125,7 +126,7 @@ class RequestAttributes:
     """
 
     id: str | None
-    labels: tuple[str, ...]
+    labels: list[str]
     requestor: str | None
     tenant_name: str | None
     requestor_data: Any = None
@@ -154,14 +155,22 @@ def metadata_for(ctx: LaunchContext, image_name: str | None) -> dict[str, str]:
     meta: dict[str, str] = {}
     for key, value in (label.instance_properties or {}).items():
         meta[str(key)] = _text(value)
-    request = RequestAttributes(id=node.allocated_to, labels=tuple(node.type),
+    request = RequestAttributes(id=node.allocated_to, labels=list(node.type),
                                 requestor=node.requestor, tenant_name=node.tenant_name)
     for key, value in (label.dynamic_instance_properties or {}).items():
         try:
-            meta[str(key)] = str(value).format(request=request)
+            text = str(value).format(request=request)
         except Exception as e:  # Nodepool logs and skips a property it cannot format
             log.warning("node=%s provider=%s dynamic-instance-properties %s=%r: %r; skipped",
                         node.id, ctx.provider.name, key, value, e)
+            continue
+        if len(text) > METADATA_VALUE_MAX:
+            # Request data is not the operator's to fix; Nova would refuse the whole create.
+            log.warning("node=%s provider=%s dynamic-instance-properties %s: %d characters, "
+                        "cut to %d", node.id, ctx.provider.name, key, len(text),
+                        METADATA_VALUE_MAX)
+            text = text[:METADATA_VALUE_MAX]
+        meta[str(key)] = text
     groups = [ctx.provider.name, image_name, label.name]
     meta["groups"] = ",".join(g for g in groups if g)
     if image_name:
