@@ -1,0 +1,85 @@
+"""The launcher daemon driving OpenStackAdapter on the simulator, for a kazoo-only requestor."""
+# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from requestor import Requestor, wait_for
+from test_openstack_sim import ctl, sim  # noqa: F401  (fixtures)
+
+from nodepool.launcher.daemon import Launcher
+
+pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
+              pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedFieldWarning")]
+
+CONFIG = """
+zookeeper-servers:
+  - host: {host}
+    port: {port}
+    chroot: {chroot}
+zookeeper-tls:
+  cert: {cert}
+  key: {key}
+  ca: {ca}
+labels:
+  - name: small
+providers:
+  - name: sim-cloud
+    cloud: simcloud
+    region-name: RegionOne
+    rate: 0
+    cloud-images:
+      - name: cirros
+        image-name: cirros-0.6.2
+        username: cirros
+    pools:
+      - name: main
+        max-servers: 4
+        host-key-checking: false
+        labels:
+          - name: small
+            cloud-image: cirros
+            flavor-name: m1.tiny
+"""
+
+
+@pytest.fixture
+def launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
+    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(CONFIG.format(host=host, port=port, chroot=zk_tls["chroot"],
+                                  cert=zk_tls["cert"], key=zk_tls["key"], ca=zk_tls["ca"]))
+    daemon = Launcher(str(path), hostname="nl-openstack")
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+def test_a_request_is_served_from_the_simulated_cloud_and_cleaned_up(
+        launcher: Launcher, zk_client: Any, ctl: Any) -> None:
+    rq = Requestor(zk_client)
+    started = time.monotonic()
+    rid = rq.submit(["small", "small"])
+    request = rq.wait(rid)
+    served_in = time.monotonic() - started
+    assert request["state"] == "fulfilled", request
+    servers = {s["id"]: s for s in ctl.servers()}
+    fips = {f["address"] for f in ctl.state()["floating_ips"]}
+    for node_id in request["nodes"]:
+        node = rq.node(node_id)
+        assert node["state"] == "ready" and node["provider"] == "sim-cloud"
+        server = servers[node["external_id"]]
+        assert server["metadata"]["nodepool_node_id"] == node_id
+        assert node["interface_ip"] in fips and node["private_ipv4"] in server["fixed_ips"]
+        assert node["username"] == "cirros" and node["image_id"] == "cirros"
+        assert node["resources"] == {"instances": 1, "cores": 1, "ram": 512}
+        assert node["region"] == "RegionOne" and node["az"] == "nova"
+    assert served_in < 10, served_in
+    rq.finish(rq.accept(rid, request))
+    wait_for(lambda: all(rq.node(n) is None for n in request["nodes"]), what="nodes deleted")
+    wait_for(lambda: ctl.servers() == [] and ctl.state()["floating_ips"] == [],
+             what="servers and floating IPs gone")
