@@ -23,6 +23,7 @@ from nodepool.drivers.openstack.resources import (
     PORT,
     fip_description,
     parse_fip_description,
+    tagged_floating_ips,
 )
 
 pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
@@ -42,6 +43,16 @@ def test_fip_description_round_trips() -> None:
                                                                                "0000000042")
     assert parse_fip_description("made by hand") is None
     assert parse_fip_description(None) is None
+
+
+def test_a_node_never_gets_floating_ips_a_neutron_ignoring_the_filter_returned() -> None:
+    import types
+    mine = types.SimpleNamespace(id="a", description=fip_description("p", "0000000001"))
+    others = [types.SimpleNamespace(id="b", description=fip_description("p", "00000000010")),
+              types.SimpleNamespace(id="c", description="")]
+    deaf = types.SimpleNamespace(network=types.SimpleNamespace(
+        ips=lambda **filters: [mine, *others]))  # answers every FIP whatever the filter
+    assert tagged_floating_ips(deaf, "p", "0000000001") == [mine]
 
 
 def test_tagged_floating_ip_is_listed_with_its_node_and_deleted(

@@ -18,7 +18,7 @@ from nodepool.drivers.adapter import (
     Listing,
 )
 from nodepool.drivers.openstack.errors import classify_fault
-from nodepool.drivers.openstack.resources import fip_description
+from nodepool.drivers.openstack.resources import fip_description, tagged_floating_ips
 from nodepool.drivers.openstack.servers import hostname_for, metadata_for
 from nodepool.errors import ConfigurationError, DriverError, LaunchFailure
 
@@ -318,8 +318,8 @@ class OpenStackCreate(CreateStateMachine):
             return
         description = fip_description(self.adapter.provider.name, self.ctx.node.id)
         if self._look_first:
-            found = self.cloud.call("find floating IP",
-                                    lambda conn: list(conn.network.ips(description=description)))
+            found = self.cloud.call("find floating IP", lambda conn: tagged_floating_ips(
+                conn, self.adapter.provider.name, self.ctx.node.id))
             self._look_first = False
             attached = [f for f in found if f.port_id]
             if attached:

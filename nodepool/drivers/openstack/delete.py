@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from nodepool.drivers.adapter import DeleteStateMachine, InstanceStatus, Listing
-from nodepool.drivers.openstack.resources import fip_description
+from nodepool.drivers.openstack.resources import tagged_floating_ips
 from nodepool.errors import TransientError
 from nodepool.model import Node
 
@@ -106,9 +106,10 @@ class OpenStackDelete(DeleteStateMachine):
             self._done()
             return
         if self._fips is None:
-            description = fip_description(self.adapter.provider.name, self.node.id)
-            found = self.cloud.call(f"list floating IPs of node {self.node.id}",
-                                    lambda conn: list(conn.network.ips(description=description)))
+            node_id = self.node.id
+            found = self.cloud.call(f"list floating IPs of node {node_id}",
+                                    lambda conn: tagged_floating_ips(
+                                        conn, self.adapter.provider.name, node_id))
             self._fips = [f.id for f in found]
         elif self._fips:
             fip_id = self._fips[0]

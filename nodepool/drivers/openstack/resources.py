@@ -27,6 +27,14 @@ def fip_description(provider: str, node_id: str | None) -> str:
     return f"{TAG_PROVIDER}={provider} {TAG_NODE}={node_id or ''}"
 
 
+def tagged_floating_ips(conn: Any, provider: str, node_id: str | None) -> list[Any]:
+    """The node's floating IPs: filtered by Neutron on the description, and checked again
+    here, so a Neutron that ignored the filter can never hand us someone else's."""
+    description = fip_description(provider, node_id)
+    return [f for f in conn.network.ips(description=description)
+            if f.description == description]
+
+
 def parse_fip_description(text: str | None) -> tuple[str, str] | None:
     """(provider, node id) from a floating IP's description, None if it is not ours."""
     match = _DESCRIPTION.search(text or "")
