@@ -393,3 +393,12 @@ def test_label_cost_of_an_unknown_flavor_is_one_instance(adapter: OpenStackAdapt
     pool = adapter.provider.pools["main"]
     bad = dataclasses.replace(pool.labels["small"], flavor_name="m1.huge")
     assert adapter.label_cost(pool, bad) == Resources(instances=1)
+
+
+def test_a_listing_follows_novas_pages(adapter: OpenStackAdapter, ctl: Any, conn: Any) -> None:
+    faults = SimFaults(ctl, conn, "sim-fip")
+    made = {faults.create_leaked_server(f"000000000{i}") for i in range(5)}
+    ctl.clear_calls()
+    servers = adapter.cloud.list_servers({"limit": 2})  # Nova's own page size is 1,000
+    assert {s["id"] for s in servers} == made
+    assert ctl.count(SERVERS_DETAIL) == 3
