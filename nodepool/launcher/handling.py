@@ -12,9 +12,8 @@ import logging
 from typing import Any
 
 from nodepool import errors
-from nodepool.launcher.planner import (
-    Verdict, choose_nodes, every_pool_declined, is_reusable, triage,
-)
+from nodepool.launcher import handover
+from nodepool.launcher.planner import Verdict, every_pool_declined, is_reusable, triage
 from nodepool.model import NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, requests
 
@@ -30,7 +29,8 @@ class RequestHandler:
     pool: Any
     slots: list[str | None]                 # node id per node_types entry
     ready: set[str] = dataclasses.field(default_factory=set)
-    held: dict[str, Any] = dataclasses.field(default_factory=dict)  # ready nodes we still lock
+    # Launched nodes that are ready and still locked by us, by id (their LaunchTask).
+    held: dict[str, Any] = dataclasses.field(default_factory=dict)
     waiting: str | None = None              # why it waits (quota, hosts busy)
     failed: str | None = None
     az: str | None = None
@@ -154,76 +154,62 @@ class RequestHandling:
                 locks.release(lock)
 
     def _take(self, request_id: str, pool) -> bool:
+        kazoo = self.ctx.kazoo
         try:
-            lock = locks.lock_request(self.ctx.kazoo, request_id, identifier=self._lock_name())
+            lock, raw = locks.lock_request_and_read(kazoo, request_id, self._lock_name())
         except errors.LockFailed:
             return False
-        req = requests.get_request(self.ctx.kazoo, request_id)
+        req = NodeRequest.from_json(request_id, raw[0], raw[1].version) if raw else None
         if req is None or req.state != RequestState.REQUESTED or pool.view.id in req.declined_by:
-            locks.release(lock)
-            if req is not None and req.state != RequestState.REQUESTED:
+            locks.release_async(kazoo, lock)
+            if req is None or req.state != RequestState.REQUESTED:
                 self.finished.add(request_id)
             return False
         handler = RequestHandler(req, lock, pool, [None] * len(req.node_types))
+        claims = self._claim(handler)
+        if claims and len(claims) == len(req.node_types):
+            # Everything from ready nodes: allocate, unlock and fulfil in one transaction.
+            req.nodes = [c.node.id for c in sorted(claims, key=lambda c: c.slot)]
+            req.set_state(RequestState.FULFILLED)
+            if handover.commit(kazoo, claims, req, lock):
+                self.finished.add(req.id)
+                log.info("request=%s Fulfilled with ready %s", req.id, ", ".join(req.nodes))
+                return True
+            locks.release_async(kazoo, lock)   # lost a race; the next pass tries again
+            return False
+        if claims and not handover.commit(kazoo, claims):
+            claims = []
+        for claim in claims:
+            handler.slots[claim.slot] = claim.node.id
+            handler.ready.add(claim.node.id)
         self.handlers[req.id] = handler
         self._track(req.id, True)
-        self._fill_from_ready(handler)
-        if not handler.missing():
-            self._fulfil(handler)   # all from ready nodes: straight to fulfilled, one write
-            return True
         self._launch_missing(handler)
         req.set_state(RequestState.PENDING)
         try:
-            requests.update_request(self.ctx.kazoo, req)
+            requests.update_request(kazoo, req)
         except errors.NotFound:
             self._cancel(handler)
         return True
 
     # -- filling slots ------------------------------------------------------------
 
-    def _fill_from_ready(self, h: RequestHandler) -> None:
-        """Hand ready nodes over to the empty slots; a node lost to a race is skipped."""
-        reuse = h.request.reuse or not self.adapter.launches
-        tried: set[str] = set(s for s in h.slots if s is not None)
-        for _ in range(3):
-            missing = h.missing()
-            if not missing or not reuse:
-                return
-            wanted = dataclasses.replace(h.request, node_types=[h.request.node_types[i]
-                                                                 for i in missing])
-            chosen, az = choose_nodes(wanted, h.pool.view, self.ctx.cache.nodes(),
-                                      self.ctx.cache.is_node_locked, allow_reuse=True,
-                                      az=h.az, exclude=frozenset(tried))
-            if not any(chosen):
-                return
-            for i, node_id in zip(missing, chosen):
-                if node_id is None:
-                    continue
-                tried.add(node_id)
-                if self._allocate(node_id, h):
-                    h.slots[i] = node_id
-                    h.ready.add(node_id)
-                    h.az = h.az or az
+    def _claim(self, h: RequestHandler) -> list:
+        if not (h.request.reuse or not self.adapter.launches):
+            return []
+        claims, az = handover.claim_ready(self.ctx.kazoo, self.ctx.cache, h.request, h.slots,
+                                          h.pool.view, h.az, self._lock_name())
+        if claims:
+            h.az = h.az or az
+        return claims
 
-    def _allocate(self, node_id: str, h: RequestHandler) -> bool:
-        """Hand over a ready node: lock, re-check ready and unallocated, allocate, unlock."""
-        try:
-            lock = locks.lock_node(self.ctx.kazoo, node_id, identifier=self._lock_name())
-        except (errors.LockFailed, errors.NotFound):
-            return False
-        try:
-            node = nodes.get_node(self.ctx.kazoo, node_id)
-            if node is None or node.state != NodeState.READY or node.allocated_to is not None:
-                return False
-            node.allocated_to = h.request.id
-            node.tenant_name = h.request.tenant_name
-            node.requestor = h.request.requestor
-            nodes.update_node(self.ctx.kazoo, node)
-            return True
-        except (errors.VersionConflict, errors.NotFound):
-            return False
-        finally:
-            locks.release(lock)
+    def _fill_from_ready(self, h: RequestHandler) -> None:
+        """Hand ready nodes over to the empty slots of a request we hold (static hosts freed)."""
+        claims = self._claim(h)
+        if claims and handover.commit(self.ctx.kazoo, claims):
+            for claim in claims:
+                h.slots[claim.slot] = claim.node.id
+                h.ready.add(claim.node.id)
 
     def _adopt_spare_launches(self, h: RequestHandler) -> None:
         """Give empty slots the launches already under way for nobody (a resumed launch,
@@ -238,7 +224,7 @@ class RequestHandling:
                     task.node.allocated_to = h.request.id
                     task.node.tenant_name = h.request.tenant_name
                     task.node.requestor = h.request.requestor
-                    nodes.update_node(self.ctx.kazoo, task.node)
+                    self.write(task)
                     h.slots[i] = task.node.id
                     break
 
@@ -269,7 +255,7 @@ class RequestHandling:
         if h is None or task.node.id not in h.slots:
             return False
         h.ready.add(task.node.id)
-        h.held[task.node.id] = task.lock
+        h.held[task.node.id] = task
         return True
 
     def launch_failed(self, task, reason: str) -> None:
@@ -304,14 +290,15 @@ class RequestHandling:
                     self._launch_missing(h)
             if h.missing() and h.waiting:
                 waiting_pools.add(h.pool.cfg.name)
-            if not h.missing() and h.ready >= set(h.slots):
+            if not h.missing() and h.ready >= set(h.slots) and \
+                    all(self._write_done(t) for t in h.held.values()):
                 self._fulfil(h)
         for pool in self.pools.values():
             pool.paused = pool.cfg.name in waiting_pools
 
     def _fulfil(self, h: RequestHandler) -> None:
-        for lock in h.held.values():     # unlock every node first (hand-off step 4)
-            locks.release(lock)
+        for task in h.held.values():     # unlock every node first (hand-off step 4)
+            locks.release_async(self.ctx.kazoo, task.lock)
         h.held.clear()
         req = h.request
         for _ in range(3):
@@ -340,14 +327,12 @@ class RequestHandling:
                 task.request_id = None
                 task.node.allocated_to = None
                 continue
-            lock = h.held.pop(node_id, None)
+            held = h.held.pop(node_id, None)
             try:
-                if lock is not None:
-                    node = nodes.get_node(self.ctx.kazoo, node_id)
-                    if node is not None and node.allocated_to == h.request.id:
-                        node.allocated_to = None
-                        nodes.update_node(self.ctx.kazoo, node)
-                    locks.release(lock)
+                if held is not None:
+                    held.node.allocated_to = None
+                    self.write(held)
+                    locks.release_async(self.ctx.kazoo, held.lock)
                 elif node_id in h.ready:
                     self.release_node(node_id, expected_request=h.request.id)
             except (errors.LockFailed, errors.NotFound, errors.VersionConflict):
@@ -364,7 +349,7 @@ class RequestHandling:
         self._done(h)
 
     def _done(self, h: RequestHandler) -> None:
-        locks.release(h.lock)
+        locks.release_async(self.ctx.kazoo, h.lock)
         self.handlers.pop(h.request.id, None)
         self.finished.add(h.request.id)
         self._track(h.request.id, False)
@@ -384,12 +369,10 @@ class RequestHandling:
         for task in list(self.launches.values()):
             if task.node.allocated_to is not None:
                 task.node.allocated_to = None
-                try:
-                    nodes.update_node(self.ctx.kazoo, task.node)
-                except (errors.NotFound, errors.VersionConflict):
-                    pass
-            locks.release(task.lock)
+                self.write(task)
+            locks.release_async(self.ctx.kazoo, task.lock)
         for task in list(self.deletes.values()):
-            locks.release(task.lock)
+            locks.release_async(self.ctx.kazoo, task.lock)
+        self.retry_removals()
         self.launches.clear()
         self.deletes.clear()

@@ -74,6 +74,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
         self.limits_stale = True
         self.standing: dict[str, Any] = {}     # static slots by external id
         self.standing_retry: dict[str, float] = {}
+        self.resumed = False
         self.init_requests()
         self.init_lifecycle()
         self.init_leaks()
@@ -137,17 +138,25 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
                 time.sleep(0.05)  # a fault must not become a busy loop
 
     def _tick(self) -> None:
+        # Hand-over first: a requestor waiting on a ready node should not wait
+        # behind deletions and launches of this same pass.
         now = time.monotonic()
+        if not self.resumed:
+            # First pass after taking the provider: resume orphaned launches before
+            # serving, so a request gets the server already booting, not a second one.
+            self.apply_cleanup()
+            self.resumed = True
         self.collect_finished(now)
+        self.check_handlers()
+        self.serve_requests()
         self._refresh_listing(now)
         self._refresh_limits()
         self.leak_tick()
+        self.retry_removals()
         self.apply_cleanup()
         if not self.adapter.launches:
             self.register_standing(now)
         self.advance_tasks(now)
-        self.check_handlers()
-        self.serve_requests()
         self._update_paused()
 
     def _next_timer(self) -> float:

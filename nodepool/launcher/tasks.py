@@ -47,11 +47,12 @@ class StepRunner:
     seen_listing: float = -1.0      # taken_at of the listing the last advance saw
     waits_for_listing: bool = False
     step_listing: Listing | None = None  # the listing the running step was given
+    write: Any = None               # the node write in flight (kazoo async result)
 
     def due(self, now: float, listing: Listing | None) -> bool:
         """Run the next step now? Not while one runs, not before backoff ends, and a
         machine that made no progress waits for a newer listing."""
-        if self.future is not None or now < self.next_at:
+        if self.future is not None or now < self.next_at or self.write is not None:
             return False
         if self.waits_for_listing:
             return listing is not None and listing.taken_at > self.seen_listing

@@ -19,6 +19,34 @@ def is_contender(name: str) -> bool:
     return bool(_CONTENDER.search(name))
 
 
+def _acquire_now(kazoo: KazooClient, lock: Lock, lock_dir: str, fresh_first: bool,
+                 make_parent: bool, what: str) -> Lock:
+    """Non-blocking: one round trip in the common case, whichever way the dir is.
+
+    `fresh_first` says which is likelier: no lock dir yet (a new request) or
+    an existing one (a node that was locked before). Without `make_parent`, a
+    missing parent means the thing itself is gone (a deleted node).
+    """
+    for attempt in range(4):
+        if fresh_first == (attempt % 2 == 0):
+            outcome = _fresh_lock(kazoo, lock, lock_dir)
+            if outcome == "ok":
+                return lock
+            if outcome == "no-parent":
+                if not make_parent:
+                    raise NotFound(f"{what} does not exist")
+                kazoo.ensure_path(lock_dir.rsplit("/", 1)[0])
+            continue
+        try:
+            quick, _ = try_lock(kazoo, lock_dir, lock.data.decode())
+        except NoNodeError:
+            continue
+        if quick is None:
+            raise LockFailed(f"{what} is locked by someone else")
+        return quick
+    raise LockFailed(f"{what}: its lock directory keeps changing")
+
+
 def _acquire(
     kazoo: KazooClient,
     lock: Lock,
@@ -27,6 +55,7 @@ def _acquire(
     blocking: bool,
     timeout: float | None,
     what: str,
+    fresh_first: bool = False,
 ) -> Lock:
     """Acquire `lock`, creating its directory only while `parent` exists.
 
@@ -36,6 +65,8 @@ def _acquire(
     ourselves only after a NoNode says it is missing.
     """
     lock.assured_path = True
+    if not blocking:
+        return _acquire_now(kazoo, lock, lock_dir, fresh_first, parent is None, what)
     for _ in range(3):
         try:
             got = lock.acquire(blocking=blocking, timeout=timeout)
@@ -54,6 +85,61 @@ def _acquire(
             raise LockFailed(f"{what} is locked by someone else")
         return lock
     raise LockFailed(f"{what}: lock directory keeps vanishing")
+
+
+def _fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str) -> str:
+    """Take a lock nobody has used yet in one round trip: "ok", "exists" or "no-parent".
+
+    The lock directory and our contender are created in one transaction: when
+    the directory did not exist, no one else can be a contender, so we hold
+    the lock (the same znodes kazoo's recipe makes). Otherwise nothing was
+    created.
+    """
+    tx = kazoo.transaction()
+    tx.create(lock_dir)
+    tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
+    results = tx.commit_async().get()
+    if isinstance(results[0], NoNodeError):
+        return "no-parent"
+    if isinstance(results[0], Exception) or isinstance(results[1], Exception):
+        return "exists"
+    lock.node = results[1][len(lock_dir) + 1:]
+    lock.create_tried = True
+    lock.is_acquired = True
+    return "ok"
+
+
+def _sequence(name: str) -> int:
+    return int(name[-10:])
+
+
+def try_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "",
+             also=None) -> tuple[Lock | None, object]:
+    """Non-blocking acquire of an existing lock dir in one round trip's latency.
+
+    The contender create and the contender listing are pipelined (ZooKeeper
+    runs one session's requests in order, so the listing includes ours);
+    whoever has the lowest sequence holds the lock, exactly kazoo's rule.
+    `also` is an extra async call to pipeline behind them (e.g. a re-read);
+    its result is returned as the second value. Raises NoNodeError when the
+    lock dir does not exist.
+    """
+    lock = Lock(kazoo, lock_dir, identifier)
+    lock.assured_path = True
+    created = kazoo.create_async(lock.create_path, lock.data, ephemeral=True, sequence=True)
+    listed = kazoo.get_children_async(lock_dir)
+    extra = also() if also is not None else None
+    path = created.get()
+    mine = path[len(lock_dir) + 1:]
+    try:
+        children = listed.get()
+    except NoNodeError:
+        children = [mine]
+    if any(is_contender(c) and _sequence(c) < _sequence(mine) for c in children):
+        kazoo.delete_async(path)
+        return None, extra
+    lock.node, lock.create_tried, lock.is_acquired = mine, True, True
+    return lock, extra
 
 
 def lock_node(
@@ -80,7 +166,8 @@ def lock_request(
     """Lock a request in its own tree (so the requestor may delete the request meanwhile)."""
     lock_dir = paths.request_lock(request_id)
     lock = Lock(kazoo, lock_dir, identifier)
-    return _acquire(kazoo, lock, lock_dir, None, blocking, timeout, f"request {request_id}")
+    return _acquire(kazoo, lock, lock_dir, None, blocking, timeout, f"request {request_id}",
+                    fresh_first=True)
 
 
 def release(lock: Lock | None) -> None:
@@ -91,6 +178,19 @@ def release(lock: Lock | None) -> None:
         lock.release()
     except NoNodeError:
         lock.is_acquired = False
+
+
+def release_async(kazoo: KazooClient, lock: Lock | None) -> None:
+    """Release without waiting for the answer.
+
+    ZooKeeper runs one session's requests in order, so a write issued after
+    this still lands after the unlock (the fulfil write relies on that).
+    """
+    if lock is None or not lock.is_acquired or lock.node is None:
+        return
+    kazoo.delete_async(f"{lock.path}/{lock.node}")
+    lock.is_acquired = False
+    lock.node = None
 
 
 def node_lock_contenders(kazoo: KazooClient, node_id: str) -> list[str]:
@@ -112,3 +212,32 @@ def locked_node_ids(kazoo: KazooClient, node_ids: list[str]) -> set[str]:
         except NoNodeError:
             continue
     return locked
+
+
+def lock_request_and_read(kazoo: KazooClient, request_id: str, identifier: str = ""
+                          ) -> tuple[Lock, tuple[bytes, object] | None]:
+    """Lock a request and re-read it, pipelined: the read is ordered after the lock.
+
+    Returns the held lock and the request's (data, stat) as read under it, or
+    None when the request is gone. Raises LockFailed when someone holds it.
+    """
+    lock_dir = paths.request_lock(request_id)
+    lock = Lock(kazoo, lock_dir, identifier)
+    lock.assured_path = True
+    tx = kazoo.transaction()
+    tx.create(lock_dir)
+    tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
+    pending = tx.commit_async()
+    read = kazoo.get_async(paths.request(request_id))
+    results = pending.get()
+    if isinstance(results[0], Exception) or isinstance(results[1], Exception):
+        # Used before, or no parent yet: the general way, then a plain re-read.
+        lock = lock_request(kazoo, request_id, identifier=identifier)
+        read = kazoo.get_async(paths.request(request_id))
+    else:
+        lock.node = results[1][len(lock_dir) + 1:]
+        lock.create_tried = lock.is_acquired = True
+    try:
+        return lock, read.get()
+    except NoNodeError:
+        return lock, None

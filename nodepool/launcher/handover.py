@@ -1,0 +1,113 @@
+"""Handing ready nodes over in few round trips: pipelined locks, one transaction.
+
+Claiming a node means locking it (kazoo's Lock recipe, the contender create
+and listing pipelined for every node at once) and preparing its allocation
+over the version the cache showed as ready and unallocated. `commit` then
+writes every allocation, releases every node lock and, when the request is
+complete, writes `nodes` + `fulfilled` and releases the request lock, as one
+ZooKeeper transaction: all of it happens or none (a node changed since the
+cache saw it makes the whole commit fail, and nothing is written).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from kazoo.recipe.lock import Lock
+
+from nodepool import errors
+from nodepool.launcher.planner import PoolView, choose_nodes
+from nodepool.model import Node, NodeRequest
+from nodepool.zk import locks, paths
+
+
+@dataclasses.dataclass
+class Claim:
+    """A ready node we hold locked, with the allocation to write for it."""
+
+    slot: int
+    node: Node
+    lock: Lock
+
+
+def claim_ready(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: list[str | None],
+                pool: PoolView, az: str | None, identifier: str) -> tuple[list[Claim], str | None]:
+    """Lock ready nodes for the request's empty slots; returns the claims and the zone."""
+    missing = [i for i, s in enumerate(slots) if s is None]
+    wanted = dataclasses.replace(request, node_types=[request.node_types[i] for i in missing])
+    taken = frozenset(s for s in slots if s is not None)
+    chosen, az = choose_nodes(wanted, pool, cache.nodes(), cache.is_node_locked,
+                              allow_reuse=True, az=az, exclude=taken)
+    attempts = []
+    for slot, node_id in zip(missing, chosen):
+        seen = cache.get_node(node_id) if node_id else None
+        if seen is None:
+            continue
+        lock = Lock(kazoo, paths.node_lock(node_id), identifier)
+        lock.assured_path = True
+        created = kazoo.create_async(lock.create_path, lock.data, ephemeral=True,
+                                     sequence=True)
+        listed = kazoo.get_children_async(lock.path)
+        attempts.append((slot, seen, lock, created, listed))
+    claims = []
+    for slot, seen, lock, created, listed in attempts:
+        held = _settle(kazoo, lock, created, listed, seen.id, identifier)
+        if held is not None:
+            node = dataclasses.replace(seen, allocated_to=request.id,
+                                       tenant_name=request.tenant_name,
+                                       requestor=request.requestor)
+            claims.append(Claim(slot, node, held))
+    return claims, az
+
+
+def _settle(kazoo: KazooClient, lock: Lock, created, listed, node_id: str,
+            identifier: str) -> Lock | None:
+    """Did our pipelined contender win? Lowest sequence holds it (kazoo's rule)."""
+    try:
+        path = created.get()
+    except NoNodeError:
+        # No lock dir yet (a node nobody ever locked) or the node is gone.
+        try:
+            return locks.lock_node(kazoo, node_id, identifier=identifier)
+        except (errors.LockFailed, errors.NotFound):
+            return None
+    mine = path[len(lock.path) + 1:]
+    try:
+        children = listed.get()
+    except NoNodeError:
+        children = [mine]
+    if any(locks.is_contender(c) and int(c[-10:]) < int(mine[-10:]) for c in children):
+        kazoo.delete_async(path)
+        return None
+    lock.node, lock.create_tried, lock.is_acquired = mine, True, True
+    return lock
+
+
+def commit(kazoo: KazooClient, claims: list[Claim], request: NodeRequest | None = None,
+           request_lock: Lock | None = None) -> bool:
+    """Write the allocations and unlock the nodes (and fulfil the request) atomically."""
+    tx = kazoo.transaction()
+    for claim in claims:
+        tx.set_data(paths.node(claim.node.id), claim.node.to_json(), claim.node.version)
+        tx.delete(f"{claim.lock.path}/{claim.lock.node}")
+    if request is not None:
+        tx.set_data(paths.request(request.id), request.to_json(), request.version)
+        if request_lock is not None and request_lock.node:
+            tx.delete(f"{request_lock.path}/{request_lock.node}")
+    results = tx.commit()
+    if any(isinstance(r, Exception) for r in results):
+        release(kazoo, claims)
+        return False
+    for claim in claims:
+        claim.lock.is_acquired, claim.lock.node = False, None
+    if request_lock is not None:
+        request_lock.is_acquired, request_lock.node = False, None
+    return True
+
+
+def release(kazoo: KazooClient, claims: list[Claim]) -> None:
+    for claim in claims:
+        locks.release_async(kazoo, claim.lock)
