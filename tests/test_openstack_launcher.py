@@ -83,3 +83,69 @@ def test_a_request_is_served_from_the_simulated_cloud_and_cleaned_up(
     wait_for(lambda: all(rq.node(n) is None for n in request["nodes"]), what="nodes deleted")
     wait_for(lambda: ctl.servers() == [] and ctl.state()["floating_ips"] == [],
              what="servers and floating IPs gone")
+
+
+DISKIMAGE_CONFIG = CONFIG.replace("""labels:
+  - name: small
+""", """labels:
+  - name: small
+  - name: built
+diskimages:
+  - name: ubuntu-built
+""").replace("""    pools:""", """    diskimages:
+      - name: ubuntu-built
+    pools:""").replace("""            flavor-name: m1.tiny
+""", """            flavor-name: m1.tiny
+          - name: built
+            diskimage: ubuntu-built
+            flavor-name: m1.tiny
+""")
+
+
+def write_upload(kazoo: Any, image_id: str, provider: str = "sim-cloud") -> str:
+    """What an image builder writes for a ready build uploaded to `provider`."""
+    import json
+    now = time.time()
+    build = "/nodepool/images/ubuntu-built/builds/0000000001"
+    kazoo.create(build, json.dumps({"state": "ready", "state_time": now, "builder": "nb01",
+                                    "formats": "qcow2", "username": "ubuntu",
+                                    "python_path": "/usr/bin/python3"}).encode(),
+                 makepath=True)
+    upload = kazoo.create(f"{build}/providers/{provider}/images/", json.dumps(
+        {"state": "ready", "state_time": now, "external_id": image_id,
+         "external_name": "ubuntu-built-1", "format": "qcow2"}).encode(),
+        sequence=True, makepath=True)
+    return upload
+
+
+@pytest.fixture
+def diskimage_launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
+    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(DISKIMAGE_CONFIG.format(host=host, port=port, chroot=zk_tls["chroot"],
+                                            cert=zk_tls["cert"], key=zk_tls["key"],
+                                            ca=zk_tls["ca"]))
+    daemon = Launcher(str(path), hostname="nl-openstack")
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+def test_diskimage_label_boots_the_latest_ready_upload(
+        diskimage_launcher: Launcher, zk_client: Any, ctl: Any, sim: Any) -> None:
+    import openstack
+    rq = Requestor(zk_client)
+    # No upload yet: the only pool declines, so the request fails (image missing).
+    missing = rq.wait(rq.submit(["built"]))
+    assert missing["state"] == "failed"
+    conn = openstack.connect(cloud="simcloud")
+    image_id = next(i.id for i in conn.image.images() if i.name == "cirros-0.6.2")
+    upload = write_upload(zk_client, image_id)
+    wait_for(lambda: diskimage_launcher.workers.get("sim-cloud"), what="provider up")
+    rid = rq.submit(["built"])
+    req = rq.wait(rid)
+    assert req["state"] == "fulfilled", req
+    node = rq.node(req["nodes"][0])
+    assert node["image_id"] == upload and node["username"] == "ubuntu"
+    server = {s["id"]: s for s in ctl.servers()}[node["external_id"]]
+    assert server["image"] == image_id

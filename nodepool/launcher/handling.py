@@ -13,7 +13,7 @@ from typing import Any
 
 from nodepool import errors
 from nodepool.launcher import handover
-from nodepool.launcher.planner import Verdict, every_pool_declined, is_reusable, triage
+from nodepool.launcher.planner import Triage, Verdict, every_pool_declined, is_reusable, triage
 from nodepool.model import NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, requests
 
@@ -87,6 +87,10 @@ class RequestHandling:
                                  self.fits_ever(pool, req.node_types))
                 if verdict.verdict == Verdict.SKIP:
                     continue
+                if verdict.verdict == Verdict.TAKE:
+                    missing = self.missing_image(pool, req.node_types)
+                    if missing:
+                        verdict = Triage(Verdict.DECLINE, missing)
                 if verdict.verdict == Verdict.DECLINE:
                     self._decline(req.id, pool, verdict.reason)
                     continue

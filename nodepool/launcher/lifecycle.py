@@ -89,7 +89,8 @@ class Lifecycle(MachineDriving):
 
     def _launch_context(self, task: LaunchTask) -> LaunchContext:
         return LaunchContext(node=task.node, provider=self.provider, pool=task.pool.cfg,
-                             label=task.label, az=task.az)
+                             label=task.label, az=task.az,
+                             image=self.resolve_image(task.label))
 
     def resume_launch(self, node_id: str) -> None:
         """Finish a launch whose launcher died, from the driver_data it saved."""

@@ -25,6 +25,7 @@ from nodepool.launcher.leaks import LeakCleanup
 from nodepool.launcher.lifecycle import Lifecycle
 from nodepool.launcher.planner import PoolView
 from nodepool.model import Node
+from nodepool.zk import images
 
 log = logging.getLogger("nodepool.launcher.provider")
 
@@ -35,6 +36,7 @@ EXECUTOR_WORKERS = 4
 LISTING_MIN_INTERVAL = 0.02
 LISTING_MAX_INTERVAL = 2.0
 IDLE_WAIT = 60.0
+IMAGE_CACHE_SECONDS = 5.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -75,6 +77,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
         self.standing: dict[str, Any] = {}     # static slots by external id
         self.standing_retry: dict[str, float] = {}
         self.resumed = False
+        self.image_cache: dict[str, tuple[Any, float]] = {}
         self.init_requests()
         self.init_lifecycle()
         self.init_leaks()
@@ -270,6 +273,28 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
                 return True  # the label check declines it with a better reason
             need = need + self.label_cost(pool.cfg, label)
         return need.fits_in(quota.pool_limits(pool.cfg))
+
+    def resolve_image(self, label: Any):
+        """The ready upload a diskimage label boots (cached briefly: uploads change rarely)."""
+        name = getattr(label, "diskimage", None)
+        if not name:
+            return None
+        now = time.monotonic()
+        cached = self.image_cache.get(name)
+        if cached is not None and now - cached[1] <= IMAGE_CACHE_SECONDS:
+            return cached[0]
+        upload = images.latest_upload(self.ctx.kazoo, name, self.name)
+        if upload is not None:   # a missing image is looked up again next time
+            self.image_cache[name] = (upload, now)
+        return upload
+
+    def missing_image(self, pool: PoolState, labels: list[str]) -> str | None:
+        """Why the pool cannot serve these labels for want of an image, if it cannot."""
+        for name in labels:
+            label = pool.cfg.labels.get(name)
+            if getattr(label, "diskimage", None) and self.resolve_image(label) is None:
+                return f"no ready upload of image {label.diskimage} to provider {self.name}"
+        return None
 
     def _size_static_pools(self) -> None:
         """A static pool holds as many nodes as its hosts have slots."""
