@@ -197,3 +197,37 @@ def test_requests_are_served_in_priority_order_at_quota(env):
     assert rq.get(low)["state"] in ("requested", "pending")
     rq.finish(rq.accept(high, served))
     assert rq.wait(low)["state"] == "fulfilled"
+
+
+def test_unused_ready_node_older_than_max_ready_age_is_replaced(env):
+    env.write_config(min_ready=1, extra="")
+    text = open(env.config_path).read().replace("    min-ready: 1\n", "    min-ready: 1\n    max-ready-age: 1\n", 1)
+    open(env.config_path, "w").write(text)
+    env.start_launcher()
+    rq = env.requestor
+    first = wait_for(lambda: [n for n in node_ids(env.kazoo)
+                              if (rq.node(n) or {}).get("state") == "ready"], what="spare")
+    # Past its max-ready-age the spare is deleted and min-ready makes a new one.
+    wait_for(lambda: rq.node(first[0]) is None, timeout=10, what="old spare deleted")
+    wait_for(lambda: [n for n in node_ids(env.kazoo)
+                      if n not in first and (rq.node(n) or {}).get("state") == "ready"],
+             timeout=10, what="replacement ready")
+
+
+def test_tenant_resource_limits_make_requests_wait_not_fail(env):
+    env.write_config(extra="""
+tenant-resource-limits:
+  - tenant-name: tenant-a
+    max-servers: 1
+""")
+    env.start_launcher()
+    rq = env.requestor
+    first = rq.submit(["small"], tenant_name="tenant-a")
+    req = rq.wait(first)
+    assert rq.node(req["nodes"][0])["tenant_name"] == "tenant-a"
+    second = rq.submit(["small"], tenant_name="tenant-a")
+    other = rq.wait(rq.submit(["small"], tenant_name="tenant-b"))   # other tenants unaffected
+    assert other["state"] == "fulfilled"
+    assert rq.get(second)["state"] == "requested"
+    rq.finish(rq.accept(first, req))
+    assert rq.wait(second)["state"] == "fulfilled"

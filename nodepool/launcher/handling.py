@@ -96,7 +96,10 @@ class RequestHandling:
                     continue
                 if pool.cfg.name in blocked:
                     continue
-                if not self._servable_now(req, pool):
+                blocker = self._blocker(req, pool)
+                if blocker == "tenant":
+                    continue   # this tenant is at its limit; others may go ahead
+                if blocker is not None:
                     blocked.add(pool.cfg.name)
                     continue
                 if self._take(req.id, pool):
@@ -104,29 +107,33 @@ class RequestHandling:
         for name, pool in self.pools.items():
             pool.paused = name in blocked
 
-    def _servable_now(self, req: NodeRequest, pool) -> bool:
-        """From the cache alone: could the pool serve this now (ready nodes, or quota)?"""
+    def _blocker(self, req: NodeRequest, pool) -> str | None:
+        """From the cache alone: why the pool cannot serve this now (None = it can).
+
+        Ready nodes and launches already under way for nobody count first;
+        only the rest needs quota.
+        """
         need = list(req.node_types)
+
+        def take(labels) -> None:
+            for label in labels:
+                if label in need:
+                    need.remove(label)
+                    return
         if req.reuse or not self.adapter.launches:
             for node in self.ctx.cache.nodes():
                 if need and is_reusable(node, pool.view, self.ctx.cache.is_node_locked(node.id)):
-                    for label in node.type:
-                        if label in need:
-                            need.remove(label)
-                            break
+                    take(node.type)
         if not need:
-            return True
+            return None
         if not self.adapter.launches:
-            return False
+            return "hosts busy"
         for task in self.launches.values():
             if task.request_id is None and task.pool is pool:
-                for label in task.node.type:
-                    if label in need:
-                        need.remove(label)
-                        break
+                take(task.node.type)
         if not need:
-            return True
-        return self.can_launch(pool, need, req.tenant_name)
+            return None
+        return self.launch_blocker(pool, need, req.tenant_name)
 
     def _decline(self, request_id: str, pool, reason: str, lock=None) -> None:
         """Add the pool to declined_by (failed when every registered pool declined)."""

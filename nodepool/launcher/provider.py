@@ -244,27 +244,32 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
         return quota.node_cost(node, fallback)
 
     def can_launch(self, pool: PoolState, labels: list[str], tenant: str | None) -> bool:
-        """Would launching `labels` in `pool` stay within every limit right now?"""
+        return self.launch_blocker(pool, labels, tenant) is None
+
+    def launch_blocker(self, pool: PoolState, labels: list[str], tenant: str | None
+                       ) -> str | None:
+        """Which limit launching `labels` in `pool` would break right now, if any:
+        "concurrency", "pool", "provider" or "tenant"."""
         need = Resources()
         for label in labels:
             need = need + self.label_cost(pool.cfg, label)
         mc = self.provider.max_concurrency
         if mc and mc > 0 and len(self.launches) + len(labels) > mc:
-            return False
+            return "concurrency"
         nodes = list(self.provider_nodes().values())
         in_pool = [n for n in nodes if n.pool == pool.cfg.name]
         if not quota.fits(need, quota.usage(in_pool, self._node_cost), quota.pool_limits(pool.cfg)):
-            return False
+            return "pool"
         if self.limits is not None and not getattr(pool.cfg, "ignore_provider_quota", False):
             if not quota.fits(need, quota.usage(nodes, self._node_cost), self.limits):
-                return False
+                return "provider"
         limits = self.ctx.config.tenant_resource_limits.get(tenant) if tenant else None
         if limits is not None:
             tenant_nodes = [n for n in self.ctx.cache.nodes() if n.tenant_name == tenant]
             if not quota.fits(need, quota.usage(tenant_nodes, self._node_cost),
                               quota.tenant_limits(limits)):
-                return False
-        return True
+                return "tenant"
+        return None
 
     def fits_ever(self, pool: PoolState, labels: list[str]) -> bool:
         need = Resources()
