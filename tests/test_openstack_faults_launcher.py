@@ -1,0 +1,100 @@
+"""Cloud faults injected into the simulator, survived by the launcher with the real driver."""
+# ruff: noqa: F811  (fixtures are imported, then named as arguments)
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from requestor import Requestor, wait_for
+from test_openstack_launcher import CONFIG
+from test_openstack_sim import ctl, sim  # noqa: F401  (fixtures)
+
+from nodepool.launcher.daemon import Launcher
+
+pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
+              pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedFieldWarning")]
+
+
+@pytest.fixture
+def launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
+    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
+    path = tmp_path / "nodepool.yaml"
+    text = CONFIG.format(host=host, port=port, chroot=zk_tls["chroot"], cert=zk_tls["cert"],
+                         key=zk_tls["key"], ca=zk_tls["ca"])
+    # Short launch-timeout so hung deletes are re-issued quickly in these tests.
+    text = text.replace("    rate: 0\n", "    rate: 0\n    launch-timeout: 3\n")
+    path.write_text(text)
+    daemon = Launcher(str(path), hostname="nl-faults")
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+def live(ctl: Any) -> list[dict]:
+    return [s for s in ctl.servers() if not s["deleting"]]
+
+
+def test_quota_403_aborts_the_node_and_the_request_is_still_served(launcher, zk_client, ctl):
+    ctl.inject("create_quota")
+    rq = Requestor(zk_client)
+    req = rq.wait(rq.submit(["small"]), timeout=20)
+    assert req["state"] == "fulfilled" and req["declined_by"] == []
+    assert len(live(ctl)) == 1
+
+
+def test_500_on_create_is_retried(launcher, zk_client, ctl):
+    ctl.inject("create_500")
+    rq = Requestor(zk_client)
+    assert rq.wait(rq.submit(["small"]), timeout=20)["state"] == "fulfilled"
+    assert len(live(ctl)) == 1
+
+
+def test_error_server_is_deleted_and_relaunched(launcher, zk_client, ctl):
+    ctl.inject("create_error", count=1, message="hypervisor on fire")
+    rq = Requestor(zk_client)
+    req = rq.wait(rq.submit(["small"]), timeout=20)
+    assert req["state"] == "fulfilled"
+    ext = rq.node(req["nodes"][0])["external_id"]
+    wait_for(lambda: [s["id"] for s in ctl.servers()] == [ext], timeout=20,
+             what="the ERROR server deleted")
+
+
+def test_hanging_delete_is_retried_without_losing_the_node_record(launcher, zk_client, ctl):
+    rq = Requestor(zk_client)
+    rid = rq.submit(["small"])
+    (nid,) = rq.accept(rid, rq.wait(rid, timeout=20))
+    ctl.inject("delete_hang")
+    rq.finish([nid])
+    wait_for(lambda: (rq.node(nid) or {}).get("state") == "deleting", what="deleting")
+    # The cloud accepted the delete and forgot it; it is issued again after
+    # launch-timeout (3 s here), and the record stays while the server exists.
+    wait_for(lambda: ctl.count("DELETE /compute/v2.1/servers/{id}") >= 2, timeout=15,
+             what="delete re-issued")
+    assert rq.node(nid) is not None and ctl.servers()
+    server = ctl.servers()[0]["id"]
+    ctl.finish_delete(server)   # the cloud finally gets round to it
+    wait_for(lambda: rq.node(nid) is None, timeout=20, what="record removed once gone")
+    assert ctl.servers() == []
+
+
+def test_leaked_server_deleted_after_two_scans_untagged_never(launcher, zk_client, ctl, sim):
+    import openstack
+    conn = openstack.connect(cloud="simcloud")
+    image = next(i.id for i in conn.image.images() if i.name == "cirros-0.6.2")
+    flavor = conn.compute.find_flavor("m1.tiny").id
+    leaked = conn.compute.create_server(
+        name="leaked", image_id=image, flavor_id=flavor, networks="auto",
+        metadata={"nodepool_provider_name": "sim-cloud", "nodepool_pool_name": "main",
+                  "nodepool_node_id": "0000999999"}).id
+    untagged = conn.compute.create_server(name="pet", image_id=image, flavor_id=flavor,
+                                          networks="auto").id
+    worker = wait_for(lambda: launcher.workers.get("sim-cloud"), what="provider up")
+    worker.request_leak_scan()
+    wait_for(lambda: worker.leak_suspects, what="first scan")
+    assert leaked in {s["id"] for s in live(ctl)}
+    worker.request_leak_scan()
+    wait_for(lambda: leaked not in {s["id"] for s in live(ctl)}, timeout=20,
+             what="leak deleted on the second scan")
+    assert untagged in {s["id"] for s in live(ctl)}
