@@ -1,0 +1,159 @@
+"""Closed loop (N requests in flight) and open loop (R requests/s) drivers, and setup helpers."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from kazoo.exceptions import NoNodeError
+
+from .lifecycle import Lifecycle, Outcome
+from .measure import process_cpu
+from .protocol import NODES, request_body, request_path, request_prefix
+from .session import Session
+
+
+def closed_loop(life: Lifecycle, sessions: list[Session], concurrency: int,
+                requests: int) -> list[Outcome]:
+    """`concurrency` workers each run one request after another until `requests` were made."""
+    outcomes: list[Outcome] = []
+    tickets = iter(range(requests))
+    tickets_lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        session = sessions[index % len(sessions)]
+        while not life.stop.is_set():
+            with tickets_lock:
+                if next(tickets, None) is None:
+                    return
+            outcomes.append(life.run(session))  # list.append is atomic
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"bench-{i}", daemon=True)
+               for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def open_loop(life: Lifecycle, sessions: list[Session], rate: float, requests: int,
+              workers: int, poisson: bool, seed: int = 1) -> tuple[list[Outcome], list[float]]:
+    """Start a request every 1/rate s on average, whatever is in flight (past capacity they pile
+    up). Returns the outcomes and each start's lag behind its schedule (seconds)."""
+    outcomes: list[Outcome] = []
+    lags: list[float] = []
+    rng = random.Random(seed)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bench-open")
+
+    def one(index: int, due: float) -> None:
+        lags.append(time.monotonic() - due)
+        outcomes.append(life.run(sessions[index % len(sessions)]))
+
+    start = time.monotonic()
+    due = start
+    try:
+        for i in range(requests):
+            if life.stop.is_set():
+                break
+            wait = due - time.monotonic()
+            if wait > 0:
+                life.stop.wait(wait)  # pacing the arrivals
+            pool.submit(one, i, due)
+            due += rng.expovariate(rate) if poisson else 1.0 / rate
+    finally:
+        pool.shutdown(wait=True)
+    return outcomes, lags
+
+
+def create_background(session: Session, count: int, label: str, priority: int) -> list[str]:
+    """`count` requests that are not served during the run (pipelined creates)."""
+    client = session.client
+    client.ensure_path("/nodepool/requests")
+    ids: list[str] = []
+    for start in range(0, count, 500):
+        pending = [client.create_async(request_prefix(priority),
+                                       request_body([label], session.requestor), sequence=True)
+                   for _ in range(min(500, count - start))]
+        ids += [r.get(timeout=30).rsplit("/", 1)[1] for r in pending]
+    return ids
+
+
+def background_states(session: Session, ids: list[str]) -> dict[str, int]:
+    """How many of the background requests are in each state (or gone)."""
+    counts: dict[str, int] = {}
+    pending = [session.client.get_async(request_path(i)) for i in ids]
+    for result in pending:
+        try:
+            state = json.loads(result.get(timeout=30)[0]).get("state")
+        except NoNodeError:
+            state = "gone"
+        counts[str(state)] = counts.get(str(state), 0) + 1
+    return counts
+
+
+def delete_background(session: Session, ids: list[str]) -> None:
+    pending = [session.client.delete_async(request_path(i)) for i in ids]
+    for result in pending:
+        try:
+            result.get(timeout=30)
+        except NoNodeError:
+            pass
+
+
+def count_ready(session: Session, label: str) -> int:
+    """Ready, unallocated nodes of `label` (one listing plus pipelined reads)."""
+    client = session.client
+    try:
+        ids = client.get_children(NODES)
+    except NoNodeError:
+        return 0
+    ready = 0
+    pending = [client.get_async(f"{NODES}/{i}") for i in ids]
+    for result in pending:
+        try:
+            raw = result.get(timeout=30)[0]
+        except NoNodeError:
+            continue
+        node: dict[str, Any] = json.loads(raw) if raw else {}
+        types = node.get("type")
+        types = [types] if isinstance(types, str) else (types or [])
+        if node.get("state") == "ready" and not node.get("allocated_to") and label in types:
+            ready += 1
+    return ready
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float,
+               stop: threading.Event) -> bool:
+    """Setup only (never inside a measurement): check predicate every interval until timeout."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        stop.wait(interval)
+    return False
+
+
+def settle(pid: int, below_percent: float, window: float, timeout: float,
+           stop: threading.Event) -> float | None:
+    """Wait until pid used less than below_percent of one CPU over `window` seconds;
+    returns the last window's CPU%, or None if it never settled within timeout."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        before, t0 = process_cpu(pid), time.monotonic()
+        stop.wait(window)
+        after, t1 = process_cpu(pid), time.monotonic()
+        if before is None or after is None:
+            return None
+        percent = 100.0 * (after - before) / (t1 - t0)
+        if percent < below_percent:
+            return percent
+        if t1 > deadline:
+            return None
+    return None

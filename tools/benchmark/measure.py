@@ -1,0 +1,85 @@
+"""Numbers: percentiles, a process's CPU and memory from /proc, ZooKeeper's `mntr` counters."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from typing import Any, Iterable
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MNTR_KEYS = ("zk_packets_received", "zk_packets_sent", "zk_znode_count", "zk_watch_count",
+             "zk_num_alive_connections", "zk_avg_latency", "zk_max_latency",
+             "zk_approximate_data_size")
+
+
+def percentiles(values: Iterable[float], scale: float = 1.0) -> dict[str, float] | None:
+    """p50/p95/p99/max/mean/min (nearest rank) of values times scale, rounded; None when empty."""
+    ordered = sorted(v * scale for v in values)
+    if not ordered:
+        return None
+
+    def rank(p: float) -> float:
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+    out = {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": ordered[-1],
+           "min": ordered[0], "mean": sum(ordered) / len(ordered)}
+    return {k: round(v, 3) for k, v in out.items()} | {"count": len(ordered)}
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of pid (all its threads), or None when it is gone."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the comm field: state is index 0, utime 11, stime 12 (fields 14 and 15 of proc(5)).
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_memory(pid: int) -> dict[str, float] | None:
+    """Peak (VmHWM) and current (VmRSS) resident memory of pid in MiB, or None."""
+    try:
+        lines = open(f"/proc/{pid}/status").read().splitlines()
+    except OSError:
+        return None
+    values = {}
+    for line in lines:
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = round(int(rest.split()[0]) / 1024, 1)  # kB
+    return {"peak_rss_mb": values.get("VmHWM"), "rss_mb": values.get("VmRSS")}
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process (every thread)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def mntr(address: str | None, timeout: float = 2.0) -> dict[str, float] | None:
+    """ZooKeeper's `mntr` counters from host:port (a plain port), or None when unavailable."""
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout) as sock:
+            sock.sendall(b"mntr")
+            answer = b"".join(iter(lambda: sock.recv(65536), b"")).decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    out: dict[str, float] = {}
+    for line in answer.splitlines():
+        key, _, value = line.partition("\t")
+        if key in MNTR_KEYS:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass
+    return out or None
+
+
+def delta(after: dict[str, Any] | None, before: dict[str, Any] | None, key: str) -> float | None:
+    if not after or not before or key not in after or key not in before:
+        return None
+    return after[key] - before[key]

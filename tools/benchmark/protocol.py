@@ -1,0 +1,104 @@
+"""PROTOCOL.md as a CI master speaks it: paths, the request body, a data watch for `fulfilled`.
+
+Nothing here comes from the launcher's code: the path layout and JSON keys are
+restated from PROTOCOL.md, so the benchmark exercises the launcher only through
+the wire format that Zuul uses.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from kazoo.protocol.states import EventType
+
+REQUESTS = "/nodepool/requests"
+NODES = "/nodepool/nodes"
+FINAL_REQUEST_STATES = ("fulfilled", "failed")
+
+
+def request_path(request_id: str) -> str:
+    return f"{REQUESTS}/{request_id}"
+
+
+def node_path(node_id: str) -> str:
+    return f"{NODES}/{node_id}"
+
+
+def node_lock_path(node_id: str) -> str:
+    return f"{NODES}/{node_id}/lock"
+
+
+def request_prefix(priority: int) -> str:
+    return f"{REQUESTS}/{priority:03d}-"
+
+
+def request_body(labels: list[str], requestor: str, event_id: str | None = None,
+                 reuse: bool = True) -> bytes:
+    """A new request as Zuul writes it: every key the launcher must keep, `requested`."""
+    now = time.time()
+    return json.dumps({
+        "state": "requested", "state_time": now, "node_types": list(labels), "nodes": [],
+        "declined_by": [], "reuse": reuse, "requestor": requestor,
+        "requestor_data": {"benchmark": True}, "provider": None, "relative_priority": 0,
+        "event_id": event_id, "created_time": now, "tenant_name": None,
+    }).encode()
+
+
+class RequestWatch:
+    """Waits, on a data watch (no polling), for a request to reach `fulfilled` or `failed`.
+
+    `seen_at` is time.monotonic() when this requestor first read the final state:
+    the moment a CI master would learn of it.
+    """
+
+    def __init__(self, client: KazooClient, path: str):
+        self.client = client
+        self.path = path
+        self.done = threading.Event()
+        self.data: dict[str, Any] | None = None
+        self.seen_at: float | None = None
+        self.gone = False
+        self.error: BaseException | None = None
+        self.reads = 0
+        self._arm()
+
+    def _arm(self) -> None:
+        self.reads += 1
+        self.client.get_async(self.path, watch=self._on_event).rawlink(self._on_read)
+
+    def _on_read(self, result: Any) -> None:
+        now = time.monotonic()
+        if self.done.is_set():
+            return
+        try:
+            raw, _stat = result.get_nowait()
+        except NoNodeError:
+            self.gone = True
+            self.done.set()
+            return
+        except Exception as e:  # a lost session, a timeout: the caller reports it
+            self.error = e
+            self.done.set()
+            return
+        data = json.loads(raw)
+        if data.get("state") in FINAL_REQUEST_STATES:
+            self.data, self.seen_at = data, now
+            self.done.set()
+        # Otherwise the watch set by this read fires on the next change.
+
+    def _on_event(self, event: Any) -> None:
+        if self.done.is_set():
+            return
+        if event.type == EventType.DELETED:
+            self.gone = True
+            self.done.set()
+            return
+        self._arm()
+
+    def wait(self, timeout: float) -> bool:
+        return self.done.wait(timeout)
