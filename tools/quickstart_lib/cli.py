@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,15 @@ from pathlib import Path
 
 from . import services
 from .procs import QuickstartError, running_pid, tail
-from .settings import HOLD_REASON, PROVIDER, REPO, Settings, SettingsError, add_options, resolve
+from .settings import (
+    HOLD_REASON,
+    PROVIDER,
+    REPO,
+    Settings,
+    SettingsError,
+    add_options,
+    resolve,
+)
 
 COMMANDS = ("start", "stop", "status")
 STEPS = 8
@@ -149,6 +156,7 @@ def start_services(s: Settings) -> tuple[dict, int, float | None]:
         say("some services run, some do not: stopping them to start all three afresh")
         services.stop_all(s, lambda text: say("      " + text))
         zk = sim = launcher = None
+    services.check_ports(s, zk=not zk, sim=not sim)
     step(3, f"ZooKeeper on 127.0.0.1:{s.zk_port}, TLS on 127.0.0.1:{s.zk_tls_port} (tools/zookeeper.py)")
     if zk:
         say(f"      already running (pid {zk['pid']}, TLS port {zk['tls_port']})")
@@ -305,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     except QuickstartError as exc:
         print(f"quickstart: error: {exc}", file=sys.stderr, flush=True)
-        say("stopping what was started, so nothing is left half-running")
+        say("stopping what runs, so nothing is left half-started")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
-    services.stop_all(s, lambda text: say("  " + text))
+    if services.any_running(s):
+        services.stop_all(s, lambda text: say("  " + text))
     say(f"logs stay in {show(s.state_dir)}")
     return code

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/, for zookeeper.py
-from zookeeper import pid_alive, stop_pid  # noqa: E402  (stdlib-only, like this package)
+from zookeeper import pid_alive, stop_pid
 
 POLL = 0.05  # seconds between checks of a condition that has a deadline
 _children: dict[int, subprocess.Popen[bytes]] = {}  # started by this process: reaped when stopped

@@ -8,9 +8,16 @@ import shutil
 import string
 import subprocess
 import sys
-from pathlib import Path
 
-from .procs import QuickstartError, port_in_use, running_pid, start_detached, stop, tail, wait_for
+from .procs import (
+    QuickstartError,
+    port_in_use,
+    running_pid,
+    start_detached,
+    stop,
+    tail,
+    wait_for,
+)
 from .settings import CLOUD, LOGGING, REPO, TEMPLATE, VENV, Settings
 
 ZK_TOOL = REPO / "tools" / "zookeeper.py"
@@ -24,11 +31,16 @@ def venv_bin(name: str) -> str:
     return str(VENV / "bin" / name)
 
 
-def check_port(port: int, what: str, option: str) -> None:
-    if port_in_use(port):
-        raise QuickstartError(
-            f"127.0.0.1:{port} ({what}) is already in use by another process (see `ss -ltnp "
-            f"'sport = :{port}'`): stop it, or choose another port with {option}")
+def check_ports(s: Settings, zk: bool, sim: bool) -> None:
+    """Before starting anything: fail if a port we are about to listen on is taken."""
+    wanted = [(s.zk_port, "ZooKeeper plain port", "--zk-port or QUICKSTART_ZK_PORT"),
+              (s.zk_tls_port, "ZooKeeper TLS port", "--zk-tls-port or QUICKSTART_ZK_TLS_PORT")] if zk else []
+    wanted += [(s.sim_port, "OpenStack simulator", "--sim-port or QUICKSTART_SIM_PORT")] if sim else []
+    for port, what, option in wanted:
+        if port_in_use(port):
+            raise QuickstartError(
+                f"127.0.0.1:{port} ({what}) is already in use by another process (see `ss -ltnp "
+                f"'sport = :{port}'`): stop it, or choose another port with {option}")
 
 
 # -- ZooKeeper ------------------------------------------------------------------------------------
@@ -44,9 +56,7 @@ def zk_state(s: Settings) -> dict | None:
 
 
 def start_zk(s: Settings) -> dict:
-    """Start ZooKeeper with TLS on the fixed ports; its data starts empty (see `fresh_start`)."""
-    check_port(s.zk_port, "ZooKeeper plain port", "--zk-port or QUICKSTART_ZK_PORT")
-    check_port(s.zk_tls_port, "ZooKeeper TLS port", "--zk-tls-port or QUICKSTART_ZK_TLS_PORT")
+    """Start ZooKeeper with TLS on the fixed ports, with empty data: the simulator it pairs with starts empty too."""
     shutil.rmtree(s.zk_dir / "data", ignore_errors=True)
     out = subprocess.run([sys.executable, str(ZK_TOOL), "start", "--dir", str(s.zk_dir),
                           "--port", str(s.zk_port), "--tls-port", str(s.zk_tls_port)],
@@ -72,7 +82,6 @@ def sim_pid(s: Settings) -> int | None:
 
 def start_sim(s: Settings) -> int:
     """Start tools/ossim (real nodes when root) and wait until it writes clouds.yaml and listens."""
-    check_port(s.sim_port, "OpenStack simulator", "--sim-port or QUICKSTART_SIM_PORT")
     s.clouds_yaml.unlink(missing_ok=True)
     argv = [venv_bin("python"), str(OSSIM), "--port", str(s.sim_port),
             "--clouds-yaml", str(s.clouds_yaml), "--cloud-name", CLOUD,
@@ -121,6 +130,10 @@ def start_launcher(s: Settings) -> int:
     argv = [venv_bin("nodepool-launcher"), "-f", "-c", str(s.config), "-l", str(LOGGING)]
     return start_detached(argv, s.log("launcher"), s.pid_file("launcher"), marker=str(s.config),
                           env=env, cwd=s.state_dir)
+
+
+def any_running(s: Settings) -> bool:
+    return bool(launcher_pid(s) or sim_pid(s) or zk_state(s))
 
 
 # -- stopping, in order -----------------------------------------------------------------------------

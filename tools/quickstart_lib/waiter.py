@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/, for zookeeper.py
-from zookeeper import pid_alive  # noqa: E402
+from zookeeper import pid_alive
 
-from nodepool.config import load_config  # noqa: E402
-from nodepool.errors import ZooKeeperUnavailable  # noqa: E402
-from nodepool.model import NodeState  # noqa: E402
-from nodepool.zk import components, nodes  # noqa: E402
-from nodepool.zk.client import ZooKeeperClient  # noqa: E402
+from nodepool.config import load_config
+from nodepool.errors import ZooKeeperUnavailable
+from nodepool.model import NodeState
+from nodepool.zk import components, nodes
+from nodepool.zk.client import ZooKeeperClient
 
 POLL = 0.1  # seconds between looks at ZooKeeper (a local server: cheap)
 
