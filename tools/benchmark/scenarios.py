@@ -1,0 +1,392 @@
+"""Every benchmark scenario in one command: a fresh ZooKeeper, a launcher process per scenario.
+
+Run through `tools/bench-scenarios [--quick] [--only NAME,...] [--profile NAME,...]`. Prints one
+JSON line per scenario (the benchmark's report plus `scenario`, `launcher_start`), then a table
+of the results against the targets. Everything it starts it stops by pid, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+import zookeeper  # noqa: E402  (tools/zookeeper.py: start and stop a local ZooKeeper)
+
+LAUNCHER_READY_TIMEOUT = 180.0   # the scale scenario writes 10,000 nodes first
+STOP_TIMEOUT = 30.0
+DEFAULT_RATE = 400.0            # open loop when the concurrency-50 scenario did not run
+
+
+@dataclasses.dataclass
+class Scenario:
+    name: str
+    title: str
+    launcher: Callable[[bool], list[str]]       # bench_launcher.py arguments (quick?)
+    bench: Callable[[bool, dict], list[str]]    # benchmark arguments (quick?, earlier results)
+    timeout: float = 600.0                      # the whole benchmark run, seconds
+
+
+def _ready(n: int) -> list[str]:
+    return ["--prefill", str(n), "--min-ready", str(n)]
+
+
+def _open_rate(results: dict) -> float:
+    """Twice what the launcher sustained at concurrency 50: past its capacity."""
+    rps = (results.get("ready-c50") or {}).get("throughput_rps")
+    return round(2 * rps, 1) if rps else DEFAULT_RATE
+
+
+SCENARIOS = [
+    Scenario("ready-c1", "(1) ready nodes, concurrency 1",
+             lambda q: _ready(200 if q else 400),
+             lambda q, r: ["--concurrency", "1", "--requests", "100" if q else "300",
+                           "--warmup", "20"]),
+    Scenario("ready-c50", "(1) ready nodes, concurrency 50",
+             lambda q: _ready(500 if q else 1200),
+             lambda q, r: ["--concurrency", "50", "--requests", "300" if q else "1000",
+                           "--warmup", "20"]),
+    Scenario("cold-c1", "(2) cold launches, boot 0 s, concurrency 1",
+             lambda q: ["--min-ready", "0"],
+             lambda q, r: ["--concurrency", "1", "--requests", "30" if q else "100",
+                           "--warmup", "5"]),
+    Scenario("cold-c10", "(2) cold launches, boot 0 s, concurrency 10",
+             lambda q: ["--min-ready", "0"],
+             lambda q, r: ["--concurrency", "10", "--requests", "60" if q else "200",
+                           "--warmup", "5"]),
+    Scenario("cold-boot1s", "(2) cold launches, boot 1 s, concurrency 5",
+             lambda q: ["--min-ready", "0", "--boot-delay", "1.0"],
+             lambda q, r: ["--concurrency", "5", "--requests", "10" if q else "30",
+                           "--warmup", "2"]),
+    Scenario("multi3", "(3) 3-node requests, ready nodes, concurrency 10",
+             lambda q: _ready(3 * (120 if q else 340)),
+             lambda q, r: ["--concurrency", "10", "--requests", "100" if q else "300",
+                           "--nodes-per-request", "3", "--warmup", "10"]),
+    Scenario("open-past", "(4) open loop at 2x the concurrency-50 throughput, ready nodes",
+             lambda q: _ready(500 if q else 1200),
+             lambda q, r: ["--rate", str(_open_rate(r)), "--requests", "300" if q else "1000",
+                           "--poisson", "--warmup", "20", "--timeout", "120"]),
+    Scenario("scale", "(5) 10,000 nodes + 2,000 waiting requests, concurrency 10",
+             lambda q: _ready(2000 if q else 10000) + ["--hold-pool", "10"],
+             lambda q, r: ["--concurrency", "10", "--requests", "100" if q else "300",
+                           "--background", "400" if q else "2000", "--background-label", "busy",
+                           "--settle-cpu", "5", "--settle-timeout", "300", "--warmup", "10",
+                           "--timeout", "120"],
+             timeout=1200.0),
+    Scenario("idle", "(6) idle launcher with 100 ready nodes",
+             lambda q: _ready(100),
+             lambda q, r: ["--idle", "10" if q else "30", "--settle-cpu", "5",
+                           "--settle-timeout", "120"]),
+    Scenario("delete", "(7) used -> deletion started, open loop 10/s, ready nodes",
+             lambda q: _ready(100 if q else 250),
+             lambda q, r: ["--rate", "10", "--requests", "50" if q else "150", "--warmup", "5"]),
+    Scenario("ossim", "(8) OpenStack simulator over HTTP, real driver, cold, concurrency 4",
+             lambda q: ["--cloud", "ossim", "--min-ready", "0", "--max-servers", "50"],
+             lambda q, r: ["--concurrency", "4", "--requests", "20" if q else "60",
+                           "--warmup", "4"]),
+]
+
+# (scenario, what, value getter, limit): a negative limit means "at least -limit"
+TARGETS: list[tuple[str, str, Callable[[dict], float | None], float]] = [
+    ("ready-c1", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
+    ("ready-c1", "hand-over p99 <= 50 ms", lambda r: _get(r, "latency_ms", "p99"), 50),
+    ("ready-c50", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
+    ("ready-c50", "hand-over p99 <= 50 ms", lambda r: _get(r, "latency_ms", "p99"), 50),
+    ("ready-c50", "throughput >= 200 req/s", lambda r: r.get("throughput_rps"), -200),
+    ("ready-c50", "launcher CPU <= 3 ms/request",
+     lambda r: _get(r, "launcher", "cpu_ms_per_request"), 3),
+    ("cold-c1", "launch overhead p50 <= 100 ms", lambda r: _get(r, "latency_ms", "p50"), 100),
+    ("cold-boot1s", "launch overhead p50 <= 100 ms",
+     lambda r: _minus(_get(r, "latency_ms", "p50"), 1000), 100),
+    ("delete", "used -> deleting p50 <= 100 ms",
+     lambda r: _get(r, "deletion_started_ms", "p50"), 100),
+    ("delete", "used -> deleting p99 <= 100 ms",
+     lambda r: _get(r, "deletion_started_ms", "p99"), 100),
+    ("scale", "hand-over p99 <= 100 ms", lambda r: _get(r, "latency_ms", "p99"), 100),
+    ("scale", "launcher RSS <= 300 MB", lambda r: _get(r, "launcher", "peak_rss_mb"), 300),
+    ("idle", "idle CPU < 1%", lambda r: _get(r, "launcher", "cpu_percent"), 1),
+]
+
+
+def _get(report: dict, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(report, dict):
+            return None
+        report = report.get(key)
+    return report
+
+
+def _minus(value: float | None, by: float) -> float | None:
+    return None if value is None else round(value - by, 3)
+
+
+class Stack:
+    """The processes this run started, stopped by pid in reverse order (also on Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM,
+             timeout: float = STOP_TIMEOUT) -> int | None:
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, sig)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout)
+            except ProcessLookupError:
+                pass
+        if proc in self.procs:
+            self.procs.remove(proc)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+
+def read_event(proc: subprocess.Popen, timeout: float) -> dict | None:
+    """The first JSON line the launcher prints (its `ready` or `error` event), or None."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not got or not got[0].strip():
+        return None
+    try:
+        return json.loads(got[0])
+    except json.JSONDecodeError:
+        return {"event": "error", "error": got[0].strip()[:300]}
+
+
+def summarise_profile(raw_path: Path, top: int = 15) -> dict[str, Any]:
+    """Top functions by own and by inclusive samples, from py-spy's raw (collapsed) output."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        if frames and frames[0].startswith(("thread ", "process ")):
+            head = [f for f in frames if f.startswith("thread ")]
+            if head:
+                threads[head[0]] += n
+            frames = [f for f in frames if not f.startswith(("thread ", "process "))]
+        if not frames:
+            continue
+        own[_short(frames[-1])] += n
+        for name in {_short(f) for f in frames}:
+            inclusive[name] += n
+
+    def table(counter: collections.Counter) -> list[list[Any]]:
+        return [[name, round(100 * n / total, 1)] for name, n in counter.most_common(top)]
+
+    return {"samples": total, "own": table(own), "inclusive": table(inclusive),
+            "threads": table(threads)}
+
+
+def _short(frame: str) -> str:
+    """`func (path/to/module.py:123)` -> `func (module.py)`."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    parts = where.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else where
+    return f"{name} ({short})" if where else name
+
+
+def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeperServer,
+                 stack: Stack, results: dict, workdir: Path) -> dict[str, Any]:
+    py = sys.executable
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    chroot = f"/bench-{sc.name}"
+    hosts = zk.tls_hosts if not args.plain else zk.plain_hosts
+    tls = [] if args.plain else ["--tls-cert", zk.cert, "--tls-key", zk.key, "--tls-ca", zk.ca]
+    sc_dir = workdir / sc.name
+    sc_dir.mkdir()
+    launcher = stack.start([py, str(REPO / "tools" / "bench_launcher.py"), "--zk-hosts", hosts,
+                            "--zk-chroot", chroot, *tls, "--workdir", str(sc_dir),
+                            *sc.launcher(args.quick)],
+                           env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                           stderr=open(sc_dir / "launcher.stderr", "wb"))
+    profiler = None
+    report: dict[str, Any] = {"name": sc.name}
+    try:
+        event = read_event(launcher, LAUNCHER_READY_TIMEOUT)
+        if not event or event.get("event") != "ready":
+            report["error"] = f"launcher did not start: {event} (see {sc_dir})"
+            return report
+        if sc.name in args.profile:
+            raw = sc_dir / "profile.txt"
+            profiler = stack.start([str(Path(py).parent / "py-spy"), "record", "--pid",
+                                    str(launcher.pid), "--rate", "250", "--format", "raw",
+                                    "--threads", "--nonblocking", "-o", str(raw)],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=open(sc_dir / "py-spy.log", "wb"))
+        bench = [py, str(REPO / "tools" / "benchmark"), "--zk-hosts", hosts, "--zk-chroot",
+                 chroot, *tls, "--zk-4lw", zk.plain_hosts, "--zk-pid", str(zk.pid),
+                 "--launcher-pid", str(launcher.pid), "--name", sc.name,
+                 *sc.bench(args.quick, results)]
+        proc = stack.start(bench, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=open(sc_dir / "benchmark.stderr", "wb"), text=True)
+        try:
+            out, _ = proc.communicate(timeout=sc.timeout)
+        except subprocess.TimeoutExpired:
+            stack.stop(proc, signal.SIGINT)
+            out = proc.stdout.read() if proc.stdout else ""
+            report["error"] = f"benchmark did not finish within {sc.timeout:.0f}s"
+        stack.stop(proc)
+        lines = [line for line in (out or "").splitlines() if line.startswith("{")]
+        if lines:
+            report.update(json.loads(lines[-1]))
+        elif "error" not in report:
+            report["error"] = f"benchmark printed no report (see {sc_dir / 'benchmark.stderr'})"
+        report["launcher_start"] = {k: event.get(k) for k in ("prefill_s", "start_s")}
+        if profiler is not None:
+            stack.stop(profiler, signal.SIGINT)
+            raw = sc_dir / "profile.txt"
+            if raw.exists():
+                report["profile"] = summarise_profile(raw)
+                report["profile"]["file"] = str(raw)
+        return report
+    finally:
+        if profiler is not None:
+            stack.stop(profiler, signal.SIGINT)
+        code = stack.stop(launcher)
+        if code not in (0, None):
+            report.setdefault("launcher_exit", code)
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_table(reports: list[dict[str, Any]], out: Any = sys.stdout) -> None:
+    cols = ("scenario", "p50 ms", "p95 ms", "p99 ms", "max ms", "req/s", "fail", "del p50",
+            "del p99", "cpu ms/req", "cpu %", "RSS MB", "zk/req", "tool cpu%")
+    rows = []
+    for r in reports:
+        lat = r.get("latency_ms") or {}
+        dele = r.get("deletion_started_ms") or {}
+        la = r.get("launcher") or {}
+        rows.append((r.get("name"), _fmt(lat.get("p50")), _fmt(lat.get("p95")),
+                     _fmt(lat.get("p99")), _fmt(lat.get("max")), _fmt(r.get("throughput_rps")),
+                     _fmt(r.get("failures", "ERR" if r.get("error") else None)),
+                     _fmt(dele.get("p50")), _fmt(dele.get("p99")),
+                     _fmt(la.get("cpu_ms_per_request"), 2), _fmt(la.get("cpu_percent")),
+                     _fmt(la.get("peak_rss_mb")),
+                     _fmt(_get(r, "zookeeper", "launcher_requests_per_request")),
+                     _fmt(_get(r, "tool", "cpu_percent"))))
+    widths = [max(len(str(c)), *(len(str(row[i])) for row in rows)) for i, c in enumerate(cols)]
+    print("  ".join(str(c).rjust(w) for c, w in zip(cols, widths)), file=out)
+    for row in rows:
+        print("  ".join(str(v).rjust(w) for v, w in zip(row, widths)), file=out)
+    by_name = {r.get("name"): r for r in reports}
+    print("\ntargets:", file=out)
+    for name, what, getter, limit in TARGETS:
+        if name not in by_name:
+            continue
+        value = getter(by_name[name])
+        if value is None:
+            verdict = "no data"
+        elif limit < 0:
+            verdict = "met" if value >= -limit else f"MISSED by {-limit - value:.1f}"
+        else:
+            verdict = "met" if value <= limit else f"MISSED by {value - limit:.1f} ({value / limit:.1f}x)"
+        print(f"  {name:12} {what:34} {_fmt(value, 2):>10}  {verdict}", file=out)
+    for r in reports:
+        if r.get("error"):
+            print(f"  {r.get('name')}: ERROR {r['error']}", file=out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    names = [s.name for s in SCENARIOS]
+    p = argparse.ArgumentParser(prog="bench-scenarios", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
+    p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(names)}")
+    p.add_argument("--profile", default="",
+                   help="comma-separated scenarios to profile the launcher of with py-spy "
+                        "(pip install py-spy into the venv)")
+    p.add_argument("--plain", action="store_true", help="plain ZooKeeper port instead of TLS")
+    p.add_argument("--keep", metavar="DIR", help="keep logs, configs and profiles in DIR")
+    args = p.parse_args(argv)
+    args.only = [n for n in args.only.split(",") if n]
+    args.profile = [n for n in args.profile.split(",") if n]
+    unknown = sorted(set(args.only + args.profile) - set(names))
+    if unknown:
+        p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
+        print("bench-scenarios: --profile needs py-spy: "
+              f"{Path(sys.executable).parent / 'pip'} install py-spy", file=sys.stderr)
+        return 2
+    chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    keep = Path(args.keep).resolve() if args.keep else None
+    tmp = None if keep else tempfile.TemporaryDirectory(prefix="bench-scenarios-")
+    workdir = keep or Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack()
+    zk = zookeeper.ZooKeeperServer(workdir / "zookeeper", port=0, tls_port=None if args.plain else 0)
+    reports: list[dict[str, Any]] = []
+    results: dict[str, dict] = {}
+    started = time.monotonic()
+    try:
+        zk.start()
+        print(f"# ZooKeeper pid {zk.pid} on {zk.plain_hosts}"
+              f"{'' if args.plain else ' (TLS ' + zk.tls_hosts + ')'}; {os.cpu_count()} CPUs; "
+              f"{'quick' if args.quick else 'full'} sizes; work dir {workdir}", file=sys.stderr)
+        for sc in chosen:
+            t0 = time.monotonic()
+            print(f"# {sc.name}: {sc.title}", file=sys.stderr, flush=True)
+            report = run_scenario(sc, args, zk, stack, results, workdir)
+            report["scenario"] = sc.title
+            report["scenario_s"] = round(time.monotonic() - t0, 1)
+            results[sc.name] = report
+            reports.append(report)
+            print(json.dumps(report), flush=True)
+    except KeyboardInterrupt:
+        print("bench-scenarios: interrupted; stopping what it started", file=sys.stderr)
+        return 130
+    finally:
+        stack.stop_all()
+        zk.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    print(f"\n# {len(reports)} scenario(s) in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    print_table(reports, sys.stderr)
+    return 1 if any(r.get("error") for r in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
