@@ -128,7 +128,7 @@ class Launcher:
 
     def _on_cache_event(self, event) -> None:
         for worker in list(self.workers.values()):
-            worker.wake()
+            worker.notify(event)
         self.wake()
 
     def _run(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from nodepool import errors
 from nodepool.launcher import handover
-from nodepool.launcher.planner import Triage, Verdict, every_pool_declined, is_reusable, triage
+from nodepool.launcher.planner import Triage, Verdict, every_pool_declined, triage
 from nodepool.model import NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, requests
 
@@ -121,9 +121,11 @@ class RequestHandling:
                     need.remove(label)
                     return
         if req.reuse or not self.adapter.launches:
-            for node in self.ctx.cache.nodes():
-                if need and is_reusable(node, pool.view, self.ctx.cache.is_node_locked(node.id)):
-                    take(node.type)
+            counts = {label: self.index.spare_count(pool.cfg.name, label) for label in set(need)}
+            for label in list(need):
+                if counts[label] > 0:
+                    counts[label] -= 1
+                    need.remove(label)
         if not need:
             return None
         if not self.adapter.launches:
@@ -183,6 +185,7 @@ class RequestHandling:
             req.nodes = [c.node.id for c in sorted(claims, key=lambda c: c.slot)]
             req.set_state(RequestState.FULFILLED)
             if handover.commit(kazoo, claims, req, lock):
+                self._claimed(claims)
                 self.finished.add(req.id)
                 log.info("request=%s Fulfilled with ready %s", req.id, ", ".join(req.nodes))
                 return True
@@ -190,6 +193,7 @@ class RequestHandling:
             return False
         if claims and not handover.commit(kazoo, claims):
             claims = []
+        self._claimed(claims)
         for claim in claims:
             handler.slots[claim.slot] = claim.node.id
             handler.ready.add(claim.node.id)
@@ -208,16 +212,26 @@ class RequestHandling:
     def _claim(self, h: RequestHandler) -> list:
         if not (h.request.reuse or not self.adapter.launches):
             return []
+        labels = {h.request.node_types[i] for i in h.missing()}
+        candidates = [n for label in labels for n in self.index.spares(h.pool.cfg.name, label)]
+        if not candidates:
+            return []
         claims, az = handover.claim_ready(self.ctx.kazoo, self.ctx.cache, h.request, h.slots,
-                                          h.pool.view, h.az, self._lock_name())
+                                          h.pool.view, h.az, self._lock_name(), candidates)
         if claims:
             h.az = h.az or az
         return claims
+
+    def _claimed(self, claims) -> None:
+        """Committed: these are no longer spares (before the cache says so)."""
+        for claim in claims:
+            self.index.update(claim.node.id, claim.node, False)
 
     def _fill_from_ready(self, h: RequestHandler) -> None:
         """Hand ready nodes over to the empty slots of a request we hold (static hosts freed)."""
         claims = self._claim(h)
         if claims and handover.commit(self.ctx.kazoo, claims):
+            self._claimed(claims)
             for claim in claims:
                 h.slots[claim.slot] = claim.node.id
                 h.ready.add(claim.node.id)

@@ -34,12 +34,16 @@ class Claim:
 
 
 def claim_ready(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: list[str | None],
-                pool: PoolView, az: str | None, identifier: str) -> tuple[list[Claim], str | None]:
-    """Lock ready nodes for the request's empty slots; returns the claims and the zone."""
+                pool: PoolView, az: str | None, identifier: str, candidates: list[Node]
+                ) -> tuple[list[Claim], str | None]:
+    """Lock ready nodes (from `candidates`) for the request's empty slots.
+
+    Returns the claims and the zone the rest of the request must use.
+    """
     missing = [i for i, s in enumerate(slots) if s is None]
     wanted = dataclasses.replace(request, node_types=[request.node_types[i] for i in missing])
     taken = frozenset(s for s in slots if s is not None)
-    chosen, az = choose_nodes(wanted, pool, cache.nodes(), cache.is_node_locked,
+    chosen, az = choose_nodes(wanted, pool, candidates, cache.is_node_locked,
                               allow_reuse=True, az=az, exclude=taken)
     attempts = []
     for slot, node_id in zip(missing, chosen):

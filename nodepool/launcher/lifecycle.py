@@ -133,7 +133,19 @@ class Lifecycle(MachineDriving):
     def apply_cleanup(self) -> None:
         """Act on nodes nobody holds: delete finished ones, release orphans, resume launches."""
         busy = set(self.launches) | set(self.deletes) | self.handler_node_ids()
-        pnodes = [n for n in self.ctx.cache.nodes() if n.provider == self.name]
+        if self.full_cleanup:
+            self.full_cleanup, self.dirty = False, set()
+            pnodes = [n for n in self.ctx.cache.nodes() if n.provider == self.name]
+            self.expiry_at = cleanup.next_expiry(pnodes, self.ctx.config.labels,
+                                                 self.ctx.config.max_hold_age)
+        else:
+            # Only what changed since the last pass (cache events); timers and a
+            # periodic full pass cover ages and anything an event could miss.
+            pnodes = [n for n in (self.ctx.cache.get_node(i) for i in self.dirty)
+                      if n is not None and n.provider == self.name]
+            self.dirty = set()
+            self.expiry_at = min(self.expiry_at, cleanup.next_expiry(
+                pnodes, self.ctx.config.labels, self.ctx.config.max_hold_age))
         actions = cleanup.plan(pnodes, self.ctx.cache.is_node_locked, busy,
                                self._request_exists, self.ctx.config.labels,
                                self.ctx.config.max_hold_age, self.ctx.clock(),

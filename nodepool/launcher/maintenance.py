@@ -17,7 +17,7 @@ log = logging.getLogger("nodepool.launcher.maintenance")
 
 CONFIG_CHECK = 1.0          # is nodepool.yaml changed?
 LOST_REQUESTS = 5.0         # pending requests whose launcher died
-TIMERS = 10.0               # max-ready-age, hold expiry: re-run cleanup decisions
+TIMERS = 10.0               # a cleanup pass over every node (events cover the rest)
 QUOTA_REFRESH = 60.0        # re-read each cloud's limits
 LEAK_SCAN = 60.0            # leaked instances (deleted after two passes)
 REQUEST_LOCKS = 300.0       # empty lock dirs of vanished requests
@@ -44,7 +44,7 @@ def start(launcher) -> BackgroundScheduler:
 
     job(launcher.check_config, CONFIG_CHECK, "config-reload")
     job(launcher.reset_lost_requests, LOST_REQUESTS, "lost-requests")
-    job(each_worker("wake"), TIMERS, "age-and-hold-timers")
+    job(each_worker("request_full_cleanup"), TIMERS, "full-cleanup-pass")
     job(each_worker("refresh_quota"), QUOTA_REFRESH, "quota-refresh")
     job(each_worker("request_leak_scan"), LEAK_SCAN, "leaked-instances")
     job(lambda: requests.delete_stale_request_locks(launcher.ctx.kazoo, REQUEST_LOCK_GRACE),

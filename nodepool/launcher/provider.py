@@ -8,6 +8,7 @@ that writes ZooKeeper happens on the loop thread, one place, under locks.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -21,10 +22,12 @@ from nodepool.drivers.adapter import Adapter, Listing, Resources
 from nodepool.launcher import cleanup, quota
 from nodepool.launcher.context import LauncherContext
 from nodepool.launcher.handling import RequestHandling
+from nodepool.launcher.indexes import ProviderIndex
 from nodepool.launcher.leaks import LeakCleanup
 from nodepool.launcher.lifecycle import Lifecycle
 from nodepool.launcher.planner import PoolView
 from nodepool.model import Node
+from nodepool.zk import cache as zkcache
 from nodepool.zk import images
 
 log = logging.getLogger("nodepool.launcher.provider")
@@ -78,6 +81,11 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
         self.standing_retry: dict[str, float] = {}
         self.resumed = False
         self.image_cache: dict[str, tuple[Any, float]] = {}
+        self.index = ProviderIndex(provider.name, self._node_cost)
+        self.changes: collections.deque = collections.deque()
+        self.dirty: set[str] = set()
+        self.full_cleanup = True
+        self.expiry_at = math.inf     # wall-clock time of the next hold/ready-age expiry
         self.init_requests()
         self.init_lifecycle()
         self.init_leaks()
@@ -92,6 +100,8 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
     # -- life -------------------------------------------------------------
 
     def start(self) -> None:
+        for node in self.ctx.cache.nodes():
+            self.index.update(node.id, node, self.ctx.cache.is_node_locked(node.id))
         for pool in self.pools.values():
             pool.component = self.ctx.registry.register_pool(
                 pool.view.id, self.provider.name, pool.cfg.name, sorted(pool.view.labels),
@@ -125,6 +135,32 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
     def wake(self) -> None:
         self.wakeup.set()
 
+    def notify(self, event) -> None:
+        """A cache event (on the cache's thread): note what changed, wake the loop."""
+        if event.kind in (zkcache.NODE, zkcache.NODE_LOCK):
+            node = event.value
+            if node is None or node.provider == self.name:
+                self.changes.append(event.id)
+        elif event.kind == zkcache.REQUEST and event.value is None:
+            self.changes.append(("request-gone", event.id))
+        self.wake()
+
+    def request_full_cleanup(self) -> None:
+        """Timer: look at every node again (ages, holds, anything an event missed)."""
+        self.full_cleanup = True
+        self.wake()
+
+    def _absorb(self) -> None:
+        """Fold the changes the cache reported into the indexes and the dirty set."""
+        cache = self.ctx.cache
+        while self.changes:
+            change = self.changes.popleft()
+            if isinstance(change, tuple):   # a request vanished: revisit its nodes
+                self.dirty |= self.index.allocated.get(change[1], set())
+                continue
+            self.index.update(change, cache.get_node(change), cache.is_node_locked(change))
+            self.dirty.add(change)
+
     def _run(self) -> None:
         while not self.stopping:
             timeout = max(0.0, min(IDLE_WAIT, self._next_timer() - time.monotonic()))
@@ -144,6 +180,9 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
         # Hand-over first: a requestor waiting on a ready node should not wait
         # behind deletions and launches of this same pass.
         now = time.monotonic()
+        self._absorb()
+        if self.ctx.clock() >= self.expiry_at:
+            self.full_cleanup = True
         if not self.resumed:
             # First pass after taking the provider: resume orphaned launches before
             # serving, so a request gets the server already booting, not a second one.
@@ -166,10 +205,8 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
         """The earliest monotonic time at which something is due without an event."""
         now = time.monotonic()
         times = [now + IDLE_WAIT]
-        expiry = cleanup.next_expiry(self.provider_nodes().values(), self.ctx.config.labels,
-                                     self.ctx.config.max_hold_age)
-        if expiry != math.inf:
-            times.append(now + (expiry - self.ctx.clock()) + 0.01)
+        if self.expiry_at != math.inf:
+            times.append(now + (self.expiry_at - self.ctx.clock()) + 0.01)
         times += self.task_timers()
         if self.listing_wanted and self.listing_future is None:
             times.append(self._listing_due())
@@ -256,12 +293,15 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
         mc = self.provider.max_concurrency
         if mc and mc > 0 and len(self.launches) + len(labels) > mc:
             return "concurrency"
-        nodes = list(self.provider_nodes().values())
-        in_pool = [n for n in nodes if n.pool == pool.cfg.name]
-        if not quota.fits(need, quota.usage(in_pool, self._node_cost), quota.pool_limits(pool.cfg)):
+        # Launches this loop made that the cache has not reported yet count too.
+        pending = [t.node for t in self.launches.values() if not self.index.known(t.node.id)]
+        in_pool = self.index.usage(pool.cfg.name) + quota.usage(
+            [n for n in pending if n.pool == pool.cfg.name], self._node_cost)
+        if not quota.fits(need, in_pool, quota.pool_limits(pool.cfg)):
             return "pool"
         if self.limits is not None and not getattr(pool.cfg, "ignore_provider_quota", False):
-            if not quota.fits(need, quota.usage(nodes, self._node_cost), self.limits):
+            total = self.index.usage() + quota.usage(pending, self._node_cost)
+            if not quota.fits(need, total, self.limits):
                 return "provider"
         limits = self.ctx.config.tenant_resource_limits.get(tenant) if tenant else None
         if limits is not None:
