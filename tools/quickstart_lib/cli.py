@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -163,14 +164,17 @@ def start_services(s: Settings) -> tuple[dict, int, float | None]:
     else:
         zk = services.start_zk(s)
         say(f"      started (pid {zk['pid']}); log {show(zk['log'])}")
+    why = "not root" if os.geteuid() != 0 else "--no-real-nodes"
     mode = "real nodes: each server a network namespace with its own sshd" if s.real_nodes else \
-        "no real nodes (not root): servers have fake addresses nothing answers on"
+        f"no real nodes ({why}): servers have fake addresses nothing answers on"
     step(4, f"OpenStack simulator on 127.0.0.1:{s.sim_port}, {mode}")
     if sim:
         say(f"      already running (pid {sim})")
     else:
         sim = services.start_sim(s)
         say(f"      started (pid {sim}); log {show(s.log('ossim'))}; clouds.yaml {show(s.clouds_yaml)}")
+    s.ports_file.write_text(json.dumps({"zk_port": s.zk_port, "zk_tls_port": s.zk_tls_port,
+                                        "sim_port": s.sim_port, "real_nodes": s.real_nodes}) + "\n")
     step(5, f"launcher config {show(s.config)} from {show(services.TEMPLATE)}")
     services.write_config(s, zk)
     step(6, f"nodepool-launcher -f -c {show(s.config)} (OS_CLIENT_CONFIG_FILE={show(s.clouds_yaml)})")
@@ -244,11 +248,19 @@ def cmd_stop(s: Settings) -> int:
     return 0
 
 
+def recorded_sim_port(s: Settings) -> int:
+    """The port the running simulator was started on (the options of `status` may differ)."""
+    try:
+        return int(json.loads(s.ports_file.read_text())["sim_port"])
+    except (OSError, ValueError, KeyError):
+        return s.sim_port
+
+
 def cmd_status(s: Settings) -> int:
     zk, sim, launcher = services.zk_state(s), services.sim_pid(s), services.launcher_pid(s)
     rows = [("ZooKeeper", zk and zk["pid"], zk and f"127.0.0.1:{zk['port']}, TLS {zk['tls_port']}",
              s.zk_dir / "zookeeper.log"),
-            ("OpenStack simulator", sim, f"127.0.0.1:{s.sim_port}", s.log("ossim")),
+            ("OpenStack simulator", sim, f"127.0.0.1:{recorded_sim_port(s)}", s.log("ossim")),
             ("nodepool-launcher", launcher, "", s.log("launcher"))]
     say(f"state directory {show(s.state_dir)}")
     for what, pid, where, log in rows:

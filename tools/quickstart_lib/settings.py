@@ -59,6 +59,10 @@ class Settings:
         return self.state_dir / "nodepool.yaml"
 
     @property
+    def ports_file(self) -> Path:
+        return self.state_dir / "ports.json"
+
+    @property
     def node_file(self) -> Path:
         return self.state_dir / "node.json"
 
