@@ -196,6 +196,9 @@ class Run:
         fulfilled = [o for o in outcomes if o.state == "fulfilled"]
         load_wall = load_end - before["t"]
         wall = tail_end - before["t"]
+        examples = [o.detail for o in outcomes if o.detail][:10]
+        if examples:
+            r["error_examples"] = examples
         r.update(made=len(outcomes), fulfilled=len(fulfilled), completed=len(done),
                  failed=states.get("failed", 0), timeouts=states.get("timeout", 0),
                  failures=len(outcomes) - len(done), states=states, errors=errors)
@@ -217,6 +220,8 @@ class Run:
         last_gone = max(deletions.gone.values(), default=None)
         r["all_deleted_after_s"] = round(last_gone - last_release, 3) \
             if all_deleted and last_gone and last_release else None
+        if not all_deleted:
+            r["not_deleted"] = deletions.leftovers()
         if deletions.odd_states:
             r["deletion_odd_states"] = deletions.odd_states
         r["launcher"] = self._launcher(before, after, wall, len(done))

@@ -82,6 +82,23 @@ class DeletionWatcher:
                 self._cond.wait(left)
         return True
 
+    def leftovers(self, limit: int = 20) -> dict[str, str]:
+        """State of (up to `limit`) watched nodes that are not gone, read now."""
+        with self._cond:
+            ids = [n for n in self.released if n not in self.gone][:limit]
+        out = {}
+        for node_id in ids:
+            try:
+                raw, _ = self.client.get(node_path(node_id))
+                data = json.loads(raw) if raw else {}
+                locked = self.client.get_children(node_path(node_id) + "/lock") \
+                    if self.client.exists(node_path(node_id) + "/lock") else []
+                out[node_id] = f"{data.get('state')} allocated_to={data.get('allocated_to')} " \
+                               f"lock_contenders={len(locked)}"
+            except NoNodeError:
+                out[node_id] = "gone"
+        return out
+
     def started_latencies(self) -> list[float]:
         with self._cond:
             return [self.started[n] - t for n, t in self.released.items() if n in self.started]

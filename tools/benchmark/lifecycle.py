@@ -37,6 +37,7 @@ class Outcome:
     node_ids: list[str] = dataclasses.field(default_factory=list)
     released_at: float | None = None
     error: str | None = None
+    detail: str | None = None          # what the report shows of an error (ids, states)
     request_id: str | None = None
 
     @property
@@ -106,7 +107,10 @@ class Lifecycle:
         first = [client.get_async(node_path(n)) for n in out.node_ids]
         for result in first:
             raw, _ = result.get(timeout=self.timeout)
-            if json.loads(raw).get("allocated_to") != rid:
+            node = json.loads(raw)
+            if node.get("allocated_to") != rid:
+                out.detail = (f"request {rid}: a node is {node.get('state')} allocated_to "
+                              f"{node.get('allocated_to')}")
                 self._delete_request(session, rid)
                 raise Failed("allocated_to mismatch before lock")
         locks: list[Lock] = []
@@ -120,6 +124,8 @@ class Lifecycle:
                 raw, stat = client.get(node_path(node_id))
                 node = json.loads(raw)
                 if node.get("allocated_to") != rid:
+                    out.detail = (f"request {rid} node {node_id}: state {node.get('state')} "
+                                  f"allocated_to {node.get('allocated_to')}")
                     raise Failed("allocated_to mismatch after lock")
                 records.append((node_id, node, stat.version))
             self._delete_request(session, rid)
