@@ -149,6 +149,9 @@ def test_quickstart_serves_a_real_node_to_ssh_into_and_stop_leaves_nothing(quick
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     alive = {name: pid for name, pid in [*pids.items(), *(("sshd", p) for p in sshds)] if pid_alive(pid)}
     assert alive == {}, f"still running after stop: {alive}"
+    # Each stopped on its SIGTERM, cleanly (not by the SIGKILL that follows a timeout).
+    assert "Launcher stopped" in (qs.state / "launcher.log").read_text()
+    assert "ossim: stopped" in (qs.state / "ossim.log").read_text()
     assert [ns for ns in namespaces() if ns.startswith(f"ossim-{sim_id}-")] == []
     assert subprocess.run(["ip", "link", "show", f"ossim{sim_id}"], capture_output=True).returncode != 0
     assert qs.run("status").returncode == 3
@@ -182,6 +185,8 @@ def test_ctrl_c_in_the_foreground_stops_everything(quickstart: Quickstart) -> No
         if proc.poll() is None:
             proc.kill()
     assert {name: pid for name, pid in pids.items() if pid_alive(pid)} == {}
+    assert "Launcher stopped" in (qs.state / "launcher.log").read_text()
+    assert "ossim: stopped" in (qs.state / "ossim.log").read_text()
     assert [ns for ns in namespaces() if ns.startswith(f"ossim-{sim_id}-")] == []
 
 

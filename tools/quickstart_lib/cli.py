@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import services
-from .procs import QuickstartError, running_pid, tail
+from .procs import STOP_SIGNALS, QuickstartError, running_pid, tail
 from .settings import (
     HOLD_REASON,
     PROVIDER,
@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     except QuickstartError as exc:
         print(f"quickstart: error: {exc}", file=sys.stderr, flush=True)
         say("stopping what runs, so nothing is left half-started")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+    for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut the stop short
+        signal.signal(sig, signal.SIG_IGN)
     if services.any_running(s):
         services.stop_all(s, lambda text: say("  " + text))
     say(f"logs stay in {show(s.state_dir)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -14,11 +15,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/, for z
 from zookeeper import pid_alive, stop_pid
 
 POLL = 0.05  # seconds between checks of a condition that has a deadline
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 _children: dict[int, subprocess.Popen[bytes]] = {}  # started by this process: reaped when stopped
 
 
 class QuickstartError(RuntimeError):
     """A step failed; the message says what, and where its log is."""
+
+
+def _unblock() -> None:
+    """In the child before exec: a blocked signal mask is inherited, and the service must get its SIGTERM."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def start_detached(argv: Sequence[str], log: Path, pid_file: Path, marker: str,
@@ -28,11 +35,16 @@ def start_detached(argv: Sequence[str], log: Path, pid_file: Path, marker: str,
     Output goes to log; pid_file records the pid and `marker`, an argument that only our
     process has on its command line (its state-dir path), so a recycled pid never passes for it.
     """
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd=cwd)
-    _children[proc.pid] = proc
-    pid_file.write_text(json.dumps({"pid": proc.pid, "marker": marker, "argv": list(argv)}) + "\n")
+    # Ctrl-C between the start and the pid file would leave a process nobody can find: hold signals till then.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=env, cwd=cwd, preexec_fn=_unblock)
+        _children[proc.pid] = proc
+        pid_file.write_text(json.dumps({"pid": proc.pid, "marker": marker, "argv": list(argv)}) + "\n")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return proc.pid
 
 

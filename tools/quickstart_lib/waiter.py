@@ -104,6 +104,8 @@ def main() -> int:
     except NotReady as exc:
         print(f"quickstart: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; tools/quickstart does the stopping
+        return 130
     finally:
         zk.disconnect()
     args.result.write_text(json.dumps(times) + "\n")
