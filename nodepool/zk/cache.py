@@ -1,6 +1,7 @@
 """Watch-driven caches of nodes (with their lock state) and requests, with subscribers.
 
-Built on kazoo's `TreeCache`: ZooKeeper watches, no polling loop. Subscribers
+Nodes and pool components use kazoo's `TreeCache`, requests a lean flat watch
+(flatwatch.py): ZooKeeper watches, no polling loop. Subscribers
 are called on the cache's event thread for every change; they must be quick
 (record, signal a loop) and must not block on ZooKeeper calls.
 """
@@ -19,6 +20,7 @@ from nodepool.errors import ProtocolError
 from nodepool.model import Node, NodeRequest, is_request_id
 from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.flatwatch import FlatWatch
 from nodepool.zk.locks import is_contender
 
 log = logging.getLogger("nodepool.zk.cache")
@@ -67,6 +69,7 @@ class ZooKeeperCache:
         self._mutex = threading.Lock()
         self._trees: list[TreeCache] = []
         self._pool_root = paths.components("pool")
+        self._request_watch: FlatWatch | None = None
         self._initialized = {paths.NODES: threading.Event(), paths.REQUESTS: threading.Event(),
                              self._pool_root: threading.Event()}
 
@@ -80,13 +83,17 @@ class ZooKeeperCache:
     def start(self, timeout: float = 30.0) -> None:
         """Start watching and wait until both trees are loaded once."""
         for root, handler in ((paths.NODES, self._on_node_event),
-                              (paths.REQUESTS, self._on_request_event),
                               (self._pool_root, self._on_pool_event)):
             tree = TreeCache(self.zk.kazoo, root)
             tree.listen(self._listener(root, handler))
             tree.listen_fault(lambda e: log.error("Cache fault: %s", e, exc_info=e))
             tree.start()
             self._trees.append(tree)
+        # The request queue is where latency is the product: a leaner watch.
+        self._request_watch = FlatWatch(self.zk.kazoo, paths.REQUESTS, self._request_changed,
+                                        accept=is_request_id)
+        self._request_watch.start()
+        self._initialized[paths.REQUESTS] = self._request_watch.initialized
         for root, done in self._initialized.items():
             if not done.wait(timeout):
                 raise TimeoutError(f"cache of {root} not loaded within {timeout}s")
@@ -95,6 +102,8 @@ class ZooKeeperCache:
         for tree in self._trees:
             tree.close()
         self._trees = []
+        if self._request_watch is not None:
+            self._request_watch.stop()
 
     # -- reading --------------------------------------------------------
 
@@ -181,21 +190,20 @@ class ZooKeeperCache:
             self._nodes[node_id] = node
         return CacheEvent(NODE, node_id, node, self.is_node_locked(node_id))
 
-    def _on_request_event(self, etype: int, rel: str, raw: bytes, stat) -> CacheEvent | None:
-        if "/" in rel or not is_request_id(rel):
-            return None
-        if etype == TreeEvent.NODE_REMOVED:
+    def _request_changed(self, name: str, raw: bytes | None, stat) -> None:
+        if raw is None:
             with self._mutex:
-                self._requests.pop(rel, None)
-            return CacheEvent(REQUEST, rel, None)
+                self._requests.pop(name, None)
+            self._publish(CacheEvent(REQUEST, name, None))
+            return
         try:
-            request = NodeRequest.from_json(rel, raw, stat.version)
+            request = NodeRequest.from_json(name, raw, stat.version)
         except ProtocolError as e:
-            log.warning("Ignoring unreadable request %s: %s", rel, e)
-            return None
+            log.warning("Ignoring unreadable request %s: %s", name, e)
+            return
         with self._mutex:
-            self._requests[rel] = request
-        return CacheEvent(REQUEST, rel, request)
+            self._requests[name] = request
+        self._publish(CacheEvent(REQUEST, name, request))
 
     def _on_pool_event(self, etype: int, rel: str, raw: bytes, stat) -> CacheEvent | None:
         if "/" in rel:
