@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import services
-from .procs import STOP_SIGNALS, QuickstartError, running_pid, tail
+from .procs import STOP_SIGNALS, QuickstartError, alive, tail
 from .settings import (
     HOLD_REASON,
     PROVIDER,
@@ -91,13 +91,13 @@ def make_key(s: Settings) -> None:
 
 
 def held_node(s: Settings) -> dict | None:
-    """The newest node held for the quickstart, from `nodepool list --json`."""
+    """The newest node of the label held for the quickstart, from `nodepool list --json`."""
     out = subprocess.run(nodepool_argv(s, "list", "--json"), capture_output=True, text=True,
                          stdin=subprocess.DEVNULL)
     if out.returncode != 0:
         raise QuickstartError(f"`{nodepool_command(s, 'list', '--json')}` failed: {out.stderr.strip()}")
-    held = [n for n in json.loads(out.stdout) if n.get("state") == "hold"
-            and n.get("comment") == HOLD_REASON and n.get("provider") == PROVIDER]
+    held = [n for n in json.loads(out.stdout) if n.get("state") == "hold" and n.get("comment") == HOLD_REASON
+            and n.get("provider") == PROVIDER and s.label in (n.get("type") or [])]
     return max(held, key=lambda n: n["id"]) if held else None
 
 
@@ -173,8 +173,8 @@ def start_services(s: Settings) -> tuple[dict, int, float | None]:
     else:
         sim = services.start_sim(s)
         say(f"      started (pid {sim}); log {show(s.log('ossim'))}; clouds.yaml {show(s.clouds_yaml)}")
-    s.ports_file.write_text(json.dumps({"zk_port": s.zk_port, "zk_tls_port": s.zk_tls_port,
-                                        "sim_port": s.sim_port, "real_nodes": s.real_nodes}) + "\n")
+        s.ports_file.write_text(json.dumps({"zk_port": s.zk_port, "zk_tls_port": s.zk_tls_port,
+                                            "sim_port": s.sim_port, "real_nodes": s.real_nodes}) + "\n")
     step(5, f"launcher config {show(s.config)} from {show(services.TEMPLATE)}")
     services.write_config(s, zk)
     step(6, f"nodepool-launcher -f -c {show(s.config)} (OS_CLIENT_CONFIG_FILE={show(s.clouds_yaml)})")
@@ -230,13 +230,14 @@ def cmd_start(s: Settings, foreground: bool) -> int:
 
 def watch(s: Settings) -> int:
     """--foreground: wait for Ctrl-C (or SIGTERM); if a service dies first, say which and stop the rest."""
-    pids = {"nodepool-launcher": s.pid_file("launcher"), "the OpenStack simulator": s.pid_file("ossim")}
+    zk = services.zk_state(s) or {}
+    pids = {"nodepool-launcher": (services.launcher_pid(s), s.log("launcher")),
+            "the OpenStack simulator": (services.sim_pid(s), s.log("ossim")),
+            "ZooKeeper": (zk.get("pid"), s.zk_dir / "zookeeper.log")}
     while True:
-        for what, pid_file in pids.items():
-            if running_pid(pid_file) is None:
-                raise QuickstartError(f"{what} exited; see {show(s.log('launcher' if 'launcher' in what else 'ossim'))}")
-        if services.zk_state(s) is None:
-            raise QuickstartError(f"ZooKeeper exited; see {show(s.zk_dir / 'zookeeper.log')}")
+        for what, (pid, log) in pids.items():
+            if pid is None or not alive(pid):
+                raise QuickstartError(f"{what} exited; its log {show(log)} ends:\n{tail(log)}")
         time.sleep(1.0)  # a person is watching: a second is soon enough to notice a death
 
 
@@ -269,8 +270,8 @@ def cmd_status(s: Settings) -> int:
     running = sum(1 for _, pid, _, _ in rows if pid)
     if running == len(rows):
         subprocess.run(nodepool_argv(s, "list"), stdin=subprocess.DEVNULL)
-        if s.node_file.is_file():
-            node = json.loads(s.node_file.read_text())
+        if (node := held_node(s)) is not None:
+            record_node(s, node)
             say(f"held node {node['id']}: {ssh_command(s, node)}")
         return 0
     return 3 if running == 0 else 1

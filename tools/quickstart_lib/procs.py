@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/, for zookeeper.py
-from zookeeper import pid_alive, stop_pid
 
 POLL = 0.05  # seconds between checks of a condition that has a deadline
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -21,6 +18,37 @@ _children: dict[int, subprocess.Popen[bytes]] = {}  # started by this process: r
 
 class QuickstartError(RuntimeError):
     """A step failed; the message says what, and where its log is."""
+
+
+def alive(pid: int) -> bool:
+    """True while any thread of pid runs: a JVM's main thread can be a zombie while others still hold its ports."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def stop_pid(pid: int, timeout: float) -> None:
+    """SIGTERM pid and wait up to timeout for it to end; then SIGKILL it and wait again."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(POLL)
+        if not alive(pid):
+            return
+    raise QuickstartError(f"pid {pid} survived SIGKILL for {timeout:.0f}s")
 
 
 def _unblock() -> None:
@@ -40,7 +68,8 @@ def start_detached(argv: Sequence[str], log: Path, pid_file: Path, marker: str,
     try:
         with open(log, "wb") as out:
             proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env=env, cwd=cwd, preexec_fn=_unblock)
+                                    start_new_session=True, env=env, cwd=cwd,
+                                    preexec_fn=_unblock)  # safe: this process runs no other threads
         _children[proc.pid] = proc
         pid_file.write_text(json.dumps({"pid": proc.pid, "marker": marker, "argv": list(argv)}) + "\n")
     finally:
@@ -59,7 +88,7 @@ def running_pid(pid_file: Path) -> int | None:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return pid if marker in argv and pid_alive(pid) else None
+    return pid if marker in argv and alive(pid) else None
 
 
 def stop(pid_file: Path, timeout: float) -> int | None:

@@ -11,6 +11,7 @@ import sys
 
 from .procs import (
     QuickstartError,
+    alive,
     port_in_use,
     running_pid,
     start_detached,
@@ -24,6 +25,7 @@ ZK_TOOL = REPO / "tools" / "zookeeper.py"
 OSSIM = REPO / "tools" / "ossim"
 SIM_START_TIMEOUT = 30.0  # seconds: real nodes need a bridge first
 SIM_STOP_TIMEOUT = 30.0  # tearing down real nodes is quick; a stuck one gets SIGKILL
+ZK_STOP_TIMEOUT = 10.0
 LAUNCHER_STOP_TIMEOUT = 40.0  # it takes up to 30 s to hand its work back
 
 
@@ -67,10 +69,14 @@ def start_zk(s: Settings) -> dict:
 
 
 def stop_zk(s: Settings) -> str:
+    state = zk_state(s)
     out = subprocess.run([sys.executable, str(ZK_TOOL), "stop", "--dir", str(s.zk_dir)],
                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if out.returncode != 0:
         raise QuickstartError(f"stopping ZooKeeper failed: {out.stderr.strip()}")
+    if state:
+        # `zookeeper.py stop` returns when the JVM's main thread is gone; its ports close a moment later.
+        wait_for(lambda: not alive(state["pid"]), ZK_STOP_TIMEOUT, f"ZooKeeper (pid {state['pid']}) to exit")
     return out.stdout.strip()
 
 

@@ -8,14 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/, for zookeeper.py
-from zookeeper import pid_alive
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/, for quickstart_lib
 from nodepool.config import load_config
 from nodepool.errors import ZooKeeperUnavailable
 from nodepool.model import NodeState
 from nodepool.zk import components, nodes
 from nodepool.zk.client import ZooKeeperClient
+from quickstart_lib.procs import alive
 
 POLL = 0.1  # seconds between looks at ZooKeeper (a local server: cheap)
 
@@ -53,7 +52,7 @@ def wait(zk: ZooKeeperClient, args: argparse.Namespace, wanted: dict[str, int]) 
     times: dict[str, float] = {}
     shown = None
     while True:
-        if not pid_alive(args.launcher_pid):
+        if not alive(args.launcher_pid):
             raise NotReady(f"nodepool-launcher (pid {args.launcher_pid}) exited")
         if "pools" not in times:
             pools = [c for c in components.list_components(zk, components.POOL)
