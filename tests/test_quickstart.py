@@ -23,7 +23,7 @@ from kazoo.client import KazooClient
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 from ossim import ControlClient, wait_for
-from zookeeper import pid_alive
+from quickstart_lib.procs import alive  # every thread gone, not only the main one
 
 QUICKSTART = REPO / "tools" / "quickstart"
 START_TIMEOUT = 50  # seconds; a start takes about 7 s here (setup already done)
@@ -147,8 +147,8 @@ def test_quickstart_serves_a_real_node_to_ssh_into_and_stop_leaves_nothing(quick
     assert len(sshds) >= 4, "min-ready keeps 4 nodes (2 per label) booted"
     stopped = qs.run("stop", timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    alive = {name: pid for name, pid in [*pids.items(), *(("sshd", p) for p in sshds)] if pid_alive(pid)}
-    assert alive == {}, f"still running after stop: {alive}"
+    left = {name: pid for name, pid in [*pids.items(), *(("sshd", p) for p in sshds)] if alive(pid)}
+    assert left == {}, f"still running after stop: {left}"
     # Each stopped on its SIGTERM, cleanly (not by the SIGKILL that follows a timeout).
     assert "Launcher stopped" in (qs.state / "launcher.log").read_text()
     assert "ossim: stopped" in (qs.state / "ossim.log").read_text()
@@ -184,7 +184,7 @@ def test_ctrl_c_in_the_foreground_stops_everything(quickstart: Quickstart) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert {name: pid for name, pid in pids.items() if pid_alive(pid)} == {}
+    assert {name: pid for name, pid in pids.items() if alive(pid)} == {}
     assert "Launcher stopped" in (qs.state / "launcher.log").read_text()
     assert "ossim: stopped" in (qs.state / "ossim.log").read_text()
     assert [ns for ns in namespaces() if ns.startswith(f"ossim-{sim_id}-")] == []
