@@ -132,12 +132,19 @@ def make_certificates(tls_dir: Path) -> dict[str, Path]:
 
 
 def pid_alive(pid: int) -> bool:
-    """True when pid exists and is not a zombie."""
+    """True while any thread of pid is not a zombie (a JVM's main thread exits first)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    for task in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def stop_pid(pid: int, timeout: float = STOP_TIMEOUT) -> None:

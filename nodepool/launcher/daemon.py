@@ -27,6 +27,7 @@ from nodepool.zk.components import ComponentRegistry
 log = logging.getLogger("nodepool.launcher")
 
 MIN_READY_INTERVAL = 0.1   # at most this often, however many events arrive
+MIN_READY_EVERY = 10.0     # and at least this often
 
 
 class Launcher:
@@ -132,15 +133,23 @@ class Launcher:
         self.wake()
 
     def _run(self) -> None:
+        wanted = True   # a min-ready pass is owed (something changed since the last one)
         while not self.stopping:
-            self.wakeup.wait(1.0)
+            timeout = 1.0
+            if wanted:
+                timeout = max(0.0, min(timeout, self._min_ready_due - time.monotonic()))
+            if self.wakeup.wait(timeout) or time.monotonic() - self._min_ready_due > \
+                    MIN_READY_EVERY:
+                wanted = True   # an event, or the periodic pass (retries after failures)
             self.wakeup.clear()
             if self.stopping:
                 break
             try:
                 self.leases.poll()
                 now = time.monotonic()
-                if self.min_ready_owner and self.ctx.zk.connected and now >= self._min_ready_due:
+                if wanted and self.min_ready_owner and self.ctx.zk.connected and \
+                        now >= self._min_ready_due:
+                    wanted = False
                     self._min_ready_due = now + MIN_READY_INTERVAL
                     self.min_ready.run()
             except errors.ZooKeeperUnavailable:

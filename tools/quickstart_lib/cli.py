@@ -63,10 +63,10 @@ def nodepool_command(s: Settings, *args: str) -> str:
 # -- start ------------------------------------------------------------------------------------------
 
 def run_setup(s: Settings) -> None:
-    """tools/run-tests' own setup (Debian packages, .venv, pip install); `--version` makes its pytest a no-op."""
+    """tools/run-tests' own setup (Debian packages, .venv, pip install), via its --setup-only."""
     log = s.log("setup")
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(REPO / "tools" / "run-tests"), "--version"], cwd=REPO, text=True,
+        proc = subprocess.Popen([str(REPO / "tools" / "run-tests"), "--setup-only"], cwd=REPO, text=True,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE)
         assert proc.stderr is not None
         for line in proc.stderr:
@@ -74,7 +74,7 @@ def run_setup(s: Settings) -> None:
             out.write(line)
             out.flush()
     if proc.wait() != 0:
-        raise QuickstartError(f"setup failed: `tools/run-tests --version` exited with {proc.returncode} "
+        raise QuickstartError(f"setup failed: `tools/run-tests --setup-only` exited with {proc.returncode} "
                               f"(its output is above and in {show(log)})")
 
 
@@ -192,7 +192,7 @@ def cmd_start(s: Settings, foreground: bool) -> int:
     s.state_dir.mkdir(parents=True, exist_ok=True)
     say(f"state directory {show(s.state_dir)} (pids, logs, key, configs)")
     if s.setup:
-        step(1, "Debian packages and .venv, as tools/run-tests sets them up (`tools/run-tests --version`)")
+        step(1, "Debian packages and .venv, as tools/run-tests sets them up (`tools/run-tests --setup-only`)")
         run_setup(s)
     else:
         step(1, "setup skipped (--no-setup)")
