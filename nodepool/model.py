@@ -82,8 +82,45 @@ def _check(table: dict, old: enum.Enum, new: enum.Enum, what: str) -> None:
         raise InvalidTransition(f"{what}: illegal state change {old.value} -> {new.value}")
 
 
+class _Record:
+    """What nodes and requests share: JSON that keeps unknown keys, a state table."""
+
+    _NOT_JSON: ClassVar[frozenset[str]] = frozenset({"id", "extra", "version"})
+    _TRANSITIONS: ClassVar[dict]
+    _STATES: ClassVar[type[enum.Enum]]
+    _parse: ClassVar[Any]
+
+    def set_state(self, new, now: float | None = None) -> None:
+        """Move to `new`, refusing an edge the table does not allow; stamps state_time."""
+        new = self._STATES(new)
+        _check(self._TRANSITIONS, self.state, new, f"{type(self).__name__} {self.id}")
+        self.state = new
+        self.state_time = time.time() if now is None else now
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every known key (null where unknown) over the unknown keys we read."""
+        data = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name in self._NOT_JSON:
+                continue
+            value = getattr(self, f.name)
+            data[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return data
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict()).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, obj_id: str | None, data: dict[str, Any], version: int = -1):
+        return _from_dict(cls, obj_id, data, version, cls._parse)
+
+    @classmethod
+    def from_json(cls, obj_id: str | None, raw: bytes, version: int = -1):
+        return cls.from_dict(obj_id, _loads(raw, f"{cls.__name__} {obj_id}"), version)
+
+
 @dataclasses.dataclass
-class Node:
+class Node(_Record):
     """A node znode's JSON; unknown keys written by others are kept in `extra`."""
 
     id: str | None = None
@@ -128,44 +165,21 @@ class Node:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     version: int = dataclasses.field(default=-1, compare=False)
 
-    _NOT_JSON: ClassVar[frozenset[str]] = frozenset({"id", "extra", "version"})
-
-    def set_state(self, new: NodeState, now: float | None = None) -> None:
-        """Move to `new`, refusing an edge the table does not allow; stamps state_time."""
-        new = NodeState(new)
-        _check(NODE_TRANSITIONS, self.state, new, f"node {self.id}")
-        self.state = new
-        self.state_time = time.time() if now is None else now
+    _TRANSITIONS: ClassVar[dict] = NODE_TRANSITIONS
+    _STATES: ClassVar[type[enum.Enum]] = NodeState
 
     @property
     def labels(self) -> list[str]:
         return self.type
 
     def to_dict(self) -> dict[str, Any]:
-        """Every known key (null where unknown) over the unknown keys we read."""
-        data = dict(self.extra)
-        for f in dataclasses.fields(self):
-            if f.name in self._NOT_JSON:
-                continue
-            value = getattr(self, f.name)
-            data[f.name] = value.value if isinstance(value, enum.Enum) else value
+        data = super().to_dict()
         data["ssh_port"] = self.connection_port  # mirrored for old clients
         return data
 
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_dict()).encode("utf-8")
-
-    @classmethod
-    def from_dict(cls, node_id: str | None, data: dict[str, Any], version: int = -1) -> Node:
-        return _from_dict(cls, node_id, data, version, _parse_node_field)
-
-    @classmethod
-    def from_json(cls, node_id: str | None, raw: bytes, version: int = -1) -> Node:
-        return cls.from_dict(node_id, _loads(raw, f"node {node_id}"), version)
-
 
 @dataclasses.dataclass
-class NodeRequest:
+class NodeRequest(_Record):
     """A node request znode's JSON; `id` is the znode name `<PPP>-<SEQ>`."""
 
     id: str | None = None
@@ -185,14 +199,8 @@ class NodeRequest:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     version: int = dataclasses.field(default=-1, compare=False)
 
-    _NOT_JSON: ClassVar[frozenset[str]] = frozenset({"id", "extra", "version"})
-
-    def set_state(self, new: RequestState, now: float | None = None) -> None:
-        """Move to `new`, refusing an illegal edge; stamps state_time."""
-        new = RequestState(new)
-        _check(REQUEST_TRANSITIONS, self.state, new, f"request {self.id}")
-        self.state = new
-        self.state_time = time.time() if now is None else now
+    _TRANSITIONS: ClassVar[dict] = REQUEST_TRANSITIONS
+    _STATES: ClassVar[type[enum.Enum]] = RequestState
 
     @property
     def priority(self) -> int:
@@ -207,27 +215,6 @@ class NodeRequest:
     def sort_key(self) -> tuple[int, int, int]:
         """Protocol service order: (priority prefix, relative_priority, sequence)."""
         return (self.priority, self.relative_priority, self.sequence)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dict(self.extra)
-        for f in dataclasses.fields(self):
-            if f.name in self._NOT_JSON:
-                continue
-            value = getattr(self, f.name)
-            data[f.name] = value.value if isinstance(value, enum.Enum) else value
-        return data
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_dict()).encode("utf-8")
-
-    @classmethod
-    def from_dict(cls, request_id: str | None, data: dict[str, Any], version: int = -1) -> NodeRequest:
-        return _from_dict(cls, request_id, data, version, _parse_request_field)
-
-    @classmethod
-    def from_json(cls, request_id: str | None, raw: bytes, version: int = -1) -> NodeRequest:
-        return cls.from_dict(request_id, _loads(raw, f"request {request_id}"), version)
-
 
 def is_request_id(name: str) -> bool:
     """Clients recognise a request id by the `-` at index 3."""
@@ -288,3 +275,7 @@ def _from_dict(cls, obj_id, data, version, parse):
     # ssh_port is derived from connection_port on write; keep it out of extra.
     extra.pop("ssh_port", None)
     return cls(id=obj_id, extra=extra, version=version, **kwargs)
+
+
+Node._parse = staticmethod(_parse_node_field)
+NodeRequest._parse = staticmethod(_parse_request_field)

@@ -7,9 +7,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import zookeeper  # noqa: E402  (tools/zookeeper.py: one pid check for every tool)
+from zookeeper import pid_alive as alive  # noqa: E402,F401  (re-exported to cli)
 
 POLL = 0.05  # seconds between checks of a condition that has a deadline
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -20,35 +25,12 @@ class QuickstartError(RuntimeError):
     """A step failed; the message says what, and where its log is."""
 
 
-def alive(pid: int) -> bool:
-    """True while any thread of pid runs: a JVM's main thread can be a zombie while others still hold its ports."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    for task in tasks:
-        try:
-            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-            return True
-    return False
-
-
 def stop_pid(pid: int, timeout: float) -> None:
-    """SIGTERM pid and wait up to timeout for it to end; then SIGKILL it and wait again."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(POLL)
-        if not alive(pid):
-            return
-    raise QuickstartError(f"pid {pid} survived SIGKILL for {timeout:.0f}s")
+    """SIGTERM pid, then SIGKILL after timeout: tools/zookeeper.py's, with our error."""
+    try:
+        zookeeper.stop_pid(pid, timeout)
+    except zookeeper.ZooKeeperError as e:
+        raise QuickstartError(str(e)) from None
 
 
 def _unblock() -> None:
