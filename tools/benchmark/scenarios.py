@@ -249,7 +249,7 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
         bench = [py, str(REPO / "tools" / "benchmark"), "--zk-hosts", hosts, "--zk-chroot",
                  chroot, *tls, "--zk-4lw", zk.plain_hosts, "--zk-pid", str(zk.pid),
                  "--launcher-pid", str(launcher.pid), "--name", sc.name,
-                 *sc.bench(args.quick, results)]
+                 "--delete-timeout", str(args.delete_timeout), *sc.bench(args.quick, results)]
         proc = stack.start(bench, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=open(sc_dir / "benchmark.stderr", "wb"), text=True)
         try:
@@ -334,6 +334,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="",
                    help="comma-separated scenarios to profile the launcher of with py-spy "
                         "(pip install py-spy into the venv)")
+    p.add_argument("--delete-timeout", type=float, default=20.0,
+                   help="seconds each scenario waits for its used nodes to be deleted (default 20; "
+                        "the launcher's periodic cleanup pass runs every 10 s)")
     p.add_argument("--plain", action="store_true", help="plain ZooKeeper port instead of TLS")
     p.add_argument("--keep", metavar="DIR", help="keep logs, configs and profiles in DIR")
     args = p.parse_args(argv)
