@@ -243,7 +243,7 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
             raw = sc_dir / "profile.txt"
             profiler = stack.start([str(Path(py).parent / "py-spy"), "record", "--pid",
                                     str(launcher.pid), "--rate", "250", "--format", "raw",
-                                    "--threads", "--nonblocking", "-o", str(raw)],
+                                    "--threads", "--gil", "--nonblocking", "-o", str(raw)],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=open(sc_dir / "py-spy.log", "wb"))
         bench = [py, str(REPO / "tools" / "benchmark"), "--zk-hosts", hosts, "--zk-chroot",
