@@ -58,11 +58,12 @@ def _stop(proc: subprocess.Popen) -> int:
 @pytest.fixture
 def launcher(zk_tls: dict[str, Any], tmp_path: Path) -> Iterator[subprocess.Popen]:
     """A launcher process with 20 prefilled ready nodes and min-ready 20 (it launches the rest)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tools" / "bench_launcher.py"), *_tls_args(zk_tls),
-         "--prefill", "20", "--min-ready", "20", "--workdir", str(tmp_path / "launcher")],
-        env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-        stderr=open(tmp_path / "launcher.stderr", "wb"), start_new_session=True)
+    with open(tmp_path / "launcher.stderr", "wb") as stderr:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tools" / "bench_launcher.py"), *_tls_args(zk_tls),
+             "--prefill", "20", "--min-ready", "20", "--workdir", str(tmp_path / "launcher")],
+            env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            stderr=stderr, start_new_session=True)
     try:
         line = _first_line(proc, READY_TIMEOUT)
         event = json.loads(line) if line.startswith("{") else {"event": line}
@@ -83,7 +84,7 @@ def test_benchmark_run_fulfils_every_request_and_every_used_node_is_deleted(
          "--concurrency", "10", "--requests", "250", "--nodes-per-request", "2",
          "--timeout", "30", "--delete-timeout", "30", "--name", "test"],
         env=_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=RUN_TIMEOUT)
+        timeout=RUN_TIMEOUT, check=False)
     assert proc.stdout.strip(), f"no report; stderr:\n{proc.stderr[-3000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["made"] == report["fulfilled"] == report["completed"] == 250, json.dumps(report)

@@ -149,13 +149,14 @@ def write_config(args: argparse.Namespace, workdir: Path, cloud_name: str | None
 def start_ossim(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen, Path]:
     """The simulator as a child process (its CPU is not the launcher's), zero boot delay."""
     clouds = workdir / "clouds.yaml"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tools" / "ossim"), "--port", "0",
-         "--boot-delay", str(args.boot_delay), "--delete-delay", "0",
-         "--instances", "-1", "--cores", "-1", "--ram", "-1", "--clouds-yaml", str(clouds),
-         "--cloud-name", OSSIM_CLOUD, "--log-level", "WARNING"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=open(workdir / "ossim.log", "wb"),
-        text=True, start_new_session=True)
+    with open(workdir / "ossim.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tools" / "ossim"), "--port", "0",
+             "--boot-delay", str(args.boot_delay), "--delete-delay", "0",
+             "--instances", "-1", "--cores", "-1", "--ram", "-1", "--clouds-yaml", str(clouds),
+             "--cloud-name", OSSIM_CLOUD, "--log-level", "WARNING"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True,
+            start_new_session=True)
     line = _read_line(proc, START_TIMEOUT)
     if not line.startswith("ossim: listening"):
         stop_child(proc)
@@ -186,6 +187,7 @@ def prefill(config_path: Path, cloud: Any, label: str, ready: int, hold: int) ->
     """Write `ready` ready nodes in pool main and `hold` nodes in `hold` in pool busy, each with a
     server in the fake cloud, the way the launcher records a node it made; returns seconds."""
     from fake_cloud import TAG_NODE, TAG_POOL, TAG_PROVIDER
+
     from nodepool.config import load_config
     from nodepool.model import Node, NodeState
     from nodepool.zk import paths
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from fake_adapter import FakeAdapter, FakeCloud
             cloud = FakeCloud(boot_delay=args.boot_delay)
-            factory = lambda provider: FakeAdapter(provider, cloud)  # noqa: E731
+            factory = lambda provider: FakeAdapter(provider, cloud)
         config = write_config(args, workdir, OSSIM_CLOUD)
         prefill_s = prefill(config, cloud, args.label, args.prefill, args.hold_pool) \
             if cloud is not None and (args.prefill or args.hold_pool) else 0.0

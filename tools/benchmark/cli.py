@@ -13,8 +13,16 @@ from typing import Any
 
 from .deletion import DeletionWatcher
 from .lifecycle import Lifecycle, Outcome
-from .load import (background_states, closed_loop, count_ready, create_background,
-                   delete_background, open_loop, settle, wait_until)
+from .load import (
+    background_states,
+    closed_loop,
+    count_ready,
+    create_background,
+    delete_background,
+    open_loop,
+    settle,
+    wait_until,
+)
 from .measure import delta, mntr, own_cpu, percentiles, process_cpu, process_memory
 from .session import Session, ZkOptions
 

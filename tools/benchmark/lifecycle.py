@@ -18,8 +18,14 @@ from kazoo.exceptions import NoNodeError
 from kazoo.recipe.lock import Lock
 
 from .deletion import DeletionWatcher
-from .protocol import (RequestWatch, node_lock_path, node_path, request_body, request_path,
-                       request_prefix)
+from .protocol import (
+    RequestWatch,
+    node_lock_path,
+    node_path,
+    request_body,
+    request_path,
+    request_prefix,
+)
 from .session import Session
 
 NODE_LOCK_TIMEOUT = 30.0  # what Zuul waits for a node lock

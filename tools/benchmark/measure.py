@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 import socket
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MNTR_KEYS = ("zk_packets_received", "zk_packets_sent", "zk_znode_count", "zk_watch_count",
@@ -30,7 +31,8 @@ def percentiles(values: Iterable[float], scale: float = 1.0) -> dict[str, float]
 def process_cpu(pid: int) -> float | None:
     """User + system CPU seconds of pid (all its threads), or None when it is gone."""
     try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
     # After the comm field: state is index 0, utime 11, stime 12 (fields 14 and 15 of proc(5)).
@@ -40,7 +42,8 @@ def process_cpu(pid: int) -> float | None:
 def process_memory(pid: int) -> dict[str, float] | None:
     """Peak (VmHWM) and current (VmRSS) resident memory of pid in MiB, or None."""
     try:
-        lines = open(f"/proc/{pid}/status").read().splitlines()
+        with open(f"/proc/{pid}/status") as f:
+            lines = f.read().splitlines()
     except OSError:
         return None
     values = {}

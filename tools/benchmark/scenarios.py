@@ -18,12 +18,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO / "tools"))
-import zookeeper  # noqa: E402  (tools/zookeeper.py: start and stop a local ZooKeeper)
+import zookeeper
 
 LAUNCHER_READY_TIMEOUT = 180.0   # the scale scenario writes 10,000 nodes first
 STOP_TIMEOUT = 30.0
@@ -55,8 +56,12 @@ SCENARIOS = [
              lambda q, r: ["--concurrency", "1", "--requests", "100" if q else "300",
                            "--warmup", "20"]),
     Scenario("ready-c50", "(1) ready nodes, concurrency 50",
-             lambda q: _ready(500 if q else 1200),
-             lambda q, r: ["--concurrency", "50", "--requests", "300" if q else "1000",
+             lambda q: _ready(400 if q else 800),
+             lambda q, r: ["--concurrency", "50", "--requests", "300" if q else "600",
+                           "--warmup", "20"]),
+    Scenario("spares-c50", "(1) ready nodes, concurrency 50, no replacements (min-ready 0)",
+             lambda q: ["--prefill", "400" if q else "800", "--min-ready", "0"],
+             lambda q, r: ["--concurrency", "50", "--requests", "300" if q else "600",
                            "--warmup", "20"]),
     Scenario("cold-c1", "(2) cold launches, boot 0 s, concurrency 1",
              lambda q: ["--min-ready", "0"],
@@ -71,12 +76,12 @@ SCENARIOS = [
              lambda q, r: ["--concurrency", "5", "--requests", "10" if q else "30",
                            "--warmup", "2"]),
     Scenario("multi3", "(3) 3-node requests, ready nodes, concurrency 10",
-             lambda q: _ready(3 * (120 if q else 340)),
-             lambda q, r: ["--concurrency", "10", "--requests", "100" if q else "300",
+             lambda q: _ready(3 * (120 if q else 240)),
+             lambda q, r: ["--concurrency", "10", "--requests", "100" if q else "200",
                            "--nodes-per-request", "3", "--warmup", "10"]),
     Scenario("open-past", "(4) open loop at 2x the concurrency-50 throughput, ready nodes",
-             lambda q: _ready(500 if q else 1200),
-             lambda q, r: ["--rate", str(_open_rate(r)), "--requests", "300" if q else "1000",
+             lambda q: _ready(400 if q else 800),
+             lambda q, r: ["--rate", str(_open_rate(r)), "--requests", "300" if q else "600",
                            "--poisson", "--warmup", "20", "--timeout", "120"]),
     Scenario("scale", "(5) 10,000 nodes + 2,000 waiting requests, concurrency 10",
              lambda q: _ready(2000 if q else 10000) + ["--hold-pool", "10"],
@@ -90,8 +95,8 @@ SCENARIOS = [
              lambda q, r: ["--idle", "10" if q else "30", "--settle-cpu", "5",
                            "--settle-timeout", "120"]),
     Scenario("delete", "(7) used -> deletion started, open loop 10/s, ready nodes",
-             lambda q: _ready(100 if q else 250),
-             lambda q, r: ["--rate", "10", "--requests", "50" if q else "150", "--warmup", "5"]),
+             lambda q: _ready(100 if q else 200),
+             lambda q, r: ["--rate", "10", "--requests", "50" if q else "100", "--warmup", "5"]),
     Scenario("ossim", "(8) OpenStack simulator over HTTP, real driver, cold, concurrency 4",
              lambda q: ["--cloud", "ossim", "--min-ready", "0", "--max-servers", "50"],
              lambda q, r: ["--concurrency", "4", "--requests", "20" if q else "60",
@@ -107,6 +112,8 @@ TARGETS: list[tuple[str, str, Callable[[dict], float | None], float]] = [
     ("ready-c50", "throughput >= 200 req/s", lambda r: r.get("throughput_rps"), -200),
     ("ready-c50", "launcher CPU <= 3 ms/request",
      lambda r: _get(r, "launcher", "cpu_ms_per_request"), 3),
+    ("spares-c50", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
+    ("spares-c50", "throughput >= 200 req/s", lambda r: r.get("throughput_rps"), -200),
     ("cold-c1", "launch overhead p50 <= 100 ms", lambda r: _get(r, "latency_ms", "p50"), 100),
     ("cold-boot1s", "launch overhead p50 <= 100 ms",
      lambda r: _minus(_get(r, "latency_ms", "p50"), 1000), 100),
@@ -138,8 +145,10 @@ class Stack:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    def start(self, argv: list[str], log: Path, **kwargs: Any) -> subprocess.Popen:
+        """Start argv in a session of its own with stderr to `log`."""
+        with open(log, "wb") as stderr:  # the child keeps its own descriptor
+            proc = subprocess.Popen(argv, start_new_session=True, stderr=stderr, **kwargs)
         self.procs.append(proc)
         return proc
 
@@ -230,8 +239,8 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
     launcher = stack.start([py, str(REPO / "tools" / "bench_launcher.py"), "--zk-hosts", hosts,
                             "--zk-chroot", chroot, *tls, "--workdir", str(sc_dir),
                             *sc.launcher(args.quick)],
-                           env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-                           stderr=open(sc_dir / "launcher.stderr", "wb"))
+                           sc_dir / "launcher.stderr", env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, text=True)
     profiler = None
     report: dict[str, Any] = {"name": sc.name}
     try:
@@ -244,14 +253,14 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
             profiler = stack.start([str(Path(py).parent / "py-spy"), "record", "--pid",
                                     str(launcher.pid), "--rate", "250", "--format", "raw",
                                     "--threads", "--gil", "--nonblocking", "-o", str(raw)],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=open(sc_dir / "py-spy.log", "wb"))
+                                   sc_dir / "py-spy.log", stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL)
         bench = [py, str(REPO / "tools" / "benchmark"), "--zk-hosts", hosts, "--zk-chroot",
                  chroot, *tls, "--zk-4lw", zk.plain_hosts, "--zk-pid", str(zk.pid),
                  "--launcher-pid", str(launcher.pid), "--name", sc.name,
                  "--delete-timeout", str(args.delete_timeout), *sc.bench(args.quick, results)]
-        proc = stack.start(bench, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=open(sc_dir / "benchmark.stderr", "wb"), text=True)
+        proc = stack.start(bench, sc_dir / "benchmark.stderr", env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, text=True)
         try:
             out, _ = proc.communicate(timeout=sc.timeout)
         except subprocess.TimeoutExpired:
