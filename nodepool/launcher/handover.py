@@ -19,7 +19,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.recipe.lock import Lock
 
 from nodepool import errors
-from nodepool.launcher.planner import PoolView, choose_nodes
+from nodepool.launcher.planner import PoolView, choose_nodes, is_reusable
 from nodepool.model import Node, NodeRequest
 from nodepool.zk import locks, paths
 
@@ -48,7 +48,9 @@ def claim_ready(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: lis
     attempts = []
     for slot, node_id in zip(missing, chosen):
         seen = cache.get_node(node_id) if node_id else None
-        if seen is None:
+        # The candidates may be a step behind the cache: claim only what the cache
+        # shows ready and unallocated now, at the version the commit will check.
+        if seen is None or not is_reusable(seen, pool, cache.is_node_locked(node_id)):
             continue
         lock = Lock(kazoo, paths.node_lock(node_id), identifier)
         lock.assured_path = True

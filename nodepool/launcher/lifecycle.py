@@ -196,7 +196,9 @@ class Lifecycle(MachineDriving):
         lock = locks.lock_node(self.ctx.kazoo, node_id, identifier=self._lock_id())
         try:
             node = nodes.get_node(self.ctx.kazoo, node_id)
-            if node is None or node.allocated_to is None:
+            # Only a ready node is released: a requestor that deleted its request
+            # and then set the node used (and unlocked it) is finished with it.
+            if node is None or node.allocated_to is None or node.state != NodeState.READY:
                 return
             if expected_request is not None and node.allocated_to != expected_request:
                 return
