@@ -137,10 +137,15 @@ class Run:
         else:
             outcomes = closed_loop(life, self.sessions, concurrency, a.requests)
         load_end = time.monotonic()
+        at_load_end = self._sample()
         all_deleted = life.deletions.wait_all(a.delete_timeout)
         tail_end = time.monotonic()
         after = self._sample()
         self._summarise(outcomes, life.deletions, before, after, load_end, tail_end, all_deleted)
+        if r.get("launcher") and at_load_end["launcher_cpu"] is not None:
+            # CPU while requests were made, without the deletion tail.
+            busy = at_load_end["launcher_cpu"] - before["launcher_cpu"]
+            r["launcher"]["load_cpu_percent"] = round(100 * busy / max(1e-9, load_end - before["t"]), 2)
         if self.background:
             r["background_states"] = background_states(self.sessions[0], self.background)
         return r
