@@ -1,4 +1,4 @@
-"""Run a nodepool launcher for the benchmark, on the in-memory fake cloud or the OpenStack simulator.
+"""Run a nodepool launcher for the benchmark, on the in-memory fake cloud or the OpenStack sim.
 
     python3 tools/bench_launcher.py --zk-hosts 127.0.0.1:2281 --zk-chroot /bench \\
         --tls-cert C --tls-key K --tls-ca CA [--cloud fake|ossim] [--min-ready N] [--prefill N]
@@ -199,7 +199,8 @@ def prefill(config_path: Path, cloud: Any, label: str, ready: int, hold: int) ->
     kazoo = zk.kazoo
     try:
         kazoo.ensure_path(paths.NODES)
-        work = [("main", label, NodeState.READY)] * ready + [("busy", "busy", NodeState.HOLD)] * hold
+        work = ([("main", label, NodeState.READY)] * ready
+                + [("busy", "busy", NodeState.HOLD)] * hold)
         for start in range(0, len(work), 500):
             pending = []
             for pool, node_label, state in work[start:start + 500]:

@@ -1,4 +1,4 @@
-"""Command line: `python3 tools/benchmark --concurrency 50 --requests 1000 ...` prints one JSON line."""
+"""Command line: `python3 tools/benchmark --concurrency 50 --requests 1000 ...`: one JSON line."""
 
 from __future__ import annotations
 

@@ -103,7 +103,8 @@ class Run:
                 pass
 
     def sent(self) -> int:
-        return sum(s.client.sent for s in [*self.sessions, *([self.watcher] if self.watcher else [])])
+        everyone = [*self.sessions, *([self.watcher] if self.watcher else [])]
+        return sum(s.client.sent for s in everyone)
 
     def execute(self) -> dict[str, Any]:
         a = self.args
@@ -145,7 +146,8 @@ class Run:
         if r.get("launcher") and at_load_end["launcher_cpu"] is not None:
             # CPU while requests were made, without the deletion tail.
             busy = at_load_end["launcher_cpu"] - before["launcher_cpu"]
-            r["launcher"]["load_cpu_percent"] = round(100 * busy / max(1e-9, load_end - before["t"]), 2)
+            load_wall = max(1e-9, load_end - before["t"])
+            r["launcher"]["load_cpu_percent"] = round(100 * busy / load_wall, 2)
         if self.background:
             r["background_states"] = background_states(self.sessions[0], self.background)
         return r

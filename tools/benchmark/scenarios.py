@@ -328,7 +328,8 @@ def print_table(reports: list[dict[str, Any]], out: Any = sys.stdout) -> None:
         elif limit < 0:
             verdict = "met" if value >= -limit else f"MISSED by {-limit - value:.1f}"
         else:
-            verdict = "met" if value <= limit else f"MISSED by {value - limit:.1f} ({value / limit:.1f}x)"
+            verdict = "met" if value <= limit else \
+                f"MISSED by {value - limit:.1f} ({value / limit:.1f}x)"
         print(f"  {name:12} {what:34} {_fmt(value, 2):>10}  {verdict}", file=out)
     for r in reports:
         if r.get("error"):
@@ -369,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = keep or Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack()
-    zk = zookeeper.ZooKeeperServer(workdir / "zookeeper", port=0, tls_port=None if args.plain else 0)
+    zk = zookeeper.ZooKeeperServer(workdir / "zookeeper", port=0,
+                                   tls_port=None if args.plain else 0)
     reports: list[dict[str, Any]] = []
     results: dict[str, dict] = {}
     started = time.monotonic()

@@ -40,7 +40,7 @@ class ZkOptions:
         return bool(self.cert or self.key or self.ca)
 
     def connect(self) -> CountingClient:
-        """A started client rooted at the chroot; raises what kazoo raises when it cannot connect."""
+        """A started client rooted at the chroot; raises kazoo's error when it cannot connect."""
         chroot = "/" + self.chroot.strip("/") if self.chroot.strip("/") else ""
         kwargs: dict[str, Any] = {}
         if self.tls:
