@@ -1,4 +1,4 @@
-"""A small benchmark run as a functional check: all requests fulfilled, all nodes deleted, no errors.
+"""A small benchmark run as a functional check: requests fulfilled, nodes deleted, no errors.
 
 The launcher runs as its own process (tools/bench_launcher.py, in-memory cloud) and
 the benchmark as another (tools/benchmark), both on the session's ZooKeeper over
