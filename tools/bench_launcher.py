@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the fake cloud and its adapter live with the tests
 
 START_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
 OSSIM_CLOUD = "benchsim"
 PROVIDER = {"fake": "fake1", "ossim": "sim"}
 
@@ -279,7 +280,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if launcher is not None:
-            launcher.stop(timeout=20)
+            # Bounded: Launcher.stop can block for ever in a ZooKeeper call once the server is gone.
+            stopper = threading.Thread(target=launcher.stop, kwargs={"timeout": STOP_TIMEOUT},
+                                       daemon=True)
+            stopper.start()
+            stopper.join(STOP_TIMEOUT + 10)
+            if stopper.is_alive():
+                print(json.dumps({"event": "error", "error": "Launcher.stop did not return "
+                                  f"within {STOP_TIMEOUT + 10:.0f}s"}), flush=True)
         if ossim is not None:
             stop_child(ossim)
         if tmp is not None:
@@ -287,4 +295,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # do not wait for threads a stuck stop left behind
