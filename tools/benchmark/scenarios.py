@@ -83,7 +83,7 @@ SCENARIOS = [
              lambda q: _ready(400 if q else 800),
              lambda q, r: ["--rate", str(_open_rate(r)), "--requests", "300" if q else "600",
                            "--poisson", "--warmup", "20", "--timeout", "120"]),
-    Scenario("scale", "(5) 10,000 nodes + 2,000 waiting requests, concurrency 10",
+    Scenario("scale", "(5) many ready nodes + waiting requests (10,000 + 2,000), concurrency 10",
              lambda q: _ready(2000 if q else 10000) + ["--hold-pool", "10"],
              lambda q, r: ["--concurrency", "10", "--requests", "100" if q else "300",
                            "--background", "400" if q else "2000", "--background-label", "busy",
@@ -358,8 +358,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds through every `finally`, which stop what was started
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)  # also when started with SIGINT ignored (`&`)
     if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
         print("bench-scenarios: --profile needs py-spy: "
               f"{Path(sys.executable).parent / 'pip'} install py-spy", file=sys.stderr)
