@@ -83,7 +83,7 @@ SCENARIOS = [
              lambda q: _ready(400 if q else 800),
              lambda q, r: ["--rate", str(_open_rate(r)), "--requests", "300" if q else "600",
                            "--poisson", "--warmup", "20", "--timeout", "120"]),
-    Scenario("scale", "(5) many ready nodes + waiting requests (10,000 + 2,000), concurrency 10",
+    Scenario("scale", "(5) scale: ready nodes + waiting requests, concurrency 10",
              lambda q: _ready(2000 if q else 10000) + ["--hold-pool", "10"],
              lambda q, r: ["--concurrency", "10", "--requests", "100" if q else "300",
                            "--background", "400" if q else "2000", "--background-label", "busy",
