@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Callable
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import NodeExistsError
 
 from nodepool.zk import paths
 from nodepool.zk.client import LOST, NEW_SESSION, ZooKeeperClient
@@ -64,10 +64,7 @@ class Leases:
         if name in self.held:
             self.held.discard(name)
             self.on_lost(name)
-            try:
-                self.zk.kazoo.delete(paths.provider_lease(name))
-            except NoNodeError:
-                pass
+            self.zk.delete_bounded(paths.provider_lease(name))
 
     def release_all(self) -> None:
         for name in sorted(self.held):

@@ -9,7 +9,7 @@ import threading
 from typing import Callable
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NodeExistsError
+from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 
@@ -143,6 +143,19 @@ class ZooKeeperClient:
         if self._dispatcher:
             self._dispatcher.join(timeout=5)
         self.kazoo = None
+
+    def delete_bounded(self, path: str, timeout: float = 5.0) -> None:
+        """Delete `path` (gone is fine), waiting at most `timeout`: for shutdown paths,
+        where a ZooKeeper that is down must not hang the process (ephemerals go with
+        the session anyway)."""
+        if self.kazoo is None or not self.connected:
+            return
+        try:
+            self.kazoo.delete_async(path).get(timeout=timeout)
+        except NoNodeError:
+            pass
+        except Exception as e:
+            log.warning("Could not delete %s while stopping: %s", path, e)
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self._connected.wait(timeout)

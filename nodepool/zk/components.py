@@ -53,12 +53,8 @@ class Component:
     def unregister(self) -> None:
         with self._lock:
             self.registry._forget(self)
-            if self.path is None:
-                return
-            try:
-                self.registry.zk.kazoo.delete(self.path)
-            except NoNodeError:
-                pass
+            if self.path is not None:
+                self.registry.zk.delete_bounded(self.path)
             self.path = None
 
 
