@@ -72,8 +72,9 @@ def test_node_updates_and_lock_state_are_tracked(cache, zk, zk_client):
     wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.id == node.id)
     lock = Lock(zk_client, paths.node_lock(node.id))  # Zuul locks it
     lock.acquire()
-    ev = wait_event(cache.events, lambda e: e.kind == zkcache.NODE_LOCK and e.id == node.id)
-    assert ev.locked and cache.is_node_locked(node.id)
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE_LOCK and e.id == node.id
+               and e.locked)
+    assert cache.is_node_locked(node.id)
     fresh = nodes.get_node(zk_client, node.id)
     fresh.set_state(NodeState.IN_USE)
     nodes.update_node(zk_client, fresh)
@@ -94,3 +95,19 @@ def test_deleted_node_leaves_the_cache(cache, zk):
     wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.value is None)
     assert cache.get_node(node.id) is None and not cache.is_node_locked(node.id)
     assert cache.nodes() == []
+
+
+def test_lock_state_converges_after_many_quick_lock_cycles(cache, zk, zk_client):
+    """Contenders that come and go within a round trip must not leave a node 'locked'."""
+    from requestor import wait_for
+    ids = [nodes.create_node(zk.kazoo, Node(type=["a"], state=NodeState.READY)).id
+           for _ in range(20)]
+    wait_for(lambda: all(cache.get_node(i) for i in ids), what="nodes cached")
+    for _ in range(15):
+        held = [Lock(zk_client, paths.node_lock(i)) for i in ids]
+        for lock in held:
+            lock.acquire()
+        for lock in held:
+            lock.release()
+    wait_for(lambda: not any(cache.is_node_locked(i) for i in ids), timeout=10,
+             what="every node seen unlocked")

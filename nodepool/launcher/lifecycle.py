@@ -160,8 +160,9 @@ class Lifecycle(MachineDriving):
                     self._remove_record(act.node_id)
                 else:
                     self._delete_unlocked(act.node_id, act.reason)
-            except (errors.LockFailed, errors.NotFound, errors.VersionConflict):
-                continue  # someone got there first; the cache will tell us what changed
+            except (errors.LockFailed, errors.NotFound, errors.VersionConflict) as e:
+                # Someone got there first; the cache will tell us what changed.
+                self.log.debug("node=%s %s skipped: %s", act.node_id, act.action.value, e)
 
     def _remove_record(self, node_id: str) -> None:
         lock = locks.lock_node(self.ctx.kazoo, node_id, identifier=self._lock_id())

@@ -1,9 +1,10 @@
-"""Watch-driven caches of nodes (with their lock state) and requests, with subscribers.
+"""Watch-driven caches of nodes (with their lock state), requests and pool components.
 
-Nodes and pool components use kazoo's `TreeCache`, requests a lean flat watch
-(flatwatch.py): ZooKeeper watches, no polling loop. Subscribers
-are called on the cache's event thread for every change; they must be quick
-(record, signal a loop) and must not block on ZooKeeper calls.
+Built on ZooKeeper watches, no polling loop: a flat watch (flatwatch.py) of
+each directory with a data watch per child, and a child watch per node lock
+directory (lockwatch.py). Subscribers are called on kazoo's callback thread
+for every change; they must be quick (record, signal a loop) and must not
+block on ZooKeeper calls.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import threading
 from typing import Callable
 
-from kazoo.recipe.cache import TreeCache, TreeEvent
+from kazoo.protocol.states import KazooState
 
 from nodepool.errors import ProtocolError
 from nodepool.model import Node, NodeRequest, is_request_id
 from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.flatwatch import FlatWatch
-from nodepool.zk.locks import is_contender
+from nodepool.zk.lockwatch import LockWatch
 
 log = logging.getLogger("nodepool.zk.cache")
 
@@ -31,10 +33,12 @@ REQUEST = "request"
 POOL_COMPONENT = "pool-component"
 CONNECTION = "connection"
 
+_NODE_ID = re.compile(r"^\d{10}$")
+
 
 @dataclasses.dataclass(frozen=True)
 class CacheEvent:
-    """What changed: `kind` is node / node-lock / request / connection.
+    """What changed: `kind` is node / node-lock / request / pool-component / connection.
 
     `value` is the new Node or NodeRequest (None when it was deleted); for
     node-lock events, `locked` says whether the node has lock contenders now;
@@ -49,11 +53,8 @@ class CacheEvent:
 
 Subscriber = Callable[[CacheEvent], None]
 
-_CONNECTION_EVENTS = {
-    TreeEvent.CONNECTION_SUSPENDED: "suspended",
-    TreeEvent.CONNECTION_RECONNECTED: "reconnected",
-    TreeEvent.CONNECTION_LOST: "lost",
-}
+_CONNECTION_EVENTS = {KazooState.SUSPENDED: "suspended", KazooState.CONNECTED: "reconnected",
+                      KazooState.LOST: "lost"}
 
 
 class ZooKeeperCache:
@@ -62,16 +63,13 @@ class ZooKeeperCache:
     def __init__(self, zk: ZooKeeperClient):
         self.zk = zk
         self._nodes: dict[str, Node] = {}
-        self._locks: dict[str, set[str]] = {}
+        self._locks: dict[str, frozenset[str]] = {}
         self._requests: dict[str, NodeRequest] = {}
         self._pools: dict[str, dict] = {}
         self._subscribers: list[Subscriber] = []
         self._mutex = threading.Lock()
-        self._trees: list[TreeCache] = []
-        self._pool_root = paths.components("pool")
-        self._request_watch: FlatWatch | None = None
-        self._initialized = {paths.NODES: threading.Event(), paths.REQUESTS: threading.Event(),
-                             self._pool_root: threading.Event()}
+        self._watches: list[FlatWatch] = []
+        self._lockwatch: LockWatch | None = None
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
@@ -81,29 +79,28 @@ class ZooKeeperCache:
             self._subscribers.remove(subscriber)
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start watching and wait until both trees are loaded once."""
-        for root, handler in ((paths.NODES, self._on_node_event),
-                              (self._pool_root, self._on_pool_event)):
-            tree = TreeCache(self.zk.kazoo, root)
-            tree.listen(self._listener(root, handler))
-            tree.listen_fault(lambda e: log.error("Cache fault: %s", e, exc_info=e))
-            tree.start()
-            self._trees.append(tree)
-        # The request queue is where latency is the product: a leaner watch.
-        self._request_watch = FlatWatch(self.zk.kazoo, paths.REQUESTS, self._request_changed,
-                                        accept=is_request_id)
-        self._request_watch.start()
-        self._initialized[paths.REQUESTS] = self._request_watch.initialized
-        for root, done in self._initialized.items():
-            if not done.wait(timeout):
-                raise TimeoutError(f"cache of {root} not loaded within {timeout}s")
+        """Start watching and wait until nodes, requests and pool components are loaded once."""
+        kazoo = self.zk.kazoo
+        self._lockwatch = LockWatch(kazoo, self._locks_changed)
+        self._watches = [
+            FlatWatch(kazoo, paths.NODES, self._node_changed, accept=_NODE_ID.match),
+            FlatWatch(kazoo, paths.REQUESTS, self._request_changed, accept=is_request_id),
+            FlatWatch(kazoo, paths.components("pool"), self._pool_changed),
+        ]
+        kazoo.add_listener(self._on_state)
+        for watch in self._watches:
+            watch.start()
+        for watch in self._watches:
+            if not watch.initialized.wait(timeout):
+                raise TimeoutError(f"cache of {watch.path} not loaded within {timeout}s")
+        if not self._lockwatch.settled.wait(timeout):
+            raise TimeoutError(f"node locks not listed within {timeout}s")
 
     def stop(self) -> None:
-        for tree in self._trees:
-            tree.close()
-        self._trees = []
-        if self._request_watch is not None:
-            self._request_watch.stop()
+        self.zk.kazoo.remove_listener(self._on_state)
+        for watch in self._watches:
+            watch.stop()
+        self._watches = []
 
     # -- reading --------------------------------------------------------
 
@@ -135,23 +132,11 @@ class ZooKeeperCache:
 
     # -- events ---------------------------------------------------------
 
-    def _listener(self, root: str, handler: Callable[[int, str, bytes, object], CacheEvent | None]):
-        def listen(event: TreeEvent) -> None:
-            etype = event.event_type
-            if etype == TreeEvent.INITIALIZED:
-                self._initialized[root].set()
-                return
-            if etype in _CONNECTION_EVENTS:
-                self._publish(CacheEvent(CONNECTION, _CONNECTION_EVENTS[etype]))
-                return
-            data = event.event_data
-            rel = data.path[len(root):].strip("/")
-            if not rel:
-                return
-            out = handler(etype, rel, data.data, data.stat)
-            if out is not None:
-                self._publish(out)
-        return listen
+    def _on_state(self, state: str) -> None:
+        # On kazoo's connection thread: no ZooKeeper calls here.
+        if state == KazooState.CONNECTED and self._lockwatch is not None:
+            self.zk.kazoo.handler.spawn(self._lockwatch.resync)
+        self._publish(CacheEvent(CONNECTION, _CONNECTION_EVENTS.get(state, str(state))))
 
     def _publish(self, event: CacheEvent) -> None:
         for subscriber in list(self._subscribers):
@@ -160,35 +145,33 @@ class ZooKeeperCache:
             except Exception:
                 log.exception("Cache subscriber %r failed on %s", subscriber, event)
 
-    def _on_node_event(self, etype: int, rel: str, raw: bytes, stat) -> CacheEvent | None:
-        parts = rel.split("/")
-        node_id = parts[0]
-        if len(parts) == 3 and parts[1] == paths.LOCK_NODE_NAME and is_contender(parts[2]):
-            with self._mutex:
-                holders = self._locks.setdefault(node_id, set())
-                if etype == TreeEvent.NODE_REMOVED:
-                    holders.discard(parts[2])
-                else:
-                    holders.add(parts[2])
-                locked = bool(holders)
-            return CacheEvent(NODE_LOCK, node_id, self._nodes.get(node_id), locked)
-        if len(parts) != 1:
-            return None
-        if etype == TreeEvent.NODE_REMOVED:
+    def _node_changed(self, node_id: str, raw: bytes | None, stat) -> None:
+        if raw is None:
             with self._mutex:
                 self._nodes.pop(node_id, None)
                 self._locks.pop(node_id, None)
-            return CacheEvent(NODE, node_id, None)
+            self._lockwatch.forget(node_id)
+            self._publish(CacheEvent(NODE, node_id, None))
+            return
         if not raw:
-            return None  # a lock dir's parent made by someone's ensure_path
+            return  # a lock dir's parent made by someone's ensure_path
         try:
             node = Node.from_json(node_id, raw, stat.version)
         except ProtocolError as e:
             log.warning("Ignoring unreadable node %s: %s", node_id, e)
-            return None
+            return
         with self._mutex:
             self._nodes[node_id] = node
-        return CacheEvent(NODE, node_id, node, self.is_node_locked(node_id))
+        self._lockwatch.watch(node_id)
+        self._publish(CacheEvent(NODE, node_id, node, self.is_node_locked(node_id)))
+
+    def _locks_changed(self, node_id: str, contenders: frozenset[str]) -> None:
+        with self._mutex:
+            if node_id not in self._nodes and not contenders:
+                self._locks.pop(node_id, None)
+            else:
+                self._locks[node_id] = contenders
+        self._publish(CacheEvent(NODE_LOCK, node_id, self._nodes.get(node_id), bool(contenders)))
 
     def _request_changed(self, name: str, raw: bytes | None, stat) -> None:
         if raw is None:
@@ -205,18 +188,17 @@ class ZooKeeperCache:
             self._requests[name] = request
         self._publish(CacheEvent(REQUEST, name, request))
 
-    def _on_pool_event(self, etype: int, rel: str, raw: bytes, stat) -> CacheEvent | None:
-        if "/" in rel:
-            return None
-        if etype == TreeEvent.NODE_REMOVED:
+    def _pool_changed(self, name: str, raw: bytes | None, stat) -> None:
+        if raw is None:
             with self._mutex:
-                self._pools.pop(rel, None)
-            return CacheEvent(POOL_COMPONENT, rel, None)
+                self._pools.pop(name, None)
+            self._publish(CacheEvent(POOL_COMPONENT, name, None))
+            return
         try:
             data = json.loads(raw.decode("utf-8"))
         except ValueError:
-            log.warning("Ignoring unreadable pool component %s", rel)
-            return None
+            log.warning("Ignoring unreadable pool component %s", name)
+            return
         with self._mutex:
-            self._pools[rel] = data
-        return CacheEvent(POOL_COMPONENT, rel, None)
+            self._pools[name] = data
+        self._publish(CacheEvent(POOL_COMPONENT, name, None))
