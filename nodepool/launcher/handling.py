@@ -15,7 +15,7 @@ from nodepool import errors
 from nodepool.launcher import handover
 from nodepool.launcher.planner import Triage, Verdict, every_pool_declined, triage
 from nodepool.model import NodeRequest, NodeState, RequestState
-from nodepool.zk import locks, nodes, requests
+from nodepool.zk import locks, nodes, paths, requests
 
 log = logging.getLogger("nodepool.launcher.requests")
 
@@ -200,11 +200,11 @@ class RequestHandling:
         self.handlers[req.id] = handler
         self._track(req.id, True)
         self._launch_missing(handler)
+        # Pipelined: the loop does not wait for `pending`. A cancellation shows in
+        # the cache; any other surprise makes the fulfil write re-read first.
         req.set_state(RequestState.PENDING)
-        try:
-            requests.update_request(kazoo, req)
-        except errors.NotFound:
-            self._cancel(handler)
+        kazoo.set_async(paths.request(req.id), req.to_json(), req.version)
+        req.version += 1
         return True
 
     # -- filling slots ------------------------------------------------------------

@@ -117,3 +117,34 @@ def commit(kazoo: KazooClient, claims: list[Claim], request: NodeRequest | None 
 def release(kazoo: KazooClient, claims: list[Claim]) -> None:
     for claim in claims:
         locks.release_async(kazoo, claim.lock)
+
+
+def unallocate(kazoo: KazooClient, seen: Node, identifier: str) -> bool:
+    """Give a ready node back to the pool: lock, clear `allocated_to`, unlock.
+
+    The write is conditional on the version the cache showed (ready, allocated
+    to a request that is gone), so it fails, changing nothing, if anything
+    happened since; lock and write are pipelined, the commit is not waited for.
+    """
+    try:
+        lock, _ = locks.try_lock(kazoo, paths.node_lock(seen.id), identifier)
+    except NoNodeError:
+        return False
+    if lock is None:
+        return False
+    node = dataclasses.replace(seen, allocated_to=None)
+    contender = f"{lock.path}/{lock.node}"
+    tx = kazoo.transaction()
+    tx.set_data(paths.node(node.id), node.to_json(), seen.version)
+    tx.delete(contender)
+    lock.is_acquired, lock.node = False, None
+
+    def done(result) -> None:
+        try:
+            failed = any(isinstance(r, Exception) for r in result.get())
+        except Exception:
+            failed = True
+        if failed:       # nothing was written: let go of the lock we still hold
+            kazoo.delete_async(contender)
+    tx.commit_async().rawlink(done)
+    return True

@@ -15,7 +15,7 @@ from typing import Any
 
 from nodepool import errors
 from nodepool.drivers.adapter import Instance, LaunchContext
-from nodepool.launcher import cleanup
+from nodepool.launcher import cleanup, handover
 from nodepool.launcher.machines import MachineDriving
 from nodepool.launcher.tasks import DeleteTask, LaunchTask
 from nodepool.model import Node, NodeState
@@ -172,11 +172,9 @@ class Lifecycle(MachineDriving):
         locks.release(lock)
 
     def _request_exists(self, request_id: str) -> bool:
-        if self.ctx.cache.get_request(request_id) is not None:
-            return True
-        # The cache may lag behind a brand-new request: ask ZooKeeper before releasing.
-        from nodepool.zk import paths
-        return self.ctx.kazoo.exists(paths.request(request_id)) is not None
+        # The cache lists a new request before it can learn of any allocation to
+        # it (one session's watch events and replies come in zxid order).
+        return self.ctx.cache.request_exists(request_id)
 
     def _delete_unlocked(self, node_id: str, reason: str) -> None:
         """Lock and delete a node the cache shows finished with.
@@ -193,23 +191,20 @@ class Lifecycle(MachineDriving):
         self.start_delete(node, lock, reason, check_version=True)
 
     def release_node(self, node_id: str, expected_request: str | None) -> None:
-        """Clear `allocated_to` of a ready node (lock, re-check, write, unlock)."""
-        lock = locks.lock_node(self.ctx.kazoo, node_id, identifier=self._lock_id())
-        try:
-            node = nodes.get_node(self.ctx.kazoo, node_id)
-            # Only a ready node is released: a requestor that deleted its request
-            # and then set the node used (and unlocked it) is finished with it.
-            if node is None or node.allocated_to is None or node.state != NodeState.READY:
-                return
-            if expected_request is not None and node.allocated_to != expected_request:
-                return
-            if expected_request is None and self._request_exists(node.allocated_to):
-                return
-            self.log.info("node=%s Released from request %s", node_id, node.allocated_to)
-            node.allocated_to = None
-            nodes.update_node(self.ctx.kazoo, node)
-        finally:
-            locks.release(lock)
+        """Clear `allocated_to` of a ready node whose request is gone (or given up).
+
+        Only a ready node is released: a requestor that deleted its request and
+        then set the node used (and unlocked it) is finished with it.
+        """
+        seen = self.ctx.cache.get_node(node_id)
+        if seen is None or seen.allocated_to is None or seen.state != NodeState.READY:
+            return
+        if expected_request is not None and seen.allocated_to != expected_request:
+            return
+        if expected_request is None and self._request_exists(seen.allocated_to):
+            return
+        if handover.unallocate(self.ctx.kazoo, seen, self._lock_id()):
+            self.log.info("node=%s Released from request %s", node_id, seen.allocated_to)
 
     def register_standing(self, now: float) -> None:
         """Static hosts: every free slot becomes a ready node once its host answers."""

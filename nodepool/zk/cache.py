@@ -125,6 +125,11 @@ class ZooKeeperCache:
     def get_request(self, request_id: str) -> NodeRequest | None:
         return self._requests.get(request_id)
 
+    def request_exists(self, request_id: str) -> bool:
+        """Listed in the queue, even if its data is still being read."""
+        return request_id in self._requests or (
+            len(self._watches) > 1 and request_id in self._watches[1].known)
+
     def pool_components(self) -> list[dict]:
         """The JSON of every registered pool component (every launcher's)."""
         with self._mutex:
