@@ -112,7 +112,7 @@ class MachineDriving:
             if error is not None:
                 self._transient(task, error, now)
                 return
-            self.progressed |= task.stepped(task.cleanup_sm.state, task.step_listing)
+            task.stepped(task.cleanup_sm.state, task.step_listing)
             if task.cleanup_sm.complete:
                 self._new_attempt(task)
             elif task.waits_for_listing:
@@ -127,7 +127,7 @@ class MachineDriving:
                 self._attempt_failed(task, error)
             return
         sm = task.sm
-        self.progressed |= task.stepped(sm.state, task.step_listing)
+        task.stepped(sm.state, task.step_listing)
         data = sm.driver_data()
         if data != task.node.driver_data or sm.external_id != task.node.external_id:
             task.node.driver_data = data
@@ -257,7 +257,7 @@ class MachineDriving:
             # Never drop the record while the server may exist: retry with backoff.
             self._transient(task, error, now)
             return
-        self.progressed |= task.stepped(task.sm.state, task.step_listing)
+        task.stepped(task.sm.state, task.step_listing)
         if not task.sm.complete:
             if task.waits_for_listing:
                 self.listing_wanted = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -48,6 +49,7 @@ class StepRunner:
     waits_for_listing: bool = False
     step_listing: Listing | None = None  # the listing the running step was given
     write: Any = None               # the node write in flight (kazoo async result)
+    waiting_since: float | None = None  # monotonic start of the current wait on the cloud
 
     def due(self, now: float, listing: Listing | None) -> bool:
         """Run the next step now? Not while one runs, not before backoff ends, and a
@@ -63,6 +65,10 @@ class StepRunner:
 
         Returns whether the machine made progress."""
         self.waits_for_listing = state == self.last_state
+        if not self.waits_for_listing:
+            self.waiting_since = None
+        elif self.waiting_since is None:
+            self.waiting_since = time.monotonic()
         self.last_state = state
         self.seen_listing = listing.taken_at if listing else -1.0
         self.transient_failures = 0
