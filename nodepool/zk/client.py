@@ -8,9 +8,12 @@ import queue
 import threading
 from typing import Callable
 
+import select
+
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
-from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
+from kazoo.handlers.utils import fileobj_to_fd
 from kazoo.protocol.states import KazooState
 
 from nodepool.errors import ZooKeeperUnavailable
@@ -25,6 +28,39 @@ LOST = "LOST"
 NEW_SESSION = "NEW_SESSION"
 
 StateListener = Callable[[str], None]
+
+_READ = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+_WRITE = select.POLLOUT | select.POLLHUP | select.POLLERR
+
+
+class PollHandler(SequentialThreadingHandler):
+    """kazoo's threading handler, waiting with poll(2) instead of a new epoll per wait.
+
+    kazoo's own `select` builds and closes an epoll selector for every wait of
+    its connection loop (a tenth of a busy launcher's CPU); a poll object costs
+    no system call to make and has no limit on descriptor numbers.
+    """
+
+    def select(self, rlist, wlist, xlist, timeout=None):
+        poller = select.poll()
+        objs: dict[int, list] = {}
+        masks: dict[int, int] = {}
+        for mask, files in ((_READ, rlist), (_WRITE, wlist)):
+            for f in files:
+                fd = fileobj_to_fd(f)
+                masks[fd] = masks.get(fd, 0) | mask
+                objs.setdefault(fd, []).append(f)
+        for fd, mask in masks.items():
+            poller.register(fd, mask)
+        ready = poller.poll(None if timeout is None else timeout * 1000)
+        readable, writable = [], []
+        for fd, events in ready:
+            for f in objs[fd]:
+                if f in rlist and events & _READ:
+                    readable.append(f)
+                if f in wlist and events & _WRITE:
+                    writable.append(f)
+        return readable, writable, []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +128,8 @@ class ZooKeeperClient:
         kwargs: dict = {}
         if self.tls:
             kwargs = dict(use_ssl=True, certfile=self.tls.cert, keyfile=self.tls.key, ca=self.tls.ca)
-        return KazooClient(hosts=self.hosts + (chroot or ""), timeout=self.timeout, **kwargs)
+        return KazooClient(hosts=self.hosts + (chroot or ""), timeout=self.timeout,
+                           handler=PollHandler(), **kwargs)
 
     def connect(self, timeout: float | None = None) -> None:
         """Connect, creating the chroot if missing; raise ZooKeeperUnavailable within `timeout`."""
