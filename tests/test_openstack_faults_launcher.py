@@ -23,8 +23,10 @@ def launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
     path = tmp_path / "nodepool.yaml"
     text = CONFIG.format(host=host, port=port, chroot=zk_tls["chroot"], cert=zk_tls["cert"],
                          key=zk_tls["key"], ca=zk_tls["ca"])
-    # Short launch-timeout so hung deletes are re-issued quickly in these tests.
-    text = text.replace("    rate: 0\n", "    rate: 0\n    launch-timeout: 3\n")
+    # Short launch-timeout so hung deletes are re-issued quickly in these tests;
+    # unattached floating IPs are ours to clean.
+    text = text.replace("    rate: 0\n",
+                        "    rate: 0\n    launch-timeout: 3\n    clean-floating-ips: true\n")
     path.write_text(text)
     daemon = Launcher(str(path), hostname="nl-faults")
     daemon.start()
@@ -98,3 +100,17 @@ def test_leaked_server_deleted_after_two_scans_untagged_never(launcher, zk_clien
     wait_for(lambda: leaked not in {s["id"] for s in live(ctl)}, timeout=20,
              what="leak deleted on the second scan")
     assert untagged in {s["id"] for s in live(ctl)}
+
+
+def test_unattached_floating_ip_is_cleaned_after_two_scans(launcher, zk_client, ctl, sim):
+    import openstack
+    conn = openstack.connect(cloud="simcloud")
+    public = next(n.id for n in conn.network.networks() if n.is_router_external)
+    stray = conn.network.create_ip(floating_network_id=public).id
+    worker = wait_for(lambda: launcher.workers.get("sim-cloud"), what="provider up")
+    worker.request_leak_scan()
+    wait_for(lambda: worker.leak_suspects, what="first scan")
+    assert stray in {f["id"] for f in ctl.state()["floating_ips"]}
+    worker.request_leak_scan()
+    wait_for(lambda: stray not in {f["id"] for f in ctl.state()["floating_ips"]}, timeout=20,
+             what="stray floating IP deleted on the second scan")

@@ -200,7 +200,12 @@ class Adapter(abc.ABC):
         """Every server of this provider, in one batched call."""
 
     def list_resources(self) -> list[CloudResource]:
-        """Non-server objects tagged with or attributable to this provider."""
+        """Non-server objects tagged with or attributable to this provider.
+
+        One with a `node_id` is leaked when ZooKeeper has no such node; one
+        without is leaked by the driver's own judgement (list only those).
+        Either is deleted after being seen on two scans in a row.
+        """
         return []
 
     def delete_resource(self, resource: CloudResource) -> None:

@@ -19,13 +19,17 @@ log = logging.getLogger("nodepool.launcher.leaks")
 
 def leaked_keys(instances: Iterable[Instance], resources: Iterable[CloudResource],
                 provider: str, node_ids: set[str]) -> dict[str, Instance | CloudResource]:
-    """Objects of `provider` that name a node id ZooKeeper does not have (pure)."""
+    """Servers of `provider` that name a node id ZooKeeper does not have, and the
+    provider's other objects that name no node or an unknown one (pure)."""
     out: dict[str, Instance | CloudResource] = {}
     for inst in instances:
         if inst.provider == provider and inst.node_id and inst.node_id not in node_ids:
             out[f"server:{inst.external_id}"] = inst
     for res in resources:
-        if res.provider == provider and res.node_id and res.node_id not in node_ids:
+        # A driver lists only objects of its provider; one without a node id is
+        # leaked by the driver's own judgement (an unattached floating IP with
+        # clean-floating-ips, a DOWN port whose server is gone).
+        if res.provider == provider and (not res.node_id or res.node_id not in node_ids):
             out[f"{res.kind}:{res.id}"] = res
     return out
 
