@@ -32,20 +32,27 @@ class Resources:
     volumes: float = 0
     volume_gb: float = 0
 
+    # Plain field arithmetic: dataclasses.astuple deep-copies, and the launcher
+    # adds and subtracts these on every node change.
     def __add__(self, other: Resources) -> Resources:
-        return Resources(*(a + b for a, b in zip(dataclasses.astuple(self),
-                                                  dataclasses.astuple(other))))
+        return Resources(self.instances + other.instances, self.cores + other.cores,
+                         self.ram + other.ram, self.volumes + other.volumes,
+                         self.volume_gb + other.volume_gb)
 
     def __sub__(self, other: Resources) -> Resources:
-        return Resources(*(a - b for a, b in zip(dataclasses.astuple(self),
-                                                  dataclasses.astuple(other))))
+        return Resources(self.instances - other.instances, self.cores - other.cores,
+                         self.ram - other.ram, self.volumes - other.volumes,
+                         self.volume_gb - other.volume_gb)
 
     def scaled(self, n: float) -> Resources:
-        return Resources(*(a * n for a in dataclasses.astuple(self)))
+        return Resources(self.instances * n, self.cores * n, self.ram * n, self.volumes * n,
+                         self.volume_gb * n)
 
     def fits_in(self, limit: Resources) -> bool:
         """True when every amount is within `limit` (limits use math.inf for none)."""
-        return all(a <= b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(limit)))
+        return (self.instances <= limit.instances and self.cores <= limit.cores
+                and self.ram <= limit.ram and self.volumes <= limit.volumes
+                and self.volume_gb <= limit.volume_gb)
 
     def to_dict(self) -> dict[str, float]:
         """The node's `resources` JSON (`cores`, `ram`, `instances` + extras)."""

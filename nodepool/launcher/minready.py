@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 from nodepool.launcher.context import MIN_READY_REQUESTOR
 from nodepool.launcher.planner import RegisteredPool
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
+from nodepool.zk import paths
 
 log = logging.getLogger("nodepool.launcher.minready")
 
@@ -88,10 +89,10 @@ class MinReady:
                     self.failed_until[label] = now + FAILED_BACKOFF
                 log.warning("min-ready request %s for %s failed; retrying in %ss", req.id,
                             ",".join(req.node_types), FAILED_BACKOFF)
-                zkrequests.delete_request(kazoo, req.id)
+                kazoo.delete_async(paths.request(req.id))   # pipelined; gone is fine
                 self.deleted.add(req.id)
             elif req.state == RequestState.FULFILLED:
-                zkrequests.delete_request(kazoo, req.id)
+                kazoo.delete_async(paths.request(req.id))
                 self.deleted.add(req.id)
         short = deficits(self.ctx.config.labels, self.ctx.cache.nodes(), cached,
                          self.ctx.registered_pools())
