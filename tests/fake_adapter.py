@@ -145,7 +145,7 @@ class FakeCreate(CreateStateMachine):
         self.adapter = adapter
         self.cloud = adapter.cloud
         # Listings older than our last call (or our birth) may not show its effect yet.
-        self._called_at = time.monotonic()
+        self.called_at = time.monotonic()
         # Resumed, or after a failed call: the call may have happened; look before creating.
         self._look_first = driver_data is not None
         self._server: Instance | None = None
@@ -158,7 +158,7 @@ class FakeCreate(CreateStateMachine):
             self._steps[self.state](listing)
         except FakeCloudError as e:
             self._look_first = True
-            self._called_at = time.monotonic()
+            self.called_at = time.monotonic()
             raise classify(e) from e
 
     def _tags(self) -> dict[str, str]:
@@ -175,7 +175,7 @@ class FakeCreate(CreateStateMachine):
                 found = self.cloud.find_servers({TAG_PROVIDER: self.adapter.provider.name,
                                                  TAG_NODE: self.ctx.node.id or ""})
                 self.external_id = found[0].id if found else None
-            elif listing.taken_at < self._called_at:
+            elif listing.taken_at < self.called_at:
                 return  # wait for a listing that would show a server made before we looked
             else:
                 instance = listing.by_node_id(self.ctx.node.id or "")
@@ -188,19 +188,16 @@ class FakeCreate(CreateStateMachine):
             server = self.cloud.create_server(name, self.adapter.flavor_for(self.ctx.label),
                                               self._tags(), az=self.ctx.az)
             self.external_id = server.id
-            self._called_at = time.monotonic()
+            self.called_at = time.monotonic()
         self.state = self.WAIT
 
     def _observe(self, listing: Listing | None) -> tuple[bool, Instance | None]:
-        """(seen, instance): seen is False while the listing predates our last call."""
         assert self.external_id is not None
-        if listing is None:
+
+        def fetch() -> Instance | None:
             server = self.cloud.get_server(self.external_id)
-            return True, self.adapter.instance(server) if server else None
-        instance = listing.instances.get(self.external_id)
-        if instance is None and listing.taken_at < self._called_at:
-            return False, None
-        return True, instance
+            return self.adapter.instance(server) if server else None
+        return self.observe(listing, fetch)
 
     def _wait_active(self, listing: Listing | None) -> None:
         seen, instance = self._observe(listing)

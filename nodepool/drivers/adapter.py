@@ -148,6 +148,20 @@ class CreateStateMachine(abc.ABC):
     def driver_data(self) -> dict[str, Any]:
         return {"state": self.state, "external_id": self.external_id}
 
+    # monotonic time of this machine's last cloud call (set by the driver)
+    called_at: float = 0.0
+
+    def observe(self, listing: Listing | None, fetch) -> tuple[bool, Instance | None]:
+        """(seen, instance): our server as the shared listing shows it, or as
+        `fetch()` returns it when there is no listing. `seen` is False while the
+        listing is older than our last call: absence from it proves nothing yet."""
+        if listing is None:
+            return True, fetch()
+        instance = listing.instances.get(self.external_id or "")
+        if instance is None and listing.taken_at < self.called_at:
+            return False, None
+        return True, instance
+
     @abc.abstractmethod
     def advance(self, listing: Listing | None) -> None:
         """Take the next step; set `complete` and `instance` once the server is READY.

@@ -90,7 +90,7 @@ class OpenStackCreate(CreateStateMachine):
         self.cloud = adapter.cloud
         self.port_id: str | None = dict(driver_data or {}).get("port_id")
         # A listing taken before this time may not show what our last call made.
-        self._called_at = time.monotonic()
+        self.called_at = time.monotonic()
         # Resumed, or after a failed call: the call may have happened; look before making it.
         self._look_first = driver_data is not None
         self._server: Instance | None = None
@@ -112,7 +112,7 @@ class OpenStackCreate(CreateStateMachine):
             self._steps[self.state](listing)
         except DriverError as e:
             self._look_first = True
-            self._called_at = time.monotonic()
+            self.called_at = time.monotonic()
             if isinstance(e, ConfigurationError):
                 self.adapter.catalog.invalidate()  # a stale cache may be why Nova said 400
             raise
@@ -181,7 +181,7 @@ class OpenStackCreate(CreateStateMachine):
 
     def _submit(self, listing: Listing | None) -> None:
         if self.external_id is None and self._look_first:
-            if listing is not None and listing.taken_at < self._called_at:
+            if listing is not None and listing.taken_at < self.called_at:
                 return  # wait for a listing that would show a server made before we looked
             found = self._look_up(listing)
             self._look_first = False
@@ -198,7 +198,7 @@ class OpenStackCreate(CreateStateMachine):
                                  lambda conn: conn.compute.create_server(**args),
                                  default=LaunchFailure)
         self.external_id = server.id
-        self._called_at = time.monotonic()
+        self.called_at = time.monotonic()
         self.state = self.WAIT
         log.info("%s Created server %s (%s)", self.where, server.id, args["name"])
 
@@ -219,15 +219,12 @@ class OpenStackCreate(CreateStateMachine):
     # -- wait-active ------------------------------------------------------
 
     def _observe(self, listing: Listing | None) -> tuple[bool, Instance | None]:
-        """(seen, instance): seen is False while the listing predates our last call."""
         assert self.external_id is not None
-        if listing is None:
+
+        def fetch() -> Instance | None:
             server = self.cloud.get_server(self.external_id)
-            return True, self.adapter.instance(server) if server else None
-        instance = listing.instances.get(self.external_id)
-        if instance is None and listing.taken_at < self._called_at:
-            return False, None
-        return True, instance
+            return self.adapter.instance(server) if server else None
+        return self.observe(listing, fetch)
 
     def _wait_active(self, listing: Listing | None) -> None:
         seen, instance = self._observe(listing)
@@ -343,7 +340,7 @@ class OpenStackCreate(CreateStateMachine):
             lambda conn: conn.network.create_ip(floating_network_id=network.id, port_id=port_id,
                                                 description=description),
             default=LaunchFailure)
-        self._called_at = time.monotonic()
+        self.called_at = time.monotonic()
         self._finish_with_fip(server, fip)
 
     def _finish_with_fip(self, server: Instance, fip: Any) -> None:
