@@ -61,8 +61,7 @@ def launcher(zk_tls: dict[str, Any], tmp_path: Path) -> Iterator[subprocess.Pope
     with open(tmp_path / "launcher.stderr", "wb") as stderr:  # the child keeps its own copy
         proc = subprocess.Popen(
             [sys.executable, str(REPO / "tools" / "bench_launcher.py"), *_tls_args(zk_tls),
-             "--prefill", "20", "--min-ready", "20", "--workdir", str(tmp_path / "launcher"),
-             "--log-level", "DEBUG"],
+             "--prefill", "20", "--min-ready", "20", "--workdir", str(tmp_path / "launcher")],
             env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
             stderr=stderr, start_new_session=True)
     try:
