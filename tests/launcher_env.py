@@ -10,16 +10,9 @@ from kazoo.client import KazooClient
 from fake_adapter import FakeAdapter, FakeCloud
 from nodepool.launcher.daemon import Launcher
 from requestor import Requestor
+from zkhelpers import ZK_HEADER, nodepool_yaml
 
-BASE = """
-zookeeper-servers:
-  - host: {host}
-    port: {port}
-    chroot: {chroot}
-zookeeper-tls:
-  cert: {cert}
-  key: {key}
-  ca: {ca}
+BASE = ZK_HEADER + """
 zookeeper-timeout: 10
 labels:
   - name: small
@@ -66,11 +59,8 @@ class LauncherEnv:
 
     def write_config(self, min_ready: int = 0, max_servers: int = 10, retries: int = 3,
                      launch_timeout: int = 60, extra: str = "") -> str:
-        host, port = self.zk_tls["hosts"].split(",")[0].rsplit(":", 1)
-        text = BASE.format(host=host, port=port, chroot=self.zk_tls["chroot"],
-                           cert=self.zk_tls["cert"], key=self.zk_tls["key"],
-                           ca=self.zk_tls["ca"], min_ready=min_ready, max_servers=max_servers,
-                           retries=retries, launch_timeout=launch_timeout)
+        text = nodepool_yaml(self.zk_tls, BASE, min_ready=min_ready, max_servers=max_servers,
+                             retries=retries, launch_timeout=launch_timeout)
         with open(self.config_path, "w") as f:
             f.write(text + textwrap.dedent(extra))
         return self.config_path

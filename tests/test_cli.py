@@ -15,20 +15,12 @@ from nodepool import cli
 from nodepool.cli.output import format_age
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, paths, requests
+from zkhelpers import ZK_HEADER, nodepool_yaml
 
 
 def write_config(tmp_path, zk_tls, port=None, extra=""):
-    host, tls_port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
     cfg = tmp_path / "nodepool.yaml"
-    cfg.write_text(f"""
-zookeeper-servers:
-  - host: {host}
-    port: {port or tls_port}
-    chroot: {zk_tls['chroot']}
-zookeeper-tls:
-  cert: {zk_tls['cert']}
-  key: {zk_tls['key']}
-  ca: {zk_tls['ca']}
+    cfg.write_text(nodepool_yaml(zk_tls, ZK_HEADER, port=port) + f"""
 labels:
   - name: small
   - name: large

@@ -13,6 +13,7 @@ import pytest
 from requestor import Requestor, wait_for
 from test_openstack_launcher import CONFIG
 from test_openstack_sim import ctl, sim  # noqa: F401  (fixtures)
+from zkhelpers import nodepool_yaml
 
 from nodepool.launcher.daemon import Launcher
 
@@ -22,12 +23,9 @@ pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInS
 
 @pytest.fixture
 def config(zk_tls: dict, tmp_path: Any) -> str:
-    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
     path = tmp_path / "nodepool.yaml"
     # A short session timeout: a killed launcher's locks and lease go within ~2 s.
-    path.write_text(CONFIG.format(host=host, port=port, chroot=zk_tls["chroot"],
-                                  cert=zk_tls["cert"], key=zk_tls["key"], ca=zk_tls["ca"])
-                    + "zookeeper-timeout: 2\n")
+    path.write_text(nodepool_yaml(zk_tls, CONFIG) + "zookeeper-timeout: 2\n")
     return str(path)
 
 

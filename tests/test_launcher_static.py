@@ -8,16 +8,9 @@ from launcher_env import LauncherEnv
 from nodepool.launcher.daemon import Launcher
 from requestor import wait_for
 from sshd import SshServer, ensure_sshd
+from zkhelpers import ZK_HEADER, nodepool_yaml
 
-STATIC = """
-zookeeper-servers:
-  - host: {host}
-    port: {port}
-    chroot: {chroot}
-zookeeper-tls:
-  cert: {cert}
-  key: {key}
-  ca: {ca}
+STATIC = ZK_HEADER + """
 labels:
   - name: metal
 providers:
@@ -38,6 +31,11 @@ providers:
 """
 
 
+def static_yaml(zk_tls, hosts) -> str:
+    return nodepool_yaml(zk_tls, STATIC, addr1=hosts[0].address, port1=hosts[0].port,
+                         addr2=hosts[1].address, port2=hosts[1].port)
+
+
 @pytest.fixture
 def hosts(tmp_path):
     ensure_sshd()
@@ -50,11 +48,8 @@ def hosts(tmp_path):
 @pytest.fixture
 def static_env(zk_tls, zk_client, tmp_path, hosts):
     env = LauncherEnv(zk_tls, tmp_path, zk_client)
-    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
     with open(env.config_path, "w") as f:
-        f.write(STATIC.format(host=host, port=port, chroot=zk_tls["chroot"], cert=zk_tls["cert"],
-                              key=zk_tls["key"], ca=zk_tls["ca"], addr1=hosts[0].address,
-                              port1=hosts[0].port, addr2=hosts[1].address, port2=hosts[1].port))
+        f.write(static_yaml(zk_tls, hosts))
     launcher = Launcher(env.config_path, hostname="nl-static")
     launcher.start()
     env.launchers.append(launcher)
@@ -110,12 +105,8 @@ def test_launcher_process_stops_on_sigterm_and_exits_zero(zk_tls, zk_client, tmp
     import subprocess
     import sys
 
-    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
     cfg = tmp_path / "nodepool.yaml"
-    cfg.write_text(STATIC.format(host=host, port=port, chroot=zk_tls["chroot"],
-                                 cert=zk_tls["cert"], key=zk_tls["key"], ca=zk_tls["ca"],
-                                 addr1=hosts[0].address, port1=hosts[0].port,
-                                 addr2=hosts[1].address, port2=hosts[1].port))
+    cfg.write_text(static_yaml(zk_tls, hosts))
     proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "-c", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ))

@@ -10,6 +10,7 @@ import pytest
 from requestor import Requestor, wait_for
 from test_openstack_launcher import CONFIG
 from test_openstack_sim import ctl, sim  # noqa: F401  (fixtures)
+from zkhelpers import nodepool_yaml
 
 from nodepool.launcher.daemon import Launcher
 
@@ -19,10 +20,8 @@ pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInS
 
 @pytest.fixture
 def launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
-    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
     path = tmp_path / "nodepool.yaml"
-    text = CONFIG.format(host=host, port=port, chroot=zk_tls["chroot"], cert=zk_tls["cert"],
-                         key=zk_tls["key"], ca=zk_tls["ca"])
+    text = nodepool_yaml(zk_tls, CONFIG)
     # Short launch-timeout so hung deletes are re-issued quickly in these tests;
     # unattached floating IPs are ours to clean.
     text = text.replace("    rate: 0\n",

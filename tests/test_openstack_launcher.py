@@ -10,21 +10,14 @@ from typing import Any
 import pytest
 from requestor import Requestor, wait_for
 from test_openstack_sim import ctl, sim  # noqa: F401  (fixtures)
+from zkhelpers import ZK_HEADER, nodepool_yaml
 
 from nodepool.launcher.daemon import Launcher
 
 pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
               pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedFieldWarning")]
 
-CONFIG = """
-zookeeper-servers:
-  - host: {host}
-    port: {port}
-    chroot: {chroot}
-zookeeper-tls:
-  cert: {cert}
-  key: {key}
-  ca: {ca}
+CONFIG = ZK_HEADER + """
 labels:
   - name: small
 providers:
@@ -49,10 +42,8 @@ providers:
 
 @pytest.fixture
 def launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
-    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
     path = tmp_path / "nodepool.yaml"
-    path.write_text(CONFIG.format(host=host, port=port, chroot=zk_tls["chroot"],
-                                  cert=zk_tls["cert"], key=zk_tls["key"], ca=zk_tls["ca"]))
+    path.write_text(nodepool_yaml(zk_tls, CONFIG))
     daemon = Launcher(str(path), hostname="nl-openstack")
     daemon.start()
     yield daemon
@@ -120,11 +111,8 @@ def write_upload(kazoo: Any, image_id: str, provider: str = "sim-cloud") -> str:
 
 @pytest.fixture
 def diskimage_launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
-    host, port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
     path = tmp_path / "nodepool.yaml"
-    path.write_text(DISKIMAGE_CONFIG.format(host=host, port=port, chroot=zk_tls["chroot"],
-                                            cert=zk_tls["cert"], key=zk_tls["key"],
-                                            ca=zk_tls["ca"]))
+    path.write_text(nodepool_yaml(zk_tls, DISKIMAGE_CONFIG))
     daemon = Launcher(str(path), hostname="nl-openstack")
     daemon.start()
     yield daemon

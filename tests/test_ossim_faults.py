@@ -14,25 +14,13 @@ from openstack import exceptions
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from ossim import ControlClient, ControlError, Simulator, Timings, wait_for  # noqa: E402
 from ossim.testing import connect, wait_for_gone, wait_for_status  # noqa: E402
+from test_ossim import conn, ctl  # noqa: E402,F401  (fixtures; they use this module's sim)
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     with Simulator(timings=Timings(boot_delay=0.02, delete_delay=0.02)) as simulator:
         yield simulator
-
-
-@pytest.fixture(scope="module")
-def conn(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return connect(sim, str(tmp_path_factory.mktemp("ossim")))
-
-
-@pytest.fixture
-def ctl(sim: Simulator) -> Iterator[ControlClient]:
-    client = sim.client()
-    client.reset()
-    yield client
-    client.reset()
 
 
 def boot(conn: Any, name: str = "node", flavor: str = "m1.small") -> Any:

@@ -24,3 +24,23 @@ def expire_session(zk_tls: dict, kazoo: KazooClient) -> None:
     twin.start(timeout=10)
     twin.stop()
     twin.close()
+
+
+# The ZooKeeper part of every test nodepool.yaml; templates append their own keys.
+ZK_HEADER = """
+zookeeper-servers:
+  - host: {host}
+    port: {port}
+    chroot: {chroot}
+zookeeper-tls:
+  cert: {cert}
+  key: {key}
+  ca: {ca}
+"""
+
+
+def nodepool_yaml(zk_tls: dict, template: str, port: int | str | None = None, **fields) -> str:
+    """`template` (which starts with ZK_HEADER) filled for the test's TLS server and chroot."""
+    host, tls_port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)
+    return template.format(host=host, port=port or tls_port, chroot=zk_tls["chroot"],
+                           cert=zk_tls["cert"], key=zk_tls["key"], ca=zk_tls["ca"], **fields)

@@ -12,6 +12,9 @@ from typing import Any, TypeVar
 # limit without special-casing None (Nodepool does the same).
 UNLIMITED = math.inf
 
+# Nodepool picks the port from the connection type when none is given.
+DEFAULT_PORTS = {"ssh": 22, "winrm": 5986}
+
 T = TypeVar("T")
 
 

@@ -20,6 +20,7 @@ from nodepool.config.checks import (
 from nodepool.config.driverapi import BuildContext, Driver, pool_common, provider_common
 from nodepool.config.errors import join_path
 from nodepool.config.model import (
+    DEFAULT_PORTS,
     UNLIMITED,
     Pool,
     PoolLabel,
@@ -38,10 +39,6 @@ from nodepool.config.schema import (
     Str,
     Struct,
 )
-
-# Nodepool picks the port from the connection type when none is given.
-DEFAULT_PORTS = {"ssh": 22, "winrm": 5986}
-
 
 @dataclass(frozen=True, kw_only=True)
 class ProviderDiskImage:

@@ -19,7 +19,7 @@ from nodepool.config.checks import (
 )
 from nodepool.config.driverapi import BuildContext, Driver, pool_common, provider_common
 from nodepool.config.errors import join_path
-from nodepool.config.model import Pool, PoolLabel, Provider, by_name
+from nodepool.config.model import DEFAULT_PORTS, Pool, PoolLabel, Provider, by_name
 from nodepool.config.schema import (
     POOL_COMMON,
     PROVIDER_COMMON,
@@ -30,9 +30,6 @@ from nodepool.config.schema import (
     StrOrList,
     Struct,
 )
-
-DEFAULT_PORTS = {"ssh": 22, "winrm": 5986}
-
 
 @dataclass(frozen=True, kw_only=True)
 class StaticNode:

@@ -12,14 +12,14 @@ from typing import Any, Callable
 from nodepool import errors
 from nodepool.config import ConfigError, load_config, provider_changes
 from nodepool.drivers import adapter_for
-from nodepool.launcher import maintenance
+from nodepool.launcher import handover, maintenance
 from nodepool.launcher.context import LauncherContext
 from nodepool.launcher.minready import MinReady
 from nodepool.launcher.ownership import MIN_READY_LEASE, Leases
 from nodepool.launcher.provider import ProviderWorker
 from nodepool.model import NodeState, RequestState
 from nodepool.nodescan import NodeScanner
-from nodepool.zk import locks, nodes, requests
+from nodepool.zk import locks, requests
 from nodepool.zk.cache import ZooKeeperCache
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.components import ComponentRegistry
@@ -216,7 +216,7 @@ class Launcher:
                     continue
                 for node in self.ctx.cache.nodes():
                     if node.allocated_to == req.id and node.state == NodeState.READY:
-                        self._release(node.id, req.id)
+                        handover.unallocate(kazoo, node, f"{self.hostname}:reset")
                 fresh.set_state(RequestState.REQUESTED)
                 requests.update_request(kazoo, fresh)
                 log.warning("request=%s Reset to requested: its launcher is gone", req.id)
@@ -224,16 +224,3 @@ class Launcher:
                 continue
             finally:
                 locks.release(lock)
-
-    def _release(self, node_id: str, request_id: str) -> None:
-        try:
-            lock = locks.lock_node(self.ctx.kazoo, node_id, identifier=f"{self.hostname}:reset")
-        except (errors.LockFailed, errors.NotFound):
-            return
-        try:
-            node = nodes.get_node(self.ctx.kazoo, node_id)
-            if node is not None and node.allocated_to == request_id:
-                node.allocated_to = None
-                nodes.update_node(self.ctx.kazoo, node)
-        finally:
-            locks.release(lock)

@@ -14,8 +14,8 @@ from typing import Any
 from nodepool import errors
 from nodepool.launcher import handover
 from nodepool.launcher.planner import Triage, Verdict, every_pool_declined, triage
-from nodepool.model import NodeRequest, NodeState, RequestState
-from nodepool.zk import locks, nodes, paths, requests
+from nodepool.model import NodeRequest, RequestState
+from nodepool.zk import locks, paths, requests
 
 log = logging.getLogger("nodepool.launcher.requests")
 

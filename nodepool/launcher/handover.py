@@ -52,11 +52,7 @@ def claim_ready(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: lis
         # shows ready and unallocated now, at the version the commit will check.
         if seen is None or not is_reusable(seen, pool, cache.is_node_locked(node_id)):
             continue
-        lock = Lock(kazoo, paths.node_lock(node_id), identifier)
-        lock.assured_path = True
-        created = kazoo.create_async(lock.create_path, lock.data, ephemeral=True,
-                                     sequence=True)
-        listed = kazoo.get_children_async(lock.path)
+        lock, created, listed = locks.start_lock(kazoo, paths.node_lock(node_id), identifier)
         attempts.append((slot, seen, lock, created, listed))
     claims = []
     for slot, seen, lock, created, listed in attempts:
@@ -71,25 +67,14 @@ def claim_ready(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: lis
 
 def _settle(kazoo: KazooClient, lock: Lock, created, listed, node_id: str,
             identifier: str) -> Lock | None:
-    """Did our pipelined contender win? Lowest sequence holds it (kazoo's rule)."""
     try:
-        path = created.get()
+        return locks.settle(kazoo, lock, created, listed)
     except NoNodeError:
         # No lock dir yet (a node nobody ever locked) or the node is gone.
         try:
             return locks.lock_node(kazoo, node_id, identifier=identifier)
         except (errors.LockFailed, errors.NotFound):
             return None
-    mine = path[len(lock.path) + 1:]
-    try:
-        children = listed.get()
-    except NoNodeError:
-        children = [mine]
-    if any(locks.is_contender(c) and int(c[-10:]) < int(mine[-10:]) for c in children):
-        kazoo.delete_async(path)
-        return None
-    lock.node, lock.create_tried, lock.is_acquired = mine, True, True
-    return lock
 
 
 def commit(kazoo: KazooClient, claims: list[Claim], request: NodeRequest | None = None,
@@ -127,7 +112,7 @@ def unallocate(kazoo: KazooClient, seen: Node, identifier: str) -> bool:
     happened since; lock and write are pipelined, the commit is not waited for.
     """
     try:
-        lock, _ = locks.try_lock(kazoo, paths.node_lock(seen.id), identifier)
+        lock = locks.try_lock(kazoo, paths.node_lock(seen.id), identifier)
     except NoNodeError:
         return False
     if lock is None:

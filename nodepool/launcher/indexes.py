@@ -12,6 +12,7 @@ import collections
 from typing import Callable
 
 from nodepool.drivers.adapter import Resources
+from nodepool.launcher.planner import is_spare
 from nodepool.model import Node, NodeState
 
 
@@ -49,8 +50,7 @@ class ProviderIndex:
             return
         pool = node.pool or ""
         cost = self.cost(node)
-        spare = node.state == NodeState.READY and node.allocated_to is None and not locked
-        labels = list(node.type) if spare else []
+        labels = list(node.type) if is_spare(node, locked) else []
         self._entries[node_id] = (pool, cost, labels)
         self._pool_usage[pool] = self._pool_usage[pool] + cost
         self.total = self.total + cost

@@ -29,6 +29,7 @@ def deficits(labels: Mapping[str, object], nodes: Iterable[Node],
              ) -> dict[str, int]:
     """How many more min-ready requests each label needs now (pure)."""
     reqs = list(requests)
+    live = {r.id for r in reqs}
     ours = {r.id: r for r in reqs if r.requestor == MIN_READY_REQUESTOR}
     outstanding: dict[str, int] = {}
     for r in ours.values():
@@ -42,8 +43,7 @@ def deficits(labels: Mapping[str, object], nodes: Iterable[Node],
         spare = node.allocated_to is None or (
             node.allocated_to in ours and ours[node.allocated_to].state == RequestState.FULFILLED)
         if node.allocated_to is not None and node.allocated_to not in ours \
-                and node.state == NodeState.READY and not any(r.id == node.allocated_to
-                                                               for r in reqs):
+                and node.state == NodeState.READY and node.allocated_to not in live:
             spare = True    # its request is gone: it is about to be released
         if spare:
             for label in node.type:

@@ -93,9 +93,13 @@ def every_pool_declined(declined_by: Sequence[str], registered: Iterable[Registe
     return bool(ids) and ids <= set(declined_by)
 
 
+def is_spare(node: Node, locked: bool) -> bool:
+    """Ready, unallocated and unlocked: free to hand over."""
+    return node.state == NodeState.READY and node.allocated_to is None and not locked
+
+
 def is_reusable(node: Node, pool: PoolView, locked: bool) -> bool:
-    return (node.state == NodeState.READY and node.allocated_to is None and not locked
-            and node.provider == pool.provider and node.pool == pool.name)
+    return is_spare(node, locked) and node.provider == pool.provider and node.pool == pool.name
 
 
 def choose_nodes(request: NodeRequest, pool: PoolView, nodes: Iterable[Node],

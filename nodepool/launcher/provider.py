@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from nodepool.drivers.adapter import Adapter, Listing, Resources
-from nodepool.launcher import cleanup, quota
+from nodepool.launcher import quota
 from nodepool.launcher.context import LauncherContext
 from nodepool.launcher.handling import RequestHandling
 from nodepool.launcher.indexes import ProviderIndex

@@ -194,9 +194,6 @@ class ZooKeeperClient:
         except Exception as e:
             log.warning("Could not delete %s while stopping: %s", path, e)
 
-    def wait_connected(self, timeout: float | None = None) -> bool:
-        return self._connected.wait(timeout)
-
     def _on_kazoo_state(self, state: str) -> None:
         # Runs on kazoo's connection thread: record and hand off, nothing more.
         if state == KazooState.CONNECTED:

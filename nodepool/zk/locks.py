@@ -38,7 +38,7 @@ def _acquire_now(kazoo: KazooClient, lock: Lock, lock_dir: str, fresh_first: boo
                 kazoo.ensure_path(lock_dir.rsplit("/", 1)[0])
             continue
         try:
-            quick, _ = try_lock(kazoo, lock_dir, lock.data.decode())
+            quick = try_lock(kazoo, lock_dir, lock.data.decode())
         except NoNodeError:
             continue
         if quick is None:
@@ -113,33 +113,41 @@ def _sequence(name: str) -> int:
     return int(name[-10:])
 
 
-def try_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "",
-             also=None) -> tuple[Lock | None, object]:
-    """Non-blocking acquire of an existing lock dir in one round trip's latency.
+def start_lock(kazoo: KazooClient, lock_dir: str, identifier: str = ""):
+    """Send a contender create and a contender listing, pipelined; `settle` decides.
 
-    The contender create and the contender listing are pipelined (ZooKeeper
-    runs one session's requests in order, so the listing includes ours);
-    whoever has the lowest sequence holds the lock, exactly kazoo's rule.
-    `also` is an extra async call to pipeline behind them (e.g. a re-read);
-    its result is returned as the second value. Raises NoNodeError when the
-    lock dir does not exist.
+    ZooKeeper runs one session's requests in order, so the listing includes
+    our contender: one round trip's latency, for any number of locks at once.
     """
     lock = Lock(kazoo, lock_dir, identifier)
     lock.assured_path = True
     created = kazoo.create_async(lock.create_path, lock.data, ephemeral=True, sequence=True)
     listed = kazoo.get_children_async(lock_dir)
-    extra = also() if also is not None else None
+    return lock, created, listed
+
+
+def settle(kazoo: KazooClient, lock: Lock, created, listed) -> Lock | None:
+    """Did the contender `start_lock` sent win? Lowest sequence holds it (kazoo's rule).
+
+    A loser's contender is withdrawn. Raises NoNodeError when the lock dir
+    does not exist.
+    """
     path = created.get()
-    mine = path[len(lock_dir) + 1:]
+    mine = path[len(lock.path) + 1:]
     try:
         children = listed.get()
     except NoNodeError:
         children = [mine]
     if any(is_contender(c) and _sequence(c) < _sequence(mine) for c in children):
         kazoo.delete_async(path)
-        return None, extra
+        return None
     lock.node, lock.create_tried, lock.is_acquired = mine, True, True
-    return lock, extra
+    return lock
+
+
+def try_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "") -> Lock | None:
+    """Non-blocking acquire of an existing lock dir in one round trip's latency."""
+    return settle(kazoo, *start_lock(kazoo, lock_dir, identifier))
 
 
 def lock_node(

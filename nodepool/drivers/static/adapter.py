@@ -7,7 +7,8 @@ import dataclasses
 import ipaddress
 from typing import Any, Mapping
 
-from nodepool.config.static import DEFAULT_PORTS, StaticNode, StaticPool, StaticProvider
+from nodepool.config.model import DEFAULT_PORTS
+from nodepool.config.static import StaticNode, StaticPool, StaticProvider
 from nodepool.drivers.adapter import (
     Adapter,
     CreateStateMachine,
