@@ -17,9 +17,11 @@ N slots are taken by nodes in `hold`: requests for `busy` wait there for ever.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the fake cloud and its adapter live with the tests
@@ -125,6 +127,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", help="config, logs (default: a temp dir removed at exit)")
     p.add_argument("--log-file", help="launcher log (default: WORKDIR/launcher.log)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--count-ops", metavar="FILE",
+                   help="count the launcher's ZooKeeper requests by type and path; JSON to FILE "
+                        "at exit (also BENCH_COUNT_OPS in the environment)")
     return p.parse_args(argv)
 
 
@@ -227,8 +232,40 @@ def prefill(config_path: Path, cloud: Any, label: str, ready: int, hold: int) ->
     return time.monotonic() - started
 
 
+def count_ops(out: Path) -> Callable[[], None]:
+    """Count every request the launcher's kazoo clients send, by type and path shape.
+
+    Diagnostic only: wraps `KazooClient._call` (where every request is queued),
+    counts a transaction's operations one by one, and returns the writer.
+    """
+    from kazoo.client import KazooClient
+    from kazoo.protocol.serialization import Transaction
+
+    counts: collections.Counter = collections.Counter()
+    shape = re.compile(r"\d{10}|[0-9a-f]{32}__lock__\d+|[\w.-]+__lock__\d+|[\w.-]+:[\w.-]+")
+    original = KazooClient._call
+
+    def key(request) -> str:
+        path = getattr(request, "path", "") or ""
+        return f"{type(request).__name__} {shape.sub('*', path)}"
+
+    def _call(self, request, async_object):
+        if isinstance(request, Transaction):
+            counts["Transaction"] += 1
+            for op in request.operations:
+                counts[f"  tx {key(op)}"] += 1
+        else:
+            counts[key(request)] += 1
+        return original(self, request, async_object)
+
+    KazooClient._call = _call
+    return lambda: out.write_text(json.dumps(dict(counts.most_common()), indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.count_ops = args.count_ops or os.environ.get("BENCH_COUNT_OPS")
+    write_counts = count_ops(Path(args.count_ops)) if args.count_ops else None
     if args.cloud == "ossim" and (args.prefill or args.hold_pool):
         print("bench_launcher: --prefill and --hold-pool need --cloud fake", file=sys.stderr)
         return 2
@@ -290,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                                   f"within {STOP_TIMEOUT + 10:.0f}s"}), flush=True)
         if ossim is not None:
             stop_child(ossim)
+        if write_counts is not None:
+            write_counts()
         if tmp is not None:
             tmp.cleanup()
 

@@ -1,10 +1,10 @@
 """Watch-driven caches of nodes (with their lock state), requests and pool components.
 
-Built on ZooKeeper watches, no polling loop: a flat watch (flatwatch.py) of
-each directory with a data watch per child, and a child watch per node lock
-directory (lockwatch.py). Subscribers are called on kazoo's callback thread
-for every change; they must be quick (record, signal a loop) and must not
-block on ZooKeeper calls.
+Built on ZooKeeper watches, no polling loop: one persistent recursive watch
+per directory (treewatch.py), which also reports each node's lock contenders
+as they come and go. Subscribers are called on kazoo's callback thread for
+every change; they must be quick (record, signal a loop) and must not block
+on ZooKeeper calls.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from nodepool.errors import ProtocolError
 from nodepool.model import Node, NodeRequest, is_request_id
 from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
-from nodepool.zk.flatwatch import FlatWatch
-from nodepool.zk.lockwatch import LockWatch
+from nodepool.zk.locks import is_contender
+from nodepool.zk.treewatch import TreeWatch
 
 log = logging.getLogger("nodepool.zk.cache")
 
@@ -68,8 +68,7 @@ class ZooKeeperCache:
         self._pools: dict[str, dict] = {}
         self._subscribers: list[Subscriber] = []
         self._mutex = threading.Lock()
-        self._watches: list[FlatWatch] = []
-        self._lockwatch: LockWatch | None = None
+        self._watches: list[TreeWatch] = []
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
@@ -81,11 +80,11 @@ class ZooKeeperCache:
     def start(self, timeout: float = 30.0) -> None:
         """Start watching and wait until nodes, requests and pool components are loaded once."""
         kazoo = self.zk.kazoo
-        self._lockwatch = LockWatch(kazoo, self._locks_changed)
         self._watches = [
-            FlatWatch(kazoo, paths.NODES, self._node_changed, accept=_NODE_ID.match),
-            FlatWatch(kazoo, paths.REQUESTS, self._request_changed, accept=is_request_id),
-            FlatWatch(kazoo, paths.components("pool"), self._pool_changed),
+            TreeWatch(kazoo, paths.NODES, self._node_changed, accept=_NODE_ID.match,
+                      subdir="lock", on_members=self._locks_changed),
+            TreeWatch(kazoo, paths.REQUESTS, self._request_changed, accept=is_request_id),
+            TreeWatch(kazoo, paths.components("pool"), self._pool_changed),
         ]
         kazoo.add_listener(self._on_state)
         for watch in self._watches:
@@ -93,8 +92,6 @@ class ZooKeeperCache:
         for watch in self._watches:
             if not watch.initialized.wait(timeout):
                 raise TimeoutError(f"cache of {watch.path} not loaded within {timeout}s")
-        if not self._lockwatch.settled.wait(timeout):
-            raise TimeoutError(f"node locks not listed within {timeout}s")
 
     def stop(self) -> None:
         self.zk.kazoo.remove_listener(self._on_state)
@@ -139,8 +136,6 @@ class ZooKeeperCache:
 
     def _on_state(self, state: str) -> None:
         # On kazoo's connection thread: no ZooKeeper calls here.
-        if state == KazooState.CONNECTED and self._lockwatch is not None:
-            self.zk.kazoo.handler.spawn(self._lockwatch.resync)
         self._publish(CacheEvent(CONNECTION, _CONNECTION_EVENTS.get(state, str(state))))
 
     def _publish(self, event: CacheEvent) -> None:
@@ -155,7 +150,6 @@ class ZooKeeperCache:
             with self._mutex:
                 self._nodes.pop(node_id, None)
                 self._locks.pop(node_id, None)
-            self._lockwatch.forget(node_id)
             self._publish(CacheEvent(NODE, node_id, None))
             return
         if not raw:
@@ -167,10 +161,12 @@ class ZooKeeperCache:
             return
         with self._mutex:
             self._nodes[node_id] = node
-        self._lockwatch.watch(node_id)
         self._publish(CacheEvent(NODE, node_id, node, self.is_node_locked(node_id)))
 
-    def _locks_changed(self, node_id: str, contenders: frozenset[str]) -> None:
+    def _locks_changed(self, node_id: str, names: frozenset[str]) -> None:
+        contenders = frozenset(c for c in names if is_contender(c))
+        if contenders == self._locks.get(node_id, frozenset()):
+            return
         with self._mutex:
             if node_id not in self._nodes and not contenders:
                 self._locks.pop(node_id, None)

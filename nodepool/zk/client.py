@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import queue
@@ -34,12 +35,26 @@ _WRITE = select.POLLOUT | select.POLLHUP | select.POLLERR
 
 
 class PollHandler(SequentialThreadingHandler):
-    """kazoo's threading handler, waiting with poll(2) instead of a new epoll per wait.
+    """kazoo's threading handler with one callback thread, waiting with poll(2).
 
-    kazoo's own `select` builds and closes an epoll selector for every wait of
-    its connection loop (a tenth of a busy launcher's CPU); a poll object costs
-    no system call to make and has no limit on descriptor numbers.
+    * One queue and one thread for watch callbacks and completions alike, so
+      they run in the order the server sent them (kazoo's two threads may run
+      a reply's callback before an earlier event's); the tree watch
+      (treewatch.py) relies on it, and one thread hand-off less per reply.
+      A callback must therefore never wait for another callback.
+    * kazoo's own `select` builds and closes an epoll selector for every wait
+      of its connection loop (a tenth of a busy launcher's CPU); a poll object
+      costs no system call to make and has no limit on descriptor numbers.
     """
+
+    def start(self):
+        with self._state_change:
+            if self._running:
+                return
+            self.completion_queue = self.callback_queue
+            self._workers.append(self._create_thread_worker(self.callback_queue))
+            self._running = True
+            atexit.register(self.stop)
 
     def select(self, rlist, wlist, xlist, timeout=None):
         poller = select.poll()

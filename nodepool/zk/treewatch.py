@@ -1,0 +1,268 @@
+"""A persistent recursive watch of one directory: its children's data and one subdirectory each.
+
+ZooKeeper 3.6+ keeps a persistent recursive watch (`addWatch`) until it is
+removed: every create, delete and data change anywhere below the path is
+reported once, with no re-registration and no listing to find out what
+changed. For the node tree that means a lock contender coming or going is
+known from the event alone, where one-shot child watches cost a listing per
+lock and unlock (about 17 of the 65 ZooKeeper requests of a node's life).
+
+kazoo 2.11 has no API for it, so this module sends the `AddWatch` request
+(opcode 106) itself and routes its events from kazoo's reader. The
+correctness argument needs one more thing: events and replies must be
+handled in the order the server sent them, so that a listing's reply is a
+snapshot at its place in the stream and later events apply on top of it.
+`PollHandler` (client.py) runs watch callbacks and completions on one
+thread for that, and every request here has its callback attached before it
+is sent (kazoo's `rawlink` on a result that is already set would queue the
+callback late, out of order).
+
+Everything below runs on that one callback thread, except `start`/`stop`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import namedtuple
+from typing import Callable
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from kazoo.protocol.serialization import GetChildren, GetData, Watch, int_struct, write_string
+from kazoo.protocol.states import EVENT_TYPE_MAP, Callback, EventType, KazooState, WatchedEvent
+
+log = logging.getLogger("nodepool.zk.treewatch")
+
+PERSISTENT_RECURSIVE = 1
+
+# on_data(name, data or None when deleted, stat or None)
+OnData = Callable[[str, bytes | None, object], None]
+# on_members(name, names in the child's subdirectory)
+OnMembers = Callable[[str, frozenset[str]], None]
+
+
+class AddWatch(namedtuple("AddWatch", "path mode")):
+    """ZooKeeper's addWatch request (3.6+); the reply has no body."""
+
+    type = 106
+
+    def serialize(self) -> bytearray:
+        b = bytearray(write_string(self.path))
+        b.extend(int_struct.pack(self.mode))
+        return b
+
+    @classmethod
+    def deserialize(cls, buffer, offset) -> bool:
+        return True
+
+
+def _routes(kazoo: KazooClient) -> dict[str, Callable]:
+    """Persistent watch callbacks of this client by (chrooted) path; installs the router once.
+
+    kazoo's reader hands each event to its one-shot watchers and forgets it;
+    we wrap that method of this client's connection to also call the
+    persistent watchers of the event's path and of its ancestors.
+    """
+    routes = getattr(kazoo, "_nodepool_persistent_routes", None)
+    if routes is not None:
+        return routes
+    routes = {}
+    kazoo._nodepool_persistent_routes = routes
+    connection = kazoo._connection
+    one_shot = connection._read_watch_event
+
+    def read_watch_event(buffer, offset):
+        one_shot(buffer, offset)
+        if not routes or kazoo._stopped.is_set():
+            return
+        watch, _ = Watch.deserialize(buffer, offset)
+        kind = EVENT_TYPE_MAP.get(watch.type)
+        for prefix, callback in list(routes.items()):
+            if watch.path == prefix or watch.path.startswith(prefix + "/"):
+                event = WatchedEvent(kind, kazoo._state, kazoo.unchroot(watch.path))
+                kazoo.handler.dispatch_callback(Callback("watch", callback, (event,)))
+
+    connection._read_watch_event = read_watch_event
+    return routes
+
+
+def send(kazoo: KazooClient, request, callback: Callable) -> None:
+    """Send `request` (paths already chrooted) with `callback` attached before it goes out."""
+    result = kazoo.handler.async_result()
+    result.rawlink(callback)
+    kazoo._call(request, result)
+
+
+def ordered(kazoo: KazooClient) -> bool:
+    """Does this client run watch callbacks and completions on one thread, in order?"""
+    handler = kazoo.handler
+    return getattr(handler, "completion_queue", None) is getattr(handler, "callback_queue", 0)
+
+
+class TreeWatch:
+    """Keeps `on_data` told about every child of `path`, `on_members` about each child's `subdir`."""
+
+    def __init__(self, kazoo: KazooClient, path: str, on_data: OnData,
+                 accept: Callable[[str], bool] = lambda name: True,
+                 subdir: str | None = None, on_members: OnMembers | None = None):
+        if not ordered(kazoo):
+            raise ValueError("TreeWatch needs a client whose handler keeps events and "
+                             "replies in order (nodepool.zk.client.PollHandler)")
+        self.kazoo = kazoo
+        self.path = path.rstrip("/")
+        self.full = (kazoo.chroot or "") + self.path
+        self.on_data = on_data
+        self.accept = accept
+        self.subdir = subdir
+        self.on_members = on_members
+        self.known: dict[str, int] = {}          # name -> mzxid of the data we reported
+        self.members: dict[str, set[str]] = {}   # name -> names in its subdir
+        self.initialized = threading.Event()
+        self._outstanding = 0                    # replies the first sync still waits for
+        self.stopped = False
+
+    # -- start, stop, resync ----------------------------------------------------
+
+    def start(self) -> None:
+        self.kazoo.ensure_path(self.path)
+        _routes(self.kazoo)[self.full] = self._event
+        self.kazoo.add_listener(self._on_state)
+        self._run_ordered(self._sync)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.kazoo.remove_listener(self._on_state)
+        _routes(self.kazoo).pop(self.full, None)
+
+    def _run_ordered(self, fn: Callable[[], None]) -> None:
+        self.kazoo.handler.dispatch_callback(Callback("watch", fn, ()))
+
+    def _on_state(self, state: str) -> None:
+        # On kazoo's connection thread. The server forgets watches with the
+        # connection (kazoo does not send SetWatches) and changes made while we
+        # were away raised no event: add the watch again and read everything.
+        if state == KazooState.CONNECTED and not self.stopped:
+            self._run_ordered(self._sync)
+
+    def _sync(self) -> None:
+        if self.stopped:
+            return
+        # The watch first: everything after the listing's place in the stream
+        # arrives as events, everything before it is in the listing.
+        send(self.kazoo, AddWatch(self.full, PERSISTENT_RECURSIVE), self._added)
+        self._expect(1)
+        send(self.kazoo, GetChildren(self.full, None), self._listed)
+
+    def _added(self, result) -> None:
+        try:
+            result.get()
+        except Exception as e:   # connection trouble: the reconnect sync covers it
+            log.warning("Could not watch %s: %s", self.path, e)
+
+    def _expect(self, n: int) -> None:
+        if not self.initialized.is_set():
+            self._outstanding += n
+
+    def _replied(self) -> None:
+        if not self.initialized.is_set():
+            self._outstanding -= 1
+            if self._outstanding <= 0:
+                self.initialized.set()
+
+    # -- replies ----------------------------------------------------------------
+
+    def _listed(self, result) -> None:
+        try:
+            children = set(result.get())
+        except NoNodeError:
+            children = set()
+        except Exception as e:
+            log.debug("Listing %s failed: %s", self.path, e)
+            return
+        for name in [n for n in self.known if n not in children]:
+            self._forget(name)
+        for name in children:
+            if self.accept(name):
+                self.known.setdefault(name, -1)
+                self._read(name)
+        self._replied()
+
+    def _read(self, name: str) -> None:
+        self._expect_data(name)
+        if self.subdir:
+            self._expect(1)
+            send(self.kazoo, GetChildren(f"{self.full}/{name}/{self.subdir}", None),
+                 lambda result, n=name: self._members_listed(n, result))
+
+    def _got(self, name: str, result) -> None:
+        self._replied()
+        try:
+            data, stat = result.get()
+        except NoNodeError:
+            return                          # its deletion event is in the stream
+        except Exception as e:
+            log.debug("Reading %s/%s failed: %s", self.path, name, e)
+            return
+        if name not in self.known or stat.mzxid < self.known[name]:
+            return
+        self.known[name] = stat.mzxid
+        self.on_data(name, data, stat)
+
+    def _members_listed(self, name: str, result) -> None:
+        self._replied()
+        try:
+            names = set(result.get())
+        except NoNodeError:
+            names = set()
+        except Exception as e:
+            log.debug("Listing %s/%s/%s failed: %s", self.path, name, self.subdir, e)
+            return
+        if name in self.known:
+            self.members[name] = names
+            self._members_changed(name)
+
+    # -- events -----------------------------------------------------------------
+
+    def _event(self, event: WatchedEvent) -> None:
+        if self.stopped or not event.path.startswith(self.path + "/"):
+            return
+        parts = event.path[len(self.path) + 1:].split("/")
+        name = parts[0]
+        if len(parts) == 1:
+            if not self.accept(name):
+                return
+            if event.type == EventType.DELETED:
+                if name in self.known:
+                    self._forget(name)
+            elif event.type == EventType.CREATED or name in self.known:
+                self.known.setdefault(name, -1)
+                self._expect_data(name)
+        elif self.subdir and parts[1] == self.subdir and name in self.known:
+            current = self.members.setdefault(name, set())
+            if len(parts) == 2:
+                if event.type == EventType.DELETED and current:
+                    current.clear()
+                    self._members_changed(name)
+            elif len(parts) == 3:
+                if event.type == EventType.CREATED:
+                    current.add(parts[2])
+                elif event.type == EventType.DELETED:
+                    current.discard(parts[2])
+                else:
+                    return
+                self._members_changed(name)
+
+    def _expect_data(self, name: str) -> None:
+        self._expect(1)
+        send(self.kazoo, GetData(f"{self.full}/{name}", None),
+             lambda result, n=name: self._got(n, result))
+
+    def _members_changed(self, name: str) -> None:
+        if self.on_members is not None:
+            self.on_members(name, frozenset(self.members.get(name, ())))
+
+    def _forget(self, name: str) -> None:
+        self.known.pop(name, None)
+        self.members.pop(name, None)
+        self.on_data(name, None, None)

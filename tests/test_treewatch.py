@@ -1,0 +1,159 @@
+"""The persistent recursive watch behind the caches: every child, change and subdir member seen."""
+
+import queue
+import threading
+
+import pytest
+from kazoo.client import KazooClient
+
+from nodepool.zk.treewatch import TreeWatch
+from requestor import wait_for
+from zkhelpers import expire_session, make_client
+
+
+@pytest.fixture
+def own(zk_tls):
+    """A ZooKeeperClient of our own (its handler keeps events and replies in order)."""
+    client = make_client(zk_tls)
+    try:
+        yield client
+    finally:
+        client.disconnect()
+
+
+class Seen:
+    """What a TreeWatch reported, as the caches keep it."""
+
+    def __init__(self):
+        self.data: dict[str, bytes] = {}
+        self.members: dict[str, frozenset] = {}
+        self.lock = threading.Lock()
+        self.events: queue.Queue = queue.Queue()
+
+    def on_data(self, name, data, stat):
+        with self.lock:
+            if data is None:
+                self.data.pop(name, None)
+                self.members.pop(name, None)
+            else:
+                self.data[name] = data
+        self.events.put((name, data))
+
+    def on_members(self, name, names):
+        with self.lock:
+            self.members[name] = names
+
+
+def watch(kazoo: KazooClient, path: str = "/q", subdir: str | None = "lock"):
+    seen = Seen()
+    tw = TreeWatch(kazoo, path, seen.on_data, accept=lambda n: not n.startswith("skip"),
+                   subdir=subdir, on_members=seen.on_members)
+    tw.start()
+    assert tw.initialized.wait(10)
+    return tw, seen
+
+
+def test_a_client_without_ordered_callbacks_is_refused(zk_client):
+    with pytest.raises(ValueError, match="in order"):
+        TreeWatch(zk_client, "/q", lambda *a: None)
+
+
+def test_existing_new_changed_and_deleted_children_are_reported(own, zk_client):
+    zk_client.ensure_path("/q")
+    zk_client.create("/q/a", b"1")
+    zk_client.create("/q/a/lock/x__lock__0000000001", b"", makepath=True)
+    zk_client.create("/q/skip-me", b"x")
+    tw, seen = watch(own.kazoo)
+    try:
+        assert seen.data == {"a": b"1"}
+        assert seen.members == {"a": frozenset({"x__lock__0000000001"})}
+        zk_client.create("/q/b", b"2")
+        zk_client.set("/q/a", b"1b")
+        wait_for(lambda: seen.data == {"a": b"1b", "b": b"2"}, what="create and change seen")
+        zk_client.delete("/q/a", recursive=True)
+        wait_for(lambda: seen.data == {"b": b"2"}, what="delete seen")
+        assert "a" not in tw.known and "a" not in tw.members
+        for i in range(5):   # a persistent watch reports every change, no re-registration
+            zk_client.set("/q/b", str(i).encode())
+        wait_for(lambda: seen.data == {"b": b"4"}, what="last change seen")
+    finally:
+        tw.stop()
+
+
+def test_subdir_members_follow_creates_and_deletes_without_listings(own, zk_client):
+    zk_client.ensure_path("/q")
+    tw, seen = watch(own.kazoo)
+    try:
+        zk_client.create("/q/n", b"node")
+        wait_for(lambda: "n" in seen.data, what="node seen")
+        names = []
+        for _ in range(20):
+            path = zk_client.create("/q/n/lock/c__lock__", b"", sequence=True, makepath=True)
+            names.append(path.rsplit("/", 1)[-1])
+        wait_for(lambda: seen.members.get("n") == frozenset(names), what="20 members")
+        for name in names[:-1]:
+            zk_client.delete(f"/q/n/lock/{name}")
+        wait_for(lambda: seen.members.get("n") == frozenset(names[-1:]), what="one member left")
+        zk_client.delete("/q/n/lock", recursive=True)
+        wait_for(lambda: seen.members.get("n") == frozenset(), what="lock dir gone")
+    finally:
+        tw.stop()
+
+
+def test_many_rapid_children_are_all_seen(own, zk_client):
+    zk_client.ensure_path("/q")
+    tw, seen = watch(own.kazoo, subdir=None)
+    try:
+        for i in range(200):
+            zk_client.create("/q/r-", str(i).encode(), sequence=True)
+        wait_for(lambda: len(seen.data) == 200, what="all 200 children")
+        for name in list(seen.data):
+            zk_client.delete(f"/q/{name}")
+        wait_for(lambda: not seen.data, what="all deletions")
+    finally:
+        tw.stop()
+
+
+def test_quick_lock_cycles_on_many_nodes_converge_exactly(own, zk_client):
+    """Members replaced by listings at resync and changed by events stay exact under churn."""
+    zk_client.ensure_path("/q")
+    for i in range(30):
+        zk_client.create(f"/q/{i:03d}", b"x")
+    tw, seen = watch(own.kazoo)
+    try:
+        held = {}
+        for round_ in range(5):
+            for i in range(30):
+                name = f"{i:03d}"
+                if name in held:
+                    zk_client.delete(held.pop(name))
+                if (i + round_) % 3:
+                    held[name] = zk_client.create(f"/q/{name}/lock/c__lock__", b"",
+                                                  sequence=True, makepath=True)
+        want = {f"{i:03d}": frozenset({held[f"{i:03d}"].rsplit("/", 1)[-1]})
+                if f"{i:03d}" in held else frozenset() for i in range(30)}
+        wait_for(lambda: {k: seen.members.get(k, frozenset()) for k in want} == want,
+                 what="lock members converge")
+    finally:
+        tw.stop()
+
+
+def test_changes_made_while_the_session_was_lost_are_seen_after(zk_tls, own, zk_client):
+    zk_client.ensure_path("/q")
+    zk_client.create("/q/old", b"1")
+    zk_client.create("/q/kept", b"k")
+    tw, seen = watch(own.kazoo)
+    try:
+        expire_session(zk_tls, own.kazoo)
+        zk_client.delete("/q/old")
+        zk_client.set("/q/kept", b"k2")
+        zk_client.create("/q/kept/lock/c__lock__0000000007", b"", makepath=True)
+        zk_client.create("/q/new", b"2")
+        wait_for(lambda: seen.data == {"kept": b"k2", "new": b"2"}, timeout=20,
+                 what="resynced after a new session")
+        wait_for(lambda: seen.members.get("kept") == frozenset({"c__lock__0000000007"}),
+                 what="members resynced")
+        zk_client.create("/q/newer", b"3")   # and watching again
+        wait_for(lambda: seen.data.get("newer") == b"3", what="watch restored")
+    finally:
+        tw.stop()
