@@ -242,7 +242,7 @@ def count_ops(out: Path) -> Callable[[], None]:
     from kazoo.protocol.serialization import Transaction
 
     counts: collections.Counter = collections.Counter()
-    shape = re.compile(r"\d{10}|[0-9a-f]{32}__lock__\d+|[\w.-]+__lock__\d+|[\w.-]+:[\w.-]+")
+    shape = re.compile(r"[0-9a-f]{32}__lock__\d*|\d{10}|[\w.-]+:[\w.-]+")
     original = KazooClient._call
 
     def key(request) -> str:
