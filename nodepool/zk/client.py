@@ -47,6 +47,10 @@ class PollHandler(SequentialThreadingHandler):
       costs no system call to make and has no limit on descriptor numbers.
     """
 
+    def __init__(self):
+        super().__init__()
+        self._local = threading.local()
+
     def start(self):
         with self._state_change:
             if self._running:
@@ -57,24 +61,35 @@ class PollHandler(SequentialThreadingHandler):
             atexit.register(self.stop)
 
     def select(self, rlist, wlist, xlist, timeout=None):
-        poller = select.poll()
-        objs: dict[int, list] = {}
-        masks: dict[int, int] = {}
-        for mask, files in ((_READ, rlist), (_WRITE, wlist)):
-            for f in files:
-                fd = fileobj_to_fd(f)
-                masks[fd] = masks.get(fd, 0) | mask
-                objs.setdefault(fd, []).append(f)
-        for fd, mask in masks.items():
-            poller.register(fd, mask)
+        rfds = tuple(fileobj_to_fd(f) for f in rlist)
+        wfds = tuple(fileobj_to_fd(f) for f in wlist)
+        # The connection loop waits on the same two or three descriptors over and
+        # over: keep one poll object per set, per thread (poll objects are not
+        # shareable between threads).
+        pollers = getattr(self._local, "pollers", None)
+        if pollers is None:
+            pollers = self._local.pollers = {}
+        poller = pollers.get((rfds, wfds))
+        if poller is None:
+            poller = select.poll()
+            masks: dict[int, int] = {}
+            for mask, fds in ((_READ, rfds), (_WRITE, wfds)):
+                for fd in fds:
+                    masks[fd] = masks.get(fd, 0) | mask
+            for fd, mask in masks.items():
+                poller.register(fd, mask)
+            if len(pollers) > 8:    # descriptors of closed connections
+                pollers.clear()
+            pollers[(rfds, wfds)] = poller
         ready = poller.poll(None if timeout is None else timeout * 1000)
+        if not ready:
+            return [], [], []
         readable, writable = [], []
         for fd, events in ready:
-            for f in objs[fd]:
-                if f in rlist and events & _READ:
-                    readable.append(f)
-                if f in wlist and events & _WRITE:
-                    writable.append(f)
+            if events & _READ:
+                readable += [f for f, d in zip(rlist, rfds) if d == fd]
+            if events & _WRITE:
+                writable += [f for f, d in zip(wlist, wfds) if d == fd]
         return readable, writable, []
 
 
