@@ -157,3 +157,32 @@ def test_changes_made_while_the_session_was_lost_are_seen_after(zk_tls, own, zk_
         wait_for(lambda: seen.data.get("newer") == b"3", what="watch restored")
     finally:
         tw.stop()
+
+
+def test_own_writes_are_taken_from_their_reply_and_others_are_read(own, zk_client):
+    zk_client.ensure_path("/q")
+    zk_client.create("/q/n", b"v0")
+    tw, seen = watch(own.kazoo, subdir=None)
+    reads = []
+    read = tw._expect_data
+    tw._expect_data = lambda name: (reads.append(name), read(name))
+    try:
+        results = [tw.write("n", f"own{i}".encode()) for i in range(5)]   # pipelined
+        assert [r.get(5).version for r in results] == [1, 2, 3, 4, 5]
+        wait_for(lambda: seen.data.get("n") == b"own4", what="own data in the cache")
+        assert reads == []                       # nothing read back
+        zk_client.set("/q/n", b"theirs")         # someone else's change is read
+        wait_for(lambda: seen.data.get("n") == b"theirs", what="foreign change seen")
+        assert reads == ["n"]
+        # A conditional write that loses to a foreign one: the foreign data stays.
+        stale = tw.write("n", b"late", version=1)
+        wait_for(lambda: stale.ready(), what="stale write answered")
+        assert not stale.successful()
+        zk_client.set("/q/n", b"theirs2")
+        wait_for(lambda: seen.data.get("n") == b"theirs2", what="second foreign change")
+        mine = tw.write("n", b"mine")
+        mine.get(5)
+        zk_client.set("/q/n", b"after-mine")     # a change right after ours is not lost
+        wait_for(lambda: seen.data.get("n") == b"after-mine", what="change after own write")
+    finally:
+        tw.stop()

@@ -99,6 +99,13 @@ class ZooKeeperCache:
             watch.stop()
         self._watches = []
 
+    # -- writing ----------------------------------------------------------
+
+    def write_node(self, node_id: str, data: bytes, version: int = -1):
+        """Set a node's data (kazoo's async result); the cache takes it from the reply,
+        with no read back, unless someone else changed the node meanwhile."""
+        return self._watches[0].write(node_id, data, version)
+
     # -- reading --------------------------------------------------------
 
     def nodes(self) -> list[Node]:

@@ -29,7 +29,8 @@ from typing import Callable
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
-from kazoo.protocol.serialization import GetChildren, GetData, Watch, int_struct, write_string
+from kazoo.protocol.serialization import (GetChildren, GetData, SetData, Watch, int_struct,
+                                         write_string)
 from kazoo.protocol.states import EVENT_TYPE_MAP, Callback, EventType, KazooState, WatchedEvent
 
 log = logging.getLogger("nodepool.zk.treewatch")
@@ -121,6 +122,11 @@ class TreeWatch:
         self.initialized = threading.Event()
         self._outstanding = 0                    # replies the first sync still waits for
         self.stopped = False
+        # Our own writes in flight, by name (senders count up under the lock), and
+        # per name: [change events seen meanwhile, writes that succeeded, last (data, stat)].
+        self._own_lock = threading.Lock()
+        self._inflight: dict[str, int] = {}
+        self._own: dict[str, list] = {}
 
     # -- start, stop, resync ----------------------------------------------------
 
@@ -222,6 +228,46 @@ class TreeWatch:
             self.members[name] = names
             self._members_changed(name)
 
+    # -- our own writes -----------------------------------------------------------
+
+    def write(self, name: str, data: bytes, version: int = -1):
+        """Set a child's data and return kazoo's result; the change is not read back.
+
+        ZooKeeper sends the change event of a write before the write's reply.
+        While a write of ours is in flight, change events of that child are
+        only counted; at the last reply, if every counted event was one of our
+        successful writes, the cache takes the data we wrote (with the reply's
+        stat) instead of reading it again. Anything else is read as usual.
+        """
+        with self._own_lock:
+            self._inflight[name] = self._inflight.get(name, 0) + 1
+        result = self.kazoo.handler.async_result()
+        result.rawlink(lambda r: self._own_done(name, data, r))
+        self.kazoo._call(SetData(f"{self.full}/{name}", data, version), result)
+        return result
+
+    def _own_done(self, name: str, data: bytes, result) -> None:
+        with self._own_lock:
+            left = self._inflight[name] - 1
+            if left:
+                self._inflight[name] = left
+            else:
+                del self._inflight[name]
+        seen = self._own.setdefault(name, [0, 0, None])
+        if result.successful():
+            seen[1] += 1
+            seen[2] = (data, result.get())
+        if left:
+            return
+        events, written, last = self._own.pop(name)
+        if name not in self.known:
+            return
+        if events > written:
+            self._expect_data(name)      # someone else's change is among them
+        elif last is not None and last[1].mzxid >= self.known[name]:
+            self.known[name] = last[1].mzxid
+            self.on_data(name, *last)
+
     # -- events -----------------------------------------------------------------
 
     def _event(self, event: WatchedEvent) -> None:
@@ -236,6 +282,9 @@ class TreeWatch:
                 if name in self.known:
                     self._forget(name)
             elif event.type == EventType.CREATED or name in self.known:
+                if event.type == EventType.CHANGED and name in self._inflight:
+                    self._own.setdefault(name, [0, 0, None])[0] += 1
+                    return
                 self.known.setdefault(name, -1)
                 self._expect_data(name)
         elif self.subdir and parts[1] == self.subdir and name in self.known:
