@@ -1,10 +1,10 @@
-"""min-ready deficits as a pure function of labels, nodes, requests and registered pools."""
+"""min-ready as pure functions: deficits of labels, nodes, requests and pools; which worker to ask."""
 
 from __future__ import annotations
 
 from nodepool.config import Label, parse_config
 from nodepool.launcher.context import MIN_READY_REQUESTOR
-from nodepool.launcher.minready import deficits
+from nodepool.launcher.minready import REFUSAL_HOLD, deficits, pick_worker
 from nodepool.launcher.planner import RegisteredPool
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 
@@ -183,3 +183,74 @@ def test_deficits_accept_generators():
     nodes = (n for n in [node("small")])
     reqs = (r for r in [min_ready_request("900-0000000001", "small")])
     assert deficits(LABELS, nodes, reqs, iter(POOLS)) == {"large": 1}
+
+
+# -- spare launches of this process (asked of our provider workers) ---------------
+
+
+def test_spare_launches_under_way_count_towards_min_ready():
+    under_way = {"0000000101": "small", "0000000102": "large"}
+    assert deficits(LABELS, [], [], POOLS, under_way=under_way) == {"small": 1}
+
+
+def test_spare_launch_the_cache_already_shows_counts_once():
+    building = node("small", NodeState.BUILDING)
+    ready = node("small")
+    under_way = {building.id: "small", ready.id: "small"}
+    assert deficits(LABELS, [building, ready], [], POOLS, under_way=under_way) == {"large": 1}
+    assert deficits(LABELS, [building], [], POOLS, under_way=under_way) == {"large": 1}
+    assert deficits(LABELS, [building], [], POOLS, under_way={building.id: "small"}) == \
+        {"small": 1, "large": 1}
+
+
+def test_spares_asked_but_not_started_count_towards_min_ready():
+    assert deficits(LABELS, [], [], POOLS, asked={"small": 1}) == {"small": 1, "large": 1}
+    assert deficits(LABELS, [node("small")], [], POOLS, asked={"small": 1, "large": 1}) == {}
+
+
+def test_asks_launches_spares_and_requests_add_up_and_never_go_negative():
+    reqs = [min_ready_request("900-0000000001", "small")]
+    assert deficits(LABELS, [node("large")], reqs, POOLS, under_way={"0000000101": "small"},
+                    asked={"small": 3}) == {}
+
+
+class Worker:
+    """What pick_worker reads of a provider worker: its name and its labels' priorities."""
+
+    def __init__(self, name: str, **labels: int):
+        self.name = name
+        self.spare_labels = labels
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def test_worker_with_the_best_pool_priority_is_asked():
+    a, b = Worker("a", small=100), Worker("b", small=50)
+    assert pick_worker("small", [a, b], {}, 1000.0, others_offer=True) is b
+
+
+def test_worker_that_dropped_an_ask_lately_is_passed_over_for_a_while():
+    a, b = Worker("a", small=100), Worker("b", small=50)
+    now = 1000.0
+    refused = {b: {"small": now - 0.5}}
+    assert pick_worker("small", [a, b], refused, now, others_offer=False) is a
+    assert pick_worker("small", [a, b], refused, now + REFUSAL_HOLD, others_offer=False) is b
+    assert pick_worker("small", [a, b], {b: {"large": now}}, now, others_offer=False) is b
+
+
+def test_label_our_workers_cannot_launch_now_is_requested_when_others_offer_it():
+    a = Worker("a", small=100)
+    assert pick_worker("small", [a], {a: {"small": 999.0}}, 1000.0, others_offer=True) is None
+
+
+def test_label_only_we_offer_is_asked_again_of_the_worker_that_dropped_it_longest_ago():
+    a, b = Worker("a", small=100), Worker("b", small=50)
+    refused = {a: {"small": 998.0}, b: {"small": 999.0}}
+    assert pick_worker("small", [a, b], refused, 1000.0, others_offer=False) is a
+    refused = {a: {"small": 999.5}, b: {"small": 999.0}}
+    assert pick_worker("small", [a, b], refused, 1000.0, others_offer=False) is b
+
+
+def test_label_no_worker_of_ours_offers_is_requested():
+    assert pick_worker("small", [], {}, 1000.0, others_offer=True) is None

@@ -67,6 +67,26 @@ def test_two_clients_cannot_both_hold_a_node_lock(zk, zk_client):
     assert locks.node_lock_contenders(zk.kazoo, node.id) == []
 
 
+def test_new_node_lock_is_the_kazoo_recipe_lock(zk, zk_client):
+    node = nodes.create_node(zk.kazoo, Node(type=["a"]))
+    ours = locks.lock_new_node(zk.kazoo, node.id, identifier="nl01:fake")
+    (contender,) = locks.node_lock_contenders(zk.kazoo, node.id)
+    assert locks.is_contender(contender)
+    assert zk_client.get(f"{paths.node_lock(node.id)}/{contender}")[0] == b"nl01:fake"
+    assert not Lock(zk_client, paths.node_lock(node.id)).acquire(blocking=False)
+    locks.release(ours)
+    # Not new after all (someone holds its lock): refused like lock_node.
+    theirs = Lock(zk_client, paths.node_lock(node.id))
+    assert theirs.acquire(blocking=False)
+    with pytest.raises(LockFailed):
+        locks.lock_new_node(zk.kazoo, node.id)
+    theirs.release()
+    nodes.delete_node(zk.kazoo, node.id)
+    with pytest.raises(NotFound):
+        locks.lock_new_node(zk.kazoo, node.id)
+    assert zk.kazoo.exists(paths.node(node.id)) is None
+
+
 def test_locking_a_deleted_node_does_not_resurrect_it(zk):
     node = nodes.create_node(zk.kazoo, Node(type=["a"]))
     nodes.delete_node(zk.kazoo, node.id)

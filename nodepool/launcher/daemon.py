@@ -63,7 +63,7 @@ class Launcher:
         scanner.start()
         self.ctx = LauncherContext(zk=zk, cache=cache, registry=registry, scanner=scanner,
                                    config=self.config, hostname=self.hostname)
-        self.min_ready = MinReady(self.ctx)
+        self.min_ready = MinReady(self.ctx, workers=lambda: list(self.workers.values()))
         cache.subscribe(self._on_cache_event)
         self.leases = Leases(zk, owner=f"{self.hostname}:{os.getpid()}",
                              on_acquired=self._lease_won, on_lost=self._lease_lost,

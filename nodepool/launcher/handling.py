@@ -288,6 +288,8 @@ class RequestHandling:
         if h is not None:
             h.failed = f"node {task.node.id} failed: {reason}"
             h.slots = [None if s == task.node.id else s for s in h.slots]
+        elif task.request_id is None:
+            self.spare_launch_failed(task)
 
     def launch_aborted(self, task) -> None:
         """Quota: the slot is launched again once quota frees; nothing failed."""

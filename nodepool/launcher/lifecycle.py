@@ -66,7 +66,7 @@ class Lifecycle(MachineDriving):
                     resources=self.label_cost(pool.cfg, label_name).to_dict(),
                     state_time=now, created_time=now)
         nodes.create_node(self.ctx.kazoo, node)
-        lock = locks.lock_node(self.ctx.kazoo, node.id, identifier=self._lock_id())
+        lock = locks.lock_new_node(self.ctx.kazoo, node.id, identifier=self._lock_id())
         task = LaunchTask(node=node, lock=lock, pool=pool, label=label,
                           request_id=node.allocated_to, attempt_started=time.monotonic(), az=az)
         if instance is not None:    # a standing host: no cloud step, straight to the scan

@@ -26,6 +26,7 @@ from nodepool.launcher.indexes import ProviderIndex
 from nodepool.launcher.leaks import LeakCleanup
 from nodepool.launcher.lifecycle import Lifecycle
 from nodepool.launcher.planner import PoolView
+from nodepool.launcher.spares import SpareLaunching
 from nodepool.model import Node
 from nodepool.zk import cache as zkcache
 from nodepool.zk import images
@@ -55,7 +56,7 @@ class PoolState:
     pause_reason: str = ""
 
 
-class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
+class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
     """Drives one provider for as long as this launcher holds the provider's lease."""
 
     def __init__(self, ctx: LauncherContext, provider: Any, adapter: Adapter):
@@ -96,6 +97,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
                             labels=frozenset(pool_cfg.labels), max_servers=pool_cfg.max_servers,
                             priority=pool_cfg.priority, launches=adapter.launches)
             self.pools[pool_cfg.name] = PoolState(cfg=pool_cfg, view=view)
+        self.init_spares()
 
     # -- life -------------------------------------------------------------
 
@@ -199,6 +201,8 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup):
         if not self.adapter.launches:
             self.register_standing(now)
         self.advance_tasks(now)
+        # After requests: a pool they paused for quota launches no spares.
+        self.serve_spare_asks(now)
         self._update_paused()
 
     def _next_timer(self) -> float:

@@ -164,6 +164,15 @@ def lock_node(
                     f"node {node_id}")
 
 
+def lock_new_node(kazoo: KazooClient, node_id: str, identifier: str = "") -> Lock:
+    """Lock a node we have just created: no lock dir yet, so the fresh-lock
+    transaction goes first (one round trip instead of two)."""
+    lock_dir = paths.node_lock(node_id)
+    lock = Lock(kazoo, lock_dir, identifier)
+    return _acquire(kazoo, lock, lock_dir, paths.node(node_id), False, None,
+                    f"node {node_id}", fresh_first=True)
+
+
 def lock_request(
     kazoo: KazooClient,
     request_id: str,
