@@ -45,7 +45,8 @@ class Lifecycle(MachineDriving):
         """
         node = task.node
         version = node.version if check_version else -1
-        result = self.ctx.kazoo.set_async(paths.node(node.id), node.to_json(), version)
+        # Through the cache: it takes what we wrote from the reply, not a re-read.
+        result = self.ctx.cache.write_node(node.id, node.to_json(), version)
         task.write = result
         result.rawlink(lambda _: self.wake())
 

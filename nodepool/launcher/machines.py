@@ -276,7 +276,7 @@ class MachineDriving:
         """
         node, lock, kazoo = task.node, task.lock, self.ctx.kazoo
         node.set_state(NodeState.DELETED)
-        kazoo.set_async(paths.node(node.id), node.to_json(), -1)
+        self.ctx.cache.write_node(node.id, node.to_json())
         tx = kazoo.transaction()
         if lock is not None and lock.node:
             tx.delete(f"{lock.path}/{lock.node}")
