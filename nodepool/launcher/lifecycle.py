@@ -18,7 +18,7 @@ from nodepool.launcher import cleanup, handover
 from nodepool.launcher.machines import MachineDriving
 from nodepool.launcher.tasks import DeleteTask, LaunchTask
 from nodepool.model import Node, NodeState
-from nodepool.zk import locks, nodes, paths
+from nodepool.zk import locks, nodes
 
 log = logging.getLogger("nodepool.launcher.lifecycle")
 
