@@ -7,6 +7,7 @@ after locking, nodes are unlocked before the single fulfil write.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from typing import Any
@@ -18,6 +19,8 @@ from nodepool.model import NodeRequest, RequestState
 from nodepool.zk import locks, paths, requests
 
 log = logging.getLogger("nodepool.launcher.requests")
+
+SPARE_CANDIDATES = 16   # spares looked at per label beyond the ones a request needs
 
 
 @dataclasses.dataclass(eq=False)
@@ -76,6 +79,10 @@ class RequestHandling:
         registered = self.ctx.registered_pools()
         pools = sorted(self.pools.values(), key=lambda p: p.cfg.priority)
         blocked = {name for name, p in self.pools.items() if p.paused}
+        takes: list[tuple[str, Any]] = []
+        # Spares counted for requests taken earlier in this pass, by (pool, label):
+        # their claims are only sent once the pass has chosen every request.
+        promised: collections.Counter = collections.Counter()
         for req in pending:
             if req.state != RequestState.REQUESTED or req.id in self.handlers \
                     or req.id in self.finished:
@@ -96,18 +103,19 @@ class RequestHandling:
                     continue
                 if pool.cfg.name in blocked:
                     continue
-                blocker = self._blocker(req, pool)
+                blocker = self._blocker(req, pool, promised)
                 if blocker == "tenant":
                     continue   # this tenant is at its limit; others may go ahead
                 if blocker is not None:
                     blocked.add(pool.cfg.name)
                     continue
-                if self._take(req.id, pool):
-                    break
+                takes.append((req.id, pool))
+                break
+        self._take_all(takes)
         for name, pool in self.pools.items():
             pool.paused = name in blocked
 
-    def _blocker(self, req: NodeRequest, pool) -> str | None:
+    def _blocker(self, req: NodeRequest, pool, promised: collections.Counter) -> str | None:
         """From the cache alone: why the pool cannot serve this now (None = it can).
 
         Ready nodes and launches already under way for nobody count first;
@@ -121,10 +129,12 @@ class RequestHandling:
                     need.remove(label)
                     return
         if req.reuse or not self.adapter.launches:
-            counts = {label: self.index.spare_count(pool.cfg.name, label) for label in set(need)}
+            counts = {label: self.index.spare_count(pool.cfg.name, label)
+                      - promised[(pool.cfg.name, label)] for label in set(need)}
             for label in list(need):
                 if counts[label] > 0:
                     counts[label] -= 1
+                    promised[(pool.cfg.name, label)] += 1
                     need.remove(label)
         if not need:
             return None
@@ -166,31 +176,54 @@ class RequestHandling:
             if own_lock:
                 locks.release(lock)
 
-    def _take(self, request_id: str, pool) -> bool:
-        kazoo = self.ctx.kazoo
-        try:
-            lock, raw = locks.lock_request_and_read(kazoo, request_id, self._lock_name())
-        except errors.LockFailed:
-            return False
-        req = NodeRequest.from_json(request_id, raw[0], raw[1].version) if raw else None
-        if req is None or req.state != RequestState.REQUESTED or pool.view.id in req.declined_by:
-            locks.release_async(kazoo, lock)
-            if req is None or req.state != RequestState.REQUESTED:
-                self.finished.add(request_id)
-            return False
-        handler = RequestHandler(req, lock, pool, [None] * len(req.node_types))
-        claims = self._claim(handler)
-        if claims and len(claims) == len(req.node_types):
-            # Everything from ready nodes: allocate, unlock and fulfil in one transaction.
-            req.nodes = [c.node.id for c in sorted(claims, key=lambda c: c.slot)]
-            req.set_state(RequestState.FULFILLED)
-            if handover.commit(kazoo, claims, req, lock):
+    def _take_all(self, takes: list[tuple[str, Any]]) -> None:
+        """Lock, re-read and serve every request this pass took, their round trips overlapped.
+
+        Three waves, each sent for every request before any answer is awaited:
+        request locks with re-reads, node claims, and the fulfil transactions
+        of requests that ready nodes satisfy whole. The rest launch.
+        """
+        kazoo, name = self.ctx.kazoo, self._lock_name()
+        started = [(rid, pool, locks.start_request_lock(kazoo, rid, name)) for rid, pool in takes]
+        handlers = []
+        for request_id, pool, pending in started:
+            try:
+                lock, raw = locks.finish_request_lock(kazoo, request_id, name, pending)
+            except errors.LockFailed:
+                continue
+            req = NodeRequest.from_json(request_id, raw[0], raw[1].version) if raw else None
+            if req is None or req.state != RequestState.REQUESTED or \
+                    pool.view.id in req.declined_by:
+                locks.release_async(kazoo, lock)
+                if req is None or req.state != RequestState.REQUESTED:
+                    self.finished.add(request_id)
+                continue
+            handlers.append(RequestHandler(req, lock, pool, [None] * len(req.node_types)))
+        claiming: set[str] = set()
+        attempts = [(h, self._start_claim(h, claiming)) for h in handlers]
+        commits = []
+        for h, attempt in attempts:
+            claims = handover.settle_claims(kazoo, attempt, h.request, name) if attempt else []
+            if claims and len(claims) == len(h.request.node_types):
+                # Everything from ready nodes: allocate, unlock and fulfil in one transaction.
+                req = h.request
+                req.nodes = [c.node.id for c in sorted(claims, key=lambda c: c.slot)]
+                req.set_state(RequestState.FULFILLED)
+                commits.append((h, claims, handover.send_commit(kazoo, claims, req, h.lock)))
+            else:
+                self._serve_partly(h, claims)
+        for h, claims, pending in commits:
+            if handover.finish_commit(kazoo, claims, h.lock, pending):
                 self._claimed(claims)
-                self.finished.add(req.id)
-                log.info("request=%s Fulfilled with ready %s", req.id, ", ".join(req.nodes))
-                return True
-            locks.release_async(kazoo, lock)   # lost a race; the next pass tries again
-            return False
+                self.finished.add(h.request.id)
+                log.info("request=%s Fulfilled with ready %s", h.request.id,
+                         ", ".join(h.request.nodes))
+            else:
+                locks.release_async(kazoo, h.lock)   # lost a race; the next pass tries again
+
+    def _serve_partly(self, handler: RequestHandler, claims: list) -> None:
+        """Hold the request: allocate what was claimed, launch the rest, mark it pending."""
+        kazoo, req = self.ctx.kazoo, handler.request
         if claims and not handover.commit(kazoo, claims):
             claims = []
         self._claimed(claims)
@@ -205,22 +238,31 @@ class RequestHandling:
         req.set_state(RequestState.PENDING)
         kazoo.set_async(paths.request(req.id), req.to_json(), req.version)
         req.version += 1
-        return True
 
     # -- filling slots ------------------------------------------------------------
 
     def _claim(self, h: RequestHandler) -> list:
+        attempt = self._start_claim(h, set())
+        return handover.settle_claims(self.ctx.kazoo, attempt, h.request, self._lock_name())
+
+    def _start_claim(self, h: RequestHandler, claiming: set[str]) -> list:
+        """Send lock attempts for ready nodes fitting the empty slots, none in `claiming`."""
         if not (h.request.reuse or not self.adapter.launches):
             return []
-        labels = {h.request.node_types[i] for i in h.missing()}
-        candidates = [n for label in labels for n in self.index.spares(h.pool.cfg.name, label)]
+        missing = [h.request.node_types[i] for i in h.missing()]
+        # Oldest spares first (the index keeps them in the order they became
+        # spares): enough to fill the slots past those other requests are claiming.
+        limit = len(missing) + len(claiming) + SPARE_CANDIDATES
+        candidates = [n for label in set(missing)
+                      for n in self.index.spares(h.pool.cfg.name, label, limit)]
         if not candidates:
             return []
-        claims, az = handover.claim_ready(self.ctx.kazoo, self.ctx.cache, h.request, h.slots,
-                                          h.pool.view, h.az, self._lock_name(), candidates)
-        if claims:
+        attempt, az = handover.start_claims(self.ctx.kazoo, self.ctx.cache, h.request, h.slots,
+                                            h.pool.view, h.az, self._lock_name(), candidates,
+                                            exclude=claiming)
+        if attempt:
             h.az = h.az or az
-        return claims
+        return attempt
 
     def _claimed(self, claims) -> None:
         """Committed: these are no longer spares (before the cache says so)."""

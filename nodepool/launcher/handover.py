@@ -40,9 +40,21 @@ def claim_ready(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: lis
 
     Returns the claims and the zone the rest of the request must use.
     """
+    attempts, az = start_claims(kazoo, cache, request, slots, pool, az, identifier, candidates)
+    return settle_claims(kazoo, attempts, request, identifier), az
+
+
+def start_claims(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: list[str | None],
+                 pool: PoolView, az: str | None, identifier: str, candidates: list[Node],
+                 exclude: set[str] | None = None) -> tuple[list, str | None]:
+    """Choose ready nodes for the empty slots and send their lock attempts (no waiting).
+
+    `exclude` (ids other requests of the same pass are claiming) is extended
+    with the chosen ones. `settle_claims` collects the answers.
+    """
     missing = [i for i, s in enumerate(slots) if s is None]
     wanted = dataclasses.replace(request, node_types=[request.node_types[i] for i in missing])
-    taken = frozenset(s for s in slots if s is not None)
+    taken = frozenset(s for s in slots if s is not None) | frozenset(exclude or ())
     chosen, az = choose_nodes(wanted, pool, candidates, cache.is_node_locked,
                               allow_reuse=True, az=az, exclude=taken)
     attempts = []
@@ -52,8 +64,15 @@ def claim_ready(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: lis
         # shows ready and unallocated now, at the version the commit will check.
         if seen is None or not is_reusable(seen, pool, cache.is_node_locked(node_id)):
             continue
+        if exclude is not None:
+            exclude.add(node_id)
         lock, created, listed = locks.start_lock(kazoo, paths.node_lock(node_id), identifier)
         attempts.append((slot, seen, lock, created, listed))
+    return attempts, az
+
+
+def settle_claims(kazoo: KazooClient, attempts: list, request: NodeRequest,
+                  identifier: str) -> list[Claim]:
     claims = []
     for slot, seen, lock, created, listed in attempts:
         held = _settle(kazoo, lock, created, listed, seen.id, identifier)
@@ -62,7 +81,7 @@ def claim_ready(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: lis
                                        tenant_name=request.tenant_name,
                                        requestor=request.requestor)
             claims.append(Claim(slot, node, held))
-    return claims, az
+    return claims
 
 
 def _settle(kazoo: KazooClient, lock: Lock, created, listed, node_id: str,
@@ -80,6 +99,13 @@ def _settle(kazoo: KazooClient, lock: Lock, created, listed, node_id: str,
 def commit(kazoo: KazooClient, claims: list[Claim], request: NodeRequest | None = None,
            request_lock: Lock | None = None) -> bool:
     """Write the allocations and unlock the nodes (and fulfil the request) atomically."""
+    return finish_commit(kazoo, claims, request_lock,
+                         send_commit(kazoo, claims, request, request_lock))
+
+
+def send_commit(kazoo: KazooClient, claims: list[Claim], request: NodeRequest | None = None,
+                request_lock: Lock | None = None):
+    """Send `commit`'s transaction without waiting; `finish_commit` collects it."""
     tx = kazoo.transaction()
     for claim in claims:
         tx.set_data(paths.node(claim.node.id), claim.node.to_json(), claim.node.version)
@@ -88,7 +114,16 @@ def commit(kazoo: KazooClient, claims: list[Claim], request: NodeRequest | None 
         tx.set_data(paths.request(request.id), request.to_json(), request.version)
         if request_lock is not None and request_lock.node:
             tx.delete(f"{request_lock.path}/{request_lock.node}")
-    results = tx.commit()
+    return tx.commit_async()
+
+
+def finish_commit(kazoo: KazooClient, claims: list[Claim], request_lock: Lock | None,
+                  pending) -> bool:
+    """True when the transaction was applied; otherwise the node locks are let go."""
+    try:
+        results = pending.get()
+    except Exception:
+        results = [Exception("commit not answered")]
     if any(isinstance(r, Exception) for r in results):
         release(kazoo, claims)
         return False

@@ -9,6 +9,7 @@ a running total.
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import Callable
 
 from nodepool.drivers.adapter import Resources
@@ -60,8 +61,9 @@ class ProviderIndex:
             self.allocated[node.allocated_to].add(node_id)
             self._allocated_of[node_id] = node.allocated_to
 
-    def spares(self, pool: str, label: str) -> list[Node]:
-        return list(self._ready[pool][label].values())
+    def spares(self, pool: str, label: str, limit: int | None = None) -> list[Node]:
+        """Spares of the label, oldest first; at most `limit`."""
+        return list(itertools.islice(self._ready[pool][label].values(), limit))
 
     def spare_count(self, pool: str, label: str) -> int:
         return len(self._ready[pool][label])

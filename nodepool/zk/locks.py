@@ -231,12 +231,11 @@ def locked_node_ids(kazoo: KazooClient, node_ids: list[str]) -> set[str]:
     return locked
 
 
-def lock_request_and_read(kazoo: KazooClient, request_id: str, identifier: str = ""
-                          ) -> tuple[Lock, tuple[bytes, object] | None]:
-    """Lock a request and re-read it, pipelined: the read is ordered after the lock.
+def start_request_lock(kazoo: KazooClient, request_id: str, identifier: str = ""):
+    """Send a request's fresh-lock transaction and a re-read ordered after it (no waiting).
 
-    Returns the held lock and the request's (data, stat) as read under it, or
-    None when the request is gone. Raises LockFailed when someone holds it.
+    Started for many requests at once, their round trips overlap; `finish_request_lock`
+    collects each.
     """
     lock_dir = paths.request_lock(request_id)
     lock = Lock(kazoo, lock_dir, identifier)
@@ -244,17 +243,32 @@ def lock_request_and_read(kazoo: KazooClient, request_id: str, identifier: str =
     tx = kazoo.transaction()
     tx.create(lock_dir)
     tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
-    pending = tx.commit_async()
-    read = kazoo.get_async(paths.request(request_id))
+    return lock, tx.commit_async(), kazoo.get_async(paths.request(request_id))
+
+
+def finish_request_lock(kazoo: KazooClient, request_id: str, identifier: str, started
+                        ) -> tuple[Lock, tuple[bytes, object] | None]:
+    """The held lock and the request's (data, stat) read under it (None: gone).
+
+    Raises LockFailed when someone holds it.
+    """
+    lock, pending, read = started
     results = pending.get()
     if isinstance(results[0], Exception) or isinstance(results[1], Exception):
         # Used before, or no parent yet: the general way, then a plain re-read.
         lock = lock_request(kazoo, request_id, identifier=identifier)
         read = kazoo.get_async(paths.request(request_id))
     else:
-        lock.node = results[1][len(lock_dir) + 1:]
+        lock.node = results[1][len(lock.path) + 1:]
         lock.create_tried = lock.is_acquired = True
     try:
         return lock, read.get()
     except NoNodeError:
         return lock, None
+
+
+def lock_request_and_read(kazoo: KazooClient, request_id: str, identifier: str = ""
+                          ) -> tuple[Lock, tuple[bytes, object] | None]:
+    """Lock a request and re-read it, pipelined: the read is ordered after the lock."""
+    return finish_request_lock(kazoo, request_id, identifier,
+                               start_request_lock(kazoo, request_id, identifier))

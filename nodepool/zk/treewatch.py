@@ -188,7 +188,7 @@ class TreeWatch:
             return
         for name in [n for n in self.known if n not in children]:
             self._forget(name)
-        for name in children:
+        for name in sorted(children):     # sequential names: in creation order
             if self.accept(name):
                 self.known.setdefault(name, -1)
                 self._read(name)
