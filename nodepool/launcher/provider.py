@@ -27,7 +27,7 @@ from nodepool.launcher.leaks import LeakCleanup
 from nodepool.launcher.lifecycle import Lifecycle
 from nodepool.launcher.planner import PoolView
 from nodepool.launcher.spares import SpareLaunching
-from nodepool.model import Node
+from nodepool.model import Node, RequestState
 from nodepool.zk import cache as zkcache
 from nodepool.zk import images
 
@@ -84,6 +84,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
         self.image_cache: dict[str, tuple[Any, float]] = {}
         self.index = ProviderIndex(provider.name, self._node_cost)
         self.changes: collections.deque = collections.deque()
+        self.new_requests = False   # a new request arrived since serve_requests ran
         self.dirty: set[str] = set()
         self.full_cleanup = True
         self.expiry_at = math.inf     # wall-clock time of the next hold/ready-age expiry
@@ -143,8 +144,11 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
             node = event.value
             if node is None or node.provider == self.name:
                 self.changes.append(event.id)
-        elif event.kind == zkcache.REQUEST and event.value is None:
-            self.changes.append(("request-gone", event.id))
+        elif event.kind == zkcache.REQUEST:
+            if event.value is None:
+                self.changes.append(("request-gone", event.id))
+            elif event.value.state == RequestState.REQUESTED:
+                self.new_requests = True
         self.wake()
 
     def request_full_cleanup(self) -> None:
@@ -192,18 +196,28 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
             self.resumed = True
         self.collect_finished(now)
         self.check_handlers()
+        self.new_requests = False
         self.serve_requests()
         self._refresh_listing(now)
         self._refresh_limits()
         self.leak_tick()
         self.retry_removals()
         self.apply_cleanup()
+        self._serve_new_requests()    # those that arrived while we deleted
         if not self.adapter.launches:
             self.register_standing(now)
         self.advance_tasks(now)
+        self._serve_new_requests()
         # After requests: a pool they paused for quota launches no spares.
         self.serve_spare_asks(now)
         self._update_paused()
+
+    def _serve_new_requests(self) -> None:
+        """Serve requests that arrived during this pass now, not after the rest of it."""
+        if self.new_requests:
+            self.new_requests = False
+            self._absorb()
+            self.serve_requests()
 
     def _next_timer(self) -> float:
         """The earliest monotonic time at which something is due without an event."""
