@@ -12,13 +12,15 @@ import dataclasses
 import logging
 import time
 
+from kazoo.exceptions import NoNodeError
+
 from nodepool import errors
 from nodepool.drivers.adapter import Instance, LaunchContext
 from nodepool.launcher import cleanup, handover
 from nodepool.launcher.machines import MachineDriving
 from nodepool.launcher.tasks import DeleteTask, LaunchTask
 from nodepool.model import Node, NodeState
-from nodepool.zk import locks, nodes
+from nodepool.zk import locks, nodes, paths
 
 log = logging.getLogger("nodepool.launcher.lifecycle")
 
@@ -150,7 +152,12 @@ class Lifecycle(MachineDriving):
                                self._request_exists, self.ctx.config.labels,
                                self.ctx.config.max_hold_age, self.ctx.clock(),
                                can_resume=self.adapter.launches)
+        # Deletions first, their locks sent at once: one round trip for all of them.
+        deletes = [a for a in actions if a.action == cleanup.Action.DELETE]
+        self._delete_many(deletes)
         for act in actions:
+            if act.action == cleanup.Action.DELETE:
+                continue
             try:
                 if act.action == cleanup.Action.RESUME:
                     self.resume_launch(act.node_id)
@@ -158,8 +165,6 @@ class Lifecycle(MachineDriving):
                     self.release_node(act.node_id, expected_request=None)
                 elif act.action == cleanup.Action.REMOVE:
                     self._remove_record(act.node_id)
-                else:
-                    self._delete_unlocked(act.node_id, act.reason)
             except (errors.LockFailed, errors.NotFound, errors.VersionConflict) as e:
                 # Someone got there first; the cache will tell us what changed.
                 self.log.debug("node=%s %s skipped: %s", act.node_id, act.action.value, e)
@@ -176,19 +181,31 @@ class Lifecycle(MachineDriving):
         # it (one session's watch events and replies come in zxid order).
         return self.ctx.cache.request_exists(request_id)
 
-    def _delete_unlocked(self, node_id: str, reason: str) -> None:
-        """Lock and delete a node the cache shows finished with.
+    def _delete_many(self, actions: list) -> None:
+        """Lock and delete nodes the cache shows finished with, the locks pipelined.
 
         The `deleting` write is made over the version the cache showed: if the
         node changed meanwhile (a requestor set `hold` and unlocked), the write
         fails and the delete is dropped; the cache then shows the truth.
         """
-        seen = self.ctx.cache.get_node(node_id)
-        if seen is None:
-            return
-        lock = locks.lock_node(self.ctx.kazoo, node_id, identifier=self._lock_id())
-        node = dataclasses.replace(seen)
-        self.start_delete(node, lock, reason, check_version=True)
+        kazoo, name = self.ctx.kazoo, self._lock_id()
+        started = []
+        for act in actions:
+            seen = self.ctx.cache.get_node(act.node_id)
+            if seen is not None:
+                started.append((act, seen, locks.start_lock(kazoo, paths.node_lock(seen.id), name)))
+        for act, seen, attempt in started:
+            try:
+                try:
+                    lock = locks.settle(kazoo, *attempt)
+                except NoNodeError:     # never locked before, or gone
+                    lock = locks.lock_node(kazoo, seen.id, identifier=name)
+                if lock is None:
+                    raise errors.LockFailed(f"node {seen.id} is locked by someone else")
+            except (errors.LockFailed, errors.NotFound) as e:
+                self.log.debug("node=%s delete skipped: %s", seen.id, e)
+                continue
+            self.start_delete(dataclasses.replace(seen), lock, act.reason, check_version=True)
 
     def release_node(self, node_id: str, expected_request: str | None) -> None:
         """Clear `allocated_to` of a ready node whose request is gone (or given up).
