@@ -79,7 +79,7 @@ class RequestHandling:
         registered = self.ctx.registered_pools()
         pools = sorted(self.pools.values(), key=lambda p: p.cfg.priority)
         blocked = {name for name, p in self.pools.items() if p.paused}
-        takes: list[tuple[str, Any]] = []
+        takes: list[tuple[NodeRequest, Any]] = []
         # Spares counted for requests taken earlier in this pass, by (pool, label):
         # their claims are only sent once the pass has chosen every request.
         promised: collections.Counter = collections.Counter()
@@ -109,7 +109,7 @@ class RequestHandling:
                 if blocker is not None:
                     blocked.add(pool.cfg.name)
                     continue
-                takes.append((req.id, pool))
+                takes.append((req, pool))
                 break
         self._take_all(takes)
         for name, pool in self.pools.items():
@@ -176,40 +176,48 @@ class RequestHandling:
             if own_lock:
                 locks.release(lock)
 
-    def _take_all(self, takes: list[tuple[str, Any]]) -> None:
+    def _take_all(self, takes: list[tuple[NodeRequest, Any]]) -> None:
         """Lock, re-read and serve every request this pass took, their round trips overlapped.
 
-        Three waves, each sent for every request before any answer is awaited:
-        request locks with re-reads, node claims, and the fulfil transactions
-        of requests that ready nodes satisfy whole. The rest launch.
+        Two waves, each sent for every request before any answer is awaited:
+        the request locks with their re-reads together with the claims of ready
+        nodes for the request as the cache shows it, then the fulfil
+        transactions of the requests that ready nodes satisfy whole. A request
+        that changed meanwhile lets its claims go; the rest launch.
         """
         kazoo, name = self.ctx.kazoo, self._lock_name()
-        started = [(rid, pool, locks.start_request_lock(kazoo, rid, name)) for rid, pool in takes]
-        handlers = []
-        for request_id, pool, pending in started:
+        claiming: set[str] = set()
+        started = []
+        for cached, pool in takes:
+            pending = locks.start_request_lock(kazoo, cached.id, name)
+            speculative = RequestHandler(cached, None, pool, [None] * len(cached.node_types))
+            started.append((cached, pool, pending, self._start_claim(speculative, claiming),
+                            speculative.az))
+        commits = []
+        for cached, pool, pending, attempt, az in started:
             try:
-                lock, raw = locks.finish_request_lock(kazoo, request_id, name, pending)
+                lock, raw = locks.finish_request_lock(kazoo, cached.id, name, pending)
             except errors.LockFailed:
+                handover.release(kazoo, handover.settle_claims(kazoo, attempt, cached, name))
                 continue
-            req = NodeRequest.from_json(request_id, raw[0], raw[1].version) if raw else None
+            req = NodeRequest.from_json(cached.id, raw[0], raw[1].version) if raw else None
             if req is None or req.state != RequestState.REQUESTED or \
                     pool.view.id in req.declined_by:
                 locks.release_async(kazoo, lock)
+                handover.release(kazoo, handover.settle_claims(kazoo, attempt, cached, name))
                 if req is None or req.state != RequestState.REQUESTED:
-                    self.finished.add(request_id)
+                    self.finished.add(cached.id)
                 continue
-            handlers.append(RequestHandler(req, lock, pool, [None] * len(req.node_types)))
-        claiming: set[str] = set()
-        attempts = [(h, self._start_claim(h, claiming)) for h in handlers]
-        commits = []
-        for h, attempt in attempts:
-            claims = handover.settle_claims(kazoo, attempt, h.request, name) if attempt else []
-            if claims and len(claims) == len(h.request.node_types):
+            h = RequestHandler(req, lock, pool, [None] * len(req.node_types), az=az)
+            claims = handover.settle_claims(kazoo, attempt, req, name)
+            if req.node_types != cached.node_types:     # rewritten since the cache saw it
+                handover.release(kazoo, claims)
+                claims = []
+            if claims and len(claims) == len(req.node_types):
                 # Everything from ready nodes: allocate, unlock and fulfil in one transaction.
-                req = h.request
                 req.nodes = [c.node.id for c in sorted(claims, key=lambda c: c.slot)]
                 req.set_state(RequestState.FULFILLED)
-                commits.append((h, claims, handover.send_commit(kazoo, claims, req, h.lock)))
+                commits.append((h, claims, handover.send_commit(kazoo, claims, req, lock)))
             else:
                 self._serve_partly(h, claims)
         for h, claims, pending in commits:
