@@ -186,3 +186,35 @@ def test_own_writes_are_taken_from_their_reply_and_others_are_read(own, zk_clien
         wait_for(lambda: seen.data.get("n") == b"after-mine", what="change after own write")
     finally:
         tw.stop()
+
+
+def test_members_change_is_told_after_the_data_change_before_it(own, zk_client):
+    """A user sets its node used and unlocks it (here in one transaction, so both
+    events arrive before any read): the watch never shows "in-use, unlocked"."""
+    zk_client.ensure_path("/q")
+    zk_client.create("/q/n", b"in-use")
+    contender = zk_client.create("/q/n/lock/c__lock__", b"", sequence=True, makepath=True)
+    told = []
+    seen = Seen()
+
+    def on_data(name, data, stat):
+        seen.on_data(name, data, stat)
+        told.append(("data", data))
+
+    def on_members(name, names):
+        seen.on_members(name, names)
+        told.append(("members", len(names)))
+
+    tw = TreeWatch(own.kazoo, "/q", on_data, subdir="lock", on_members=on_members)
+    tw.start()
+    assert tw.initialized.wait(10)
+    try:
+        told.clear()
+        tx = zk_client.transaction()
+        tx.set_data("/q/n", b"used")
+        tx.delete(contender)
+        assert not any(isinstance(r, Exception) for r in tx.commit())
+        wait_for(lambda: ("members", 0) in told, what="unlock told")
+        assert told.index(("data", b"used")) < told.index(("members", 0)), told
+    finally:
+        tw.stop()

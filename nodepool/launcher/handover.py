@@ -91,7 +91,7 @@ def _settle(kazoo: KazooClient, lock: Lock, created, listed, node_id: str,
     except NoNodeError:
         # No lock dir yet (a node nobody ever locked) or the node is gone.
         try:
-            return locks.lock_node(kazoo, node_id, identifier=identifier)
+            return locks.lock_new_node(kazoo, node_id, identifier=identifier)
         except (errors.LockFailed, errors.NotFound):
             return None
 

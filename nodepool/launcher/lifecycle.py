@@ -199,7 +199,7 @@ class Lifecycle(MachineDriving):
                 try:
                     lock = locks.settle(kazoo, *attempt)
                 except NoNodeError:     # never locked before, or gone
-                    lock = locks.lock_node(kazoo, seen.id, identifier=name)
+                    lock = locks.lock_new_node(kazoo, seen.id, identifier=name)
                 if lock is None:
                     raise errors.LockFailed(f"node {seen.id} is locked by someone else")
             except (errors.LockFailed, errors.NotFound) as e:

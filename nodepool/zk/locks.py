@@ -165,8 +165,8 @@ def lock_node(
 
 
 def lock_new_node(kazoo: KazooClient, node_id: str, identifier: str = "") -> Lock:
-    """Lock a node we have just created: no lock dir yet, so the fresh-lock
-    transaction goes first (one round trip instead of two)."""
+    """Lock a node whose lock dir does not exist yet (just created, or never locked):
+    the fresh-lock transaction goes first (one round trip instead of two)."""
     lock_dir = paths.node_lock(node_id)
     lock = Lock(kazoo, lock_dir, identifier)
     return _acquire(kazoo, lock, lock_dir, paths.node(node_id), False, None,

@@ -127,6 +127,11 @@ class TreeWatch:
         self._own_lock = threading.Lock()
         self._inflight: dict[str, int] = {}
         self._own: dict[str, list] = {}
+        # Reads of changed data in flight by name; member changes of such a name
+        # are told after the data, so no one sees old data with new members
+        # (a node still "in-use" whose user has just set it used and unlocked it).
+        self._reading: dict[str, int] = {}
+        self._members_later: set[str] = set()
 
     # -- start, stop, resync ----------------------------------------------------
 
@@ -203,17 +208,25 @@ class TreeWatch:
 
     def _got(self, name: str, result) -> None:
         self._replied()
+        left = self._reading.get(name, 1) - 1
+        if left > 0:
+            self._reading[name] = left
+        else:
+            self._reading.pop(name, None)
         try:
             data, stat = result.get()
         except NoNodeError:
-            return                          # its deletion event is in the stream
+            data = stat = None              # its deletion event is in the stream
         except Exception as e:
             log.debug("Reading %s/%s failed: %s", self.path, name, e)
-            return
-        if name not in self.known or stat.mzxid < self.known[name]:
-            return
-        self.known[name] = stat.mzxid
-        self.on_data(name, data, stat)
+            data = stat = None
+        if stat is not None and name in self.known and stat.mzxid >= self.known[name]:
+            self.known[name] = stat.mzxid
+            self.on_data(name, data, stat)
+        if left <= 0 and name in self._members_later:
+            self._members_later.discard(name)
+            if name in self.known:
+                self._members_changed(name)
 
     def _members_listed(self, name: str, result) -> None:
         self._replied()
@@ -303,15 +316,20 @@ class TreeWatch:
                 self._members_changed(name)
 
     def _expect_data(self, name: str) -> None:
+        self._reading[name] = self._reading.get(name, 0) + 1
         self._expect(1)
         send(self.kazoo, GetData(f"{self.full}/{name}", None),
              lambda result, n=name: self._got(n, result))
 
     def _members_changed(self, name: str) -> None:
+        if name in self._reading:
+            self._members_later.add(name)
+            return
         if self.on_members is not None:
             self.on_members(name, frozenset(self.members.get(name, ())))
 
     def _forget(self, name: str) -> None:
         self.known.pop(name, None)
         self.members.pop(name, None)
+        self._members_later.discard(name)
         self.on_data(name, None, None)
