@@ -28,10 +28,24 @@ from collections import namedtuple
 from typing import Callable
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
-from kazoo.protocol.serialization import (GetChildren, GetData, SetData, Watch, int_struct,
-                                         write_string)
-from kazoo.protocol.states import EVENT_TYPE_MAP, Callback, EventType, KazooState, WatchedEvent
+from kazoo.exceptions import NoNodeError, UnimplementedError
+from kazoo.protocol.serialization import (
+    GetChildren,
+    GetData,
+    SetData,
+    Watch,
+    int_struct,
+    write_string,
+)
+from kazoo.protocol.states import (
+    EVENT_TYPE_MAP,
+    Callback,
+    EventType,
+    KazooState,
+    WatchedEvent,
+)
+
+from nodepool.errors import ZooKeeperUnavailable
 
 log = logging.getLogger("nodepool.zk.treewatch")
 
@@ -41,6 +55,10 @@ PERSISTENT_RECURSIVE = 1
 OnData = Callable[[str, bytes | None, object], None]
 # on_members(name, names in the child's subdirectory)
 OnMembers = Callable[[str, frozenset[str]], None]
+
+
+class UnsupportedServer(ZooKeeperUnavailable):
+    """The ZooKeeper server is too old for persistent watches (the launcher exits 3)."""
 
 
 class AddWatch(namedtuple("AddWatch", "path mode")):
@@ -135,8 +153,17 @@ class TreeWatch:
 
     # -- start, stop, resync ----------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30.0) -> None:
+        """Watch and load; raises UnsupportedServer when ZooKeeper has no addWatch (< 3.6)."""
         self.kazoo.ensure_path(self.path)
+        probe = self.kazoo.handler.async_result()
+        self.kazoo._call(AddWatch(self.full, PERSISTENT_RECURSIVE), probe)
+        try:
+            probe.get(timeout=timeout)
+        except UnimplementedError:
+            raise UnsupportedServer(
+                "ZooKeeper does not support persistent recursive watches (addWatch): "
+                "the launcher needs ZooKeeper 3.6 or newer") from None
         _routes(self.kazoo)[self.full] = self._event
         self.kazoo.add_listener(self._on_state)
         self._run_ordered(self._sync)
