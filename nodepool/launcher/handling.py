@@ -49,6 +49,9 @@ class RequestHandling:
         self.handlers: dict[str, RequestHandler] = {}
         self.finished: set[str] = set()
         self.declined: set[tuple[str, str]] = set()
+        # (request, pool) -> the request version the pool found it could take:
+        # while the pool defers for quota, such a request is not triaged again.
+        self.takeable: dict[tuple[str, str], int] = {}
 
     def handler_node_ids(self) -> set[str]:
         return {s for h in self.handlers.values() for s in h.slots if s is not None}
@@ -63,19 +66,25 @@ class RequestHandling:
 
     # -- new requests ---------------------------------------------------------
 
-    def serve_requests(self) -> None:
+    def serve_requests(self, only: set[str] | None = None) -> None:
         """Take new requests in protocol order; a pool at quota defers (never fails).
 
         Once a pool defers a request, it takes no later one in this pass, so
         freed quota goes to the request that is first in line (a big request
-        is not starved by small ones behind it).
+        is not starved by small ones behind it). `only`: look at just these
+        requests (new ones, between the full passes), pools still deferring.
         """
         if self.stopping:
             return
-        pending = self.ctx.cache.requests()
-        live = {r.id for r in pending}
-        self.finished &= live
-        self.declined = {d for d in self.declined if d[0] in live}
+        if only is None:
+            pending = self.ctx.cache.requests()
+            live = {r.id for r in pending}
+            self.finished &= live
+            self.declined = {d for d in self.declined if d[0] in live}
+            self.takeable = {k: v for k, v in self.takeable.items() if k[0] in live}
+        else:
+            found = (self.ctx.cache.get_request(rid) for rid in only)
+            pending = sorted((r for r in found if r is not None), key=lambda r: r.sort_key)
         registered = self.ctx.registered_pools()
         pools = sorted(self.pools.values(), key=lambda p: p.cfg.priority)
         blocked = {name for name, p in self.pools.items() if p.paused}
@@ -90,6 +99,9 @@ class RequestHandling:
             for pool in pools:
                 if (req.id, pool.view.id) in self.declined:
                     continue
+                if pool.cfg.name in blocked and \
+                        self.takeable.get((req.id, pool.cfg.name)) == req.version:
+                    continue   # waits for this pool's quota, as in the last pass
                 verdict = triage(req, pool.view, registered,
                                  self.fits_ever(pool, req.node_types))
                 if verdict.verdict == Verdict.SKIP:
@@ -101,6 +113,7 @@ class RequestHandling:
                 if verdict.verdict == Verdict.DECLINE:
                     self._decline(req.id, pool, verdict.reason)
                     continue
+                self.takeable[(req.id, pool.cfg.name)] = req.version
                 if pool.cfg.name in blocked:
                     continue
                 blocker = self._blocker(req, pool, promised)

@@ -84,7 +84,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
         self.image_cache: dict[str, tuple[Any, float]] = {}
         self.index = ProviderIndex(provider.name, self._node_cost)
         self.changes: collections.deque = collections.deque()
-        self.new_requests = False   # a new request arrived since serve_requests ran
+        self.new_requests: collections.deque = collections.deque()  # ids, since serve_requests
         self.dirty: set[str] = set()
         self.full_cleanup = True
         self.expiry_at = math.inf     # wall-clock time of the next hold/ready-age expiry
@@ -148,7 +148,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
             if event.value is None:
                 self.changes.append(("request-gone", event.id))
             elif event.value.state == RequestState.REQUESTED:
-                self.new_requests = True
+                self.new_requests.append(event.id)
         self.wake()
 
     def request_full_cleanup(self) -> None:
@@ -196,7 +196,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
             self.resumed = True
         self.collect_finished(now)
         self.check_handlers()
-        self.new_requests = False
+        self.new_requests.clear()
         self.serve_requests()
         self._refresh_listing(now)
         self._refresh_limits()
@@ -215,9 +215,11 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
     def _serve_new_requests(self) -> None:
         """Serve requests that arrived during this pass now, not after the rest of it."""
         if self.new_requests:
-            self.new_requests = False
+            ids = set()
+            while self.new_requests:
+                ids.add(self.new_requests.popleft())
             self._absorb()
-            self.serve_requests()
+            self.serve_requests(only=ids)
 
     def _next_timer(self) -> float:
         """The earliest monotonic time at which something is due without an event."""
