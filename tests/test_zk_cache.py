@@ -6,7 +6,7 @@ import time
 import pytest
 from kazoo.recipe.lock import Lock
 
-from nodepool.model import Node, NodeRequest, NodeState
+from nodepool.model import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk import cache as zkcache
 from nodepool.zk import locks, nodes, paths, requests
 
@@ -111,3 +111,34 @@ def test_lock_state_converges_after_many_quick_lock_cycles(cache, zk, zk_client)
             lock.release()
     wait_for(lambda: not any(cache.is_node_locked(i) for i in ids), timeout=10,
              what="every node seen unlocked")
+
+
+def test_own_transaction_is_cached_from_its_answer(cache, zk):
+    node = nodes.create_node(zk.kazoo, Node(type=["a"], state=NodeState.READY))
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.id == node.id)
+    req = requests.submit_request(zk.kazoo, NodeRequest(node_types=["a"]), 100)
+    wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.id == req.id)
+    watches = cache._watches[:2]
+    reads = []
+    for watch in watches:
+        watch._expect_data = lambda name, read=watch._expect_data: (reads.append(name), read(name))
+    node.allocated_to = req.id
+    req.nodes = [node.id]
+    req.state = RequestState.FULFILLED
+    tx = zk.kazoo.transaction()
+    tx.set_data(paths.node(node.id), node.to_json(), node.version)
+    tx.set_data(paths.request(req.id), req.to_json(), req.version)
+    result = cache.commit_own(tx, [(zkcache.NODE, node.id, node.to_json(), 0),
+                                   (zkcache.REQUEST, req.id, req.to_json(), 1)])
+    assert not any(isinstance(r, Exception) for r in result.get(5))
+    wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.value is not None
+               and e.value.state == RequestState.FULFILLED)
+    assert cache.get_node(node.id).allocated_to == req.id
+    assert cache.get_node(node.id).version == node.version + 1
+    assert reads == []
+    # A transaction that fails changes nothing and reads nothing.
+    tx = zk.kazoo.transaction()
+    tx.set_data(paths.node(node.id), b"{}", 0)    # stale version
+    failed = cache.commit_own(tx, [(zkcache.NODE, node.id, b"{}", 0)])
+    assert isinstance(failed.get(5)[0], Exception)
+    assert cache.get_node(node.id).allocated_to == req.id and reads == []

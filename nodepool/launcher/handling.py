@@ -230,7 +230,8 @@ class RequestHandling:
                 # Everything from ready nodes: allocate, unlock and fulfil in one transaction.
                 req.nodes = [c.node.id for c in sorted(claims, key=lambda c: c.slot)]
                 req.set_state(RequestState.FULFILLED)
-                commits.append((h, claims, handover.send_commit(kazoo, claims, req, lock)))
+                commits.append((h, claims, handover.send_commit(kazoo, claims, req, lock,
+                                                                cache=self.ctx.cache)))
             else:
                 self._serve_partly(h, claims)
         for h, claims, pending in commits:

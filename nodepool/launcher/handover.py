@@ -22,6 +22,7 @@ from nodepool import errors
 from nodepool.launcher.planner import PoolView, choose_nodes, is_reusable
 from nodepool.model import Node, NodeRequest
 from nodepool.zk import locks, paths
+from nodepool.zk.cache import NODE, REQUEST
 
 
 @dataclasses.dataclass
@@ -104,17 +105,25 @@ def commit(kazoo: KazooClient, claims: list[Claim], request: NodeRequest | None 
 
 
 def send_commit(kazoo: KazooClient, claims: list[Claim], request: NodeRequest | None = None,
-                request_lock: Lock | None = None):
-    """Send `commit`'s transaction without waiting; `finish_commit` collects it."""
+                request_lock: Lock | None = None, cache: Any = None):
+    """Send `commit`'s transaction without waiting; `finish_commit` collects it.
+
+    With the `cache`, what it writes is cached from the answer, not read back.
+    """
     tx = kazoo.transaction()
+    writes = []
     for claim in claims:
-        tx.set_data(paths.node(claim.node.id), claim.node.to_json(), claim.node.version)
+        data = claim.node.to_json()
+        writes.append((NODE, claim.node.id, data, len(tx.operations)))
+        tx.set_data(paths.node(claim.node.id), data, claim.node.version)
         tx.delete(f"{claim.lock.path}/{claim.lock.node}")
     if request is not None:
-        tx.set_data(paths.request(request.id), request.to_json(), request.version)
+        data = request.to_json()
+        writes.append((REQUEST, request.id, data, len(tx.operations)))
+        tx.set_data(paths.request(request.id), data, request.version)
         if request_lock is not None and request_lock.node:
             tx.delete(f"{request_lock.path}/{request_lock.node}")
-    return tx.commit_async()
+    return cache.commit_own(tx, writes) if cache is not None else tx.commit_async()
 
 
 def finish_commit(kazoo: KazooClient, claims: list[Claim], request_lock: Lock | None,

@@ -106,6 +106,23 @@ class ZooKeeperCache:
         with no read back, unless someone else changed the node meanwhile."""
         return self._watches[0].write(node_id, data, version)
 
+    def commit_own(self, tx, writes: list[tuple[str, str, bytes, int]]):
+        """Commit `tx` (kazoo's async result) whose set_data ops are `writes`:
+        (NODE or REQUEST, id, data, position in the transaction). As with
+        `write_node`, what the transaction wrote is cached without a read back."""
+        watches = {NODE: self._watches[0], REQUEST: self._watches[1]}
+        for kind, name, _, _ in writes:
+            watches[kind].begin_own(name)
+        result = tx.commit_async()
+
+        def done(res) -> None:
+            results = res.get() if res.successful() else None
+            for kind, name, data, i in writes:
+                stat = results[i] if results is not None else None
+                watches[kind].end_own(name, data, None if isinstance(stat, Exception) else stat)
+        result.rawlink(done)
+        return result
+
     # -- reading --------------------------------------------------------
 
     def nodes(self) -> list[Node]:

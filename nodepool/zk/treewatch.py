@@ -279,14 +279,23 @@ class TreeWatch:
         successful writes, the cache takes the data we wrote (with the reply's
         stat) instead of reading it again. Anything else is read as usual.
         """
-        with self._own_lock:
-            self._inflight[name] = self._inflight.get(name, 0) + 1
+        self.begin_own(name)
         result = self.kazoo.handler.async_result()
-        result.rawlink(lambda r: self._own_done(name, data, r))
+        result.rawlink(lambda r: self.end_own(name, data, r.get() if r.successful() else None))
         self.kazoo._call(SetData(f"{self.full}/{name}", data, version), result)
         return result
 
-    def _own_done(self, name: str, data: bytes, result) -> None:
+    def begin_own(self, name: str) -> None:
+        """Before sending a write of `name` by other means (a transaction): count it in."""
+        with self._own_lock:
+            self._inflight[name] = self._inflight.get(name, 0) + 1
+
+    def end_own(self, name: str, data: bytes, stat) -> None:
+        """The write's answer (stat, or None when it failed), on the callback thread.
+
+        Called late (a callback attached after the reply came) it only costs a
+        read: events after the reply are counted as someone else's.
+        """
         with self._own_lock:
             left = self._inflight[name] - 1
             if left:
@@ -294,9 +303,9 @@ class TreeWatch:
             else:
                 del self._inflight[name]
         seen = self._own.setdefault(name, [0, 0, None])
-        if result.successful():
+        if stat is not None:
             seen[1] += 1
-            seen[2] = (data, result.get())
+            seen[2] = (data, stat)
         if left:
             return
         events, written, last = self._own.pop(name)
