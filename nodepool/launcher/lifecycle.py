@@ -57,9 +57,15 @@ class Lifecycle(MachineDriving):
     def start_launch(self, pool, label_name: str, request=None, az: str | None = None,
                      instance: Instance | None = None) -> LaunchTask:
         """Write a new node (init, allocated), lock it, mark it building, start its machine."""
-        label = pool.cfg.labels[label_name]
+        node = self.new_node(pool, label_name, request)
+        nodes.create_node(self.ctx.kazoo, node)
+        lock = locks.lock_new_node(self.ctx.kazoo, node.id, identifier=self._lock_id())
+        return self.begin_launch(pool, label_name, node, lock, az, instance)
+
+    def new_node(self, pool, label_name: str, request=None) -> Node:
+        """The record of a launch about to start (not written yet)."""
         now = self.ctx.clock()
-        node = Node(type=[label_name], provider=self.name, pool=pool.cfg.name,
+        return Node(type=[label_name], provider=self.name, pool=pool.cfg.name,
                     launcher=pool.view.id, cloud=getattr(self.provider, "cloud", None),
                     region=getattr(self.provider, "region_name", None),
                     allocated_to=request.id if request else None,
@@ -68,8 +74,12 @@ class Lifecycle(MachineDriving):
                     attributes=dict(pool.cfg.node_attributes) or None,
                     resources=self.label_cost(pool.cfg, label_name).to_dict(),
                     state_time=now, created_time=now)
-        nodes.create_node(self.ctx.kazoo, node)
-        lock = locks.lock_new_node(self.ctx.kazoo, node.id, identifier=self._lock_id())
+
+    def begin_launch(self, pool, label_name: str, node: Node, lock, az: str | None = None,
+                     instance: Instance | None = None) -> LaunchTask:
+        """A written node we hold locked: mark it building and start its machine."""
+        label = pool.cfg.labels[label_name]
+        now = self.ctx.clock()
         task = LaunchTask(node=node, lock=lock, pool=pool, label=label,
                           request_id=node.allocated_to, attempt_started=time.monotonic(), az=az)
         if instance is not None:    # a standing host: no cloud step, straight to the scan
@@ -134,7 +144,8 @@ class Lifecycle(MachineDriving):
 
     def apply_cleanup(self) -> None:
         """Act on nodes nobody holds: delete finished ones, release orphans, resume launches."""
-        busy = set(self.launches) | set(self.deletes) | self.handler_node_ids()
+        busy = set(self.launches) | set(self.deletes) | self.handler_node_ids() | \
+            {n.id for n in self.starting_nodes() if n.id is not None}
         if self.full_cleanup:
             self.full_cleanup, self.dirty = False, set()
             pnodes = [n for n in self.ctx.cache.nodes() if n.provider == self.name]

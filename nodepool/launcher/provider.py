@@ -195,6 +195,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
             self.apply_cleanup()
             self.resumed = True
         self.collect_finished(now)
+        self.advance_starts()
         self.check_handlers()
         self.new_requests.clear()
         self.serve_requests()
@@ -316,10 +317,11 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
         for label in labels:
             need = need + self.label_cost(pool.cfg, label)
         mc = self.provider.max_concurrency
-        if mc and mc > 0 and len(self.launches) + len(labels) > mc:
+        if mc and mc > 0 and len(self.launches) + len(self.starting) + len(labels) > mc:
             return "concurrency"
         # Launches this loop made that the cache has not reported yet count too.
-        pending = [t.node for t in self.launches.values() if not self.index.known(t.node.id)]
+        pending = [n for n in [t.node for t in self.launches.values()] + self.starting_nodes()
+                   if n.id is None or not self.index.known(n.id)]
         in_pool = self.index.usage(pool.cfg.name) + quota.usage(
             [n for n in pending if n.pool == pool.cfg.name], self._node_cost)
         if not quota.fits(need, in_pool, quota.pool_limits(pool.cfg)):

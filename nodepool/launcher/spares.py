@@ -17,10 +17,27 @@ import math
 import threading
 from typing import Any
 
+from kazoo.recipe.lock import Lock
+
+from nodepool import errors
 from nodepool.launcher.tasks import Phase
+from nodepool.model import Node
+from nodepool.zk import locks, paths
 
 # A spare that finished before the cache saw it stays counted this long at most.
 SPARE_UNSEEN_MAX = 60.0
+
+
+@dataclasses.dataclass(eq=False)
+class Starting:
+    """A spare launch whose node create, then fresh lock, is in flight (no loop waits)."""
+
+    pool: Any
+    label: str
+    node: Node
+    created: Any                   # kazoo result of the node's create
+    lock: Lock | None = None
+    locked: Any = None             # kazoo result of the fresh-lock transaction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +62,7 @@ class SpareLaunching:
         self._spare_tasks: dict[str, Any] = {}                   # loop thread only
         self._spare_unseen: dict[str, tuple[Any, float]] = {}   # loop thread only
         self._spare_reason: dict[str, str] = {}                  # loop thread only
+        self.starting: list[Starting] = []                      # loop thread only
         # label -> best (lowest) priority of our pools offering it; fixed for our life.
         self.spare_labels: dict[str, int] = {}
         if self.adapter.launches:   # static hosts are registered, never launched
@@ -120,7 +138,7 @@ class SpareLaunching:
                 if blocker is not None:
                     reasons.append(f"pool {pool.cfg.name} at its {blocker} limit")
                     break
-                self.start_launch(pool, label)
+                self._start_spare(pool, label)
                 started += 1
                 here += 1
             if here:
@@ -160,6 +178,61 @@ class SpareLaunching:
                 tasks.setdefault(node_id, task)
         self._spare_tasks = tasks
         self._spare_launching = {node_id: t.node.type[0] for node_id, t in tasks.items()}
+        for start in self.starting:     # no id yet: a key no cache node has
+            self._spare_launching[start.node.id or f"starting-{id(start)}"] = start.label
+
+    # -- starting without waiting ----------------------------------------------------
+
+    def _start_spare(self, pool, label: str) -> None:
+        """Send the node's create; `advance_starts` locks it and starts the launch.
+
+        A spare is for nobody, so no one waits for it: its two round trips
+        (create, then the fresh lock) overlap the loop's other work instead of
+        holding up the hand-overs of the same pass.
+        """
+        node = self.new_node(pool, label)
+        created = self.ctx.kazoo.create_async(paths.node_create_prefix(), node.to_json(),
+                                              sequence=True)
+        created.rawlink(lambda _: self.wake())
+        self.starting.append(Starting(pool, label, node, created))
+
+    def starting_nodes(self) -> list[Node]:
+        return [s.node for s in self.starting]
+
+    def advance_starts(self) -> None:
+        """Each pass: take the answers that came; lock created nodes; launch locked ones."""
+        kazoo = self.ctx.kazoo
+        for start in list(self.starting):
+            if start.lock is None:
+                if not start.created.ready():
+                    continue
+                try:
+                    path = start.created.get()
+                except Exception as e:
+                    self.starting.remove(start)
+                    self.log.warning("provider=%s min-ready: creating a spare %s node failed: "
+                                     "%s", self.name, start.label, e)
+                    continue
+                start.node.id, start.node.version = paths.basename(path), 0
+                lock_dir = paths.node_lock(start.node.id)
+                start.lock = Lock(kazoo, lock_dir, self._lock_id())
+                start.lock.assured_path = True
+                start.locked = locks.send_fresh_lock(kazoo, start.lock, lock_dir)
+                start.locked.rawlink(lambda _: self.wake())
+                continue
+            if not start.locked.ready():
+                continue
+            self.starting.remove(start)
+            try:
+                if locks.finish_fresh_lock(start.lock, start.locked) != "ok":
+                    start.lock = locks.lock_new_node(kazoo, start.node.id,
+                                                     identifier=self._lock_id())
+            except (errors.LockFailed, errors.NotFound) as e:
+                # Someone else holds it (or removed it): cleanup decides its fate.
+                self.log.warning("node=%s provider=%s Spare not started: %s", start.node.id,
+                                 self.name, e)
+                continue
+            self.begin_launch(start.pool, start.label, start.node, start.lock)
 
     def spare_launch_failed(self, task) -> None:
         """A launch for nobody failed for good: min-ready backs off the label."""

@@ -95,15 +95,25 @@ def _fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str) -> str:
     the lock (the same znodes kazoo's recipe makes). Otherwise nothing was
     created.
     """
+    return finish_fresh_lock(lock, send_fresh_lock(kazoo, lock, lock_dir))
+
+
+def send_fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str):
+    """Send `_fresh_lock`'s transaction without waiting (kazoo's async result)."""
     tx = kazoo.transaction()
     tx.create(lock_dir)
     tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
-    results = tx.commit_async().get()
+    return tx.commit_async()
+
+
+def finish_fresh_lock(lock: Lock, pending) -> str:
+    """"ok" (and `lock` is held), "exists" or "no-parent", from `send_fresh_lock`'s answer."""
+    results = pending.get()
     if isinstance(results[0], NoNodeError):
         return "no-parent"
     if isinstance(results[0], Exception) or isinstance(results[1], Exception):
         return "exists"
-    lock.node = results[1][len(lock_dir) + 1:]
+    lock.node = results[1][len(lock.path) + 1:]
     lock.create_tried = True
     lock.is_acquired = True
     return "ok"

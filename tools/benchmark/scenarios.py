@@ -55,6 +55,10 @@ SCENARIOS = [
              lambda q: _ready(200 if q else 400),
              lambda q, r: ["--concurrency", "1", "--requests", "100" if q else "300",
                            "--warmup", "20"]),
+    Scenario("spares-c1", "(1) ready nodes, concurrency 1, no replacements (min-ready 0)",
+             lambda q: ["--prefill", "200" if q else "400", "--min-ready", "0"],
+             lambda q, r: ["--concurrency", "1", "--requests", "100" if q else "300",
+                           "--warmup", "20"]),
     Scenario("ready-c50", "(1) ready nodes, concurrency 50",
              lambda q: _ready(400 if q else 800),
              lambda q, r: ["--concurrency", "50", "--requests", "300" if q else "600",
@@ -107,6 +111,7 @@ SCENARIOS = [
 TARGETS: list[tuple[str, str, Callable[[dict], float | None], float]] = [
     ("ready-c1", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
     ("ready-c1", "hand-over p99 <= 50 ms", lambda r: _get(r, "latency_ms", "p99"), 50),
+    ("spares-c1", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
     ("ready-c50", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
     ("ready-c50", "hand-over p99 <= 50 ms", lambda r: _get(r, "latency_ms", "p99"), 50),
     ("ready-c50", "throughput >= 200 req/s", lambda r: r.get("throughput_rps"), -200),
