@@ -269,14 +269,14 @@ class MachineDriving:
             self.refresh_quota()
 
     def _remove(self, task: DeleteTask) -> None:
-        """Write `deleted`, then remove the node, its lock dir and our contender at once.
+        """Remove the node, its lock dir and our contender at once (not waited for).
 
-        Both are pipelined; if someone queued for the lock meanwhile the removal
-        fails as a whole (NotEmpty) and the careful path retries it.
+        If someone queued for the lock meanwhile the removal fails as a whole
+        (NotEmpty): then the node is marked `deleted` (its server is gone) and
+        the careful path retries the removal.
         """
         node, lock, kazoo = task.node, task.lock, self.ctx.kazoo
         node.set_state(NodeState.DELETED)
-        self.ctx.cache.write_node(node.id, node.to_json())
         tx = kazoo.transaction()
         if lock is not None and lock.node:
             tx.delete(f"{lock.path}/{lock.node}")
@@ -291,6 +291,7 @@ class MachineDriving:
             except Exception:
                 failed = True
             if failed:
+                self.ctx.cache.write_node(node.id, node.to_json())
                 self.remove_later.add(node.id)
                 self.wake()
         result.rawlink(done)
