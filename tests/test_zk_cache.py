@@ -9,6 +9,7 @@ from kazoo.recipe.lock import Lock
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk import cache as zkcache
 from nodepool.zk import locks, nodes, paths, requests
+from requestor import wait_for
 
 
 @pytest.fixture
@@ -142,3 +143,23 @@ def test_own_transaction_is_cached_from_its_answer(cache, zk):
     failed = cache.commit_own(tx, [(zkcache.NODE, node.id, b"{}", 0)])
     assert isinstance(failed.get(5)[0], Exception)
     assert cache.get_node(node.id).allocated_to == req.id and reads == []
+
+
+def test_requests_stay_in_service_order_as_they_change(cache, zk, zk_client):
+    made = [requests.submit_request(zk.kazoo, NodeRequest(node_types=["a"]), prio)
+            for prio in (300, 100, 200, 100)]
+    ids = {r.id for r in made}
+    wait_for(lambda: {r.id for r in cache.requests()} == ids, what="four requests cached")
+    assert [r.id for r in cache.requests()] == [made[1].id, made[3].id, made[2].id, made[0].id]
+    # Zuul lowers the relative priority of the first 100- request: it moves behind the other.
+    first = requests.get_request(zk_client, made[1].id)
+    first.relative_priority = 5
+    requests.update_request(zk_client, first)
+    wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.id == first.id
+               and e.value is not None and e.value.relative_priority == 5)
+    assert [r.id for r in cache.requests()] == [made[3].id, made[1].id, made[2].id, made[0].id]
+    zk_client.delete(paths.request(made[2].id))
+    wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.id == made[2].id
+               and e.value is None)
+    assert [r.id for r in cache.requests()] == [made[3].id, made[1].id, made[0].id]
+    assert len(cache._order) == 3

@@ -9,6 +9,7 @@ on ZooKeeper calls.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import logging
@@ -65,6 +66,8 @@ class ZooKeeperCache:
         self._nodes: dict[str, Node] = {}
         self._locks: dict[str, frozenset[str]] = {}
         self._requests: dict[str, NodeRequest] = {}
+        # (sort key, id) of every cached request, kept in protocol service order.
+        self._order: list[tuple[tuple[int, int, int], str]] = []
         self._pools: dict[str, dict] = {}
         self._subscribers: list[Subscriber] = []
         self._mutex = threading.Lock()
@@ -137,11 +140,9 @@ class ZooKeeperCache:
         return bool(self._locks.get(node_id))
 
     def requests(self) -> list[NodeRequest]:
-        """Requests in protocol service order."""
+        """Requests in protocol service order (kept sorted as they change, not per call)."""
         with self._mutex:
-            reqs = list(self._requests.values())
-        reqs.sort(key=lambda r: r.sort_key)
-        return reqs
+            return [self._requests[name] for _, name in self._order]
 
     def get_request(self, request_id: str) -> NodeRequest | None:
         return self._requests.get(request_id)
@@ -201,7 +202,7 @@ class ZooKeeperCache:
     def _request_changed(self, name: str, raw: bytes | None, stat) -> None:
         if raw is None:
             with self._mutex:
-                self._requests.pop(name, None)
+                self._unorder(self._requests.pop(name, None))
             self._publish(CacheEvent(REQUEST, name, None))
             return
         try:
@@ -210,8 +211,21 @@ class ZooKeeperCache:
             log.warning("Ignoring unreadable request %s: %s", name, e)
             return
         with self._mutex:
+            old = self._requests.get(name)
+            if old is None or old.sort_key != request.sort_key:
+                self._unorder(old)
+                bisect.insort(self._order, (request.sort_key, name))
             self._requests[name] = request
         self._publish(CacheEvent(REQUEST, name, request))
+
+    def _unorder(self, request: NodeRequest | None) -> None:
+        """Under the mutex: take the request out of the service order."""
+        if request is None:
+            return
+        entry = (request.sort_key, request.id)
+        i = bisect.bisect_left(self._order, entry)
+        if i < len(self._order) and self._order[i] == entry:
+            del self._order[i]
 
     def _pool_changed(self, name: str, raw: bytes | None, stat) -> None:
         if raw is None:
