@@ -211,13 +211,13 @@ class RequestHandling:
             try:
                 lock, raw = locks.finish_request_lock(kazoo, cached.id, name, pending)
             except errors.LockFailed:
-                handover.release(kazoo, handover.settle_claims(kazoo, attempt, cached, name))
+                handover.abandon(kazoo, attempt, cached, name)
                 continue
             req = NodeRequest.from_json(cached.id, raw[0], raw[1].version) if raw else None
             if req is None or req.state != RequestState.REQUESTED or \
                     pool.view.id in req.declined_by:
                 locks.release_async(kazoo, lock)
-                handover.release(kazoo, handover.settle_claims(kazoo, attempt, cached, name))
+                handover.abandon(kazoo, attempt, cached, name)
                 if req is None or req.state != RequestState.REQUESTED:
                     self.finished.add(cached.id)
                 continue

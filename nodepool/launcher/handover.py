@@ -18,7 +18,6 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from kazoo.recipe.lock import Lock
 
-from nodepool import errors
 from nodepool.launcher.planner import PoolView, choose_nodes, is_reusable
 from nodepool.model import Node, NodeRequest
 from nodepool.zk import locks, paths
@@ -32,17 +31,6 @@ class Claim:
     slot: int
     node: Node
     lock: Lock
-
-
-def claim_ready(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: list[str | None],
-                pool: PoolView, az: str | None, identifier: str, candidates: list[Node]
-                ) -> tuple[list[Claim], str | None]:
-    """Lock ready nodes (from `candidates`) for the request's empty slots.
-
-    Returns the claims and the zone the rest of the request must use.
-    """
-    attempts, az = start_claims(kazoo, cache, request, slots, pool, az, identifier, candidates)
-    return settle_claims(kazoo, attempts, request, identifier), az
 
 
 def start_claims(kazoo: KazooClient, cache: Any, request: NodeRequest, slots: list[str | None],
@@ -76,25 +64,13 @@ def settle_claims(kazoo: KazooClient, attempts: list, request: NodeRequest,
                   identifier: str) -> list[Claim]:
     claims = []
     for slot, seen, lock, created, listed in attempts:
-        held = _settle(kazoo, lock, created, listed, seen.id, identifier)
+        held = locks.settle_node_lock(kazoo, (lock, created, listed), seen.id, identifier)
         if held is not None:
             node = dataclasses.replace(seen, allocated_to=request.id,
                                        tenant_name=request.tenant_name,
                                        requestor=request.requestor)
             claims.append(Claim(slot, node, held))
     return claims
-
-
-def _settle(kazoo: KazooClient, lock: Lock, created, listed, node_id: str,
-            identifier: str) -> Lock | None:
-    try:
-        return locks.settle(kazoo, lock, created, listed)
-    except NoNodeError:
-        # No lock dir yet (a node nobody ever locked) or the node is gone.
-        try:
-            return locks.lock_new_node(kazoo, node_id, identifier=identifier)
-        except (errors.LockFailed, errors.NotFound):
-            return None
 
 
 def commit(kazoo: KazooClient, claims: list[Claim], request: NodeRequest | None = None,
@@ -141,6 +117,11 @@ def finish_commit(kazoo: KazooClient, claims: list[Claim], request_lock: Lock | 
     if request_lock is not None:
         request_lock.is_acquired, request_lock.node = False, None
     return True
+
+
+def abandon(kazoo: KazooClient, attempts: list, request: NodeRequest, identifier: str) -> None:
+    """Let go of claims sent for a request that turned out not to be ours to serve."""
+    release(kazoo, settle_claims(kazoo, attempts, request, identifier))
 
 
 def release(kazoo: KazooClient, claims: list[Claim]) -> None:

@@ -12,8 +12,6 @@ import dataclasses
 import logging
 import time
 
-from kazoo.exceptions import NoNodeError
-
 from nodepool import errors
 from nodepool.drivers.adapter import Instance, LaunchContext
 from nodepool.launcher import cleanup, handover
@@ -206,15 +204,9 @@ class Lifecycle(MachineDriving):
             if seen is not None:
                 started.append((act, seen, locks.start_lock(kazoo, paths.node_lock(seen.id), name)))
         for act, seen, attempt in started:
-            try:
-                try:
-                    lock = locks.settle(kazoo, *attempt)
-                except NoNodeError:     # never locked before, or gone
-                    lock = locks.lock_new_node(kazoo, seen.id, identifier=name)
-                if lock is None:
-                    raise errors.LockFailed(f"node {seen.id} is locked by someone else")
-            except (errors.LockFailed, errors.NotFound) as e:
-                self.log.debug("node=%s delete skipped: %s", seen.id, e)
+            lock = locks.settle_node_lock(kazoo, attempt, seen.id, name)
+            if lock is None:
+                self.log.debug("node=%s delete skipped: locked by someone else, or gone", seen.id)
                 continue
             self.start_delete(dataclasses.replace(seen), lock, act.reason, check_version=True)
 

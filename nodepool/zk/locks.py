@@ -155,6 +155,19 @@ def settle(kazoo: KazooClient, lock: Lock, created, listed) -> Lock | None:
     return lock
 
 
+def settle_node_lock(kazoo: KazooClient, attempt, node_id: str,
+                     identifier: str = "") -> Lock | None:
+    """`settle` a node lock `start_lock` sent; a node never locked before (no lock
+    dir yet) is locked fresh instead. None: someone else holds it, or it is gone."""
+    try:
+        return settle(kazoo, *attempt)
+    except NoNodeError:
+        try:
+            return lock_new_node(kazoo, node_id, identifier=identifier)
+        except (LockFailed, NotFound):
+            return None
+
+
 def try_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "") -> Lock | None:
     """Non-blocking acquire of an existing lock dir in one round trip's latency."""
     return settle(kazoo, *start_lock(kazoo, lock_dir, identifier))
@@ -250,10 +263,7 @@ def start_request_lock(kazoo: KazooClient, request_id: str, identifier: str = ""
     lock_dir = paths.request_lock(request_id)
     lock = Lock(kazoo, lock_dir, identifier)
     lock.assured_path = True
-    tx = kazoo.transaction()
-    tx.create(lock_dir)
-    tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
-    return lock, tx.commit_async(), kazoo.get_async(paths.request(request_id))
+    return lock, send_fresh_lock(kazoo, lock, lock_dir), kazoo.get_async(paths.request(request_id))
 
 
 def finish_request_lock(kazoo: KazooClient, request_id: str, identifier: str, started
@@ -263,22 +273,11 @@ def finish_request_lock(kazoo: KazooClient, request_id: str, identifier: str, st
     Raises LockFailed when someone holds it.
     """
     lock, pending, read = started
-    results = pending.get()
-    if isinstance(results[0], Exception) or isinstance(results[1], Exception):
+    if finish_fresh_lock(lock, pending) != "ok":
         # Used before, or no parent yet: the general way, then a plain re-read.
         lock = lock_request(kazoo, request_id, identifier=identifier)
         read = kazoo.get_async(paths.request(request_id))
-    else:
-        lock.node = results[1][len(lock.path) + 1:]
-        lock.create_tried = lock.is_acquired = True
     try:
         return lock, read.get()
     except NoNodeError:
         return lock, None
-
-
-def lock_request_and_read(kazoo: KazooClient, request_id: str, identifier: str = ""
-                          ) -> tuple[Lock, tuple[bytes, object] | None]:
-    """Lock a request and re-read it, pipelined: the read is ordered after the lock."""
-    return finish_request_lock(kazoo, request_id, identifier,
-                               start_request_lock(kazoo, request_id, identifier))

@@ -106,11 +106,14 @@ def _routes(kazoo: KazooClient) -> dict[str, Callable]:
     return routes
 
 
-def send(kazoo: KazooClient, request, callback: Callable) -> None:
-    """Send `request` (paths already chrooted) with `callback` attached before it goes out."""
+def send(kazoo: KazooClient, request, callback: Callable | None = None):
+    """Send `request` (paths already chrooted), `callback` attached before it goes out;
+    returns kazoo's async result."""
     result = kazoo.handler.async_result()
-    result.rawlink(callback)
+    if callback is not None:
+        result.rawlink(callback)
     kazoo._call(request, result)
+    return result
 
 
 def ordered(kazoo: KazooClient) -> bool:
@@ -156,10 +159,8 @@ class TreeWatch:
     def start(self, timeout: float = 30.0) -> None:
         """Watch and load; raises UnsupportedServer when ZooKeeper has no addWatch (< 3.6)."""
         self.kazoo.ensure_path(self.path)
-        probe = self.kazoo.handler.async_result()
-        self.kazoo._call(AddWatch(self.full, PERSISTENT_RECURSIVE), probe)
         try:
-            probe.get(timeout=timeout)
+            send(self.kazoo, AddWatch(self.full, PERSISTENT_RECURSIVE)).get(timeout=timeout)
         except UnimplementedError:
             raise UnsupportedServer(
                 "ZooKeeper does not support persistent recursive watches (addWatch): "
@@ -280,10 +281,8 @@ class TreeWatch:
         stat) instead of reading it again. Anything else is read as usual.
         """
         self.begin_own(name)
-        result = self.kazoo.handler.async_result()
-        result.rawlink(lambda r: self.end_own(name, data, r.get() if r.successful() else None))
-        self.kazoo._call(SetData(f"{self.full}/{name}", data, version), result)
-        return result
+        return send(self.kazoo, SetData(f"{self.full}/{name}", data, version),
+                    lambda r: self.end_own(name, data, r.get() if r.successful() else None))
 
     def begin_own(self, name: str) -> None:
         """Before sending a write of `name` by other means (a transaction): count it in."""
