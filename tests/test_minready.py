@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from nodepool.config import Label, parse_config
 from nodepool.launcher.context import MIN_READY_REQUESTOR
-from nodepool.launcher.minready import REFUSAL_HOLD, deficits, pick_worker
+from nodepool.launcher.minready import (REFUSAL_HOLD, SpareCensus, census_deficits, deficits,
+                                        pick_worker)
 from nodepool.launcher.planner import RegisteredPool
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 
@@ -254,3 +257,57 @@ def test_label_only_we_offer_is_asked_again_of_the_worker_that_dropped_it_longes
 
 def test_label_no_worker_of_ours_offers_is_requested():
     assert pick_worker("small", [], {}, 1000.0, others_offer=True) is None
+
+
+def test_census_kept_from_changes_agrees_with_a_fresh_count():
+    """The launcher's census follows cache events; at every step it must count
+    what a census built from the same nodes and requests counts."""
+    census = SpareCensus()
+    nodes: dict[str, Node] = {}
+    reqs: dict[str, NodeRequest] = {}
+
+    def set_node(n: Node | None, node_id: str | None = None) -> None:
+        node_id = n.id if n is not None else node_id
+        if n is None:
+            nodes.pop(node_id, None)
+        else:
+            nodes[node_id] = n
+        census.node(node_id, n)
+
+    def set_request(rid: str, r: NodeRequest | None) -> None:
+        if r is None:
+            reqs.pop(rid, None)
+        else:
+            reqs[rid] = r
+        census.request(rid, r)
+
+    def check() -> dict[str, int]:
+        kept = census_deficits(LABELS, census, reqs.__contains__, POOLS)
+        assert kept == deficits(LABELS, list(nodes.values()), list(reqs.values()), POOLS)
+        return kept
+
+    mr, zuul = "900-0000000001", "200-0000000002"
+    spare, launched = node("small"), node("large", NodeState.BUILDING)
+    set_node(spare)
+    set_node(launched)
+    assert check() == {"small": 1}
+    set_request(mr, min_ready_request(mr, "small"))
+    assert check() == {}
+    set_node(dataclasses.replace(spare, allocated_to=zuul))        # handed to a Zuul request
+    set_request(zuul, zuul_request(zuul, "small"))
+    assert check() == {"small": 1}
+    set_request(zuul, None)                                         # its request is gone
+    assert check() == {}
+    set_node(dataclasses.replace(spare, state=NodeState.IN_USE, allocated_to=zuul))
+    assert check() == {"small": 1}
+    made = node("small", allocated_to=mr)
+    set_node(made)
+    set_request(mr, min_ready_request(mr, "small", RequestState.FULFILLED))
+    assert check() == {"small": 1}
+    set_request(mr, None)
+    set_node(dataclasses.replace(made, allocated_to=None))          # released as a spare
+    set_node(None, spare.id)
+    set_node(dataclasses.replace(launched, state=NodeState.READY))
+    assert check() == {"small": 1}
+    set_node(dataclasses.replace(launched, state=NodeState.DELETING))
+    assert check() == {"small": 1, "large": 1}

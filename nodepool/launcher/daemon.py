@@ -64,6 +64,7 @@ class Launcher:
         self.ctx = LauncherContext(zk=zk, cache=cache, registry=registry, scanner=scanner,
                                    config=self.config, hostname=self.hostname)
         self.min_ready = MinReady(self.ctx, workers=lambda: list(self.workers.values()))
+        self.min_ready.start()
         cache.subscribe(self._on_cache_event)
         self.leases = Leases(zk, owner=f"{self.hostname}:{os.getpid()}",
                              on_acquired=self._lease_won, on_lost=self._lease_lost,
@@ -152,8 +153,9 @@ class Launcher:
                     wanted = False
                     cpu = time.thread_time()
                     self.min_ready.run()
-                    # A pass walks every node and request: with a big fleet, space
-                    # the passes so their CPU stays near 5 % of a core.
+                    # A pass costs the labels and min-ready's own requests (the census
+                    # is kept from events); should it grow costly, space the passes
+                    # so their CPU stays near 5 % of a core.
                     spent = time.thread_time() - cpu
                     self._min_ready_due = now + max(MIN_READY_INTERVAL, 20 * spent)
             except errors.ZooKeeperUnavailable:

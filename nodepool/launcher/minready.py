@@ -11,14 +11,17 @@ launcher then releases their nodes as ready spares) or failed.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
 
 from nodepool.launcher.context import MIN_READY_REQUESTOR
 from nodepool.launcher.planner import RegisteredPool
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
+from nodepool.zk import cache as zkcache
 from nodepool.zk import paths
 
 log = logging.getLogger("nodepool.launcher.minready")
@@ -29,41 +32,130 @@ REFUSAL_HOLD = 2.0      # seconds a worker that could not launch a label is not 
 _SPARE_STATES = {NodeState.READY, NodeState.INIT, NodeState.BUILDING, NodeState.TESTING}
 
 
+class SpareCensus:
+    """What min-ready counts, kept up to date from cache events.
+
+    A pass then costs the labels and the few allocated spares, not a walk
+    over every node and request (with 10,000 nodes such a walk held the GIL
+    for about 15 ms per pass; a tally takes microseconds).
+    Nodes in a spare state are counted per label when unallocated, and kept
+    by request when allocated (they count only if their request is one of
+    our fulfilled ones, or gone). Updated on the cache's callback thread,
+    read on the launcher thread.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._nodes: dict[str, tuple[tuple[str, ...], str | None, bool]] = {}
+        self._unallocated: collections.Counter[str] = collections.Counter()
+        self._allocated: dict[str, set[str]] = {}
+        self.ours: dict[str, NodeRequest] = {}     # min-ready requests, by id
+        self._seen: set[str] = set()               # ids of those, since `take_seen`
+
+    @classmethod
+    def of(cls, nodes: Iterable[Node], requests: Iterable[NodeRequest]) -> SpareCensus:
+        census = cls()
+        for node in nodes:
+            census.node(node.id, node)
+        for req in requests:
+            census.request(req.id, req)
+        return census
+
+    def node(self, node_id: str, node: Node | None) -> None:
+        """The node changed (None: it is gone)."""
+        with self._mutex:
+            old = self._nodes.pop(node_id, None)
+            if old is not None:
+                labels, allocated_to, _ = old
+                if allocated_to is None:
+                    self._unallocated.subtract(labels)
+                else:
+                    held = self._allocated[allocated_to]
+                    held.discard(node_id)
+                    if not held:
+                        del self._allocated[allocated_to]
+            if node is None or node.state not in _SPARE_STATES:
+                return
+            labels = tuple(node.type)
+            self._nodes[node_id] = (labels, node.allocated_to, node.state == NodeState.READY)
+            if node.allocated_to is None:
+                self._unallocated.update(labels)
+            else:
+                self._allocated.setdefault(node.allocated_to, set()).add(node_id)
+
+    def our_requests(self) -> list[NodeRequest]:
+        with self._mutex:
+            return list(self.ours.values())
+
+    def take_seen(self) -> set[str]:
+        """Ids of min-ready requests the census has counted since the last call."""
+        with self._mutex:
+            seen, self._seen = self._seen, set()
+            return seen
+
+    def request(self, request_id: str, request: NodeRequest | None) -> None:
+        """The request changed (None: it is gone); only min-ready's own are kept."""
+        with self._mutex:
+            if request is not None and request.requestor == MIN_READY_REQUESTOR:
+                self.ours[request_id] = request
+                self._seen.add(request_id)
+            else:
+                self.ours.pop(request_id, None)
+
+    def tally(self, request_exists: Callable[[str], bool], under_way: Mapping[str, str]
+              ) -> tuple[dict[str, int], dict[str, int]]:
+        """(spares by label, labels our open requests still ask for)."""
+        with self._mutex:
+            have = dict(+self._unallocated)
+            counted: set[str] = set()
+            for request_id, node_ids in self._allocated.items():
+                req = self.ours.get(request_id)
+                for node_id in node_ids:
+                    labels, _, ready = self._nodes[node_id]
+                    if req is not None:
+                        spare = req.state == RequestState.FULFILLED
+                    else:   # a ready node of a request that is gone is about to be released
+                        spare = ready and not request_exists(request_id)
+                    if spare:
+                        counted.add(node_id)
+                        for label in labels:
+                            have[label] = have.get(label, 0) + 1
+            for node_id, label in under_way.items():
+                entry = self._nodes.get(node_id)
+                if node_id not in counted and (entry is None or entry[1] is not None):
+                    have[label] = have.get(label, 0) + 1
+            outstanding: dict[str, int] = {}
+            for req in self.ours.values():
+                if req.state in (RequestState.REQUESTED, RequestState.PENDING):
+                    for label in req.node_types:
+                        outstanding[label] = outstanding.get(label, 0) + 1
+        return have, outstanding
+
+
 def deficits(labels: Mapping[str, object], nodes: Iterable[Node],
              requests: Iterable[NodeRequest], registered: Iterable[RegisteredPool],
              under_way: Mapping[str, str] | None = None,
              asked: Mapping[str, int] | None = None) -> dict[str, int]:
-    """How many more nodes each label needs now (pure).
+    """How many more nodes each label needs now (pure): `census_deficits` of these lists."""
+    reqs = list(requests)
+    live = {r.id for r in reqs}
+    return census_deficits(labels, SpareCensus.of(nodes, reqs), live.__contains__, registered,
+                           under_way, asked)
+
+
+def census_deficits(labels: Mapping[str, object], census: SpareCensus,
+                    request_exists: Callable[[str], bool], registered: Iterable[RegisteredPool],
+                    under_way: Mapping[str, str] | None = None,
+                    asked: Mapping[str, int] | None = None) -> dict[str, int]:
+    """How many more nodes each label needs now.
 
     `under_way` (node id -> label) are spare launches of this process that the
     cache may not show yet: each counts once, whether or not the cache lists
     it too. `asked` (label -> count) are spare launches asked for, not started.
     """
-    reqs = list(requests)
-    live = {r.id for r in reqs}
-    ours = {r.id: r for r in reqs if r.requestor == MIN_READY_REQUESTOR}
-    outstanding: dict[str, int] = dict(asked or {})
-    for r in ours.values():
-        if r.state in (RequestState.REQUESTED, RequestState.PENDING):
-            for label in r.node_types:
-                outstanding[label] = outstanding.get(label, 0) + 1
-    have: dict[str, int] = {}
-    counted: set[str] = set()
-    for node in nodes:
-        if node.state not in _SPARE_STATES:
-            continue
-        spare = node.allocated_to is None or (
-            node.allocated_to in ours and ours[node.allocated_to].state == RequestState.FULFILLED)
-        if node.allocated_to is not None and node.allocated_to not in ours \
-                and node.state == NodeState.READY and node.allocated_to not in live:
-            spare = True    # its request is gone: it is about to be released
-        if spare:
-            counted.add(node.id)
-            for label in node.type:
-                have[label] = have.get(label, 0) + 1
-    for node_id, label in (under_way or {}).items():
-        if node_id not in counted:
-            have[label] = have.get(label, 0) + 1
+    have, outstanding = census.tally(request_exists, under_way or {})
+    for label, n in (asked or {}).items():
+        outstanding[label] = outstanding.get(label, 0) + n
     served = set()
     for pool in registered:
         served |= pool.labels
@@ -93,11 +185,29 @@ class MinReady:
         # second pass does not request the same nodes twice.
         self.submitted: dict[str, str] = {}
         self.deleted: set[str] = set()
+        self.census = SpareCensus()
+
+    def start(self) -> None:
+        """Subscribe the census to the cache and fill it (before any `run`)."""
+        cache = self.ctx.cache
+        cache.subscribe(self.on_cache_event)
+        # Events from here on overwrite what the fill reads: each carries the newest value.
+        for node in cache.nodes():
+            self.census.node(node.id, node)
+        for req in cache.requests():
+            self.census.request(req.id, req)
+
+    def on_cache_event(self, event) -> None:
+        if event.kind in (zkcache.NODE, zkcache.NODE_LOCK) and event.value is not None:
+            self.census.node(event.id, event.value)
+        elif event.kind == zkcache.NODE:
+            self.census.node(event.id, None)
+        elif event.kind == zkcache.REQUEST:
+            self.census.request(event.id, event.value)
 
     def run(self) -> None:
         now = time.monotonic()
-        cached = self.ctx.cache.requests()
-        self._tidy_requests(cached, now)
+        self._tidy_requests(now)
         # Our workers' spare launches are read before the cache's nodes: a launch
         # that has left a worker's list is in the cache by then.
         local = {w: w.spare_status() for w in self.workers() if w.spare_labels}
@@ -114,8 +224,8 @@ class MinReady:
                 log.warning("min-ready: a spare %s launch in provider %s failed; "
                             "retrying in %ss", label, worker.name, FAILED_BACKOFF)
         registered = self.ctx.registered_pools()
-        short = deficits(self.ctx.config.labels, self.ctx.cache.nodes(), cached, registered,
-                         under_way, asked)
+        short = census_deficits(self.ctx.config.labels, self.census, self.ctx.cache.request_exists,
+                                registered, under_way, asked)
         local_pools = {p.view.id for w in local for p in w.pools.values()}
         for label, count in short.items():
             count -= sum(1 for pending in self.submitted.values() if pending == label)
@@ -135,14 +245,16 @@ class MinReady:
                 # another launcher's pool offers it: a request may be served there.
             self._request(label, count)
 
-    def _tidy_requests(self, cached: list[NodeRequest], now: float) -> None:
+    def _tidy_requests(self, now: float) -> None:
         """Delete our finished requests; back off labels whose request failed."""
         kazoo = self.ctx.kazoo
-        ids = {r.id for r in cached}
-        self.submitted = {rid: label for rid, label in self.submitted.items() if rid not in ids}
-        self.deleted &= ids
-        for req in cached:
-            if req.requestor != MIN_READY_REQUESTOR or req.id in self.deleted:
+        # Not by the cache: it lists a request just before the census counts it.
+        seen = self.census.take_seen()
+        self.submitted = {rid: label for rid, label in self.submitted.items() if rid not in seen}
+        ours = self.census.our_requests()
+        self.deleted &= {r.id for r in ours}
+        for req in ours:
+            if req.id in self.deleted:
                 continue
             if req.state == RequestState.FAILED:
                 for label in req.node_types:
