@@ -231,3 +231,26 @@ tenant-resource-limits:
     assert rq.get(second)["state"] == "requested"
     rq.finish(rq.accept(first, req))
     assert rq.wait(second)["state"] == "fulfilled"
+
+
+def test_when_the_request_first_in_line_at_quota_goes_the_next_one_is_served(env):
+    # Between walks of every waiting request, a pool that defers looks again
+    # when its first-in-line request changes: here it is withdrawn.
+    env.write_config(max_servers=2)
+    launcher = env.start_launcher()
+    rq = env.requestor
+    first = rq.submit(["small"])
+    in_use = rq.accept(first, rq.wait(first))
+    big = rq.submit(["small", "small"])            # 1 in use + 2 > max-servers 2: waits
+    worker = wait_for(lambda: launcher.workers.get("fake1"), what="provider worker")
+    wait_for(lambda: getattr(worker.deferring.get("main"), "head", None) == big,
+             what="pool main defers with the big request first in line")
+    small = rq.submit(["small"])                   # fits, but waits behind `big`
+    wait_for(lambda: (big, "main") in worker.takeable and (small, "main") in worker.takeable,
+             what="both requests seen as waiting for pool main")
+    assert rq.get(small)["state"] == "requested"
+    env.kazoo.delete(f"/nodepool/requests/{big}")
+    served = rq.wait(small)
+    assert served["state"] == "fulfilled"
+    rq.finish(in_use)
+    rq.finish(rq.accept(small, served))

@@ -14,6 +14,7 @@ from typing import Any
 
 from nodepool import errors
 from nodepool.launcher import handover
+from nodepool.launcher.deferral import Deferral
 from nodepool.launcher.planner import Triage, Verdict, every_pool_declined, triage
 from nodepool.model import NodeRequest, RequestState
 from nodepool.zk import locks, paths, requests
@@ -42,10 +43,11 @@ class RequestHandler:
         return [i for i, s in enumerate(self.slots) if s is None]
 
 
-class RequestHandling:
+class RequestHandling(Deferral):
     """The request side of a provider worker."""
 
     def init_requests(self) -> None:
+        self.init_deferral()
         self.handlers: dict[str, RequestHandler] = {}
         self.finished: set[str] = set()
         self.declined: set[tuple[str, str]] = set()
@@ -66,28 +68,46 @@ class RequestHandling:
 
     # -- new requests ---------------------------------------------------------
 
-    def serve_requests(self, only: set[str] | None = None) -> None:
-        """Take new requests in protocol order; a pool at quota defers (never fails).
+    def serve_waiting(self) -> None:
+        """Each pass: walk every waiting request if something that decided the last
+        walk moved (deferral.py), else serve the new and changed ones."""
+        if self.walk_needed():
+            self.new_requests.clear()
+            self.retry_requests.clear()
+            self.serve_requests()
+        else:
+            self.serve_new_requests()
 
-        Once a pool defers a request, it takes no later one in this pass, so
-        freed quota goes to the request that is first in line (a big request
-        is not starved by small ones behind it). `only`: look at just these
-        requests (new ones, between the full passes), pools still deferring.
+    def serve_new_requests(self) -> None:
+        """Requests that arrived or changed (or whose take failed) since the last look."""
+        ids = set(self.retry_requests)
+        self.retry_requests.clear()
+        while self.new_requests:
+            ids.add(self.new_requests.popleft())
+        if ids:
+            self._absorb()
+            self.serve_requests(only=ids)
+
+    def serve_requests(self, only: set[str] | None = None) -> None:
+        """Take requests in protocol order; a pool at quota defers (never fails).
+
+        Once a pool defers a request, it takes no later one, so freed quota
+        goes to the request that is first in line (a big request is not
+        starved by small ones behind it). `only`: look at just these requests;
+        pools still deferring since the last walk take none of them.
         """
         if self.stopping:
             return
-        if only is None:
+        walk = only is None
+        if walk:
             pending = self.ctx.cache.requests()
-            live = {r.id for r in pending}
-            self.finished &= live
-            self.declined = {d for d in self.declined if d[0] in live}
-            self.takeable = {k: v for k, v in self.takeable.items() if k[0] in live}
         else:
             found = (self.ctx.cache.get_request(rid) for rid in only)
             pending = sorted((r for r in found if r is not None), key=lambda r: r.sort_key)
         registered = self.ctx.registered_pools()
         pools = sorted(self.pools.values(), key=lambda p: p.cfg.priority)
-        blocked = {name for name, p in self.pools.items() if p.paused}
+        blocked = self.blocked_pools(walk)
+        tenant_waits = False
         takes: list[tuple[NodeRequest, Any]] = []
         # Spares counted for requests taken earlier in this pass, by (pool, label):
         # their claims are only sent once the pass has chosen every request.
@@ -118,15 +138,17 @@ class RequestHandling:
                     continue
                 blocker = self._blocker(req, pool, promised)
                 if blocker == "tenant":
+                    tenant_waits = True
                     continue   # this tenant is at its limit; others may go ahead
                 if blocker is not None:
-                    blocked.add(pool.cfg.name)
+                    blocked[pool.cfg.name] = (blocker, req.id)
                     continue
                 takes.append((req, pool))
                 break
         self._take_all(takes)
         for name, pool in self.pools.items():
             pool.paused = name in blocked
+        self.deferred(blocked, tenant_waits, walk)
 
     def _blocker(self, req: NodeRequest, pool, promised: collections.Counter) -> str | None:
         """From the cache alone: why the pool cannot serve this now (None = it can).
@@ -168,6 +190,8 @@ class RequestHandling:
             if own_lock:
                 lock = locks.lock_request(self.ctx.kazoo, request_id, identifier=self._lock_name())
         except errors.LockFailed:
+            self.declined.discard((request_id, pool.view.id))
+            self.retry_later(request_id)    # someone holds it: decline it once they let go
             return
         try:
             req = requests.get_request(self.ctx.kazoo, request_id)
@@ -212,6 +236,7 @@ class RequestHandling:
                 lock, raw = locks.finish_request_lock(kazoo, cached.id, name, pending)
             except errors.LockFailed:
                 handover.abandon(kazoo, attempt, cached, name)
+                self.retry_later(cached.id)
                 continue
             req = NodeRequest.from_json(cached.id, raw[0], raw[1].version) if raw else None
             if req is None or req.state != RequestState.REQUESTED or \
@@ -242,6 +267,7 @@ class RequestHandling:
                          ", ".join(h.request.nodes))
             else:
                 locks.release_async(kazoo, h.lock)   # lost a race; the next pass tries again
+                self.retry_later(h.request.id)
 
     def _serve_partly(self, handler: RequestHandler, claims: list) -> None:
         """Hold the request: allocate what was claimed, launch the rest, mark it pending."""
@@ -384,8 +410,9 @@ class RequestHandling:
             if not h.missing() and h.ready >= set(h.slots) and \
                     all(self._write_done(t) for t in h.held.values()):
                 self._fulfil(h)
-        for pool in self.pools.values():
-            pool.paused = pool.cfg.name in waiting_pools
+        for pool in self.pools.values():    # between walks, a deferring pool stays paused
+            pool.paused = pool.cfg.name in waiting_pools or pool.cfg.name in self.deferring
+        self.waiting_pools = waiting_pools
 
     def _fulfil(self, h: RequestHandler) -> None:
         for task in h.held.values():     # unlock every node first (hand-off step 4)

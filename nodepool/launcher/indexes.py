@@ -68,6 +68,9 @@ class ProviderIndex:
     def spare_count(self, pool: str, label: str) -> int:
         return len(self._ready[pool][label])
 
+    def spare_total(self, pool: str) -> int:
+        return sum(len(by_id) for by_id in self._ready[pool].values())
+
     def usage(self, pool: str | None = None) -> Resources:
         return self.total if pool is None else self._pool_usage[pool]
 

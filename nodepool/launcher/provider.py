@@ -43,6 +43,7 @@ LISTING_MAX_INTERVAL = 2.0
 LISTING_AGE_FRACTION = 1 / 8
 IDLE_WAIT = 60.0
 IMAGE_CACHE_SECONDS = 5.0
+REQUEST_RETRY = 0.1   # seconds before a request whose take failed is looked at again
 
 
 @dataclasses.dataclass(eq=False)
@@ -149,6 +150,9 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
                 self.changes.append(("request-gone", event.id))
             elif event.value.state == RequestState.REQUESTED:
                 self.new_requests.append(event.id)
+            self.request_event(event.id)
+        elif event.kind == zkcache.POOL_COMPONENT:
+            self.walk_wanted = True     # other pools' priorities and pauses decide triage
         self.wake()
 
     def request_full_cleanup(self) -> None:
@@ -163,6 +167,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
             change = self.changes.popleft()
             if isinstance(change, tuple):   # a request vanished: revisit its nodes
                 self.dirty |= self.index.allocated.get(change[1], set())
+                self.forget_request(change[1])
                 continue
             self.index.update(change, cache.get_node(change), cache.is_node_locked(change))
             self.dirty.add(change)
@@ -197,30 +202,20 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
         self.collect_finished(now)
         self.advance_starts()
         self.check_handlers()
-        self.new_requests.clear()
-        self.serve_requests()
+        self.serve_waiting()
         self._refresh_listing(now)
         self._refresh_limits()
         self.leak_tick()
         self.retry_removals()
         self.apply_cleanup()
-        self._serve_new_requests()    # those that arrived while we deleted
+        self.serve_new_requests()    # those that arrived while we deleted
         if not self.adapter.launches:
             self.register_standing(now)
         self.advance_tasks(now)
-        self._serve_new_requests()
+        self.serve_new_requests()
         # After requests: a pool they paused for quota launches no spares.
         self.serve_spare_asks(now)
         self._update_paused()
-
-    def _serve_new_requests(self) -> None:
-        """Serve requests that arrived during this pass now, not after the rest of it."""
-        if self.new_requests:
-            ids = set()
-            while self.new_requests:
-                ids.add(self.new_requests.popleft())
-            self._absorb()
-            self.serve_requests(only=ids)
 
     def _next_timer(self) -> float:
         """The earliest monotonic time at which something is due without an event."""
@@ -232,6 +227,8 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
         if self.listing_wanted and self.listing_future is None:
             times.append(self._listing_due())
         times += self.standing_retry.values()
+        if self.retry_requests:
+            times.append(now + REQUEST_RETRY)
         return min(times)
 
     # -- shared cloud state -------------------------------------------------
