@@ -249,13 +249,26 @@ def count_ops(out: Path) -> Callable[[], None]:
         path = getattr(request, "path", "") or ""
         return f"{type(request).__name__} {shape.sub('*', path)}"
 
+    def caller() -> str:
+        """The launcher function (outside nodepool/zk) that sent it, with BENCH_OPS_CALLERS."""
+        frame, found = sys._getframe(2), []
+        while frame is not None and len(found) < 2:
+            name = frame.f_code.co_filename
+            if "/nodepool/" in name and "/nodepool/zk/" not in name:
+                found.append(f"{Path(name).stem}.{frame.f_code.co_name}")
+            frame = frame.f_back
+        return "".join(f" <- {f}" for f in found) or " <- ?"
+
+    by_caller = bool(os.environ.get("BENCH_OPS_CALLERS"))
+
     def _call(self, request, async_object):
+        where = caller() if by_caller else ""
         if isinstance(request, Transaction):
-            counts["Transaction"] += 1
+            counts[f"Transaction{where}"] += 1
             for op in request.operations:
-                counts[f"  tx {key(op)}"] += 1
+                counts[f"  tx {key(op)}{where}"] += 1
         else:
-            counts[key(request)] += 1
+            counts[key(request) + where] += 1
         return original(self, request, async_object)
 
     KazooClient._call = _call

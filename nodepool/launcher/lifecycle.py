@@ -157,6 +157,13 @@ class Lifecycle(MachineDriving):
             self.dirty = set()
             self.expiry_at = min(self.expiry_at, cleanup.next_expiry(
                 pnodes, self.ctx.config.labels, self.ctx.config.max_hold_age))
+        if any(s.node.id is None for s in self.starting):
+            # A spare's create may show in the cache before its answer tells us the
+            # id: our own unlocked init nodes wait for the next pass.
+            ours = {p.view.id for p in self.pools.values()}
+            early = {n.id for n in pnodes if n.state == NodeState.INIT and n.launcher in ours}
+            self.dirty |= early
+            pnodes = [n for n in pnodes if n.id not in early]
         actions = cleanup.plan(pnodes, self.ctx.cache.is_node_locked, busy,
                                self._request_exists, self.ctx.config.labels,
                                self.ctx.config.max_hold_age, self.ctx.clock(),

@@ -26,6 +26,8 @@ from .load import (
 from .measure import delta, mntr, own_cpu, percentiles, process_cpu, process_memory
 from .session import Session, ZkOptions
 
+SETUP_DONE = "benchmark: setup done, load starts"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -119,6 +121,7 @@ class Run:
                  nodes_per_request=a.nodes_per_request, label=a.label, hold_s=a.hold,
                  sessions=n_sessions, tls=self.zk.tls, launcher_pid=a.launcher_pid)
         self._setup()
+        print(SETUP_DONE, file=sys.stderr, flush=True)   # bench-scenarios profiles from here
         if a.idle:
             self._measure_idle(a.idle)
             return r

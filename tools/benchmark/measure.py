@@ -39,6 +39,26 @@ def process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def threads_cpu(pid: int, prefixes: tuple[str, ...]) -> float | None:
+    """CPU seconds of pid's threads whose name starts with one of `prefixes`, or None."""
+    total = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if not f.read().startswith(prefixes):
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue   # the thread ended
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
 def process_memory(pid: int) -> dict[str, float] | None:
     """Peak (VmHWM) and current (VmRSS) resident memory of pid in MiB, or None."""
     try:

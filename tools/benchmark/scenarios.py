@@ -25,10 +25,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 import zookeeper
+from benchmark.cli import SETUP_DONE
+from benchmark.measure import threads_cpu
 
 LAUNCHER_READY_TIMEOUT = 180.0   # the scale scenario writes 10,000 nodes first
 STOP_TIMEOUT = 30.0
 DEFAULT_RATE = 400.0            # open loop when the concurrency-50 scenario did not run
+# A fresh JVM spends more CPU compiling ZooKeeper (C1/C2 compiler threads) than serving
+# the first minutes of load: on 2 cores that core is taken from the launcher. Warm-up
+# rounds (not reported) run until a round's compiling is below this share of its time.
+WARMUP_JIT_SHARE = 0.10
+WARMUP_MAX_ROUNDS = 6
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
 
 
 @dataclasses.dataclass
@@ -106,6 +114,11 @@ SCENARIOS = [
              lambda q, r: ["--concurrency", "4", "--requests", "20" if q else "60",
                            "--warmup", "4"]),
 ]
+
+WARMUP = Scenario("warmup", "ZooKeeper warm-up: ready nodes, concurrency 50 (not reported)",
+                  lambda q: _ready(400), lambda q, r: ["--concurrency", "50", "--requests", "300",
+                                                      "--warmup", "0"])
+
 
 # (scenario, what, value getter, limit): a negative limit means "at least -limit"
 TARGETS: list[tuple[str, str, Callable[[dict], float | None], float]] = [
@@ -253,19 +266,21 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
         if not event or event.get("event") != "ready":
             report["error"] = f"launcher did not start: {event} (see {sc_dir})"
             return report
-        if sc.name in args.profile:
-            raw = sc_dir / "profile.txt"
-            profiler = stack.start([str(Path(py).parent / "py-spy"), "record", "--pid",
-                                    str(launcher.pid), "--rate", "250", "--format", "raw",
-                                    "--threads", "--gil", "--nonblocking", "-o", str(raw)],
-                                   sc_dir / "py-spy.log", stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL)
         bench = [py, str(REPO / "tools" / "benchmark"), "--zk-hosts", hosts, "--zk-chroot",
                  chroot, *tls, "--zk-4lw", zk.plain_hosts, "--zk-pid", str(zk.pid),
                  "--launcher-pid", str(launcher.pid), "--name", sc.name,
                  "--delete-timeout", str(args.delete_timeout), *sc.bench(args.quick, results)]
         proc = stack.start(bench, sc_dir / "benchmark.stderr", env=env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, text=True)
+        if sc.name in args.profile and _setup_done(proc, sc_dir / "benchmark.stderr",
+                                                   sc.timeout):
+            raw = sc_dir / "profile.txt"   # the load and its deletions, not the set-up
+            profiler = stack.start([str(Path(py).parent / "py-spy"), "record", "--pid",
+                                    str(launcher.pid), "--rate", "250", "--format", "raw",
+                                    "--threads", *(["--idle"] if args.profile_wall else ["--gil"]),
+                                    "--nonblocking", "-o", str(raw)],
+                                   sc_dir / "py-spy.log", stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL)
         try:
             out, _ = proc.communicate(timeout=sc.timeout)
         except subprocess.TimeoutExpired:
@@ -292,6 +307,32 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
         code = stack.stop(launcher)
         if code not in (0, None):
             report.setdefault("launcher_exit", code)
+
+
+def warm_zookeeper(args: argparse.Namespace, zk: zookeeper.ZooKeeperServer, stack: Stack,
+                   workdir: Path) -> None:
+    """Run unreported load until ZooKeeper's JIT has settled, as in a long-running server."""
+    for n in range(1, WARMUP_MAX_ROUNDS + 1):
+        jit0, t0 = threads_cpu(zk.pid, JIT_THREADS), time.monotonic()
+        sc = dataclasses.replace(WARMUP, name=f"warmup-{n}")
+        report = run_scenario(sc, args, zk, stack, {}, workdir)
+        jit1, wall = threads_cpu(zk.pid, JIT_THREADS), time.monotonic() - t0
+        share = (jit1 - jit0) / wall if jit0 is not None and jit1 is not None else None
+        print(f"# ZooKeeper warm-up round {n}: {_fmt(report.get('throughput_rps'))} req/s, "
+              f"JIT compiling {_fmt(None if share is None else 100 * share)}% of a core "
+              f"over {wall:.0f}s", file=sys.stderr, flush=True)
+        if report.get("error") or share is None or share < WARMUP_JIT_SHARE:
+            return
+
+
+def _setup_done(proc: subprocess.Popen, stderr: Path, timeout: float) -> bool:
+    """Wait until the benchmark says its set-up is done (or it ended)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if SETUP_DONE in stderr.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)   # polling a log file the benchmark appends to
+    return False
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -349,9 +390,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="",
                    help="comma-separated scenarios to profile the launcher of with py-spy "
                         "(pip install py-spy into the venv)")
+    p.add_argument("--profile-wall", action="store_true",
+                   help="profile wall-clock time of every thread, waits included (py-spy "
+                        "--idle), instead of the samples that hold the GIL")
     p.add_argument("--delete-timeout", type=float, default=20.0,
                    help="seconds each scenario waits for its used nodes to be deleted (default 20; "
                         "the launcher's periodic cleanup pass runs every 10 s)")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="measure a cold ZooKeeper (by default, unreported rounds of load run "
+                        "first until its JIT compiler is mostly done)")
     p.add_argument("--plain", action="store_true", help="plain ZooKeeper port instead of TLS")
     p.add_argument("--keep", metavar="DIR", help="keep logs, configs and profiles in DIR")
     args = p.parse_args(argv)
@@ -391,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# ZooKeeper pid {zk.pid} on {zk.plain_hosts}"
               f"{'' if args.plain else ' (TLS ' + zk.tls_hosts + ')'}; {os.cpu_count()} CPUs; "
               f"{'quick' if args.quick else 'full'} sizes; work dir {workdir}", file=sys.stderr)
+        if not args.no_warmup:
+            warm_zookeeper(args, zk, stack, workdir)
         for sc in chosen:
             t0 = time.monotonic()
             print(f"# {sc.name}: {sc.title}", file=sys.stderr, flush=True)
