@@ -223,10 +223,15 @@ def prefill(config_path: Path, cloud: Any, label: str, ready: int, hold: int) ->
                 result = kazoo.create_async(paths.node_create_prefix(), node.to_json(),
                                             sequence=True)
                 pending.append((server.id, result))
+            locks = []
             for server_id, result in pending:
                 node_id = paths.basename(result.get(timeout=30))
+                # The empty lock dir its launch leaves behind (the launcher locked it).
+                locks.append(kazoo.create_async(paths.node_lock(node_id)))
                 with cloud._lock:  # tag the server with its node id, as a launch does
                     cloud.servers[server_id].metadata[TAG_NODE] = node_id
+            for result in locks:
+                result.get(timeout=30)
     finally:
         zk.disconnect()
     return time.monotonic() - started

@@ -18,6 +18,7 @@ from nodepool.launcher import cleanup, handover
 from nodepool.launcher.machines import MachineDriving
 from nodepool.launcher.tasks import DeleteTask, LaunchTask
 from nodepool.model import Node, NodeState
+from nodepool.zk import cache as zkcache
 from nodepool.zk import locks, nodes, paths
 
 log = logging.getLogger("nodepool.launcher.lifecycle")
@@ -49,6 +50,31 @@ class Lifecycle(MachineDriving):
         result = self.ctx.cache.write_node(node.id, node.to_json(), version)
         task.write = result
         result.rawlink(lambda _: self.wake())
+
+    def write_and_unlock(self, task) -> None:
+        """Write a node we hold locked and let the lock go, in one transaction (not
+        waited for). Should it fail, the lock is let go on its own."""
+        node, lock, kazoo = task.node, task.lock, self.ctx.kazoo
+        if lock is None or not lock.is_acquired or lock.node is None:
+            self.write(task)
+            return
+        contender = f"{lock.path}/{lock.node}"
+        lock.is_acquired, lock.node = False, None
+        data = node.to_json()
+        tx = kazoo.transaction()
+        tx.set_data(paths.node(node.id), data)
+        tx.delete(contender)
+        result = self.ctx.cache.commit_own(tx, [(zkcache.NODE, node.id, data, 0)])
+        task.write = None
+
+        def done(res) -> None:   # on the callback thread: nothing that waits
+            failed = res.exception if not res.successful() else next(
+                (r for r in res.get() if isinstance(r, Exception)), None)
+            if failed is not None:
+                self.log.error("node=%s provider=%s Writing %s failed: %r", node.id,
+                               self.name, node.state.value, failed)
+                kazoo.delete_async(contender)
+        result.rawlink(done)
 
     # -- starting work -------------------------------------------------------
 
@@ -91,7 +117,10 @@ class Lifecycle(MachineDriving):
         task.sm = self.adapter.create(self._launch_context(task))
         node.driver_data = task.sm.driver_data()
         node.set_state(NodeState.BUILDING, now)
-        self.write(task)
+        # Not written yet: a machine's first state makes no cloud call (drivers.md), so
+        # an `init` node without driver_data resumes the same way. The first advance's
+        # save writes `building` with the state it moved to: one write less per launch.
+        task.unsaved = True
         self.launches[node.id] = task
         self.log.info("node=%s provider=%s Launching %s (request %s)", node.id, self.name,
                       label_name, node.allocated_to)

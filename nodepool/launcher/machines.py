@@ -129,9 +129,11 @@ class MachineDriving:
         sm = task.sm
         task.stepped(sm.state, task.step_listing)
         data = sm.driver_data()
-        if data != task.node.driver_data or sm.external_id != task.node.external_id:
+        if task.unsaved or data != task.node.driver_data or \
+                sm.external_id != task.node.external_id:
             task.node.driver_data = data
             task.node.external_id = sm.external_id
+            task.unsaved = False
             self.write(task)
         if sm.complete:
             self.booted(task, sm.instance)
@@ -242,11 +244,12 @@ class MachineDriving:
         del self.launches[task.node.id]
         task.phase = Phase.DONE
         task.node.set_state(NodeState.READY)
-        self.write(task)
+        if self.launch_ready(task):
+            self.write(task)            # stays locked until its request is fulfilled
+        else:
+            self.write_and_unlock(task)   # a spare: nobody waits for it
         self.log.info("node=%s provider=%s Ready at %s", task.node.id, self.name,
                       task.node.interface_ip)
-        if not self.launch_ready(task):
-            locks.release_async(self.ctx.kazoo, task.lock)   # a spare: nobody waits for it
 
     # -- deleted -------------------------------------------------------------------
 

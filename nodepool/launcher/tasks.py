@@ -92,6 +92,7 @@ class LaunchTask(StepRunner):
     az: str | None = None
     error: str | None = None
     quota_hit: bool = False
+    unsaved: bool = False           # `building` and the machine's state not written yet
 
 
 @dataclasses.dataclass(eq=False)
