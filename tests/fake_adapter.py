@@ -305,9 +305,8 @@ class FakeDelete(DeleteStateMachine):
     def _delete_ips(self, listing: Listing | None) -> None:
         if self._fips is None:
             mine = {TAG_PROVIDER: self.adapter.provider.name, TAG_NODE: self.node.id}
-            self._fips = [f.id for f in self.cloud.list_floating_ips()
-                          if self.node.id is not None
-                          and all(f.metadata.get(k) == v for k, v in mine.items())]
+            self._fips = [f.id for f in self.cloud.list_floating_ips(mine)
+                          if self.node.id is not None]
         elif self._fips:
             try:
                 self.cloud.delete_floating_ip(self._fips[0])

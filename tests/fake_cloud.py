@@ -191,11 +191,15 @@ class FakeCloud:
             server.public_ipv4 = fip.address
             return dataclasses.replace(fip, metadata=dict(fip.metadata))
 
-    def list_floating_ips(self) -> list[FakeFloatingIP]:
+    def list_floating_ips(self, metadata: Mapping[str, str] | None = None
+                          ) -> list[FakeFloatingIP]:
+        """Every floating IP, or those whose metadata contains every given item (filtered
+        by the cloud, as Neutron filters by tags)."""
         with self._lock:
             self.calls["list_floating_ips"] += 1
             return [dataclasses.replace(f, metadata=dict(f.metadata))
-                    for f in self.floating_ips.values()]
+                    for f in self.floating_ips.values()
+                    if not metadata or all(f.metadata.get(k) == v for k, v in metadata.items())]
 
     def delete_floating_ip(self, fip_id: str) -> None:
         with self._lock:
