@@ -129,10 +129,14 @@ class MachineDriving:
         sm = task.sm
         task.stepped(sm.state, task.step_listing)
         data = sm.driver_data()
-        if task.unsaved or data != task.node.driver_data or \
-                sm.external_id != task.node.external_id:
-            task.node.driver_data = data
-            task.node.external_id = sm.external_id
+        changed = task.unsaved or data != task.node.driver_data or \
+            sm.external_id != task.node.external_id
+        task.node.driver_data = data
+        task.node.external_id = sm.external_id
+        # A finished machine is not saved on its own: the node's next write (ready,
+        # or after the key scan) carries it, and until then its last saved state
+        # resumes it (every saved state can be resumed: drivers.md).
+        if changed and not sm.complete:
             task.unsaved = False
             self.write(task)
         if sm.complete:
