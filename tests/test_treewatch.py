@@ -218,3 +218,40 @@ def test_members_change_is_told_after_the_data_change_before_it(own, zk_client):
         assert told.index(("data", b"used")) < told.index(("members", 0)), told
     finally:
         tw.stop()
+
+
+def test_own_transaction_that_writes_and_unlocks_tells_the_data_first(own, zk_client):
+    """A launcher writes its spare `ready` and unlocks it in one transaction of its
+    own: the watch never shows the node unlocked with its old data (which cleanup
+    would take for an orphaned launch)."""
+    zk_client.ensure_path("/q")
+    zk_client.create("/q/n", b"building")
+    contender = own.kazoo.create("/q/n/lock/c__lock__", b"", sequence=True, makepath=True)
+    told = []
+
+    def on_data(name, data, stat):
+        told.append(("data", data))
+
+    def on_members(name, names):
+        told.append(("members", len(names)))
+
+    tw = TreeWatch(own.kazoo, "/q", on_data, subdir="lock", on_members=on_members)
+    tw.start()
+    assert tw.initialized.wait(10)
+    reads = []
+    read = tw._expect_data
+    tw._expect_data = lambda name: (reads.append(name), read(name))
+    try:
+        told.clear()
+        tw.begin_own("n")
+        tx = own.kazoo.transaction()
+        tx.set_data("/q/n", b"ready")
+        tx.delete(contender)
+        result = tx.commit_async()
+        result.rawlink(lambda r: tw.end_own("n", b"ready", r.get()[0]))
+        assert not any(isinstance(r, Exception) for r in result.get(5))
+        wait_for(lambda: ("members", 0) in told, what="unlock told")
+        assert told.index(("data", b"ready")) < told.index(("members", 0)), told
+        assert reads == []                       # taken from the reply, not read back
+    finally:
+        tw.stop()

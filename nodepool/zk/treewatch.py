@@ -309,12 +309,16 @@ class TreeWatch:
             return
         events, written, last = self._own.pop(name)
         if name not in self.known:
+            self._members_later.discard(name)
             return
         if events > written:
             self._expect_data(name)      # someone else's change is among them
         elif last is not None and last[1].mzxid >= self.known[name]:
             self.known[name] = last[1].mzxid
             self.on_data(name, *last)
+        if name in self._members_later and name not in self._reading:
+            self._members_later.discard(name)
+            self._members_changed(name)
 
     # -- events -----------------------------------------------------------------
 
@@ -357,7 +361,10 @@ class TreeWatch:
              lambda result, n=name: self._got(n, result))
 
     def _members_changed(self, name: str) -> None:
-        if name in self._reading:
+        # Data first: a lock change that came with a write still being read, or with
+        # a write of ours not answered yet (a transaction that writes a node and
+        # unlocks it), is told after that data.
+        if name in self._reading or name in self._inflight:
             self._members_later.add(name)
             return
         if self.on_members is not None:
