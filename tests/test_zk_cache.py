@@ -163,3 +163,25 @@ def test_requests_stay_in_service_order_as_they_change(cache, zk, zk_client):
                and e.value is None)
     assert [r.id for r in cache.requests()] == [made[3].id, made[1].id, made[0].id]
     assert len(cache._order) == 3
+
+
+def test_settled_request_is_a_copy_and_unsettled_while_a_change_is_in_flight(cache, zk, zk_client):
+    """What the launcher takes instead of a re-read under the request lock."""
+    req = requests.submit_request(zk_client, NodeRequest(node_types=["a"], requestor="z"))
+    wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.value is not None)
+    lock = locks.lock_request(zk.kazoo, req.id, identifier="test")
+    settled, copy = cache.settled_request(req.id)
+    assert settled and copy.node_types == ["a"] and copy.version == 0
+    copy.node_types.append("b")
+    copy.set_state(RequestState.PENDING)
+    assert cache.get_request(req.id).node_types == ["a"]       # the cache's own is untouched
+    assert cache.get_request(req.id).state == RequestState.REQUESTED
+    requests_watch = cache._watches[1]
+    requests_watch.begin_own(req.id)                            # a write of ours in flight
+    assert cache.settled_request(req.id) == (False, None)
+    requests_watch.end_own(req.id, b"", None)                   # it failed: nothing written
+    assert cache.settled_request(req.id)[0]
+    locks.release(lock)
+    requests.delete_request(zk_client, req.id)
+    wait_event(cache.events, lambda e: e.kind == zkcache.REQUEST and e.value is None)
+    assert cache.settled_request(req.id) == (True, None)

@@ -226,7 +226,7 @@ class RequestHandling(Deferral):
         claiming: set[str] = set()
         started = []
         for cached, pool in takes:
-            pending = locks.start_request_lock(kazoo, cached.id, name)
+            pending = locks.start_request_lock(kazoo, cached.id, name, reread=False)
             speculative = RequestHandler(cached, None, pool, [None] * len(cached.node_types))
             started.append((cached, pool, pending, self._start_claim(speculative, claiming),
                             speculative.az))
@@ -238,7 +238,8 @@ class RequestHandling(Deferral):
                 handover.abandon(kazoo, attempt, cached, name)
                 self.retry_later(cached.id)
                 continue
-            req = NodeRequest.from_json(cached.id, raw[0], raw[1].version) if raw else None
+            req = self._under_lock(cached.id) if raw is locks.NOT_READ else \
+                NodeRequest.from_json(cached.id, raw[0], raw[1].version) if raw else None
             if req is None or req.state != RequestState.REQUESTED or \
                     pool.view.id in req.declined_by:
                 locks.release_async(kazoo, lock)
@@ -268,6 +269,13 @@ class RequestHandling(Deferral):
             else:
                 locks.release_async(kazoo, h.lock)   # lost a race; the next pass tries again
                 self.retry_later(h.request.id)
+
+    def _under_lock(self, request_id: str) -> NodeRequest | None:
+        """The request as it is now that we hold its lock (PROTOCOL.md: re-read after
+        locking): from the cache when it holds every change made before our lock,
+        else read. None: it is gone."""
+        settled, req = self.ctx.cache.settled_request(request_id)
+        return req if settled else requests.get_request(self.ctx.kazoo, request_id)
 
     def _serve_partly(self, handler: RequestHandler, claims: list) -> None:
         """Hold the request: allocate what was claimed, launch the rest, mark it pending."""

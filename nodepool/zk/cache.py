@@ -147,6 +147,21 @@ class ZooKeeperCache:
     def get_request(self, request_id: str) -> NodeRequest | None:
         return self._requests.get(request_id)
 
+    def settled_request(self, request_id: str) -> tuple[bool, NodeRequest | None]:
+        """(settled, a copy of the request or None when gone).
+
+        Settled: the cache holds every change whose event came before now, none
+        of it still being read. Right after one of our requests' answers, that
+        includes every change the server made before it (it sends a change's
+        event before the answers to later requests): as good as a re-read.
+        """
+        if len(self._watches) < 2 or not self._watches[1].settled(request_id):
+            return False, None
+        request = self._requests.get(request_id)
+        if request is None:
+            return request_id not in self._watches[1].known, None
+        return True, NodeRequest.from_dict(request_id, request.to_dict(), request.version)
+
     def request_exists(self, request_id: str) -> bool:
         """Listed in the queue, even if its data is still being read."""
         return request_id in self._requests or (

@@ -284,6 +284,11 @@ class TreeWatch:
         return send(self.kazoo, SetData(f"{self.full}/{name}", data, version),
                     lambda r: self.end_own(name, data, r.get() if r.successful() else None))
 
+    def settled(self, name: str) -> bool:
+        """Has the child's data come in for every change event delivered so far
+        (no read, and no write of ours, in flight for it)?"""
+        return name not in self._reading and name not in self._inflight
+
     def begin_own(self, name: str) -> None:
         """Before sending a write of `name` by other means (a transaction): count it in."""
         with self._own_lock:
