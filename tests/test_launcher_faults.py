@@ -99,3 +99,22 @@ def test_leaked_server_is_deleted_after_two_passes_untagged_never(env):
              what="leak deleted on the second pass")
     ids = {s.id for s in live_servers(env.cloud)}
     assert untagged in ids and other in ids
+
+
+def test_deletions_while_a_pool_waits_at_max_servers_do_not_reread_cloud_limits(env):
+    # Our own usage is counted from our nodes: freeing one of them needs no call
+    # to the cloud's limits (each would be an API call per deletion).
+    env.write_config(max_servers=1)
+    env.start_launcher()
+    rq = env.requestor
+    first = rq.submit(["small"])
+    in_use = rq.accept(first, rq.wait(first))
+    second = rq.submit(["small"])                  # waits: pool main is at max-servers
+    wait_for(lambda: env.cloud.calls["get_limits"] >= 1, what="limits read at start")
+    before = env.cloud.calls["get_limits"]
+    rq.finish(in_use)                              # deleted; frees the pool's one slot
+    served = rq.wait(second)
+    assert served["state"] == "fulfilled"
+    assert env.cloud.calls["get_limits"] == before
+    rq.finish(rq.accept(second, served))
+

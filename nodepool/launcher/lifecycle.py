@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 
 from nodepool import errors
@@ -34,6 +35,7 @@ class Lifecycle(MachineDriving):
         self.launches: dict[str, LaunchTask] = {}
         self.deletes: dict[str, DeleteTask] = {}
         self.remove_later: set[str] = set()
+        self.quota_refused_at = -math.inf   # monotonic time of the cloud's last quota refusal
 
     def _lock_id(self) -> str:
         return f"{self.ctx.hostname}:{self.name}"

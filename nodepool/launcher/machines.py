@@ -21,6 +21,7 @@ from nodepool.zk import locks, nodes, paths
 log = logging.getLogger("nodepool.launcher.machines")
 
 DELETE_ATTEMPT_MAX = 300.0  # a delete not finished by then (or launch-timeout) starts over
+QUOTA_REFUSAL_MEMORY = 60.0  # seconds after a cloud quota refusal that deletions re-read limits
 
 
 class MachineDriving:
@@ -156,6 +157,7 @@ class MachineDriving:
         self.log.info("node=%s provider=%s Quota exceeded, aborting: %s", task.node.id,
                       self.name, error)
         task.pool.paused, task.pool.pause_reason = True, f"quota: {error}"
+        self.quota_refused_at = time.monotonic()
         self.refresh_quota()
         self.launch_aborted(task)
         self._finish_launch(task, NodeState.ABORTED, f"quota exceeded: {error}")
@@ -272,7 +274,11 @@ class MachineDriving:
         del self.deletes[task.node.id]
         self._remove(task)
         self.log.info("node=%s provider=%s Deleted", task.node.id, self.name)
-        if any(p.paused for p in self.pools.values()):
+        # Our own usage is counted from our nodes, so a deletion needs no new limits,
+        # unless the cloud lately refused a launch our count let through (it counts
+        # something we do not): then re-read them while a pool waits.
+        if now - self.quota_refused_at < QUOTA_REFUSAL_MEMORY and \
+                any(p.paused for p in self.pools.values()):
             self.refresh_quota()
 
     def _remove(self, task: DeleteTask) -> None:
