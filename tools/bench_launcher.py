@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     launcher = None
     try:
         from nodepool.launcher.daemon import Launcher
+        from nodepool.launcher.main import tune_gc
 
         factory = None
         cloud = None
@@ -323,12 +324,31 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"provider {provider} not started within {START_TIMEOUT:.0f}s")
             stop.wait(0.02)
+        if not os.environ.get("BENCH_GC_DEFAULT"):
+            tune_gc()    # as nodepool-launcher does once started
         print(json.dumps({"event": "ready", "pid": os.getpid(), "cloud": args.cloud,
                           "prefill_s": round(prefill_s, 3),
                           "start_s": round(time.monotonic() - started, 3),
                           "ossim_pid": ossim.pid if ossim else None,
                           "workdir": str(workdir)}), flush=True)
+        gc_times: list[tuple[int, float]] = []
+        if os.environ.get("BENCH_GC_STATS"):
+            import gc
+            began: list[float] = []
+
+            def timed(phase: str, info: dict) -> None:
+                if phase == "start":
+                    began[:] = [time.perf_counter()]
+                elif began:
+                    gc_times.append((info["generation"], time.perf_counter() - began[0]))
+            gc.callbacks.append(timed)
         stop.wait()
+        if gc_times:
+            for gen in range(3):
+                times = sorted(t for g, t in gc_times if g == gen)
+                if times:
+                    print(f"gc gen{gen}: {len(times)} collections, {sum(times) * 1000:.0f} ms, "
+                          f"max {times[-1] * 1000:.1f} ms", file=sys.stderr, flush=True)
         return 0
     except Exception as e:
         print(json.dumps({"event": "error", "error": f"{type(e).__name__}: {e}"}), flush=True)

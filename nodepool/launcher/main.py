@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import logging.config
 import signal
@@ -58,6 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     return run(args.config)
 
 
+# Cyclic garbage collection, tuned for a long-running daemon: almost everything the
+# launcher drops is freed by reference counting, while a full collection walks every
+# object (with 10,000 cached nodes that held the GIL for 50-100 ms, every thread
+# waiting: the worst hand-over latencies). Fewer, younger collections instead.
+GC_THRESHOLDS = (10_000, 50, 1_000)
+
+
+def tune_gc() -> None:
+    """After start-up: what start-up made stays (moved out of the collector's walks), and
+    collections run less often. Memory made of reference cycles is still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(config_path: str, stop_timeout: float = 30.0) -> int:
     """Run the daemon until SIGTERM or SIGINT, then stop in a bounded time and exit 0."""
     from nodepool.errors import ZooKeeperUnavailable
@@ -72,6 +88,7 @@ def run(config_path: str, stop_timeout: float = 30.0) -> int:
     except ZooKeeperUnavailable as e:
         print(f"nodepool-launcher: {e}", file=sys.stderr)
         return 3
+    tune_gc()
     stop.wait()
     logging.getLogger("nodepool.launcher").info("Signal received: stopping")
     done = threading.Thread(target=launcher.stop, args=(stop_timeout,), daemon=True)
