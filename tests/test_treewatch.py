@@ -255,3 +255,45 @@ def test_own_transaction_that_writes_and_unlocks_tells_the_data_first(own, zk_cl
         assert reads == []                       # taken from the reply, not read back
     finally:
         tw.stop()
+
+
+def test_own_creates_are_taken_from_their_answer_and_others_created_meanwhile_read(
+        own, zk_client):
+    zk_client.ensure_path("/q")
+    tw, seen = watch(own.kazoo)
+    reads = []
+    read = tw._expect_data
+    tw._expect_data = lambda name: (reads.append(name), read(name))
+    try:
+        results = [tw.create_own("n-", f"own{i}".encode()) for i in range(3)]   # pipelined
+        names = [r.get(5)[0].rsplit("/", 1)[1] for r in results]
+        wait_for(lambda: all(seen.data.get(n) == f"own{i}".encode()
+                             for i, n in enumerate(names)), what="own creates cached")
+        assert reads == []
+        # Someone else creates while a create of ours is pending (held open here):
+        # theirs waits unread until our answer shows it is not ours, then is read.
+        with tw._own_lock:
+            tw._creating += 1
+        theirs = zk_client.create("/q/n-", b"theirs", sequence=True).rsplit("/", 1)[1]
+        wait_for(lambda: theirs in tw._unclaimed, what="foreign create held")
+        assert theirs not in seen.data
+        mine = tw.create_own("n-", b"mine").get(5)[0].rsplit("/", 1)[1]
+        wait_for(lambda: seen.data.get(theirs) == b"theirs" and seen.data.get(mine) == b"mine",
+                 what="both seen")
+        assert reads == [theirs]
+        with tw._own_lock:
+            tw._creating -= 1
+        # A lock taken on a child while it waits unread is told after its data.
+        with tw._own_lock:
+            tw._creating += 1
+        late = zk_client.create("/q/n-", b"late", sequence=True).rsplit("/", 1)[1]
+        zk_client.create(f"/q/{late}/lock/c__lock__", b"", sequence=True, makepath=True)
+        wait_for(lambda: late in tw._unclaimed, what="held")
+        assert late not in seen.members
+        failed = tw.kazoo.handler.async_result()
+        failed.set_exception(RuntimeError("connection lost"))
+        tw._run_ordered(lambda: tw._created(b"", failed))   # our pending create failed
+        wait_for(lambda: seen.data.get(late) == b"late" and len(seen.members.get(late, ())) == 1,
+                 what="late child and its lock seen")
+    finally:
+        tw.stop()

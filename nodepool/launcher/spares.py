@@ -191,8 +191,7 @@ class SpareLaunching:
         holding up the hand-overs of the same pass.
         """
         node = self.new_node(pool, label)
-        created = self.ctx.kazoo.create_async(paths.node_create_prefix(), node.to_json(),
-                                              sequence=True)
+        created = self.ctx.cache.create_node(node.to_json())
         created.rawlink(lambda _: self.wake())
         self.starting.append(Starting(pool, label, node, created))
 
@@ -207,7 +206,7 @@ class SpareLaunching:
                 if not start.created.ready():
                     continue
                 try:
-                    path = start.created.get()
+                    path, _ = start.created.get()
                 except Exception as e:
                     self.starting.remove(start)
                     self.log.warning("provider=%s min-ready: creating a spare %s node failed: "

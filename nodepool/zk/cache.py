@@ -109,6 +109,11 @@ class ZooKeeperCache:
         with no read back, unless someone else changed the node meanwhile."""
         return self._watches[0].write(node_id, data, version)
 
+    def create_node(self, data: bytes):
+        """Create a node (a sequential child of the nodes dir); kazoo's result gives
+        (path, stat). Cached from the answer, with no read back."""
+        return self._watches[0].create_own("", data)   # ids are the 10-digit sequence
+
     def commit_own(self, tx, writes: list[tuple[str, str, bytes, int]]):
         """Commit `tx` (kazoo's async result) whose set_data ops are `writes`:
         (NODE or REQUEST, id, data, position in the transaction). As with

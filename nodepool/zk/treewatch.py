@@ -30,6 +30,7 @@ from typing import Callable
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError, UnimplementedError
 from kazoo.protocol.serialization import (
+    Create2,
     GetChildren,
     GetData,
     SetData,
@@ -44,12 +45,14 @@ from kazoo.protocol.states import (
     KazooState,
     WatchedEvent,
 )
+from kazoo.security import OPEN_ACL_UNSAFE
 
 from nodepool.errors import ZooKeeperUnavailable
 
 log = logging.getLogger("nodepool.zk.treewatch")
 
 PERSISTENT_RECURSIVE = 1
+SEQUENTIAL = 2          # a create's flags: persistent, sequential
 
 # on_data(name, data or None when deleted, stat or None)
 OnData = Callable[[str, bytes | None, object], None]
@@ -153,6 +156,10 @@ class TreeWatch:
         # (a node still "in-use" whose user has just set it used and unlocked it).
         self._reading: dict[str, int] = {}
         self._members_later: set[str] = set()
+        # Sequential creates of ours in flight (their names come with the answers,
+        # after the events), and the children created meanwhile, unread, in order.
+        self._creating = 0
+        self._unclaimed: list[str] = []
 
     # -- start, stop, resync ----------------------------------------------------
 
@@ -284,6 +291,66 @@ class TreeWatch:
         return send(self.kazoo, SetData(f"{self.full}/{name}", data, version),
                     lambda r: self.end_own(name, data, r.get() if r.successful() else None))
 
+    def create_own(self, prefix: str, data: bytes):
+        """Create a sequential child `prefix`NNNN with `data`; kazoo's result gives
+        (path, stat). The cache takes it from the answer, not from a read.
+
+        ZooKeeper sends the create's event before its answer. While creates of
+        ours are in flight, created children wait unread (their lock changes
+        too); each answer names ours, and any child created before it that is
+        not ours is read then, as is every child left once no create is pending.
+        """
+        with self._own_lock:
+            self._creating += 1
+        request = Create2(f"{self.full}/{prefix}", data,
+                          self.kazoo.default_acl or OPEN_ACL_UNSAFE, SEQUENTIAL)
+        return send(self.kazoo, request, lambda r: self._created(data, r))
+
+    def _created(self, data: bytes, result) -> None:
+        """(Callback thread) the answer to one of our creates."""
+        with self._own_lock:
+            self._creating -= 1
+            left = self._creating
+        try:
+            path, stat = result.get()
+        except Exception:
+            path = stat = None
+        mine = path.rsplit("/", 1)[1] if path else None
+        if mine in self._unclaimed:
+            # Created before ours: someone else's. Then ours, from the answer.
+            at = self._unclaimed.index(mine)
+            others, self._unclaimed = self._unclaimed[:at], self._unclaimed[at + 1:]
+            for name in others:
+                self._claimed(name, None, None)
+            self._claimed(mine, data, stat)
+        if not left:
+            others, self._unclaimed = self._unclaimed, []
+            for name in others:
+                self._claimed(name, None, None)
+
+    def _claimed(self, name: str, data: bytes | None, stat) -> None:
+        """An unread created child: ours (its data and stat), or read it now."""
+        self._hold(name, -1)
+        if name not in self.known:
+            return
+        if data is None:
+            self._expect_data(name)
+            return
+        if stat.mzxid >= self.known[name]:
+            self.known[name] = stat.mzxid
+            self.on_data(name, data, stat)
+        if name in self._members_later and name not in self._reading:
+            self._members_later.discard(name)
+            self._members_changed(name)
+
+    def _hold(self, name: str, n: int) -> None:
+        """Count a wait for the child's data in or out (member changes wait with it)."""
+        left = self._reading.get(name, 0) + n
+        if left > 0:
+            self._reading[name] = left
+        else:
+            self._reading.pop(name, None)
+
     def settled(self, name: str) -> bool:
         """Has the child's data come in for every change event delivered so far
         (no read, and no write of ours, in flight for it)?"""
@@ -336,8 +403,15 @@ class TreeWatch:
             if not self.accept(name):
                 return
             if event.type == EventType.DELETED:
+                if name in self._unclaimed:
+                    self._unclaimed.remove(name)
+                    self._hold(name, -1)
                 if name in self.known:
                     self._forget(name)
+            elif event.type == EventType.CREATED and self._creating:
+                self.known.setdefault(name, -1)      # maybe ours: its answer will tell
+                self._unclaimed.append(name)
+                self._hold(name, 1)
             elif event.type == EventType.CREATED or name in self.known:
                 if event.type == EventType.CHANGED and name in self._inflight:
                     self._own.setdefault(name, [0, 0, None])[0] += 1
