@@ -499,6 +499,7 @@ class RequestHandling(Deferral):
             locks.release_async(self.ctx.kazoo, task.lock)
         for task in list(self.deletes.values()):
             locks.release_async(self.ctx.kazoo, task.lock)
+        self.drop_deletion_locks()
         self.retry_removals()
         self.launches.clear()
         self.deletes.clear()

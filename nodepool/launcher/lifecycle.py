@@ -35,6 +35,8 @@ class Lifecycle(MachineDriving):
         self.launches: dict[str, LaunchTask] = {}
         self.deletes: dict[str, DeleteTask] = {}
         self.remove_later: set[str] = set()
+        # Deletions whose node lock is in flight: node id -> (reason, node as seen, attempt).
+        self.locking: dict[str, tuple] = {}
         self.quota_refused_at = -math.inf   # monotonic time of the cloud's last quota refusal
 
     def _lock_id(self) -> str:
@@ -173,7 +175,8 @@ class Lifecycle(MachineDriving):
 
     def apply_cleanup(self) -> None:
         """Act on nodes nobody holds: delete finished ones, release orphans, resume launches."""
-        busy = set(self.launches) | set(self.deletes) | self.handler_node_ids() | \
+        busy = set(self.launches) | set(self.deletes) | set(self.locking) | \
+            self.handler_node_ids() | \
             {n.id for n in self.starting_nodes() if n.id is not None}
         if self.full_cleanup:
             self.full_cleanup, self.dirty = False, set()
@@ -229,24 +232,45 @@ class Lifecycle(MachineDriving):
         return self.ctx.cache.request_exists(request_id)
 
     def _delete_many(self, actions: list) -> None:
-        """Lock and delete nodes the cache shows finished with, the locks pipelined.
+        """Send the node locks of nodes the cache shows finished with, all at once;
+        `advance_deletion_locks` starts each deletion once its lock's answer is in,
+        so the loop does not wait for them.
 
         The `deleting` write is made over the version the cache showed: if the
         node changed meanwhile (a requestor set `hold` and unlocked), the write
         fails and the delete is dropped; the cache then shows the truth.
         """
         kazoo, name = self.ctx.kazoo, self._lock_id()
-        started = []
         for act in actions:
             seen = self.ctx.cache.get_node(act.node_id)
-            if seen is not None:
-                started.append((act, seen, locks.start_lock(kazoo, paths.node_lock(seen.id), name)))
-        for act, seen, attempt in started:
-            lock = locks.settle_node_lock(kazoo, attempt, seen.id, name)
-            if lock is None:
-                self.log.debug("node=%s delete skipped: locked by someone else, or gone", seen.id)
+            if seen is None or seen.id in self.locking:
                 continue
-            self.start_delete(dataclasses.replace(seen), lock, act.reason, check_version=True)
+            attempt = locks.start_lock(kazoo, paths.node_lock(seen.id), name)
+            attempt[2].rawlink(lambda _: self.wake())   # the listing is answered last
+            self.locking[seen.id] = (act.reason, seen, attempt)
+
+    def advance_deletion_locks(self) -> None:
+        """Each pass: start the deletions whose lock answers came."""
+        kazoo, name = self.ctx.kazoo, self._lock_id()
+        for node_id, (reason, seen, attempt) in list(self.locking.items()):
+            if not attempt[2].ready():
+                continue
+            del self.locking[node_id]
+            lock = locks.settle_node_lock(kazoo, attempt, node_id, name)
+            if lock is None:
+                self.log.debug("node=%s delete skipped: locked by someone else, or gone", node_id)
+                continue
+            self.start_delete(dataclasses.replace(seen), lock, reason, check_version=True)
+
+    def drop_deletion_locks(self) -> None:
+        """On stop: let go of the deletion locks still in flight."""
+        kazoo, name = self.ctx.kazoo, self._lock_id()
+        for node_id, (_, _, attempt) in list(self.locking.items()):
+            try:
+                locks.release_async(kazoo, locks.settle_node_lock(kazoo, attempt, node_id, name))
+            except Exception as e:     # the session is going: its ephemeral locks go too
+                self.log.debug("node=%s deletion lock not released: %s", node_id, e)
+        self.locking.clear()
 
     def release_node(self, node_id: str, expected_request: str | None) -> None:
         """Clear `allocated_to` of a ready node whose request is gone (or given up).

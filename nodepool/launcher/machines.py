@@ -296,7 +296,7 @@ class MachineDriving:
             tx.delete(lock.path)
             lock.is_acquired, lock.node = False, None
         tx.delete(paths.node(node.id))
-        result = tx.commit_async()
+        result = self.ctx.cache.commit_own(tx, [], removes=(node.id,))
 
         def done(res) -> None:
             try:

@@ -201,6 +201,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
             self.resumed = True
         self.collect_finished(now)
         self.advance_starts()
+        self.advance_deletion_locks()
         self.check_handlers()
         self.serve_waiting()
         self._refresh_listing(now)

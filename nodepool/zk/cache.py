@@ -114,13 +114,17 @@ class ZooKeeperCache:
         (path, stat). Cached from the answer, with no read back."""
         return self._watches[0].create_own("", data)   # ids are the 10-digit sequence
 
-    def commit_own(self, tx, writes: list[tuple[str, str, bytes, int]]):
+    def commit_own(self, tx, writes: list[tuple[str, str, bytes, int]], removes: tuple = ()):
         """Commit `tx` (kazoo's async result) whose set_data ops are `writes`:
         (NODE or REQUEST, id, data, position in the transaction). As with
-        `write_node`, what the transaction wrote is cached without a read back."""
+        `write_node`, what the transaction wrote is cached without a read back.
+        `removes`: nodes it deletes (with their locks): their unlock is not told
+        before the answer, by which time their deletion is (no "unlocked" moment)."""
         watches = {NODE: self._watches[0], REQUEST: self._watches[1]}
         for kind, name, _, _ in writes:
             watches[kind].begin_own(name)
+        for name in removes:
+            watches[NODE].begin_own(name)
         result = tx.commit_async()
 
         def done(res) -> None:
@@ -128,6 +132,8 @@ class ZooKeeperCache:
             for kind, name, data, i in writes:
                 stat = results[i] if results is not None else None
                 watches[kind].end_own(name, data, None if isinstance(stat, Exception) else stat)
+            for name in removes:
+                watches[NODE].end_own(name, b"", None)
         result.rawlink(done)
         return result
 
