@@ -18,6 +18,7 @@ from kazoo.handlers.utils import fileobj_to_fd
 from kazoo.protocol.states import KazooState
 
 from nodepool.errors import ZooKeeperUnavailable
+from nodepool.zk.batching import batch_sends
 
 log = logging.getLogger("nodepool.zk")
 
@@ -158,8 +159,10 @@ class ZooKeeperClient:
         kwargs: dict = {}
         if self.tls:
             kwargs = dict(use_ssl=True, certfile=self.tls.cert, keyfile=self.tls.key, ca=self.tls.ca)
-        return KazooClient(hosts=self.hosts + (chroot or ""), timeout=self.timeout,
-                           handler=PollHandler(), **kwargs)
+        kazoo = KazooClient(hosts=self.hosts + (chroot or ""), timeout=self.timeout,
+                            handler=PollHandler(), **kwargs)
+        batch_sends(kazoo)
+        return kazoo
 
     def connect(self, timeout: float | None = None) -> None:
         """Connect, creating the chroot if missing; raise ZooKeeperUnavailable within `timeout`."""
