@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""The ZooKeeper client's own cost: CPU per pipelined request, kazoo's sends against ours.
+"""The ZooKeeper client's own cost: CPU per pipelined request, kazoo's I/O against ours.
 
 Starts a ZooKeeper (tools/zookeeper.py, TLS), then sends bursts of pipelined
 reads (as a launcher pass sends its hand-over waves) through a kazoo client
-with the project's `PollHandler`, alternately with kazoo's one-request-per-turn
-sends and with `nodepool.zk.batching` (every queued request per turn). Prints
-one line per round: requests/s and this process's CPU per request. The first
-rounds warm the JVM; compare the later ones.
+with the project's `PollHandler`, alternately with kazoo's one request and one
+answer per turn of its connection loop and with `nodepool.zk.batching` (every
+queued request, every buffered answer per turn). Prints one line per round:
+requests/s and this process's CPU per request. The first rounds warm the JVM;
+compare the later ones.
 
     .venv/bin/python tools/bench_zk_client.py [--rounds 6] [--bursts 600] [--burst 50]
 """
@@ -27,7 +28,7 @@ sys.path[:0] = [str(REPO / "tools"), str(REPO)]
 import zookeeper  # noqa: E402
 from kazoo.client import KazooClient  # noqa: E402
 
-from nodepool.zk.batching import batch_sends  # noqa: E402
+from nodepool.zk.batching import batch_io  # noqa: E402
 from nodepool.zk.client import PollHandler  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def one_round(server: zookeeper.ZooKeeperServer, batched: bool, bursts: int, bur
     client = KazooClient(hosts=server.tls_hosts, use_ssl=True, certfile=server.cert,
                          keyfile=server.key, ca=server.ca, handler=PollHandler())
     if batched:
-        batch_sends(client)
+        batch_io(client)
     client.start(30)
     try:
         client.ensure_path("/bench")
@@ -56,7 +57,7 @@ def one_round(server: zookeeper.ZooKeeperServer, batched: bool, bursts: int, bur
         client.stop()
         client.close()
     n = bursts * burst
-    return {"sends": "batched" if batched else "kazoo", "requests": n,
+    return {"io": "batched" if batched else "kazoo", "requests": n,
             "requests_per_s": round(n / wall), "cpu_us_per_request": round(1e6 * used / n, 1)}
 
 

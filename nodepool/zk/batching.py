@@ -1,28 +1,91 @@
-"""Every queued request in one turn of kazoo's connection loop.
+"""Every queued request, and every answer received, in one turn of kazoo's connection loop.
 
 kazoo (2.11) sends one request per turn of its connection thread's loop: a
 poll that finds the wake-up byte the caller wrote, a poll for writability,
 one `send` (one TLS record) and one `recv` of the wake-up byte per request.
-A launcher pass sends dozens at once (a hand-over wave, the deletion locks
-of a cleanup pass), so here one turn sends every request queued, serialised
-back to back in one write, as kazoo would have sent them one by one: same
-order, same xids, each recorded as pending in that order. The server reads
-a stream either way.
+It reads the same way: per answer or event, a poll and two `recv` calls
+(length, then body). A launcher pass sends dozens of requests at once (a
+hand-over wave, the deletion locks of a cleanup pass), and their answers
+come back together.
 
-This replaces `ConnectionHandler._send_request` of one client (a private
-method, like the watch routing in treewatch.py): a kazoo upgrade must
-re-check it. Requests kazoo treats specially (auth, its test sentinels) go
-through kazoo's own method, one at a time.
+* Sends: one turn sends every request queued, serialised back to back in one
+  write, as kazoo would have sent them one by one: same order, same xids,
+  each recorded as pending in that order. The server reads a stream either
+  way.
+* Reads: the socket is read in large chunks into a buffer, and one turn
+  handles every complete answer or event in it, in order, with kazoo's own
+  code for each.
+
+This replaces `ConnectionHandler._send_request`, `_read` and `_read_socket`
+of one client (private methods, like the watch routing in treewatch.py): a
+kazoo upgrade must re-check them. Requests kazoo treats specially (auth, its
+test sentinels) go through kazoo's own method, one at a time.
 """
 
 from __future__ import annotations
 
+import ssl
+
 from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionDropped
 from kazoo.protocol import connection as kazoo_connection
 from kazoo.protocol.serialization import Auth, int_struct
 
 MAX_BATCH = 256          # requests per write
+READ_CHUNK = 65536       # bytes asked of the socket per read
 _XID_WRAP = 2147483647   # kazoo's xid range
+
+
+def batch_io(kazoo: KazooClient) -> None:
+    """Make `kazoo`'s connection send every queued request, and handle every answer
+    received, per loop turn."""
+    batch_sends(kazoo)
+    batch_reads(kazoo)
+
+
+def batch_reads(kazoo: KazooClient) -> None:
+    conn = kazoo._connection
+    one_frame = conn._read_socket
+    buffered = bytearray()
+    owner = [None]           # the socket the buffered bytes came from
+
+    def read(length, timeout):
+        sock = conn._socket
+        if owner[0] is not sock:     # a new connection: nothing buffered is valid
+            buffered.clear()
+            owner[0] = sock
+        with conn._socket_error_handling():
+            while len(buffered) < length:
+                # TLS: bytes already decrypted do not make the socket readable.
+                if not (hasattr(sock, "pending") and sock.pending() > 0):
+                    if not conn.handler.select([sock], [], [], timeout)[0]:
+                        raise conn.handler.timeout_exception("socket time-out during read")
+                try:
+                    chunk = sock.recv(READ_CHUNK)
+                except ssl.SSLError as e:
+                    if e.errno in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
+                        continue
+                    raise
+                if not chunk:
+                    raise ConnectionDropped("socket connection broken")
+                buffered.extend(chunk)
+        out = bytes(buffered[:length])
+        del buffered[:length]
+        return out
+
+    def complete_frame() -> bool:
+        if owner[0] is not conn._socket or len(buffered) < 4:
+            return False
+        return len(buffered) >= 4 + int_struct.unpack_from(buffered, 0)[0]
+
+    def read_socket(read_timeout):
+        result = one_frame(read_timeout)
+        while result != kazoo_connection.CLOSE_RESPONSE and complete_frame():
+            result = one_frame(read_timeout)
+        return result
+
+    conn._read = read
+    conn._read_socket = read_socket
 
 
 def batch_sends(kazoo: KazooClient) -> None:

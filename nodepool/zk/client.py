@@ -18,7 +18,7 @@ from kazoo.handlers.utils import fileobj_to_fd
 from kazoo.protocol.states import KazooState
 
 from nodepool.errors import ZooKeeperUnavailable
-from nodepool.zk.batching import batch_sends
+from nodepool.zk.batching import batch_io
 
 log = logging.getLogger("nodepool.zk")
 
@@ -161,7 +161,7 @@ class ZooKeeperClient:
             kwargs = dict(use_ssl=True, certfile=self.tls.cert, keyfile=self.tls.key, ca=self.tls.ca)
         kazoo = KazooClient(hosts=self.hosts + (chroot or ""), timeout=self.timeout,
                             handler=PollHandler(), **kwargs)
-        batch_sends(kazoo)
+        batch_io(kazoo)
         return kazoo
 
     def connect(self, timeout: float | None = None) -> None:
