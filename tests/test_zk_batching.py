@@ -10,13 +10,19 @@ from zkhelpers import make_client
 def test_pipelined_requests_from_many_threads_are_answered_in_order(zk_tls):
     client = make_client(zk_tls)
     kazoo = client.kazoo
-    turns = []
+    turns, read_turns = [], []
     send = kazoo._connection._send_request
+    read = kazoo._connection._read_socket
 
     def counting(*args):
         turns.append(len(kazoo._queue))
         return send(*args)
+
+    def counting_reads(*args):
+        read_turns.append(1)
+        return read(*args)
     kazoo._connection._send_request = counting
+    kazoo._connection._read_socket = counting_reads
     try:
         kazoo.ensure_path("/b")
         errors = []
@@ -39,9 +45,10 @@ def test_pipelined_requests_from_many_threads_are_answered_in_order(zk_tls):
             th.join(30)
         assert errors == []
         assert len(kazoo.get_children("/b")) == 800
-        # Requests went out several per turn: fewer turns than requests.
+        # Requests went out, and answers were handled, several per turn.
         sent = 1600 + 4 + 2     # creates, gets, failed gets, ensure_path
         assert len(turns) < sent / 2, (len(turns), sent)
+        assert len(read_turns) < sent, (len(read_turns), sent)
     finally:
         client.disconnect()
 

@@ -44,10 +44,31 @@ def batch_io(kazoo: KazooClient) -> None:
 
 
 def batch_reads(kazoo: KazooClient) -> None:
+    """Make `kazoo`'s connection read in chunks and handle every answer it has per turn."""
     conn = kazoo._connection
     one_frame = conn._read_socket
     buffered = bytearray()
     owner = [None]           # the socket the buffered bytes came from
+
+    def take(sock, wait: bool, timeout) -> bool:
+        """Append what the socket has to the buffer; without `wait`, only if it has
+        something now. False when it had nothing (or TLS wants more first)."""
+        # TLS: bytes already decrypted do not make the socket readable.
+        if not (hasattr(sock, "pending") and sock.pending() > 0):
+            if not conn.handler.select([sock], [], [], timeout if wait else 0)[0]:
+                if wait:
+                    raise conn.handler.timeout_exception("socket time-out during read")
+                return False
+        try:
+            chunk = sock.recv(READ_CHUNK)
+        except ssl.SSLError as e:
+            if e.errno in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
+                return False
+            raise
+        if not chunk:
+            raise ConnectionDropped("socket connection broken")
+        buffered.extend(chunk)
+        return True
 
     def read(length, timeout):
         sock = conn._socket
@@ -56,31 +77,24 @@ def batch_reads(kazoo: KazooClient) -> None:
             owner[0] = sock
         with conn._socket_error_handling():
             while len(buffered) < length:
-                # TLS: bytes already decrypted do not make the socket readable.
-                if not (hasattr(sock, "pending") and sock.pending() > 0):
-                    if not conn.handler.select([sock], [], [], timeout)[0]:
-                        raise conn.handler.timeout_exception("socket time-out during read")
-                try:
-                    chunk = sock.recv(READ_CHUNK)
-                except ssl.SSLError as e:
-                    if e.errno in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
-                        continue
-                    raise
-                if not chunk:
-                    raise ConnectionDropped("socket connection broken")
-                buffered.extend(chunk)
+                take(sock, True, timeout)
         out = bytes(buffered[:length])
         del buffered[:length]
         return out
 
     def complete_frame() -> bool:
-        if owner[0] is not conn._socket or len(buffered) < 4:
+        if len(buffered) < 4:
             return False
         return len(buffered) >= 4 + int_struct.unpack_from(buffered, 0)[0]
 
     def read_socket(read_timeout):
         result = one_frame(read_timeout)
-        while result != kazoo_connection.CLOSE_RESPONSE and complete_frame():
+        while result != kazoo_connection.CLOSE_RESPONSE and owner[0] is conn._socket:
+            if not complete_frame():
+                with conn._socket_error_handling():
+                    if not take(conn._socket, False, 0):
+                        break      # nothing more now: back to kazoo's loop
+                continue
             result = one_frame(read_timeout)
         return result
 
