@@ -94,8 +94,7 @@ class Deferral:
         common = (pool_name in self.waiting_pools, self.index.spare_total(pool_name), unassigned)
         if kind == "concurrency":
             return common + (len(self.launches) + len(self.starting),)
-        pending = [n for n in [t.node for t in self.launches.values()] + self.starting_nodes()
-                   if n.id is None or not self.index.known(n.id)]
+        pending = self.pending_nodes()
         if kind == "provider":
             return common + (self.index.usage(), self.limits, len(pending))
         return common + (self.index.usage(pool_name),

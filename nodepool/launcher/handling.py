@@ -226,20 +226,19 @@ class RequestHandling(Deferral):
         claiming: set[str] = set()
         started = []
         for cached, pool in takes:
-            pending = locks.start_request_lock(kazoo, cached.id, name, reread=False)
+            pending = locks.start_request_lock(kazoo, cached.id, name)
             speculative = RequestHandler(cached, None, pool, [None] * len(cached.node_types))
             started.append((cached, pool, pending, self._start_claim(speculative, claiming),
                             speculative.az))
         commits = []
         for cached, pool, pending, attempt, az in started:
             try:
-                lock, raw = locks.finish_request_lock(kazoo, cached.id, name, pending)
+                lock = locks.finish_request_lock(kazoo, cached.id, name, pending)
             except errors.LockFailed:
                 handover.abandon(kazoo, attempt, cached, name)
                 self.retry_later(cached.id)
                 continue
-            req = self._under_lock(cached.id) if raw is locks.NOT_READ else \
-                NodeRequest.from_json(cached.id, raw[0], raw[1].version) if raw else None
+            req = self._under_lock(cached.id)
             if req is None or req.state != RequestState.REQUESTED or \
                     pool.view.id in req.declined_by:
                 locks.release_async(kazoo, lock)

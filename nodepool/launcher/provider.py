@@ -292,6 +292,11 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
             nodes[task.node.id] = task.node
         return nodes
 
+    def pending_nodes(self) -> list[Node]:
+        """Launches this loop made that the cache has not reported yet."""
+        return [n for n in [t.node for t in self.launches.values()] + self.starting_nodes()
+                if n.id is None or not self.index.known(n.id)]
+
     def label_cost(self, pool_cfg: Any, label_name: str) -> Resources:
         label = pool_cfg.labels.get(label_name)
         if label is None:
@@ -318,8 +323,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
         if mc and mc > 0 and len(self.launches) + len(self.starting) + len(labels) > mc:
             return "concurrency"
         # Launches this loop made that the cache has not reported yet count too.
-        pending = [n for n in [t.node for t in self.launches.values()] + self.starting_nodes()
-                   if n.id is None or not self.index.known(n.id)]
+        pending = self.pending_nodes()
         in_pool = self.index.usage(pool.cfg.name) + quota.usage(
             [n for n in pending if n.pool == pool.cfg.name], self._node_cost)
         if not quota.fits(need, in_pool, quota.pool_limits(pool.cfg)):

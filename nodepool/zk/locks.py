@@ -254,13 +254,8 @@ def locked_node_ids(kazoo: KazooClient, node_ids: list[str]) -> set[str]:
     return locked
 
 
-NOT_READ = "not read"   # finish_request_lock: no re-read was sent (the caller reads)
-
-
-def start_request_lock(kazoo: KazooClient, request_id: str, identifier: str = "",
-                       reread: bool = True):
-    """Send a request's fresh-lock transaction and, with `reread`, a re-read ordered
-    after it (no waiting).
+def start_request_lock(kazoo: KazooClient, request_id: str, identifier: str = ""):
+    """Send a request's fresh-lock transaction (no waiting).
 
     Started for many requests at once, their round trips overlap; `finish_request_lock`
     collects each.
@@ -268,26 +263,13 @@ def start_request_lock(kazoo: KazooClient, request_id: str, identifier: str = ""
     lock_dir = paths.request_lock(request_id)
     lock = Lock(kazoo, lock_dir, identifier)
     lock.assured_path = True
-    pending = send_fresh_lock(kazoo, lock, lock_dir)
-    return lock, pending, kazoo.get_async(paths.request(request_id)) if reread else None
+    return lock, send_fresh_lock(kazoo, lock, lock_dir)
 
 
-def finish_request_lock(kazoo: KazooClient, request_id: str, identifier: str, started
-                        ) -> tuple[Lock, tuple[bytes, object] | None | str]:
-    """The held lock and the request's (data, stat) read under it (None: gone;
-    NOT_READ when started without a re-read).
-
-    Raises LockFailed when someone holds it.
-    """
-    lock, pending, read = started
+def finish_request_lock(kazoo: KazooClient, request_id: str, identifier: str, started) -> Lock:
+    """The held lock. Raises LockFailed when someone holds it."""
+    lock, pending = started
     if finish_fresh_lock(lock, pending) != "ok":
         # Used before, or no parent yet: the general way.
         lock = lock_request(kazoo, request_id, identifier=identifier)
-        if read is not None:
-            read = kazoo.get_async(paths.request(request_id))
-    if read is None:
-        return lock, NOT_READ
-    try:
-        return lock, read.get()
-    except NoNodeError:
-        return lock, None
+    return lock

@@ -243,11 +243,7 @@ class TreeWatch:
 
     def _got(self, name: str, result) -> None:
         self._replied()
-        left = self._reading.get(name, 1) - 1
-        if left > 0:
-            self._reading[name] = left
-        else:
-            self._reading.pop(name, None)
+        self._hold(name, -1)
         try:
             data, stat = result.get()
         except NoNodeError:
@@ -255,13 +251,8 @@ class TreeWatch:
         except Exception as e:
             log.debug("Reading %s/%s failed: %s", self.path, name, e)
             data = stat = None
-        if stat is not None and name in self.known and stat.mzxid >= self.known[name]:
-            self.known[name] = stat.mzxid
-            self.on_data(name, data, stat)
-        if left <= 0 and name in self._members_later:
-            self._members_later.discard(name)
-            if name in self.known:
-                self._members_changed(name)
+        self._report(name, data, stat)
+        self._members_due(name)
 
     def _members_listed(self, name: str, result) -> None:
         self._replied()
@@ -336,12 +327,8 @@ class TreeWatch:
         if data is None:
             self._expect_data(name)
             return
-        if stat.mzxid >= self.known[name]:
-            self.known[name] = stat.mzxid
-            self.on_data(name, data, stat)
-        if name in self._members_later and name not in self._reading:
-            self._members_later.discard(name)
-            self._members_changed(name)
+        self._report(name, data, stat)
+        self._members_due(name)
 
     def _hold(self, name: str, n: int) -> None:
         """Count a wait for the child's data in or out (member changes wait with it)."""
@@ -350,6 +337,19 @@ class TreeWatch:
             self._reading[name] = left
         else:
             self._reading.pop(name, None)
+
+    def _report(self, name: str, data: bytes | None, stat) -> None:
+        """Tell `on_data` of the child's data unless what was told is newer."""
+        if stat is not None and name in self.known and stat.mzxid >= self.known[name]:
+            self.known[name] = stat.mzxid
+            self.on_data(name, data, stat)
+
+    def _members_due(self, name: str) -> None:
+        """Tell member changes that waited for data, once no data is awaited."""
+        if name in self._members_later and name not in self._reading:
+            self._members_later.discard(name)
+            if name in self.known:
+                self._members_changed(name)
 
     def settled(self, name: str) -> bool:
         """Has the child's data come in for every change event delivered so far
@@ -385,12 +385,9 @@ class TreeWatch:
             return
         if events > written:
             self._expect_data(name)      # someone else's change is among them
-        elif last is not None and last[1].mzxid >= self.known[name]:
-            self.known[name] = last[1].mzxid
-            self.on_data(name, *last)
-        if name in self._members_later and name not in self._reading:
-            self._members_later.discard(name)
-            self._members_changed(name)
+        elif last is not None:
+            self._report(name, *last)
+        self._members_due(name)
 
     # -- events -----------------------------------------------------------------
 
@@ -434,7 +431,7 @@ class TreeWatch:
                 self._members_changed(name)
 
     def _expect_data(self, name: str) -> None:
-        self._reading[name] = self._reading.get(name, 0) + 1
+        self._hold(name, 1)
         self._expect(1)
         send(self.kazoo, GetData(f"{self.full}/{name}", None),
              lambda result, n=name: self._got(n, result))
