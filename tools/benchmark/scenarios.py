@@ -170,6 +170,27 @@ class Stack:
         self.procs.append(proc)
         return proc
 
+    def start_watched(self, argv: list[str], log: Path, marker: str, **kwargs: Any
+                      ) -> tuple[subprocess.Popen, threading.Event, list[bool]]:
+        """Like `start`, its stderr copied to `log` by a thread that sets the event when
+        a line contains `marker` or stderr ends; the list says whether the marker came."""
+        proc = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.PIPE,
+                                **kwargs)
+        self.procs.append(proc)
+        done, seen = threading.Event(), [False]
+
+        def copy() -> None:
+            with open(log, "w") as out:
+                for line in proc.stderr:
+                    out.write(line)
+                    out.flush()
+                    if marker in line and not seen[0]:
+                        seen[0] = True
+                        done.set()
+            done.set()
+        threading.Thread(target=copy, daemon=True).start()
+        return proc, done, seen
+
     def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM,
              timeout: float = STOP_TIMEOUT) -> int | None:
         if proc.poll() is None:
@@ -270,10 +291,10 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
                  chroot, *tls, "--zk-4lw", zk.plain_hosts, "--zk-pid", str(zk.pid),
                  "--launcher-pid", str(launcher.pid), "--name", sc.name,
                  "--delete-timeout", str(args.delete_timeout), *sc.bench(args.quick, results)]
-        proc = stack.start(bench, sc_dir / "benchmark.stderr", env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, text=True)
-        if sc.name in args.profile and _setup_done(proc, sc_dir / "benchmark.stderr",
-                                                   sc.timeout):
+        proc, set_up, marked = stack.start_watched(
+            bench, sc_dir / "benchmark.stderr", SETUP_DONE, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, text=True)
+        if sc.name in args.profile and set_up.wait(sc.timeout) and marked[0]:
             raw = sc_dir / "profile.txt"   # the load and its deletions, not the set-up
             profiler = stack.start([str(Path(py).parent / "py-spy"), "record", "--pid",
                                     str(launcher.pid), "--rate", "250", "--format", "raw",
@@ -323,16 +344,6 @@ def warm_zookeeper(args: argparse.Namespace, zk: zookeeper.ZooKeeperServer, stac
               f"over {wall:.0f}s", file=sys.stderr, flush=True)
         if report.get("error") or share is None or share < WARMUP_JIT_SHARE:
             return
-
-
-def _setup_done(proc: subprocess.Popen, stderr: Path, timeout: float) -> bool:
-    """Wait until the benchmark says its set-up is done (or it ended)."""
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        if SETUP_DONE in stderr.read_text(errors="replace"):
-            return True
-        time.sleep(0.05)   # polling a log file the benchmark appends to
-    return False
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
