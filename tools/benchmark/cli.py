@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from .deletion import DeletionWatcher
+from .drive import Timers
 from .lifecycle import Lifecycle, Outcome
 from .load import (
     background_states,
@@ -47,7 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--concurrency", type=int, help="closed loop: requests in flight (default 1)")
     mode.add_argument("--rate", type=float, help="open loop: requests started per second")
     load.add_argument("--poisson", action="store_true", help="open loop: Poisson arrivals")
-    load.add_argument("--workers", type=int, default=256, help="open loop: worker threads")
     load.add_argument("--requests", type=int, default=100, help="requests to make (default 100)")
     load.add_argument("--nodes-per-request", type=int, default=1)
     load.add_argument("--label", default="small")
@@ -90,6 +90,7 @@ class Run:
         self.watcher: Session | None = None
         self.background: list[str] = []
         self.report: dict[str, Any] = {"name": args.name}
+        self.timers = Timers()
 
     def open_sessions(self, count: int) -> None:
         tag = f"{os.getpid()}"
@@ -98,6 +99,7 @@ class Run:
         self.watcher = Session(self.zk.connect(), f"bench-{tag}-watcher")
 
     def close(self) -> None:
+        self.timers.close()
         for session in [*self.sessions, *([self.watcher] if self.watcher else [])]:
             try:
                 session.close()
@@ -128,15 +130,14 @@ class Run:
         labels = [a.label] * a.nodes_per_request
         if a.warmup:
             warm = Lifecycle(labels, a.hold, a.timeout, DeletionWatcher(self.watcher.client),
-                             a.priority, self.stop)
+                             self.timers, a.priority, self.stop)
             closed_loop(warm, self.sessions[:1], 1, a.warmup)
             warm.deletions.wait_all(a.delete_timeout)
         life = Lifecycle(labels, a.hold, a.timeout, DeletionWatcher(self.watcher.client),
-                         a.priority, self.stop)
+                         self.timers, a.priority, self.stop)
         before = self._sample()
         if a.rate:
-            outcomes, lags = open_loop(life, self.sessions, a.rate, a.requests, a.workers,
-                                       a.poisson)
+            outcomes, lags = open_loop(life, self.sessions, a.rate, a.requests, a.poisson)
             r["dispatch_lag_ms"] = percentiles(lags, 1000)
         else:
             outcomes = closed_loop(life, self.sessions, concurrency, a.requests)

@@ -7,68 +7,95 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kazoo.exceptions import NoNodeError
 
+from . import drive
 from .lifecycle import Lifecycle, Outcome
 from .measure import process_cpu
 from .protocol import NODES, request_body, request_path, request_prefix
 from .session import Session
 
 
+class Runner:
+    """Starts lifecycles and collects their outcomes; `wait()` until every started one ended."""
+
+    def __init__(self, life: Lifecycle):
+        self.life = life
+        self.outcomes: list[Outcome] = []
+        self._cond = threading.Condition()
+        self._running = 0
+
+    def start(self, session: Session, then: Callable[[], None] | None = None) -> None:
+        """One request's life on session; `then()` runs when it has ended (on a kazoo thread)."""
+        out = Outcome()
+        with self._cond:
+            self._running += 1
+
+        def done(error: BaseException | None) -> None:
+            if error is not None and out.error is None:   # a bug in the lifecycle itself
+                out.state = out.state or "error"
+                out.error = f"benchmark: {type(error).__name__}: {error}"[:200]
+            with self._cond:
+                self.outcomes.append(out)
+            if then is not None:
+                then()   # the next one starts before this one counts as ended
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+        drive.start(self.life.life(session, out), done)
+
+    def wait(self) -> None:
+        """Until nothing runs; a stop ends the requests' waits."""
+        with self._cond:
+            while self._running:
+                if self.life.stop.is_set():
+                    self.life.stop_waiting()
+                self._cond.wait(0.5)   # wakes on every end; the timeout only sees a stop
+
+
 def closed_loop(life: Lifecycle, sessions: list[Session], concurrency: int,
                 requests: int) -> list[Outcome]:
-    """`concurrency` workers each run one request after another until `requests` were made."""
-    outcomes: list[Outcome] = []
+    """`concurrency` slots each run one request after another until `requests` were made."""
+    runner = Runner(life)
     tickets = iter(range(requests))
     tickets_lock = threading.Lock()
 
-    def worker(index: int) -> None:
-        session = sessions[index % len(sessions)]
-        while not life.stop.is_set():
-            with tickets_lock:
-                if next(tickets, None) is None:
-                    return
-            outcomes.append(life.run(session))  # list.append is atomic
+    def next_in(slot: int) -> None:
+        if life.stop.is_set():
+            return
+        with tickets_lock:
+            if next(tickets, None) is None:
+                return
+        runner.start(sessions[slot % len(sessions)], lambda: next_in(slot))
 
-    threads = [threading.Thread(target=worker, args=(i,), name=f"bench-{i}", daemon=True)
-               for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return outcomes
+    for slot in range(concurrency):
+        next_in(slot)
+    runner.wait()
+    return runner.outcomes
 
 
 def open_loop(life: Lifecycle, sessions: list[Session], rate: float, requests: int,
-              workers: int, poisson: bool, seed: int = 1) -> tuple[list[Outcome], list[float]]:
+              poisson: bool, seed: int = 1) -> tuple[list[Outcome], list[float]]:
     """Start a request every 1/rate s on average, whatever is in flight (past capacity they pile
     up). Returns the outcomes and each start's lag behind its schedule (seconds)."""
-    outcomes: list[Outcome] = []
+    runner = Runner(life)
     lags: list[float] = []
     rng = random.Random(seed)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bench-open")
-
-    def one(index: int, due: float) -> None:
+    due = time.monotonic()
+    for i in range(requests):
+        if life.stop.is_set():
+            break
+        wait = due - time.monotonic()
+        if wait > 0:
+            life.stop.wait(wait)  # pacing the arrivals
         lags.append(time.monotonic() - due)
-        outcomes.append(life.run(sessions[index % len(sessions)]))
-
-    start = time.monotonic()
-    due = start
-    try:
-        for i in range(requests):
-            if life.stop.is_set():
-                break
-            wait = due - time.monotonic()
-            if wait > 0:
-                life.stop.wait(wait)  # pacing the arrivals
-            pool.submit(one, i, due)
-            due += rng.expovariate(rate) if poisson else 1.0 / rate
-    finally:
-        pool.shutdown(wait=True)
-    return outcomes, lags
+        runner.start(sessions[i % len(sessions)])
+        due += rng.expovariate(rate) if poisson else 1.0 / rate
+    runner.wait()
+    return runner.outcomes, lags
 
 
 def create_background(session: Session, count: int, label: str, priority: int) -> list[str]:

@@ -8,13 +8,14 @@ the wire format that Zuul uses.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType
+
+from .drive import Later
 
 REQUESTS = "/nodepool/requests"
 NODES = "/nodepool/nodes"
@@ -52,6 +53,7 @@ def request_body(labels: list[str], requestor: str, event_id: str | None = None,
 class RequestWatch:
     """Waits, on a data watch (no polling), for a request to reach `fulfilled` or `failed`.
 
+    `final` fires once: on the final state, the request's deletion or a failed read.
     `seen_at` is time.monotonic() when this requestor first read the final state:
     the moment a CI master would learn of it.
     """
@@ -59,7 +61,7 @@ class RequestWatch:
     def __init__(self, client: KazooClient, path: str):
         self.client = client
         self.path = path
-        self.done = threading.Event()
+        self.final = Later()
         self.data: dict[str, Any] | None = None
         self.seen_at: float | None = None
         self.gone = False
@@ -73,32 +75,29 @@ class RequestWatch:
 
     def _on_read(self, result: Any) -> None:
         now = time.monotonic()
-        if self.done.is_set():
+        if self.final.fired:
             return
         try:
             raw, _stat = result.get_nowait()
         except NoNodeError:
             self.gone = True
-            self.done.set()
+            self.final.fire("gone")
             return
         except Exception as e:  # a lost session, a timeout: the caller reports it
             self.error = e
-            self.done.set()
+            self.final.fire("error")
             return
         data = json.loads(raw)
         if data.get("state") in FINAL_REQUEST_STATES:
             self.data, self.seen_at = data, now
-            self.done.set()
+            self.final.fire("final")
         # Otherwise the watch set by this read fires on the next change.
 
     def _on_event(self, event: Any) -> None:
-        if self.done.is_set():
+        if self.final.fired:
             return
         if event.type == EventType.DELETED:
             self.gone = True
-            self.done.set()
+            self.final.fire("gone")
             return
         self._arm()
-
-    def wait(self, timeout: float) -> bool:
-        return self.done.wait(timeout)

@@ -296,8 +296,9 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
             stdout=subprocess.PIPE, text=True)
         if sc.name in args.profile and set_up.wait(sc.timeout) and marked[0]:
             raw = sc_dir / "profile.txt"   # the load and its deletions, not the set-up
+            target = proc if args.profile_benchmark else launcher
             profiler = stack.start([str(Path(py).parent / "py-spy"), "record", "--pid",
-                                    str(launcher.pid), "--rate", "250", "--format", "raw",
+                                    str(target.pid), "--rate", "250", "--format", "raw",
                                     "--threads", *(["--idle"] if args.profile_wall else ["--gil"]),
                                     "--nonblocking", "-o", str(raw)],
                                    sc_dir / "py-spy.log", stdin=subprocess.DEVNULL,
@@ -401,6 +402,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="",
                    help="comma-separated scenarios to profile the launcher of with py-spy "
                         "(pip install py-spy into the venv)")
+    p.add_argument("--profile-benchmark", action="store_true",
+                   help="profile the benchmark process (the requestors) instead of the launcher")
     p.add_argument("--profile-wall", action="store_true",
                    help="profile wall-clock time of every thread, waits included (py-spy "
                         "--idle), instead of the samples that hold the GIL")
