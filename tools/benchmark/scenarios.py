@@ -30,7 +30,7 @@ from benchmark.measure import threads_cpu
 
 LAUNCHER_READY_TIMEOUT = 180.0   # the scale scenario writes 10,000 nodes first
 STOP_TIMEOUT = 30.0
-DEFAULT_RATE = 400.0            # open loop when the concurrency-50 scenario did not run
+DEFAULT_RATE = 200.0            # the concurrency-50 throughput when that scenario did not run
 # A fresh JVM spends more CPU compiling ZooKeeper (C1/C2 compiler threads) than serving
 # the first minutes of load: on 2 cores that core is taken from the launcher. Warm-up
 # rounds (not reported) run until a round's compiling is below this share of its time.
@@ -52,10 +52,10 @@ def _ready(n: int) -> list[str]:
     return ["--prefill", str(n), "--min-ready", str(n)]
 
 
-def _open_rate(results: dict) -> float:
-    """Twice what the launcher sustained at concurrency 50: past its capacity."""
+def _open_rate(results: dict, times: float) -> float:
+    """`times` what the launcher sustained at concurrency 50 (2: past its capacity)."""
     rps = (results.get("ready-c50") or {}).get("throughput_rps")
-    return round(2 * rps, 1) if rps else DEFAULT_RATE
+    return round(times * (rps or DEFAULT_RATE), 1)
 
 
 SCENARIOS = [
@@ -69,12 +69,16 @@ SCENARIOS = [
                            "--warmup", "20"]),
     Scenario("ready-c50", "(1) ready nodes, concurrency 50",
              lambda q: _ready(400 if q else 800),
-             lambda q, r: ["--concurrency", "50", "--requests", "300" if q else "600",
+             lambda q, r: ["--concurrency", "50", "--requests", "300" if q else "1500",
                            "--warmup", "20"]),
     Scenario("spares-c50", "(1) ready nodes, concurrency 50, no replacements (min-ready 0)",
-             lambda q: ["--prefill", "400" if q else "800", "--min-ready", "0"],
-             lambda q, r: ["--concurrency", "50", "--requests", "300" if q else "600",
+             lambda q: ["--prefill", "400" if q else "1600", "--min-ready", "0"],
+             lambda q, r: ["--concurrency", "50", "--requests", "300" if q else "1500",
                            "--warmup", "20"]),
+    Scenario("open-half", "(1) open loop at half the concurrency-50 throughput, ready nodes",
+             lambda q: _ready(400 if q else 800),
+             lambda q, r: ["--rate", str(_open_rate(r, 0.5)), "--requests",
+                           "300" if q else "1000", "--poisson", "--warmup", "20"]),
     Scenario("cold-c1", "(2) cold launches, boot 0 s, concurrency 1",
              lambda q: ["--min-ready", "0"],
              lambda q, r: ["--concurrency", "1", "--requests", "30" if q else "100",
@@ -93,7 +97,7 @@ SCENARIOS = [
                            "--nodes-per-request", "3", "--warmup", "10"]),
     Scenario("open-past", "(4) open loop at 2x the concurrency-50 throughput, ready nodes",
              lambda q: _ready(400 if q else 800),
-             lambda q, r: ["--rate", str(_open_rate(r)), "--requests", "300" if q else "600",
+             lambda q, r: ["--rate", str(_open_rate(r, 2)), "--requests", "300" if q else "600",
                            "--poisson", "--warmup", "20", "--timeout", "120"]),
     Scenario("scale", "(5) scale: ready nodes + waiting requests, concurrency 10",
              lambda q: _ready(2000 if q else 10000) + ["--hold-pool", "10"],
@@ -157,6 +161,23 @@ def _minus(value: float | None, by: float) -> float | None:
     return None if value is None else round(value - by, 3)
 
 
+@dataclasses.dataclass
+class Watched:
+    """A process started by `Stack.start_watched` and what its reader threads saw."""
+
+    proc: subprocess.Popen
+    set_up: threading.Event = dataclasses.field(default_factory=threading.Event)
+    marked: bool = False                 # the marker line came (not only the end of stderr)
+    chunks: list[str] = dataclasses.field(default_factory=list)
+    readers: list[threading.Thread] = dataclasses.field(default_factory=list)
+
+    def output(self, timeout: float) -> str:
+        """Its stdout, once both pipes are at their end (the process has exited)."""
+        for thread in self.readers:
+            thread.join(timeout)
+        return "".join(self.chunks)
+
+
 class Stack:
     """The processes this run started, stopped by pid in reverse order (also on Ctrl-C)."""
 
@@ -170,26 +191,31 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_watched(self, argv: list[str], log: Path, marker: str, **kwargs: Any
-                      ) -> tuple[subprocess.Popen, threading.Event, list[bool]]:
-        """Like `start`, its stderr copied to `log` by a thread that sets the event when
-        a line contains `marker` or stderr ends; the list says whether the marker came."""
-        proc = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.PIPE,
-                                **kwargs)
+    def start_watched(self, argv: list[str], log: Path, marker: str, **kwargs: Any) -> Watched:
+        """Like `start` with stdout and stderr piped: a thread copies stderr to `log` and sets
+        `set_up` when a line contains `marker` (or stderr ends); another keeps stdout."""
+        proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **kwargs)
         self.procs.append(proc)
-        done, seen = threading.Event(), [False]
+        watched = Watched(proc)
 
         def copy() -> None:
             with open(log, "w") as out:
                 for line in proc.stderr:
                     out.write(line)
                     out.flush()
-                    if marker in line and not seen[0]:
-                        seen[0] = True
-                        done.set()
-            done.set()
-        threading.Thread(target=copy, daemon=True).start()
-        return proc, done, seen
+                    if marker in line and not watched.marked:
+                        watched.marked = True
+                        watched.set_up.set()
+            watched.set_up.set()
+
+        def keep() -> None:
+            watched.chunks.append(proc.stdout.read())
+        for target in (copy, keep):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            watched.readers.append(thread)
+        return watched
 
     def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM,
              timeout: float = STOP_TIMEOUT) -> int | None:
@@ -291,10 +317,10 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
                  chroot, *tls, "--zk-4lw", zk.plain_hosts, "--zk-pid", str(zk.pid),
                  "--launcher-pid", str(launcher.pid), "--name", sc.name,
                  "--delete-timeout", str(args.delete_timeout), *sc.bench(args.quick, results)]
-        proc, set_up, marked = stack.start_watched(
-            bench, sc_dir / "benchmark.stderr", SETUP_DONE, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, text=True)
-        if sc.name in args.profile and set_up.wait(sc.timeout) and marked[0]:
+        watched = stack.start_watched(bench, sc_dir / "benchmark.stderr", SETUP_DONE, env=env,
+                                      stdin=subprocess.DEVNULL)
+        proc = watched.proc
+        if sc.name in args.profile and watched.set_up.wait(sc.timeout) and watched.marked:
             raw = sc_dir / "profile.txt"   # the load and its deletions, not the set-up
             target = proc if args.profile_benchmark else launcher
             profiler = stack.start([str(Path(py).parent / "py-spy"), "record", "--pid",
@@ -304,12 +330,12 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
                                    sc_dir / "py-spy.log", stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL)
         try:
-            out, _ = proc.communicate(timeout=sc.timeout)
+            proc.wait(timeout=sc.timeout)
         except subprocess.TimeoutExpired:
             stack.stop(proc, signal.SIGINT)
-            out = proc.stdout.read() if proc.stdout else ""
             report["error"] = f"benchmark did not finish within {sc.timeout:.0f}s"
         stack.stop(proc)
+        out = watched.output(STOP_TIMEOUT)
         lines = [line for line in (out or "").splitlines() if line.startswith("{")]
         if lines:
             report.update(json.loads(lines[-1]))
