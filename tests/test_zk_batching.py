@@ -1,6 +1,5 @@
 """Several queued requests per turn of kazoo's connection loop (nodepool/zk/batching.py)."""
 
-import socket
 import threading
 
 from kazoo.exceptions import NoNodeError
@@ -61,32 +60,3 @@ def _failure(kazoo, path):
     except Exception as e:
         return e
     return None
-
-
-def test_callers_write_one_wake_up_byte_per_turn_not_one_per_request(zk_tls):
-    client = make_client(zk_tls)
-    kazoo = client.kazoo
-    conn = kazoo._connection
-    send = conn._send_request
-    woken, go = threading.Event(), threading.Event()
-
-    def held_turn(*args):
-        woken.set()
-        go.wait(10)           # the loop is woken, and has not read the byte yet
-        return send(*args)
-    conn._send_request = held_turn
-    try:
-        first = kazoo.exists_async("/")
-        assert woken.wait(10)
-        rest = [kazoo.exists_async("/") for _ in range(100)]
-        waiting = conn._read_sock.recv(4096, socket.MSG_PEEK)
-        assert waiting == b"\0", len(waiting)     # kazoo alone would have 101 bytes here
-        go.set()
-        assert all(r.get(10) is not None for r in [first, *rest])
-        conn._send_request = send
-        # Later callers wake the loop again: the byte was read and the flag cleared.
-        assert kazoo.exists("/") is not None
-        assert kazoo.get_children("/") is not None
-    finally:
-        go.set()
-        client.disconnect()

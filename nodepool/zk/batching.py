@@ -12,17 +12,13 @@ come back together.
   write, as kazoo would have sent them one by one: same order, same xids,
   each recorded as pending in that order. The server reads a stream either
   way.
-* Wake-ups: a caller writes the wake-up byte only when none is waiting to be
-  read; the turn that reads the bytes sends everything queued until then. A
-  pass that queues 50 requests costs the provider thread one `send` system
-  call, not 50.
 * Reads: the socket is read in large chunks into a buffer, and one turn
   handles every complete answer or event in it, in order, with kazoo's own
   code for each.
 
-This replaces `KazooClient._call` and `ConnectionHandler._send_request`,
-`_read` and `_read_socket` of one client (private methods, like the watch
-routing in treewatch.py): a kazoo upgrade must re-check them. Requests kazoo treats specially (auth, its
+This replaces `ConnectionHandler._send_request`, `_read` and `_read_socket`
+of one client (private methods, like the watch routing in treewatch.py): a
+kazoo upgrade must re-check them. Requests kazoo treats specially (auth, its
 test sentinels) go through kazoo's own method, one at a time.
 """
 
@@ -31,16 +27,11 @@ from __future__ import annotations
 import ssl
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import ConnectionClosedError, ConnectionDropped
+from kazoo.exceptions import ConnectionDropped
 from kazoo.protocol import connection as kazoo_connection
 from kazoo.protocol.serialization import Auth, int_struct
-from kazoo.protocol.states import KeeperState
-
-# States in which kazoo's `_call` fails a request instead of queueing it.
-_REFUSING = (KeeperState.AUTH_FAILED, KeeperState.CLOSED, KeeperState.EXPIRED_SESSION)
 
 MAX_BATCH = 256          # requests per write
-WAKE_READ = 4096         # wake-up bytes taken per turn (any number may be waiting)
 READ_CHUNK = 65536       # bytes asked of the socket per read
 _XID_WRAP = 2147483647   # kazoo's xid range
 
@@ -112,54 +103,13 @@ def batch_reads(kazoo: KazooClient) -> None:
 
 
 def batch_sends(kazoo: KazooClient) -> None:
-    """Make `kazoo`'s connection send every queued request per loop turn, woken once
-    per turn instead of once per request."""
+    """Make `kazoo`'s connection send every queued request per loop turn."""
     conn = kazoo._connection
     one_at_a_time = conn._send_request
     special = (kazoo_connection._SESSION_EXPIRED, kazoo_connection._CONNECTION_DROP)
-    queue_call = kazoo._call
-    # The write socket a wake-up byte was sent to and not yet read: callers that
-    # queue meanwhile need not send another (kazoo sends one per request, each a
-    # system call on the caller's thread and a turn of the connection loop).
-    waking: list = [None]
-
-    def call(request, async_object):
-        write_sock = conn._write_sock
-        if write_sock is None or kazoo._state in _REFUSING:
-            return queue_call(request, async_object)   # kazoo fails it
-        kazoo._queue.append((request, async_object))
-        # Queued before this check: a loop turn that cleared `waking` drains it after.
-        if waking[0] is write_sock:
-            return None
-        waking[0] = write_sock
-        try:
-            write_sock.send(b"\0")
-        except OSError:    # closed meanwhile, as kazoo's own `_call` handles it
-            waking[0] = None
-            async_object.set_exception(ConnectionClosedError("Connection has been closed"))
-        return None
 
     def send_request(read_timeout, connect_timeout):
-        # Take every wake-up byte written so far; from here on a caller writes a new one.
-        conn._read_sock.recv(WAKE_READ)
-        waking[0] = None
         queue = conn.client._queue
-        try:
-            while queue:
-                request, _ = queue[0]
-                if request in special or request.type == Auth.type:
-                    conn._write_sock.send(b"\0")   # kazoo's method reads one wake-up byte
-                    one_at_a_time(read_timeout, connect_timeout)
-                    continue
-                send_batch(queue, connect_timeout)
-        except BaseException:
-            # The requests not sent stay queued: a byte makes the next connection's
-            # loop send them, as kazoo's unread per-request bytes would.
-            if queue and conn._write_sock is not None:
-                conn._write_sock.send(b"\0")
-            raise
-
-    def send_batch(queue, connect_timeout) -> None:
         buf = bytearray()
         batch = []
         xid = conn._xid
@@ -177,12 +127,17 @@ def batch_sends(kazoo: KazooClient) -> None:
             buf += int_struct.pack(len(body))
             buf += body
             batch.append((request, async_object, xid))
+        if not batch:
+            one_at_a_time(read_timeout, connect_timeout)
+            return
         conn._write(bytes(buf), connect_timeout)
         conn._xid = xid
         pending = conn.client._pending
         for item in batch:
             queue.popleft()
             pending.append(item)
+        # One wake-up byte per request; a byte written late wakes an empty turn,
+        # which kazoo's own method clears.
+        conn._read_sock.recv(len(batch))
 
-    kazoo._call = call
     conn._send_request = send_request
