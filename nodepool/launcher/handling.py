@@ -50,8 +50,6 @@ class RequestHandling(Deferral):
         self.init_deferral()
         self.handlers: dict[str, RequestHandler] = {}
         self.finished: set[str] = set()
-        # Fulfil transactions sent and not yet answered: (handler, claims, answer).
-        self.committing: list[tuple[RequestHandler, list, Any]] = []
         self.declined: set[tuple[str, str]] = set()
         # (request, pool) -> the request version the pool found it could take:
         # while the pool defers for quota, such a request is not triaged again.
@@ -221,9 +219,8 @@ class RequestHandling(Deferral):
         Two waves, each sent for every request before any answer is awaited:
         the request locks with their re-reads together with the claims of ready
         nodes for the request as the cache shows it, then the fulfil
-        transactions of the requests that ready nodes satisfy whole, whose
-        answers a later pass collects. A request that changed meanwhile lets its
-        claims go; the rest launch.
+        transactions of the requests that ready nodes satisfy whole. A request
+        that changed meanwhile lets its claims go; the rest launch.
         """
         kazoo, name = self.ctx.kazoo, self._lock_name()
         claiming: set[str] = set()
@@ -262,30 +259,15 @@ class RequestHandling(Deferral):
                                                                 cache=self.ctx.cache)))
             else:
                 self._serve_partly(h, claims)
-        # The answers are collected by a later pass (collect_commits): the requestor
-        # learns of its nodes from ZooKeeper, not from us, so this pass goes on.
         for h, claims, pending in commits:
-            self._claimed(claims)               # not spares any more, unless it fails
-            self.finished.add(h.request.id)     # not taken again while the answer is out
-            self.committing.append((h, claims, pending))
-            pending.rawlink(lambda _answer: self.wake())
-
-    def collect_commits(self, wait: bool = False) -> None:
-        """Fulfil transactions of earlier passes whose answers are in (every one, with
-        `wait`). One that failed lost a race: its claims were let go (the cache tells
-        the index they are spares again) and the request is looked at again."""
-        kazoo, still = self.ctx.kazoo, []
-        for h, claims, pending in self.committing:
-            if not (wait or pending.ready()):
-                still.append((h, claims, pending))
-            elif handover.finish_commit(kazoo, claims, h.lock, pending):
+            if handover.finish_commit(kazoo, claims, h.lock, pending):
+                self._claimed(claims)
+                self.finished.add(h.request.id)
                 log.info("request=%s Fulfilled with ready %s", h.request.id,
                          ", ".join(h.request.nodes))
             else:
-                locks.release_async(kazoo, h.lock)
-                self.finished.discard(h.request.id)
+                locks.release_async(kazoo, h.lock)   # lost a race; the next pass tries again
                 self.retry_later(h.request.id)
-        self.committing = still
 
     def _under_lock(self, request_id: str) -> NodeRequest | None:
         """The request as it is now that we hold its lock (PROTOCOL.md: re-read after
@@ -499,7 +481,6 @@ class RequestHandling(Deferral):
 
     def hand_back(self, timeout: float) -> None:
         """On stop: pending requests go back to `requested`; launches stay resumable."""
-        self.collect_commits(wait=True)
         for h in list(self.handlers.values()):
             self._release_slots(h)
             try:

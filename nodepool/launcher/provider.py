@@ -199,7 +199,6 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
             # serving, so a request gets the server already booting, not a second one.
             self.apply_cleanup()
             self.resumed = True
-        self.collect_commits()
         self.collect_finished(now)
         self.advance_starts()
         self.advance_deletion_locks()
