@@ -97,7 +97,8 @@ class Lifecycle:
             return
         if why != "final":
             out.state = "error"
-            out.error = "request vanished" if watch.gone else f"watch: {type(watch.error).__name__}"
+            out.error = "request vanished" if why == "gone" else \
+                f"watch: {type(watch.error).__name__}"
             return
         out.seen_at = watch.seen_at
         data = watch.data or {}
@@ -188,8 +189,8 @@ class Lifecycle:
         deadline = time.monotonic() + NODE_LOCK_TIMEOUT
         while True:
             children = yield client.get_children_async(lock_dir)
-            contenders = sorted((c for c in children if CONTENDER.search(c)),
-                                key=lambda c: CONTENDER.search(c).group(1))
+            found = ((CONTENDER.search(c), c) for c in children)
+            contenders = [c for _, c in sorted((m.group(1), c) for m, c in found if m)]
             if mine not in contenders:
                 raise Failed("node lock contender vanished")
             at = contenders.index(mine)
@@ -233,18 +234,19 @@ class Lifecycle:
 
     @staticmethod
     def _unlock(session: Session, locks: list[str]) -> Step:
-        results = [session.client.delete_async(path) for path in locks]
-        for result in results:   # one pipelined burst; a contender already gone is fine
-            try:
-                yield result
-            except NoNodeError:
-                pass
+        yield from _delete_quietly(session, locks)
 
     @staticmethod
     def _delete_request(session: Session, request_id: str | None) -> Step:
-        if not request_id:
-            return
+        if request_id:
+            yield from _delete_quietly(session, [request_path(request_id)])
+
+
+def _delete_quietly(session: Session, paths: list[str]) -> Step:
+    """Delete paths in one pipelined burst; one already gone is fine."""
+    results = [session.client.delete_async(path) for path in paths]
+    for result in results:
         try:
-            yield session.client.delete_async(request_path(request_id))
+            yield result
         except NoNodeError:
             pass

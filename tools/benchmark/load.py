@@ -43,7 +43,8 @@ class Runner:
                 then()   # the next one starts before this one counts as ended
             with self._cond:
                 self._running -= 1
-                self._cond.notify_all()
+                if not self._running:
+                    self._cond.notify_all()
 
         drive.start(self.life.life(session, out), done)
 
@@ -53,7 +54,7 @@ class Runner:
             while self._running:
                 if self.life.stop.is_set():
                     self.life.stop_waiting()
-                self._cond.wait(0.5)   # wakes on every end; the timeout only sees a stop
+                self._cond.wait(0.5)   # wakes when the last one ends; the timeout sees a stop
 
 
 def closed_loop(life: Lifecycle, sessions: list[Session], concurrency: int,

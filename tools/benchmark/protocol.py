@@ -53,7 +53,8 @@ def request_body(labels: list[str], requestor: str, event_id: str | None = None,
 class RequestWatch:
     """Waits, on a data watch (no polling), for a request to reach `fulfilled` or `failed`.
 
-    `final` fires once: on the final state, the request's deletion or a failed read.
+    `final` fires once, with why: "final" (the state), "gone" (the request was deleted)
+    or "error" (a read failed: `error`).
     `seen_at` is time.monotonic() when this requestor first read the final state:
     the moment a CI master would learn of it.
     """
@@ -64,13 +65,10 @@ class RequestWatch:
         self.final = Later()
         self.data: dict[str, Any] | None = None
         self.seen_at: float | None = None
-        self.gone = False
         self.error: BaseException | None = None
-        self.reads = 0
         self._arm()
 
     def _arm(self) -> None:
-        self.reads += 1
         self.client.get_async(self.path, watch=self._on_event).rawlink(self._on_read)
 
     def _on_read(self, result: Any) -> None:
@@ -80,7 +78,6 @@ class RequestWatch:
         try:
             raw, _stat = result.get_nowait()
         except NoNodeError:
-            self.gone = True
             self.final.fire("gone")
             return
         except Exception as e:  # a lost session, a timeout: the caller reports it
@@ -97,7 +94,6 @@ class RequestWatch:
         if self.final.fired:
             return
         if event.type == EventType.DELETED:
-            self.gone = True
             self.final.fire("gone")
             return
         self._arm()
