@@ -128,11 +128,12 @@ class LaunchContext:
 class CreateStateMachine(abc.ABC):
     """Creates one server in small, resumable steps.
 
-    `state` is saved in the node's `driver_data` (with `external_id`) after
-    every `advance()` that changed it, before the next one runs; a step that
-    makes an irreversible cloud call must first move to a state naming it, so
-    a launcher that takes over knows the call may have happened and looks the
-    server up by its node-id tag instead of creating a second one.
+    `state` is saved in the node's `driver_data` (with `external_id`) when
+    the machine stops to wait, not after every `advance()`; a step that makes
+    an irreversible cloud call must first move to a state naming it, so a
+    launcher that takes over from that saved state knows the call may have
+    happened and looks the server up by its node-id tag instead of creating a
+    second one.
     """
 
     START = "start"

@@ -128,22 +128,29 @@ class MachineDriving:
                 self._attempt_failed(task, error)
             return
         sm = task.sm
-        task.stepped(sm.state, task.step_listing)
+        progressed = task.stepped(sm.state, task.step_listing)
         data = sm.driver_data()
-        changed = task.unsaved or data != task.node.driver_data or \
-            sm.external_id != task.node.external_id
+        if data != task.node.driver_data or sm.external_id != task.node.external_id:
+            task.unsaved = True
         task.node.driver_data = data
         task.node.external_id = sm.external_id
-        # A finished machine is not saved on its own: the node's next write (ready,
-        # or after the key scan) carries it, and until then its last saved state
-        # resumes it (every saved state can be resumed: drivers.md).
-        if changed and not sm.complete:
+        if sm.complete:
+            self.booted(task, sm.instance)   # the node's next write carries the machine
+            return
+        # The machine's state is saved when it stops to wait (time passes only
+        # then), not after every step it runs straight through: a takeover resumes
+        # from the last saved state, or deletes an `init` node without one by its
+        # tag (drivers.md, "The create state machine").
+        if not progressed:
+            self.save_machine(task)
+        if task.waits_for_listing:
+            self.listing_wanted = True
+
+    def save_machine(self, task: LaunchTask) -> None:
+        """Write a launch's unsaved machine state before it waits."""
+        if task.unsaved and task.write is None:
             task.unsaved = False
             self.write(task)
-        if sm.complete:
-            self.booted(task, sm.instance)
-        elif task.waits_for_listing:
-            self.listing_wanted = True
 
     def _transient(self, task, error, now: float) -> None:
         task.transient_failures += 1
@@ -151,6 +158,8 @@ class MachineDriving:
         task.next_at = now + delay
         self.log.warning("node=%s provider=%s Transient error, retrying in %.2fs: %s",
                          task.node.id, self.name, delay, error)
+        if isinstance(task, LaunchTask):
+            self.save_machine(task)
 
     def _quota_hit(self, task: LaunchTask, error) -> None:
         """Quota refused: abort the node (no failure counted), pause the pool, re-read quota."""
@@ -223,6 +232,7 @@ class MachineDriving:
             node.host_keys = list(inst.host_keys or [])
         elif node.connection_type == "ssh" and node.interface_ip:
             task.phase = Phase.SCAN
+            self.save_machine(task)
             timeout = float(meta.get("timeout") or self.provider.boot_timeout)
             task.scan = self.ctx.scanner.scan(node.interface_ip, node.connection_port,
                                               timeout=timeout, on_done=lambda _: self.wake())

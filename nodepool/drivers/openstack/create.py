@@ -72,9 +72,9 @@ class OpenStackCreate(CreateStateMachine):
 
     driver_data holds `state`, `external_id` and, once known, `port_id` (the
     port a floating IP goes on). States that precede an irreversible call
-    (`submit`, `create-fip`) are saved before the call is made; a machine
-    resumed there looks for what the call may have made (server by node-id
-    tag, floating IP by description) before making it again.
+    (`submit`, `create-fip`) are named before the call is made; a resumed
+    machine looks for what the call may have made (server by node-id tag,
+    floating IP by description) before making it again.
     """
 
     SUBMIT = "submit"

@@ -1,0 +1,60 @@
+"""When a launch writes its node: once per wait, not once per driver step (drivers.md, "The create state machine")."""
+
+import json
+
+from launcher_env import env  # noqa: F401  (fixture)
+from requestor import wait_for
+
+
+def test_a_launch_that_never_waits_writes_its_node_only_when_ready(env):
+    env.write_config()
+    env.start_launcher()
+    rq = env.requestor
+    rid = rq.submit(["small"])
+    req = rq.wait(rid)
+    (node_id,) = req["nodes"]
+    data, stat = env.kazoo.get(f"/nodepool/nodes/{node_id}")
+    node = json.loads(data)
+    # Created `init`, then written once: `ready`, with what the four driver steps
+    # (start, submit, wait-active, attach-ip) learnt. No step waited, so none saved.
+    assert stat.version == 1
+    assert node["state"] == "ready"
+    assert node["driver_data"] == {"state": "complete", "external_id": node["external_id"]}
+    assert env.cloud.servers[node["external_id"]].public_ipv4 == node["interface_ip"]
+
+
+def test_a_launch_saves_its_machine_before_it_waits_for_the_server(env):
+    env.cloud.boot_delay = 1.0
+    env.write_config()
+    env.start_launcher()
+    rq = env.requestor
+    rid = rq.submit(["small"])
+
+    def saved_while_booting():
+        for nid in env.kazoo.get_children("/nodepool/nodes"):
+            node = rq.node(nid)
+            if node and node["state"] == "building":
+                return node
+        return None
+
+    node = wait_for(saved_while_booting, timeout=5, what="a building node")
+    # Saved where it waits: a takeover resumes the server, it does not make another.
+    assert node["driver_data"] == {"state": "wait-active", "external_id": node["external_id"]}
+    assert list(env.cloud.servers) == [node["external_id"]]
+    assert rq.wait(rid)["state"] == "fulfilled"
+
+
+def test_an_init_node_left_with_a_server_but_no_saved_state_is_deleted_with_it(env):
+    """A launcher that died between its create call and its first wait left this."""
+    node_id = "0000000042"
+    record = {"state": "init", "provider": "fake1", "pool": "main", "type": ["small"],
+              "launcher": "dead-launcher", "state_time": 1.0, "created_time": 1.0}
+    env.kazoo.create(f"/nodepool/nodes/{node_id}", json.dumps(record).encode(), makepath=True)
+    server_id = env.cloud.add_server({"nodepool_provider_name": "fake1",
+                                      "nodepool_pool_name": "main",
+                                      "nodepool_node_id": node_id})
+    env.write_config()
+    env.start_launcher()
+    wait_for(lambda: not env.kazoo.exists(f"/nodepool/nodes/{node_id}"), timeout=10,
+             what="the node record removed")
+    assert server_id not in env.cloud.servers
