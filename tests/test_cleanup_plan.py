@@ -1,4 +1,4 @@
-"""Cleanup decisions for existing nodes, and launch/delete task timing (pure, fixed clock)."""
+"""Cleanup decisions for existing nodes (pure, fixed clock)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from nodepool.launcher.cleanup import (
     next_expiry,
     plan,
 )
-from nodepool.launcher.tasks import BACKOFF_MAX, BACKOFF_MIN, StepRunner, backoff
 from nodepool.model import Node, NodeState
 
 NOW = 1_700_000_000.0
@@ -309,131 +308,3 @@ def test_next_expiry_agrees_with_plan():
     assert deadline == NOW + 50
     assert run_plan(nodes, now=deadline) == []
     assert actions(run_plan(nodes, now=deadline + 0.01)) == {"0000000001": Action.DELETE}
-
-
-# -- backoff ------------------------------------------------------------------------------------
-
-
-def test_backoff_starts_at_the_minimum():
-    assert backoff(0) == BACKOFF_MIN
-    assert backoff(1) == BACKOFF_MIN
-
-
-def test_backoff_doubles_with_each_failure():
-    assert [backoff(n) for n in (1, 2, 3, 4)] == [BACKOFF_MIN * f for f in (1, 2, 4, 8)]
-
-
-def test_backoff_never_shrinks_as_failures_grow():
-    delays = [backoff(n) for n in range(40)]
-    assert delays == sorted(delays)
-
-
-def test_backoff_is_capped():
-    assert backoff(20) == BACKOFF_MAX
-    assert backoff(100) == BACKOFF_MAX
-
-
-def test_backoff_stays_capped_after_a_night_of_transient_errors():
-    # Delete tasks retry transient errors forever; at 30 s a try, 1025 failures
-    # is about 8.5 hours of a cloud API that keeps failing.
-    assert backoff(1025) == BACKOFF_MAX
-    assert backoff(10_000) == BACKOFF_MAX
-
-
-def test_backoff_honours_retry_after_when_longer():
-    assert backoff(1, retry_after=5.0) == 5.0
-    assert backoff(100, retry_after=120.0) == 120.0   # the cloud's word beats our cap
-
-
-def test_backoff_ignores_a_shorter_or_missing_retry_after():
-    assert backoff(10, retry_after=0.01) == backoff(10)
-    assert backoff(3, retry_after=None) == backoff(3)
-    assert backoff(3, retry_after=0) == backoff(3)
-
-
-# -- StepRunner.due / stepped ---------------------------------------------------------------------
-
-
-def runner() -> StepRunner:
-    return StepRunner(node=Node(id="0000000001"), lock=None)
-
-
-def listing(taken_at: float) -> Listing:
-    return Listing(instances={}, taken_at=taken_at)
-
-
-def test_new_step_runner_is_due_at_once():
-    assert runner().due(0.0, None)
-    assert runner().due(100.0, listing(1.0))
-
-
-def test_step_runner_is_not_due_while_a_step_runs():
-    r = runner()
-    r.future = Future()
-    assert not r.due(100.0, listing(50.0))
-
-
-def test_step_runner_is_not_due_before_its_backoff_ends():
-    r = runner()
-    r.next_at = 10.0
-    assert not r.due(9.99, listing(5.0))
-    assert r.due(10.0, listing(5.0))
-
-
-def test_step_that_changed_state_is_progress_and_runs_again_at_once():
-    r = runner()
-    assert r.stepped("submitted", listing(1.0)) is True
-    assert r.waits_for_listing is False
-    assert r.due(2.0, listing(1.0))
-
-
-def test_step_without_a_state_change_waits_for_a_newer_listing():
-    r = runner()
-    r.stepped("building", listing(1.0))
-    assert r.stepped("building", listing(1.0)) is False
-    assert r.waits_for_listing
-    assert not r.due(5.0, listing(1.0))        # the same listing: nothing new to see
-    assert not r.due(5.0, None)
-    assert r.due(5.0, listing(1.5))            # a newer one: try again
-
-
-def test_step_without_progress_compares_against_the_listing_it_was_given():
-    r = runner()
-    r.stepped("building", listing(1.0))
-    r.stepped("building", listing(2.0))
-    assert not r.due(5.0, listing(2.0))
-    assert r.due(5.0, listing(3.0))
-
-
-def test_step_without_progress_and_without_a_listing_waits_for_any_listing():
-    r = runner()
-    r.stepped("building", None)
-    r.stepped("building", None)
-    assert r.seen_listing == -1.0
-    assert not r.due(5.0, None)
-    assert r.due(5.0, listing(0.0))
-
-
-def test_progress_after_waiting_makes_the_runner_due_again():
-    r = runner()
-    r.stepped("building", listing(1.0))
-    r.stepped("building", listing(1.0))
-    assert r.stepped("active", listing(2.0)) is True
-    assert not r.waits_for_listing
-    assert r.due(5.0, listing(2.0))
-
-
-def test_a_finished_step_clears_the_transient_failure_count():
-    r = runner()
-    r.transient_failures = 4
-    r.stepped("building", listing(1.0))
-    assert r.transient_failures == 0
-
-
-def test_backoff_still_applies_to_a_runner_waiting_for_a_listing():
-    r = runner()
-    r.stepped("building", listing(1.0))
-    r.stepped("building", listing(1.0))
-    r.next_at = 10.0
-    assert not r.due(9.0, listing(5.0))
-    assert r.due(10.0, listing(5.0))

@@ -1,9 +1,17 @@
-"""When a launch writes its node: once per wait, not once per driver step (drivers.md, "The create state machine")."""
+"""When a launch writes its node: when its machine waits, not after every driver step."""
 
 import json
 
 from launcher_env import env  # noqa: F401  (fixture)
 from requestor import wait_for
+
+
+def building_node(env):
+    for nid in env.kazoo.get_children("/nodepool/nodes"):
+        node = env.requestor.node(nid)
+        if node and node["state"] == "building":
+            return node
+    return None
 
 
 def test_a_launch_that_never_waits_writes_its_node_only_when_ready(env):
@@ -30,14 +38,7 @@ def test_a_launch_saves_its_machine_before_it_waits_for_the_server(env):
     rq = env.requestor
     rid = rq.submit(["small"])
 
-    def saved_while_booting():
-        for nid in env.kazoo.get_children("/nodepool/nodes"):
-            node = rq.node(nid)
-            if node and node["state"] == "building":
-                return node
-        return None
-
-    node = wait_for(saved_while_booting, timeout=5, what="a building node")
+    node = wait_for(lambda: building_node(env), timeout=5, what="a building node")
     # Saved where it waits: a takeover resumes the server, it does not make another.
     assert node["driver_data"] == {"state": "wait-active", "external_id": node["external_id"]}
     assert list(env.cloud.servers) == [node["external_id"]]
@@ -58,3 +59,17 @@ def test_an_init_node_left_with_a_server_but_no_saved_state_is_deleted_with_it(e
     wait_for(lambda: not env.kazoo.exists(f"/nodepool/nodes/{node_id}"), timeout=10,
              what="the node record removed")
     assert server_id not in env.cloud.servers
+
+
+def test_a_launch_saves_its_machine_before_it_backs_off_after_a_transient_error(env):
+    env.cloud.fail_next_create("transient", retry_after=1.0)
+    env.write_config()
+    env.start_launcher()
+    rq = env.requestor
+    rid = rq.submit(["small"])
+    node = wait_for(lambda: building_node(env), timeout=5, what="a building node")
+    # The run went start -> submit, then the create call failed: saved at `submit`,
+    # a takeover would look for a server before creating one.
+    assert node["driver_data"] == {"state": "submit", "external_id": None}
+    assert rq.wait(rid)["state"] == "fulfilled"
+    assert env.cloud.creates == 2 and len(env.cloud.servers) == 1

@@ -14,7 +14,7 @@ from kazoo.exceptions import BadVersionError, NoNodeError
 
 from nodepool import errors
 from nodepool.drivers.adapter import Instance
-from nodepool.launcher.tasks import DeleteTask, LaunchTask, Phase, backoff
+from nodepool.launcher.tasks import DeleteTask, LaunchTask, Phase, backoff, run_steps
 from nodepool.model import Node, NodeState
 from nodepool.zk import locks, nodes, paths
 
@@ -64,7 +64,7 @@ class MachineDriving:
     def _submit(self, task, machine) -> None:
         listing = self.listing
         task.step_listing = listing
-        task.future = self._call(machine.advance, listing)
+        task.future = self._call(run_steps, machine, listing)
         if task.waits_for_listing:
             self.listing_wanted = True
 
@@ -113,12 +113,19 @@ class MachineDriving:
             if error is not None:
                 self._transient(task, error, now)
                 return
-            task.stepped(task.cleanup_sm.state, task.step_listing)
+            task.stepped(task.cleanup_sm.state, task.step_listing, future.result())
             if task.cleanup_sm.complete:
                 self._new_attempt(task)
             elif task.waits_for_listing:
                 self.listing_wanted = True
             return
+        sm = task.sm
+        # Steps before a failing one may have moved the machine on: keep what they learnt.
+        data = sm.driver_data()
+        if data != task.node.driver_data or sm.external_id != task.node.external_id:
+            task.unsaved = True
+        task.node.driver_data = data
+        task.node.external_id = sm.external_id
         if error is not None:
             if isinstance(error, errors.TransientError):
                 self._transient(task, error, now)
@@ -127,13 +134,7 @@ class MachineDriving:
             else:
                 self._attempt_failed(task, error)
             return
-        sm = task.sm
-        progressed = task.stepped(sm.state, task.step_listing)
-        data = sm.driver_data()
-        if data != task.node.driver_data or sm.external_id != task.node.external_id:
-            task.unsaved = True
-        task.node.driver_data = data
-        task.node.external_id = sm.external_id
+        progressed = task.stepped(sm.state, task.step_listing, future.result())
         if sm.complete:
             self.booted(task, sm.instance)   # the node's next write carries the machine
             return
@@ -276,7 +277,7 @@ class MachineDriving:
             # Never drop the record while the server may exist: retry with backoff.
             self._transient(task, error, now)
             return
-        task.stepped(task.sm.state, task.step_listing)
+        task.stepped(task.sm.state, task.step_listing, future.result())
         if not task.sm.complete:
             if task.waits_for_listing:
                 self.listing_wanted = True

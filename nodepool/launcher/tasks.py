@@ -18,12 +18,33 @@ from nodepool.model import Node
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 30.0
+STEPS_PER_RUN = 8   # a machine's steps run back to back on the executor, at most this many
 
 
 def backoff(failures: int, retry_after: float | None = None) -> float:
     """Seconds to wait before retrying after `failures` consecutive transient errors."""
     delay = min(BACKOFF_MAX, BACKOFF_MIN * (2 ** min(max(0, failures - 1), 20)))
     return max(delay, retry_after or 0.0)
+
+
+def run_steps(machine: CreateStateMachine | DeleteStateMachine, listing: Listing | None,
+              limit: int = STEPS_PER_RUN) -> bool:
+    """Advance a machine until a step makes no progress, it completes, or `limit` steps ran.
+
+    Steps that follow each other at once (a create call, then the floating IP
+    of a server that is already up) cost one executor run and one loop pass
+    instead of one each. Every step still makes at most one cloud call, each
+    under the driver's rate limit. Returns whether the last step made no
+    progress (its state did not change): the machine waits for a newer listing.
+    """
+    for _ in range(limit):
+        before = machine.state
+        machine.advance(listing)
+        if machine.complete:
+            return False
+        if machine.state == before:
+            return True
+    return False
 
 
 class Phase(str, enum.Enum):
@@ -60,11 +81,12 @@ class StepRunner:
             return listing is not None and listing.taken_at > self.seen_listing
         return True
 
-    def stepped(self, state: str, listing: Listing | None) -> bool:
-        """Record a finished step: progress means go again at once, none means wait.
+    def stepped(self, state: str, listing: Listing | None, stalled: bool = False) -> bool:
+        """Record finished steps: progress means go again at once, none means wait.
 
-        Returns whether the machine made progress."""
-        self.waits_for_listing = state == self.last_state
+        `stalled`: the last of them made no progress (`run_steps`), so the machine
+        waits even if earlier ones moved it on. Returns whether to go again at once."""
+        self.waits_for_listing = stalled or state == self.last_state
         if not self.waits_for_listing:
             self.waiting_since = None
         elif self.waiting_since is None:
