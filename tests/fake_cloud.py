@@ -7,7 +7,7 @@ import dataclasses
 import itertools
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from nodepool.drivers.adapter import Resources
 
@@ -89,6 +89,8 @@ class FakeCloud:
         self.region = region
         self.servers: dict[str, FakeServer] = {}
         self.floating_ips: dict[str, FakeFloatingIP] = {}
+        # node-id tag -> the ids of its floating IPs, in order (the index a cloud has)
+        self._fips_by_node: dict[str, dict[str, None]] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self._create_faults: collections.deque[tuple[str, float | None]] = collections.deque()
         self._delete_faults: collections.deque[tuple[str, float | None]] = collections.deque()
@@ -197,8 +199,11 @@ class FakeCloud:
         by the cloud, as Neutron filters by tags)."""
         with self._lock:
             self.calls["list_floating_ips"] += 1
-            return [dataclasses.replace(f, metadata=dict(f.metadata))
-                    for f in self.floating_ips.values()
+            candidates: Iterable[FakeFloatingIP] = self.floating_ips.values()
+            if metadata and TAG_NODE in metadata:
+                candidates = [self.floating_ips[i]
+                              for i in self._fips_by_node.get(metadata[TAG_NODE], ())]
+            return [dataclasses.replace(f, metadata=dict(f.metadata)) for f in candidates
                     if not metadata or all(f.metadata.get(k) == v for k, v in metadata.items())]
 
     def delete_floating_ip(self, fip_id: str) -> None:
@@ -207,6 +212,11 @@ class FakeCloud:
             fip = self.floating_ips.pop(fip_id, None)
             if fip is None:
                 raise FakeCloudError("NotFound", f"floating ip {fip_id}")
+            tagged = self._fips_by_node.get(fip.metadata.get(TAG_NODE, ""))
+            if tagged is not None:
+                tagged.pop(fip_id, None)
+                if not tagged:
+                    del self._fips_by_node[fip.metadata[TAG_NODE]]
             server = self.servers.get(fip.server_id or "")
             if server is not None:
                 server.public_ipv4 = None
@@ -245,6 +255,8 @@ class FakeCloud:
         fip = FakeFloatingIP(id=f"fip-{n:05d}", address=f"203.0.{n // 250}.{n % 250 + 1}",
                              server_id=server_id, metadata=dict(metadata), created_at=self.clock())
         self.floating_ips[fip.id] = fip
+        if TAG_NODE in fip.metadata:
+            self._fips_by_node.setdefault(fip.metadata[TAG_NODE], {})[fip.id] = None
         return fip
 
     def _view(self, server: FakeServer) -> FakeServer:

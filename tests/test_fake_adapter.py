@@ -226,3 +226,20 @@ def test_first_delete_advance_issues_the_delete_when_the_id_is_known(
     ghost = Node(id="0000000077", provider=PROVIDER.name, external_id=leaked)
     adapter.delete(ghost).advance(Listing({}, 0.0))
     assert cloud.deletes == 1 and cloud.servers == {}
+
+
+def test_floating_ips_filtered_by_node_tag_follow_creates_and_deletes(cloud: FakeCloud) -> None:
+    def tags(node_id: str) -> dict[str, str]:
+        return {"nodepool_provider_name": PROVIDER.name, "nodepool_node_id": node_id}
+
+    first, second = cloud.add_floating_ip(tags("a")), cloud.add_floating_ip(tags("a"))
+    other = cloud.add_floating_ip(tags("b"))
+    cloud.add_floating_ip({"owner": "someone else"})
+    assert [f.id for f in cloud.list_floating_ips(tags("a"))] == [first, second]
+    cloud.delete_floating_ip(first)
+    assert [f.id for f in cloud.list_floating_ips(tags("a"))] == [second]
+    assert [f.id for f in cloud.list_floating_ips({"nodepool_node_id": "b"})] == [other]
+    assert cloud.list_floating_ips({"nodepool_node_id": "b", "nodepool_provider_name": "x"}) == []
+    cloud.delete_floating_ip(second)
+    assert cloud.list_floating_ips(tags("a")) == []
+    assert len(cloud.list_floating_ips()) == 2
