@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import time
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from nodepool.errors import InvalidTransition, ProtocolError
 
@@ -88,7 +89,7 @@ class _Record:
     _NOT_JSON: ClassVar[frozenset[str]] = frozenset({"id", "extra", "version"})
     _TRANSITIONS: ClassVar[dict]
     _STATES: ClassVar[type[enum.Enum]]
-    _parse: ClassVar[Any]
+    _PARSERS: ClassVar[dict[str, Callable[[Any], Any]]]
 
     def set_state(self, new, now: float | None = None) -> None:
         """Move to `new`, refusing an edge the table does not allow; stamps state_time."""
@@ -100,11 +101,9 @@ class _Record:
     def to_dict(self) -> dict[str, Any]:
         """Every known key (null where unknown) over the unknown keys we read."""
         data = dict(self.extra)
-        for f in dataclasses.fields(self):
-            if f.name in self._NOT_JSON:
-                continue
-            value = getattr(self, f.name)
-            data[f.name] = value.value if isinstance(value, enum.Enum) else value
+        for name in _json_fields(type(self)):
+            value = getattr(self, name)
+            data[name] = value.value if isinstance(value, enum.Enum) else value
         return data
 
     def to_json(self) -> bytes:
@@ -112,7 +111,7 @@ class _Record:
 
     @classmethod
     def from_dict(cls, obj_id: str | None, data: dict[str, Any], version: int = -1):
-        return _from_dict(cls, obj_id, data, version, cls._parse)
+        return _from_dict(cls, obj_id, data, version, cls._PARSERS)
 
     @classmethod
     def from_json(cls, obj_id: str | None, raw: bytes, version: int = -1):
@@ -231,45 +230,54 @@ def _loads(raw: bytes, what: str) -> dict[str, Any]:
     return data
 
 
-def _parse_node_field(name: str, value: Any) -> Any:
-    if name == "state":
-        return NodeState(value)
-    if name == "type":
-        # Old data holds one label as a string.
-        if value is None:
-            return []
-        return [value] if isinstance(value, str) else list(value)
-    if name == "host_keys":
-        return list(value or [])
-    if name == "connection_port" and value is not None:
-        return int(value)
-    return value
+def _label_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)   # old data: one label
 
 
-def _parse_request_field(name: str, value: Any) -> Any:
-    if name == "state":
-        return RequestState(value)
-    if name in ("node_types", "nodes", "declined_by"):
-        return list(value or [])
-    if name == "reuse":
-        return True if value is None else bool(value)
-    if name == "relative_priority":
-        return int(value or 0)
-    return value
+def _list(value: Any) -> list:
+    return list(value or [])
 
 
-def _from_dict(cls, obj_id, data, version, parse):
-    known = {f.name for f in dataclasses.fields(cls)} - cls._NOT_JSON
+def _port(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+# How keys that need it are read; every other known key is taken as it is.
+_NODE_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "state": NodeState, "type": _label_list, "host_keys": _list, "connection_port": _port}
+_REQUEST_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "state": RequestState, "node_types": _list, "nodes": _list, "declined_by": _list,
+    "reuse": lambda value: True if value is None else bool(value),
+    "relative_priority": lambda value: int(value or 0)}
+
+
+@functools.cache
+def _json_fields(cls) -> tuple[str, ...]:
+    """The record's JSON keys, in field order (asked for every record read or written)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in cls._NOT_JSON)
+
+
+@functools.cache
+def _json_field_set(cls) -> frozenset[str]:
+    return frozenset(_json_fields(cls))
+
+
+def _from_dict(cls, obj_id, data, version, parsers):
+    known = _json_field_set(cls)
     kwargs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in data.items():
-        if key in known:
+        if key not in known:
+            extra[key] = value
+        elif key not in parsers:
+            kwargs[key] = value
+        else:
             try:
-                kwargs[key] = parse(key, value)
+                kwargs[key] = parsers[key](value)
             except (ValueError, TypeError) as e:
                 raise ProtocolError(f"{cls.__name__} {obj_id}: bad {key!r}: {e}") from None
-        else:
-            extra[key] = value
     if cls is Node and "connection_port" not in data and "ssh_port" in data:
         kwargs["connection_port"] = int(data["ssh_port"])
     # ssh_port is derived from connection_port on write; keep it out of extra.
@@ -277,5 +285,5 @@ def _from_dict(cls, obj_id, data, version, parse):
     return cls(id=obj_id, extra=extra, version=version, **kwargs)
 
 
-Node._parse = staticmethod(_parse_node_field)
-NodeRequest._parse = staticmethod(_parse_request_field)
+Node._PARSERS = _NODE_PARSERS
+NodeRequest._PARSERS = _REQUEST_PARSERS
