@@ -111,7 +111,7 @@ class _Record:
 
     @classmethod
     def from_dict(cls, obj_id: str | None, data: dict[str, Any], version: int = -1):
-        return _from_dict(cls, obj_id, data, version, cls._PARSERS)
+        return _from_dict(cls, obj_id, data, version)
 
     @classmethod
     def from_json(cls, obj_id: str | None, raw: bytes, version: int = -1):
@@ -244,28 +244,15 @@ def _port(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-# How keys that need it are read; every other known key is taken as it is.
-_NODE_PARSERS: dict[str, Callable[[Any], Any]] = {
-    "state": NodeState, "type": _label_list, "host_keys": _list, "connection_port": _port}
-_REQUEST_PARSERS: dict[str, Callable[[Any], Any]] = {
-    "state": RequestState, "node_types": _list, "nodes": _list, "declined_by": _list,
-    "reuse": lambda value: True if value is None else bool(value),
-    "relative_priority": lambda value: int(value or 0)}
-
-
 @functools.cache
-def _json_fields(cls) -> tuple[str, ...]:
-    """The record's JSON keys, in field order (asked for every record read or written)."""
-    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in cls._NOT_JSON)
+def _json_fields(cls) -> dict[str, None]:
+    """The record's JSON keys in field order, as a dict for quick lookups (asked for
+    every record read or written)."""
+    return {f.name: None for f in dataclasses.fields(cls) if f.name not in cls._NOT_JSON}
 
 
-@functools.cache
-def _json_field_set(cls) -> frozenset[str]:
-    return frozenset(_json_fields(cls))
-
-
-def _from_dict(cls, obj_id, data, version, parsers):
-    known = _json_field_set(cls)
+def _from_dict(cls, obj_id, data, version):
+    known, parsers = _json_fields(cls), cls._PARSERS
     kwargs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in data.items():
@@ -285,5 +272,10 @@ def _from_dict(cls, obj_id, data, version, parsers):
     return cls(id=obj_id, extra=extra, version=version, **kwargs)
 
 
-Node._PARSERS = _NODE_PARSERS
-NodeRequest._PARSERS = _REQUEST_PARSERS
+# How keys that need it are read; every other known key is taken as it is.
+Node._PARSERS = {"state": NodeState, "type": _label_list, "host_keys": _list,
+                 "connection_port": _port}
+NodeRequest._PARSERS = {"state": RequestState, "node_types": _list, "nodes": _list,
+                        "declined_by": _list,
+                        "reuse": lambda value: True if value is None else bool(value),
+                        "relative_priority": lambda value: int(value or 0)}

@@ -212,11 +212,12 @@ class FakeCloud:
             fip = self.floating_ips.pop(fip_id, None)
             if fip is None:
                 raise FakeCloudError("NotFound", f"floating ip {fip_id}")
-            tagged = self._fips_by_node.get(fip.metadata.get(TAG_NODE, ""))
+            node_id = fip.metadata.get(TAG_NODE, "")
+            tagged = self._fips_by_node.get(node_id)
             if tagged is not None:
                 tagged.pop(fip_id, None)
                 if not tagged:
-                    del self._fips_by_node[fip.metadata[TAG_NODE]]
+                    del self._fips_by_node[node_id]
             server = self.servers.get(fip.server_id or "")
             if server is not None:
                 server.public_ipv4 = None

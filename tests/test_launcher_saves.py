@@ -6,6 +6,13 @@ from launcher_env import env  # noqa: F401  (fixture)
 from requestor import wait_for
 
 
+def launch_one(env) -> str:
+    """Start a launcher and submit one request for `small`; its id."""
+    env.write_config()
+    env.start_launcher()
+    return env.requestor.submit(["small"])
+
+
 def building_node(env):
     for nid in env.kazoo.get_children("/nodepool/nodes"):
         node = env.requestor.node(nid)
@@ -15,10 +22,8 @@ def building_node(env):
 
 
 def test_a_launch_that_never_waits_writes_its_node_only_when_ready(env):
-    env.write_config()
-    env.start_launcher()
     rq = env.requestor
-    rid = rq.submit(["small"])
+    rid = launch_one(env)
     req = rq.wait(rid)
     (node_id,) = req["nodes"]
     data, stat = env.kazoo.get(f"/nodepool/nodes/{node_id}")
@@ -33,10 +38,8 @@ def test_a_launch_that_never_waits_writes_its_node_only_when_ready(env):
 
 def test_a_launch_saves_its_machine_before_it_waits_for_the_server(env):
     env.cloud.boot_delay = 1.0
-    env.write_config()
-    env.start_launcher()
     rq = env.requestor
-    rid = rq.submit(["small"])
+    rid = launch_one(env)
 
     node = wait_for(lambda: building_node(env), timeout=5, what="a building node")
     # Saved where it waits: a takeover resumes the server, it does not make another.
@@ -63,10 +66,8 @@ def test_an_init_node_left_with_a_server_but_no_saved_state_is_deleted_with_it(e
 
 def test_a_launch_saves_its_machine_before_it_backs_off_after_a_transient_error(env):
     env.cloud.fail_next_create("transient", retry_after=1.0)
-    env.write_config()
-    env.start_launcher()
     rq = env.requestor
-    rid = rq.submit(["small"])
+    rid = launch_one(env)
     node = wait_for(lambda: building_node(env), timeout=5, what="a building node")
     # The run went start -> submit, then the create call failed: saved at `submit`,
     # a takeover would look for a server before creating one.

@@ -112,6 +112,7 @@ class MachineDriving:
         if task.phase == Phase.CLEANUP:
             if error is not None:
                 self._transient(task, error, now)
+                self.save_machine(task)
                 return
             task.stepped(task.cleanup_sm.state, task.step_listing, future.result())
             if task.cleanup_sm.complete:
@@ -129,6 +130,7 @@ class MachineDriving:
         if error is not None:
             if isinstance(error, errors.TransientError):
                 self._transient(task, error, now)
+                self.save_machine(task)   # it waits out the backoff
             elif isinstance(error, errors.QuotaError):
                 self._quota_hit(task, error)
             else:
@@ -159,8 +161,6 @@ class MachineDriving:
         task.next_at = now + delay
         self.log.warning("node=%s provider=%s Transient error, retrying in %.2fs: %s",
                          task.node.id, self.name, delay, error)
-        if isinstance(task, LaunchTask):
-            self.save_machine(task)
 
     def _quota_hit(self, task: LaunchTask, error) -> None:
         """Quota refused: abort the node (no failure counted), pause the pool, re-read quota."""
