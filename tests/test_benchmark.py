@@ -96,5 +96,6 @@ def test_benchmark_run_fulfils_every_request_and_every_used_node_is_deleted(
     assert report["deletion_started_ms"]["count"] == 500
     assert report["launcher"]["cpu_s"] > 0 and report["launcher"]["peak_rss_mb"] > 0
     assert report["tool"]["zk_requests_per_request"] > 0
+    assert set(report["tool"]["gc"]) == {"collections", "total_ms", "max_ms", "full"}
     assert report["zookeeper"]["packets_received"] > 0
     assert proc.returncode == 0, proc.stderr[-3000:]

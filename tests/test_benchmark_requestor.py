@@ -1,5 +1,6 @@
 """The benchmark's requestor parts on a real ZooKeeper: its node lock against kazoo's Lock
-recipe, the lock timeout, a stop while requests wait, and the driver's error path.
+recipe, the lock timeout, a stop while requests wait, and the driver's error path; and
+its timers and the record of its own garbage-collection pauses.
 
 The lock is stepped by hand (each ZooKeeper call it yields is answered here), so the
 test sees exactly when it waits instead of guessing it from time.
@@ -7,7 +8,9 @@ test sees exactly when it waits instead of guessing it from time.
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +18,7 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.recipe.lock import Lock
 
-from benchmark import drive, lifecycle, load
+from benchmark import drive, lifecycle, load, measure
 from benchmark.protocol import REQUESTS, node_lock_path
 from benchmark.session import Session, ZkOptions
 
@@ -150,3 +153,39 @@ def test_driver_reports_a_lifecycle_that_raises() -> None:
 
     drive.start(broken(), ended.append)
     assert [type(e) for e in ended] == [ValueError] and "bug after 1" in str(ended[0])
+
+
+def test_cancelled_timers_are_dropped_and_never_fire() -> None:
+    timers = drive.Timers()
+    try:
+        far = time.monotonic() + 3600
+        cancels = [timers.call_at(far, lambda: None) for _ in range(1000)]
+        for cancel in cancels[:900]:
+            cancel()
+        # Compacted as the cancelled became most of the queue: not 1,000 kept for an hour.
+        assert timers.pending() <= 100 + drive.COMPACT_MIN
+        fired: list[str] = []
+        done = threading.Event()
+        now = time.monotonic()
+        timers.call_at(now + 0.01, lambda: fired.append("cancelled"))()
+        timers.call_at(now + 0.02, lambda: (fired.append("kept"), done.set()))
+        assert done.wait(WAIT)
+        assert fired == ["kept"]
+    finally:
+        timers.close()
+
+
+def test_the_benchmark_records_its_own_collections_and_restores_the_collector() -> None:
+    before = gc.get_threshold()
+    with measure.GcPauses() as pauses:
+        assert gc.get_threshold() == measure.TOOL_GC_THRESHOLDS
+        cycle: list = []
+        cycle.append(cycle)
+        del cycle
+        gc.collect()
+    report = pauses.report()
+    assert report["collections"] >= 1 and report["full"] >= 1
+    assert report["max_ms"] > 0 and report["total_ms"] >= report["max_ms"]
+    assert gc.get_threshold() == before
+    assert pauses._callback not in gc.callbacks
+    gc.unfreeze()   # what the block froze goes back to the collector

@@ -24,7 +24,7 @@ from .load import (
     settle,
     wait_until,
 )
-from .measure import delta, mntr, own_cpu, percentiles, process_cpu, process_memory
+from .measure import GcPauses, delta, mntr, own_cpu, percentiles, process_cpu, process_memory
 from .session import Session, ZkOptions
 
 SETUP_DONE = "benchmark: setup done, load starts"
@@ -135,18 +135,20 @@ class Run:
             warm.deletions.wait_all(a.delete_timeout)
         life = Lifecycle(labels, a.hold, a.timeout, DeletionWatcher(self.watcher.client),
                          self.timers, a.priority, self.stop)
-        before = self._sample()
-        if a.rate:
-            outcomes, lags = open_loop(life, self.sessions, a.rate, a.requests, a.poisson)
-            r["dispatch_lag_ms"] = percentiles(lags, 1000)
-        else:
-            outcomes = closed_loop(life, self.sessions, concurrency, a.requests)
+        with GcPauses() as gc_pauses:
+            before = self._sample()
+            if a.rate:
+                outcomes, lags = open_loop(life, self.sessions, a.rate, a.requests, a.poisson)
+                r["dispatch_lag_ms"] = percentiles(lags, 1000)
+            else:
+                outcomes = closed_loop(life, self.sessions, concurrency, a.requests)
         load_end = time.monotonic()
         at_load_end = self._sample()
         all_deleted = life.deletions.wait_all(a.delete_timeout)
         tail_end = time.monotonic()
         after = self._sample()
         self._summarise(outcomes, life.deletions, before, after, load_end, tail_end, all_deleted)
+        r["tool"]["gc"] = gc_pauses.report()
         if r.get("launcher") and at_load_end["launcher_cpu"] is not None:
             # CPU while requests were made, without the deletion tail.
             busy = at_load_end["launcher_cpu"] - before["launcher_cpu"]
