@@ -101,7 +101,7 @@ SCENARIOS = [
                            "--poisson", "--warmup", "20", "--timeout", "120"]),
     Scenario("scale", "(5) scale: ready nodes + waiting requests, concurrency 10",
              lambda q: _ready(2000 if q else 10000) + ["--hold-pool", "10"],
-             lambda q, r: ["--concurrency", "10", "--requests", "100" if q else "300",
+             lambda q, r: ["--concurrency", "10", "--requests", "100" if q else "1500",
                            "--background", "400" if q else "2000", "--background-label", "busy",
                            "--settle-cpu", "5", "--settle-timeout", "300", "--warmup", "10",
                            "--timeout", "120"],
