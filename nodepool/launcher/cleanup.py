@@ -52,22 +52,33 @@ def hold_expired(node: Node, now: float, max_hold_age: float) -> bool:
     return now - (node.state_time or now) > hold_limit(node, max_hold_age)
 
 
-def ready_age_limit(node: Node, labels: Mapping[str, Any]) -> float:
-    """max-ready-age of the node's labels (0 = none)."""
-    return max(((getattr(labels.get(t), "max_ready_age", 0) or 0) for t in node.type),
-               default=0)
+def ready_age_limits(labels: Mapping[str, Any]) -> dict[str, float]:
+    """max-ready-age by label name, of the labels that have one (looked up once per pass
+    over the nodes, not once per node: a pass over 10,000 nodes spent half its time here)."""
+    return {name: age for name, label in labels.items()
+            if (age := getattr(label, "max_ready_age", 0) or 0)}
+
+
+def ready_age_limit(node: Node, limits: Mapping[str, float]) -> float:
+    """max-ready-age of the node's labels (0 = none); `limits` from `ready_age_limits`."""
+    if not limits:
+        return 0
+    if len(node.type) == 1:
+        return limits.get(node.type[0], 0)
+    return max((limits.get(t, 0) for t in node.type), default=0)
 
 
 def next_expiry(nodes: Iterable[Node], labels: Mapping[str, Any], max_hold_age: float) -> float:
     """The earliest wall-clock time at which a hold or an unused ready node expires."""
     earliest = math.inf
+    limits = ready_age_limits(labels)
     for node in nodes:
         if not node.state_time:
             continue   # plan() counts ages from now for these: they never expire
         if node.state == NodeState.HOLD:
             earliest = min(earliest, (node.state_time or 0) + hold_limit(node, max_hold_age))
         elif node.state == NodeState.READY and node.allocated_to is None:
-            limit = ready_age_limit(node, labels)
+            limit = ready_age_limit(node, limits)
             if limit:
                 earliest = min(earliest, (node.state_time or 0) + limit)
     return earliest
@@ -89,6 +100,7 @@ def plan(
     config (for max-ready-age); `can_resume` is False for drivers that do not launch.
     """
     actions = []
+    limits = ready_age_limits(labels)
     for node in nodes:
         if node.id in busy or is_locked(node.id):
             continue
@@ -112,7 +124,7 @@ def plan(
                     actions.append(NodeAction(node.id, Action.RELEASE,
                                               f"request {node.allocated_to} is gone"))
                 continue  # allocated to a live request: left alone (hand-off step 5)
-            age_limit = ready_age_limit(node, labels)
+            age_limit = ready_age_limit(node, limits)
             if age_limit and now - (node.state_time or now) > age_limit:
                 actions.append(NodeAction(node.id, Action.DELETE,
                                           f"ready longer than max-ready-age {age_limit}s"))
