@@ -177,7 +177,7 @@ def test_cancelled_timers_are_dropped_and_never_fire() -> None:
 
 def test_the_benchmark_records_its_own_collections_and_restores_the_collector() -> None:
     before = gc.get_threshold()
-    with measure.GcPauses() as pauses:
+    with measure.quiet_gc(), measure.GcPauses() as pauses:
         assert gc.get_threshold() == measure.TOOL_GC_THRESHOLDS
         cycle: list = []
         cycle.append(cycle)

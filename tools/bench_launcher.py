@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     ossim = None
     launcher = None
     try:
+        from benchmark.measure import GcPauses   # this file's directory, tools/
         from nodepool.launcher.daemon import Launcher
         from nodepool.launcher.main import tune_gc
 
@@ -331,24 +333,15 @@ def main(argv: list[str] | None = None) -> int:
                           "start_s": round(time.monotonic() - started, 3),
                           "ossim_pid": ossim.pid if ossim else None,
                           "workdir": str(workdir)}), flush=True)
-        gc_times: list[tuple[int, float]] = []
-        if os.environ.get("BENCH_GC_STATS"):
-            import gc
-            began: list[float] = []
-
-            def timed(phase: str, info: dict) -> None:
-                if phase == "start":
-                    began[:] = [time.perf_counter()]
-                elif began:
-                    gc_times.append((info["generation"], time.perf_counter() - began[0]))
-            gc.callbacks.append(timed)
-        stop.wait()
-        if gc_times:
-            for gen in range(3):
-                times = sorted(t for g, t in gc_times if g == gen)
-                if times:
-                    print(f"gc gen{gen}: {len(times)} collections, {sum(times) * 1000:.0f} ms, "
-                          f"max {times[-1] * 1000:.1f} ms", file=sys.stderr, flush=True)
+        # BENCH_GC_STATS: how long the launcher's own collections stalled its threads.
+        gc_pauses = GcPauses()
+        with gc_pauses if os.environ.get("BENCH_GC_STATS") else contextlib.nullcontext():
+            stop.wait()
+        for gen in range(3):
+            times = sorted(t for g, t in gc_pauses.pauses if g == gen)
+            if times:
+                print(f"gc gen{gen}: {len(times)} collections, {sum(times) * 1000:.0f} ms, "
+                      f"max {times[-1] * 1000:.1f} ms", file=sys.stderr, flush=True)
         return 0
     except Exception as e:
         print(json.dumps({"event": "error", "error": f"{type(e).__name__}: {e}"}), flush=True)

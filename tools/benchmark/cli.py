@@ -24,7 +24,16 @@ from .load import (
     settle,
     wait_until,
 )
-from .measure import GcPauses, delta, mntr, own_cpu, percentiles, process_cpu, process_memory
+from .measure import (
+    GcPauses,
+    delta,
+    mntr,
+    own_cpu,
+    percentiles,
+    process_cpu,
+    process_memory,
+    quiet_gc,
+)
 from .session import Session, ZkOptions
 
 SETUP_DONE = "benchmark: setup done, load starts"
@@ -135,7 +144,7 @@ class Run:
             warm.deletions.wait_all(a.delete_timeout)
         life = Lifecycle(labels, a.hold, a.timeout, DeletionWatcher(self.watcher.client),
                          self.timers, a.priority, self.stop)
-        with GcPauses() as gc_pauses:
+        with quiet_gc(), GcPauses() as gc_pauses:
             before = self._sample()
             if a.rate:
                 outcomes, lags = open_loop(life, self.sessions, a.rate, a.requests, a.poisson)

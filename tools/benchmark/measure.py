@@ -3,12 +3,13 @@ and the benchmark's own garbage-collection pauses."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -32,34 +33,39 @@ def percentiles(values: Iterable[float], scale: float = 1.0) -> dict[str, float]
 
 
 # The benchmark's own cyclic collections, as few as the launcher's (nodepool/launcher/main.py):
-# a full collection of the requestor's objects held its thread 40-90 ms at scale, and every
-# request in flight was then measured that much slower.
+# a full collection of the requestor's objects held its thread 31-93 ms, and every request
+# in flight was then measured that much slower.
 TOOL_GC_THRESHOLDS = (10_000, 50, 1_000)
 
 
-class GcPauses:
-    """Quiet the benchmark's own garbage collector for the load, and time what is left.
+@contextlib.contextmanager
+def quiet_gc() -> Iterator[None]:
+    """For the load: what set-up made is frozen (never walked again) and collections run
+    less often; the thresholds are restored after."""
+    gc.collect()
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*TOOL_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
-    What set-up made is frozen (never walked again) and collections run less often;
-    each pause that still happens is recorded, so a report shows how much of its
-    latency the measuring process itself may have added.
-    """
+
+class GcPauses:
+    """Times every cyclic collection of this process while entered (`gc.callbacks`): how
+    much of what a process measured, or how long its threads stalled, was its own pause."""
 
     def __init__(self) -> None:
         self.pauses: list[tuple[int, float]] = []    # (generation, seconds)
         self._began = 0.0
 
     def __enter__(self) -> GcPauses:
-        gc.collect()
-        gc.freeze()
-        self._thresholds = gc.get_threshold()
-        gc.set_threshold(*TOOL_GC_THRESHOLDS)
         gc.callbacks.append(self._callback)
         return self
 
     def __exit__(self, *exc: object) -> None:
         gc.callbacks.remove(self._callback)
-        gc.set_threshold(*self._thresholds)
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
