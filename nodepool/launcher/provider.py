@@ -82,6 +82,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
         self.standing: dict[str, Any] = {}     # static slots by external id
         self.standing_retry: dict[str, float] = {}
         self.resumed = False
+        self.passes = 0   # loop passes completed (tests wait on it: "two more passes went by")
         self.image_cache: dict[str, tuple[Any, float]] = {}
         self.index = ProviderIndex(provider.name, self._node_cost)
         self.changes: collections.deque = collections.deque()
@@ -217,6 +218,7 @@ class ProviderWorker(RequestHandling, Lifecycle, LeakCleanup, SpareLaunching):
         # After requests: a pool they paused for quota launches no spares.
         self.serve_spare_asks(now)
         self._update_paused()
+        self.passes += 1
 
     def _next_timer(self) -> float:
         """The earliest monotonic time at which something is due without an event."""
