@@ -7,7 +7,7 @@ import textwrap
 import pytest
 from kazoo.client import KazooClient
 
-from fake_adapter import FakeAdapter, FakeCloud
+from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
 from nodepool.launcher.daemon import Launcher
 from requestor import Requestor
 from zkhelpers import ZK_HEADER, nodepool_yaml

@@ -7,7 +7,7 @@ from typing import Callable
 
 import pytest
 from adapter_contract import LaunchingAdapterContract, Loop, Run, context_factory
-from fake_adapter import FakeAdapter, FakeClock, FakeCloud, FakeFaults
+from nodepool.testing.fake_adapter import FakeAdapter, FakeClock, FakeCloud, FakeFaults
 
 from nodepool.config import OpenStackLabel, Pool, PoolLabel, Provider
 from nodepool.config.model import by_name

@@ -1,6 +1,6 @@
 """Cloud faults during launch and delete, and leak cleanup, on the in-memory fake cloud."""
 
-from fake_adapter import TAG_NODE, TAG_POOL, TAG_PROVIDER
+from nodepool.testing.fake_adapter import TAG_NODE, TAG_POOL, TAG_PROVIDER
 from launcher_env import env  # noqa: F401  (fixture)
 from requestor import wait_for
 

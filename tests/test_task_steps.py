@@ -6,7 +6,7 @@ from concurrent.futures import Future
 
 import pytest
 from adapter_contract import context_factory
-from fake_adapter import FakeAdapter, FakeCloud
+from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
 from test_fake_adapter import PROVIDER
 
 from nodepool.drivers.adapter import Listing

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the fake cloud and its adapter live with the tests
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -193,7 +192,7 @@ def stop_child(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 def prefill(config_path: Path, cloud: Any, label: str, ready: int, hold: int) -> float:
     """Write `ready` ready nodes in pool main and `hold` nodes in `hold` in pool busy, each with a
     server in the fake cloud, the way the launcher records a node it made; returns seconds."""
-    from fake_cloud import TAG_NODE, TAG_POOL, TAG_PROVIDER
+    from nodepool.testing.fake_cloud import TAG_NODE, TAG_POOL, TAG_PROVIDER
 
     from nodepool.config import load_config
     from nodepool.model import Node, NodeState
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             ossim, clouds = start_ossim(args, workdir)
             os.environ["OS_CLIENT_CONFIG_FILE"] = str(clouds)
         else:
-            from fake_adapter import FakeAdapter, FakeCloud
+            from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
             cloud = FakeCloud(boot_delay=args.boot_delay)
             factory = lambda provider: FakeAdapter(provider, cloud)
         config = write_config(args, workdir, OSSIM_CLOUD)

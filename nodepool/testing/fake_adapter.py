@@ -26,7 +26,7 @@ from nodepool.errors import (
     TransientError,
 )
 from nodepool.model import Node
-from fake_cloud import (  # noqa: F401  (re-exported for tests)
+from nodepool.testing.fake_cloud import (  # noqa: F401  (re-exported for tests)
     CREATE_FAULTS,
     DELETE_FAULTS,
     FLAVORS,
