@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable
 
 from nodepool.launcher.planner import RegisteredPool
+from nodepool.launcher.tuning import DEFAULT, Tuning
 from nodepool.zk.cache import ZooKeeperCache
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.components import ComponentRegistry
@@ -26,6 +27,7 @@ class LauncherContext:
     config: Any
     hostname: str
     clock: Callable[[], float] = time.time
+    tuning: Tuning = DEFAULT
     # Ids of requests some worker of this launcher is handling (guarded by `lock`).
     handled_requests: set[str] = dataclasses.field(default_factory=set)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
