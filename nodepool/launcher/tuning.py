@@ -1,7 +1,24 @@
 """The launcher's tuning constants, in one frozen dataclass a test or benchmark can override.
 
 `Launcher(..., tuning=Tuning(...))` puts its instance on the LauncherContext
-(`ctx.tuning`), where every part reads it. The defaults are what production runs.
+(`ctx.tuning`), where every part reads it. The defaults are what production runs;
+a test or benchmark builds another with `dataclasses.replace(DEFAULT, ...)`.
+
+None of these is a protocol value shared with other Nodepool components (min-ready's
+request priority 900 and the lease names stay where they are used): changing one
+only changes how soon or how often this launcher does something.
+
+Where each group was a module constant (the field is the constant's name in lower
+case): the launcher loop's in daemon.py (MIN_READY_INTERVAL, MIN_READY_EVERY and
+the loop's literals), min-ready's in minready.py (FAILED_BACKOFF, REFUSAL_HOLD),
+the periodic jobs' in maintenance.py (CONFIG_CHECK, LOST_REQUESTS, TIMERS as
+full_cleanup, QUOTA_REFRESH, LEAK_SCAN, REQUEST_LOCKS, REQUEST_LOCK_GRACE);
+ownership.py has none. The provider worker's lived in provider.py
+(EXECUTOR_WORKERS, LISTING_MIN_INTERVAL, LISTING_MAX_INTERVAL, LISTING_AGE_FRACTION,
+IDLE_WAIT, IMAGE_CACHE_SECONDS, REQUEST_RETRY), machines.py (DELETE_ATTEMPT_MAX,
+QUOTA_REFUSAL_MEMORY), lifecycle.py (STANDING_RETRY), tasks.py (BACKOFF_MIN,
+BACKOFF_MAX, STEPS_PER_RUN), spares.py (SPARE_UNSEEN_MAX) and handling.py
+(SPARE_CANDIDATES).
 """
 
 from __future__ import annotations
@@ -29,6 +46,31 @@ class Tuning:
     quota_refusal_memory: float = 60.0  # after a cloud quota refusal, deletions re-read limits
     standing_retry: float = 10.0       # a static host that did not answer is tried again
     spare_unseen_max: float = 60.0     # a ready spare the cache has not shown stays counted
+    # Machine steps (tasks.py)
+    backoff_min: float = 0.05          # a failing step's first retry delay, doubling ...
+    backoff_max: float = 30.0          # ... up to this
+    steps_per_run: int = 8             # a machine's steps run back to back, at most this many
+
+    # The launcher loop (daemon.py)
+    loop_idle_wait: float = 1.0        # longest the loop sleeps (it wakes at once on events)
+    loop_failure_pause: float = 0.1    # after a pass failed unexpectedly: no spinning on a fault
+    min_ready_interval: float = 0.1    # min-ready runs at most this often, however many events
+    min_ready_every: float = 10.0      # and at least this often (it retries what failed)
+    # The share of a core min-ready may take: a pass that cost c seconds of CPU is
+    # followed by the next no sooner than c / min_ready_cpu_share later.
+    min_ready_cpu_share: float = 0.05
+    loop_call_timeout: float = 30.0    # longest check_config()/reset_lost_requests() wait
+    # min-ready (minready.py)
+    min_ready_failed_backoff: float = 60.0  # a label whose request or spare launch failed
+    min_ready_refusal_hold: float = 2.0     # a worker that could not launch a label is not asked
+    # Periodic jobs (maintenance.py): how often each is set in motion
+    config_check: float = 1.0          # is nodepool.yaml changed?
+    lost_requests: float = 5.0         # pending requests whose launcher died
+    full_cleanup: float = 10.0         # a cleanup pass over every node (events cover the rest)
+    quota_refresh: float = 60.0        # re-read each cloud's limits
+    leak_scan: float = 60.0            # leaked instances (deleted after two scans)
+    request_locks: float = 300.0       # empty lock dirs of vanished requests ...
+    request_lock_grace: float = 300.0  # ... gone at least this long
 
 
 DEFAULT = Tuning()
