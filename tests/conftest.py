@@ -18,6 +18,11 @@ from kazoo.exceptions import NoNodeError, NotEmptyError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import zookeeper  # noqa: E402  (tools/ is not a package; it must run before the venv exists)
 
+# Fixtures shared by several test modules live in plugins, never in a test module that others import:
+# the OpenStack simulator rig (sim, conn, ctl, images, providers, make_adapter) and the launcher on
+# the fake cloud (env).
+pytest_plugins = ["plugins.ossim", "plugins.launcher_env"]
+
 CONNECT_TIMEOUT = 10.0
 CLEANUP_TIMEOUT = 10.0
 

@@ -7,24 +7,13 @@ from typing import Callable
 
 import pytest
 from adapter_contract import LaunchingAdapterContract, Loop, Run, context_factory
-from nodepool.testing.fake_adapter import FakeAdapter, FakeClock, FakeCloud, FakeFaults
 
-from nodepool.config import OpenStackLabel, Pool, PoolLabel, Provider
-from nodepool.config.model import by_name
+from nodepool.config import OpenStackLabel
 from nodepool.drivers.adapter import Adapter, InstanceStatus, Listing, Resources
 from nodepool.errors import ConfigurationError, QuotaError
 from nodepool.model import Node
-
-PROVIDER = Provider(name="fake-cloud", driver="fake", pools=by_name([Pool(
-    name="main",
-    labels=by_name([
-        PoolLabel(name="plain"),
-        OpenStackLabel(name="big", cloud_image="img", flavor_name="large"),
-        OpenStackLabel(name="roomy", cloud_image="img", min_ram=3000),
-        OpenStackLabel(name="volume", cloud_image="img", flavor_name="small",
-                       boot_from_volume=True, volume_size=80),
-    ]),
-)]))
+from nodepool.testing.fake_adapter import SAMPLE_PROVIDER as PROVIDER
+from nodepool.testing.fake_adapter import FakeAdapter, FakeClock, FakeCloud, FakeFaults
 
 
 class TestFakeAdapterContract(LaunchingAdapterContract):

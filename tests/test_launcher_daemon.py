@@ -3,7 +3,6 @@
 import json
 import time
 
-from launcher_env import env  # noqa: F401  (fixture)
 from requestor import wait_for
 from zkhelpers import expire_session
 

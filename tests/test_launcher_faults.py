@@ -1,8 +1,8 @@
 """Cloud faults during launch and delete, and leak cleanup, on the in-memory fake cloud."""
 
-from nodepool.testing.fake_adapter import TAG_NODE, TAG_POOL, TAG_PROVIDER
-from launcher_env import env  # noqa: F401  (fixture)
 from requestor import wait_for
+
+from nodepool.testing.fake_adapter import TAG_NODE, TAG_POOL, TAG_PROVIDER
 
 
 def live_servers(cloud):
@@ -92,7 +92,7 @@ def test_leaked_server_is_deleted_after_two_passes_untagged_never(env):
     other = env.cloud.add_server({TAG_PROVIDER: "someone-else", TAG_NODE: "0000999998"})
     worker = wait_for(lambda: launcher.workers.get("fake1"), what="provider started")
     worker.request_leak_scan()
-    wait_for(lambda: worker.leak_suspects, what="first pass saw the leak")
+    wait_for(lambda: worker.leaks.suspects, what="first pass saw the leak")
     assert leaked in {s.id for s in live_servers(env.cloud)}   # one pass is not enough
     worker.request_leak_scan()
     wait_for(lambda: leaked not in {s.id for s in live_servers(env.cloud)},

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from plugins.ossim import LAUNCHER_CONFIG
 from requestor import Requestor, wait_for
-from test_openstack_launcher import CONFIG
-from test_openstack_sim import ctl, sim  # noqa: F401  (fixtures)
 from zkhelpers import nodepool_yaml
 
 from nodepool.launcher.daemon import Launcher
@@ -25,7 +24,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInS
 def config(zk_tls: dict, tmp_path: Any) -> str:
     path = tmp_path / "nodepool.yaml"
     # A short session timeout: a killed launcher's locks and lease go within ~2 s.
-    path.write_text(nodepool_yaml(zk_tls, CONFIG) + "zookeeper-timeout: 2\n")
+    path.write_text(nodepool_yaml(zk_tls, LAUNCHER_CONFIG) + "zookeeper-timeout: 2\n")
     return str(path)
 
 

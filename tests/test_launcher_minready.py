@@ -2,7 +2,6 @@
 
 import time
 
-from launcher_env import env  # noqa: F401  (fixture)
 from requestor import wait_for
 
 from nodepool.launcher.ownership import MIN_READY_LEASE

@@ -3,7 +3,6 @@
 import json
 import time
 
-from launcher_env import env  # noqa: F401  (fixture)
 from requestor import wait_for
 
 
@@ -243,10 +242,10 @@ def test_when_the_request_first_in_line_at_quota_goes_the_next_one_is_served(env
     in_use = rq.accept(first, rq.wait(first))
     big = rq.submit(["small", "small"])            # 1 in use + 2 > max-servers 2: waits
     worker = wait_for(lambda: launcher.workers.get("fake1"), what="provider worker")
-    wait_for(lambda: getattr(worker.deferring.get("main"), "head", None) == big,
+    wait_for(lambda: getattr(worker.requests.deferral.deferring.get("main"), "head", None) == big,
              what="pool main defers with the big request first in line")
     small = rq.submit(["small"])                   # fits, but waits behind `big`
-    wait_for(lambda: (big, "main") in worker.takeable and (small, "main") in worker.takeable,
+    wait_for(lambda: (big, "main") in worker.requests.takeable and (small, "main") in worker.requests.takeable,
              what="both requests seen as waiting for pool main")
     assert rq.get(small)["state"] == "requested"
     env.kazoo.delete(f"/nodepool/requests/{big}")

@@ -2,7 +2,6 @@
 
 import json
 
-from launcher_env import env  # noqa: F401  (fixture)
 from requestor import wait_for
 
 

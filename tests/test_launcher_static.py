@@ -3,12 +3,12 @@
 import time
 
 import pytest
-
-from launcher_env import LauncherEnv
-from nodepool.launcher.daemon import Launcher
+from plugins.launcher_env import LauncherEnv
 from requestor import wait_for
 from sshd import SshServer, ensure_sshd
 from zkhelpers import ZK_HEADER, nodepool_yaml
+
+from nodepool.launcher.daemon import Launcher
 
 STATIC = ZK_HEADER + """
 labels:

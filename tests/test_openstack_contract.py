@@ -1,5 +1,4 @@
 """OpenStackAdapter passes the Adapter contract suite on the simulator, with and without FIPs."""
-# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -7,19 +6,10 @@ from typing import Any, Callable
 
 import pytest
 from adapter_contract import LaunchingAdapterContract, context_factory
-from test_openstack_sim import (  # noqa: F401  (fixtures)
-    SimFaults,
-    conn,
-    ctl,
-    images,
-    make_adapter,
-    providers,
-    sim,
-)
+from plugins.ossim import SimFaults
 
 from nodepool.config import OpenStackProvider
 from nodepool.drivers.adapter import Adapter
-
 
 # openstacksdk warns about its own internals (deprecated helpers it still calls).
 pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),

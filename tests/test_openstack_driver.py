@@ -1,5 +1,4 @@
 """OpenStackAdapter against the simulator: what each openstack key does to the server it makes."""
-# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -10,18 +9,7 @@ from typing import Any, Callable
 
 import pytest
 from adapter_contract import Loop, Run, context_factory, node_for_delete
-from test_openstack_sim import (  # noqa: F401  (fixtures)
-    PUBLIC_KEY,
-    SimFaults,
-    conn,
-    ctl,
-    images,
-    make_adapter,
-    providers,
-    sim,
-    upload,
-    with_image,
-)
+from plugins.ossim import PUBLIC_KEY, SimFaults, upload, with_image
 
 from nodepool.drivers.adapter import InstanceStatus, Resources
 from nodepool.drivers.openstack import OpenStackAdapter

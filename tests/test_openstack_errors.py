@@ -1,5 +1,4 @@
 """The OpenStack classify() table on plain error responses; the rate limiter on a fixed clock."""
-# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -12,14 +11,6 @@ import pytest
 import requests
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as sdk_exc
-from test_openstack_sim import (  # noqa: F401  (fixtures)
-    conn,
-    ctl,
-    images,
-    make_adapter,
-    providers,
-    sim,
-)
 
 from nodepool.drivers.openstack.errors import classify, classify_fault, retry_after
 from nodepool.drivers.openstack.ratelimit import RateLimiter

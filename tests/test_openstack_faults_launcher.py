@@ -1,5 +1,4 @@
 """Cloud faults injected into the simulator, survived by the launcher with the real driver."""
-# ruff: noqa: F811  (fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -7,9 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from plugins.ossim import LAUNCHER_CONFIG
 from requestor import Requestor, wait_for
-from test_openstack_launcher import CONFIG
-from test_openstack_sim import ctl, sim  # noqa: F401  (fixtures)
 from zkhelpers import nodepool_yaml
 
 from nodepool.launcher.daemon import Launcher
@@ -21,7 +19,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInS
 @pytest.fixture
 def launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
     path = tmp_path / "nodepool.yaml"
-    text = nodepool_yaml(zk_tls, CONFIG)
+    text = nodepool_yaml(zk_tls, LAUNCHER_CONFIG)
     # Short launch-timeout so hung deletes are re-issued quickly in these tests;
     # unattached floating IPs are ours to clean.
     text = text.replace("    rate: 0\n",
@@ -93,7 +91,7 @@ def test_leaked_server_deleted_after_two_scans_untagged_never(launcher, zk_clien
                                           networks="auto").id
     worker = wait_for(lambda: launcher.workers.get("sim-cloud"), what="provider up")
     worker.request_leak_scan()
-    wait_for(lambda: worker.leak_suspects, what="first scan")
+    wait_for(lambda: worker.leaks.suspects, what="first scan")
     assert leaked in {s["id"] for s in live(ctl)}
     worker.request_leak_scan()
     wait_for(lambda: leaked not in {s["id"] for s in live(ctl)}, timeout=20,
@@ -108,7 +106,7 @@ def test_unattached_floating_ip_is_cleaned_after_two_scans(launcher, zk_client, 
     stray = conn.network.create_ip(floating_network_id=public).id
     worker = wait_for(lambda: launcher.workers.get("sim-cloud"), what="provider up")
     worker.request_leak_scan()
-    wait_for(lambda: worker.leak_suspects, what="first scan")
+    wait_for(lambda: worker.leaks.suspects, what="first scan")
     assert stray in {f["id"] for f in ctl.state()["floating_ips"]}
     worker.request_leak_scan()
     wait_for(lambda: stray not in {f["id"] for f in ctl.state()["floating_ips"]}, timeout=20,

@@ -1,5 +1,4 @@
 """The launcher daemon driving OpenStackAdapter on the simulator, for a kazoo-only requestor."""
-# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -8,42 +7,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from plugins.ossim import LAUNCHER_CONFIG
 from requestor import Requestor, wait_for
-from test_openstack_sim import ctl, sim  # noqa: F401  (fixtures)
-from zkhelpers import ZK_HEADER, nodepool_yaml
+from zkhelpers import nodepool_yaml
 
 from nodepool.launcher.daemon import Launcher
 
 pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
               pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedFieldWarning")]
 
-CONFIG = ZK_HEADER + """
-labels:
-  - name: small
-providers:
-  - name: sim-cloud
-    cloud: simcloud
-    region-name: RegionOne
-    rate: 0
-    cloud-images:
-      - name: cirros
-        image-name: cirros-0.6.2
-        username: cirros
-    pools:
-      - name: main
-        max-servers: 4
-        host-key-checking: false
-        labels:
-          - name: small
-            cloud-image: cirros
-            flavor-name: m1.tiny
-"""
 
 
 @pytest.fixture
 def launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
     path = tmp_path / "nodepool.yaml"
-    path.write_text(nodepool_yaml(zk_tls, CONFIG))
+    path.write_text(nodepool_yaml(zk_tls, LAUNCHER_CONFIG))
     daemon = Launcher(str(path), hostname="nl-openstack")
     daemon.start()
     yield daemon
@@ -76,7 +54,7 @@ def test_a_request_is_served_from_the_simulated_cloud_and_cleaned_up(
              what="servers and floating IPs gone")
 
 
-DISKIMAGE_CONFIG = CONFIG.replace("""labels:
+DISKIMAGE_LAUNCHER_CONFIG = LAUNCHER_CONFIG.replace("""labels:
   - name: small
 """, """labels:
   - name: small
@@ -112,7 +90,7 @@ def write_upload(kazoo: Any, image_id: str, provider: str = "sim-cloud") -> str:
 @pytest.fixture
 def diskimage_launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
     path = tmp_path / "nodepool.yaml"
-    path.write_text(nodepool_yaml(zk_tls, DISKIMAGE_CONFIG))
+    path.write_text(nodepool_yaml(zk_tls, DISKIMAGE_LAUNCHER_CONFIG))
     daemon = Launcher(str(path), hostname="nl-openstack")
     daemon.start()
     yield daemon

@@ -1,5 +1,4 @@
 """OpenStack leak cleanup: which floating IPs and ports list_resources() gives a provider."""
-# ruff: noqa: F811  (the rig's fixtures are imported, then named as arguments)
 
 from __future__ import annotations
 
@@ -7,15 +6,7 @@ from typing import Any, Callable
 
 import pytest
 from adapter_contract import Loop, context_factory
-from test_openstack_sim import (  # noqa: F401  (fixtures)
-    SimFaults,
-    conn,
-    ctl,
-    images,
-    make_adapter,
-    providers,
-    sim,
-)
+from plugins.ossim import SimFaults
 
 from nodepool.drivers.openstack import OpenStackAdapter
 from nodepool.drivers.openstack.resources import (

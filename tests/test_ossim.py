@@ -10,32 +10,18 @@ from typing import Any
 
 import pytest
 from openstack import exceptions
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from ossim import ControlClient, Simulator, Timings, wait_for  # noqa: E402
-from ossim.testing import connect, wait_for_gone, wait_for_status  # noqa: E402
+from ossim import ControlClient, Simulator, Timings, wait_for
+from ossim.testing import wait_for_gone, wait_for_status
 
 BOOT = 0.05
 DELETE = 0.05
 
 
+# `conn` and `ctl` come from tests/plugins/ossim.py, on this module's own `sim`.
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     with Simulator(timings=Timings(boot_delay=BOOT, delete_delay=DELETE)) as simulator:
         yield simulator
-
-
-@pytest.fixture(scope="module")
-def conn(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return connect(sim, str(tmp_path_factory.mktemp("ossim")))
-
-
-@pytest.fixture
-def ctl(sim: Simulator) -> Iterator[ControlClient]:
-    client = sim.client()
-    client.reset()
-    yield client
-    client.reset()
 
 
 def boot(conn: Any, name: str = "node", **kwargs: Any) -> Any:

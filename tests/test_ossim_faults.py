@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,13 +9,11 @@ from typing import Any
 
 import pytest
 from openstack import exceptions
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from ossim import ControlClient, ControlError, Simulator, Timings, wait_for  # noqa: E402
-from ossim.testing import connect, wait_for_gone, wait_for_status  # noqa: E402
-from test_ossim import conn, ctl  # noqa: E402,F401  (fixtures; they use this module's sim)
+from ossim import ControlClient, ControlError, Simulator, Timings, wait_for
+from ossim.testing import connect, wait_for_gone, wait_for_status
 
 
+# `conn` and `ctl` come from tests/plugins/ossim.py, on this module's own `sim`.
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     with Simulator(timings=Timings(boot_delay=0.02, delete_delay=0.02)) as simulator:

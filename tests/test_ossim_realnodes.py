@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from ossim import Simulator, Timings  # noqa: E402
-from ossim.testing import connect, wait_for_gone, wait_for_status  # noqa: E402
+from ossim import Simulator, Timings
+from ossim.testing import connect, wait_for_gone, wait_for_status
 
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
                "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]

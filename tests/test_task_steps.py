@@ -6,14 +6,13 @@ from concurrent.futures import Future
 
 import pytest
 from adapter_contract import context_factory
-from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
-from test_fake_adapter import PROVIDER
 
 from nodepool.drivers.adapter import Listing
 from nodepool.errors import TransientError
 from nodepool.launcher.tasks import BACKOFF_MAX, BACKOFF_MIN, StepRunner, backoff, run_steps
 from nodepool.model import Node
-
+from nodepool.testing.fake_adapter import SAMPLE_PROVIDER as PROVIDER
+from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
 
 # -- backoff ------------------------------------------------------------------------------------
 

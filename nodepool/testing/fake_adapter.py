@@ -6,6 +6,8 @@ import dataclasses
 import time
 from typing import Any, Mapping
 
+from nodepool.config import OpenStackLabel, Pool, PoolLabel, Provider
+from nodepool.config.model import by_name
 from nodepool.drivers.adapter import (
     Adapter,
     CloudResource,
@@ -47,6 +49,19 @@ ERROR_CLASSES: Mapping[str, type[DriverError]] = {
     "ServiceUnavailable": TransientError,
     "FlavorNotFound": ConfigurationError,
 }
+
+# A provider for FakeAdapter's tests: one pool whose labels pick a flavor by name, by min-ram,
+# and boot from a volume.
+SAMPLE_PROVIDER = Provider(name="fake-cloud", driver="fake", pools=by_name([Pool(
+    name="main",
+    labels=by_name([
+        PoolLabel(name="plain"),
+        OpenStackLabel(name="big", cloud_image="img", flavor_name="large"),
+        OpenStackLabel(name="roomy", cloud_image="img", min_ram=3000),
+        OpenStackLabel(name="volume", cloud_image="img", flavor_name="small",
+                       boot_from_volume=True, volume_size=80),
+    ]),
+)]))
 
 _STATUS = {"BUILD": InstanceStatus.BUILDING, "ACTIVE": InstanceStatus.READY,
            "ERROR": InstanceStatus.ERROR, "DELETING": InstanceStatus.DELETING}

@@ -6,11 +6,11 @@ import textwrap
 
 import pytest
 from kazoo.client import KazooClient
-
-from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
-from nodepool.launcher.daemon import Launcher
 from requestor import Requestor
 from zkhelpers import ZK_HEADER, nodepool_yaml
+
+from nodepool.launcher.daemon import Launcher
+from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
 
 BASE = ZK_HEADER + """
 zookeeper-timeout: 10

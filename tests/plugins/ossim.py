@@ -1,15 +1,29 @@
-"""The OpenStack driver's test rig: in-process simulator, providers from YAML, Faults over /_sim."""
+"""The OpenStack driver's test rig, a pytest plugin (tests/conftest.py names it in pytest_plugins).
+
+Fixtures: `sim` (an in-process simulator per module; OS_CLIENT_CONFIG_FILE names it), `conn`
+(the test's own SDK connection), `ctl` (its control API, reset before and after each test),
+`images`, `providers` (from CONFIG) and `make_adapter`. A module that needs a simulator of its
+own (other timings) defines its own `sim`; `conn` and `ctl` then use that one.
+
+Helpers to import: CONFIG, LAUNCHER_CONFIG, PUBLIC_KEY, SimFaults, upload, with_image.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import sys
 import types
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from ossim import (  # tools/ossim: tests/conftest.py puts tools/ on sys.path
+    ControlClient,
+    Simulator,
+    Timings,
+)
+from ossim.testing import connect
+from zkhelpers import ZK_HEADER
 
 from nodepool.config import OpenStackProvider, parse_config
 from nodepool.drivers import adapter_for
@@ -18,17 +32,10 @@ from nodepool.drivers.openstack import OpenStackAdapter
 from nodepool.drivers.openstack.resources import fip_description
 from nodepool.drivers.openstack.servers import TAG_NODE, TAG_PROVIDER
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from ossim import ControlClient, Simulator, Timings, wait_for  # noqa: E402
-from ossim.testing import connect  # noqa: E402
-
 CLOUD = "simcloud"
 BOOT_DELAY = 0.02
 DELETE_DELAY = 0.02
 HANG_TICKS = 10  # LaunchingAdapterContract.HANG_TICKS
-# openstacksdk warns about its own internals (deprecated helpers it still calls).
-pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
-              pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedFieldWarning")]
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFq8lqkmsHnsAzAyE0jAs5nZQd/4qh2SAbxsC7Ib+pUt"
 
@@ -127,6 +134,30 @@ providers:
 """
 
 
+# A launcher's nodepool.yaml (less its zookeeper section) for one pool on the simulator.
+LAUNCHER_CONFIG = ZK_HEADER + """
+labels:
+  - name: small
+providers:
+  - name: sim-cloud
+    cloud: simcloud
+    region-name: RegionOne
+    rate: 0
+    cloud-images:
+      - name: cirros
+        image-name: cirros-0.6.2
+        username: cirros
+    pools:
+      - name: main
+        max-servers: 4
+        host-key-checking: false
+        labels:
+          - name: small
+            cloud-image: cirros
+            flavor-name: m1.tiny
+"""
+
+
 def load_providers(cirros_id: str) -> dict[str, OpenStackProvider]:
     config = parse_config(CONFIG.format(cirros_id=cirros_id), "openstack-test.yaml")
     return dict(config.providers)
@@ -181,7 +212,6 @@ def make_adapter(ctl: ControlClient, providers: dict[str, OpenStackProvider]
     made: list[OpenStackAdapter] = []
 
     def make(name: str = "sim-fip", **overrides: Any) -> OpenStackAdapter:
-        import dataclasses
         provider = providers[name]
         if overrides:
             provider = dataclasses.replace(provider, **overrides)
@@ -278,21 +308,3 @@ class SimFaults:
                 if server["deleting"]:
                     self.ctl.finish_delete(server["id"])
             self._hung_ticks = None
-
-
-def test_the_rig_builds_openstack_adapters_from_yaml(make_adapter: Callable) -> None:
-    adapter = make_adapter()
-    assert adapter.provider.cloud == CLOUD and adapter.provider.rate == 0
-    assert set(adapter.provider.pools) == {"main", "dressed"}
-
-
-def test_hung_delete_fault_is_released_after_the_hang_ticks(ctl: ControlClient, conn: Any) -> None:
-    faults = SimFaults(ctl, conn, "sim-fip", hang_ticks=2)
-    server_id = faults.create_untagged_server()
-    faults.hang_next_delete()
-    conn.compute.delete_server(server_id)
-    for _ in range(2):
-        faults.tick()
-    assert ctl.server(server_id)["deleting"]
-    faults.tick()
-    wait_for(lambda: ctl.server(server_id) is None, what="the released server to go")
