@@ -11,7 +11,6 @@ from nodepool.drivers.adapter import Resources
 from nodepool.launcher.quota import (
     UNLIMITED,
     fits,
-    min_of,
     node_cost,
     pool_limits,
     tenant_limits,
@@ -241,24 +240,28 @@ def test_over_used_quota_fits_nothing_more():
     assert not fits(Resources(instances=1), Resources(instances=5), limit)
 
 
-# -- min_of ------------------------------------------------------------------------------------
+# -- pool, provider and tenant limits together ------------------------------------------------
 
 
-def test_min_of_nothing_is_unlimited():
-    assert min_of() == UNLIMITED
-    assert min_of(None, None) == UNLIMITED
+def first_limit_broken(need: Resources, used: Resources, *limits: tuple[str, Resources]
+                       ) -> str | None:
+    """The launcher's order (Capacity.launch_blocker): each limit is checked on its own."""
+    for name, limit in limits:
+        if not fits(need, used, limit):
+            return name
+    return None
 
 
-def test_min_of_takes_the_tightest_of_each_amount_separately():
-    a = Resources(instances=10, cores=8, ram=math.inf, volumes=3, volume_gb=100)
-    b = Resources(instances=4, cores=math.inf, ram=4096, volumes=5, volume_gb=50)
-    assert min_of(a, None, b) == Resources(instances=4, cores=8, ram=4096, volumes=3,
-                                           volume_gb=50)
-
-
-def test_min_of_pool_provider_and_tenant_limits():
-    pool = pool_limits(POOLS["limited"])
-    provider = Resources(instances=100, cores=20, ram=1e6, volumes=100, volume_gb=1e4)
-    tenant = tenant_limits(CONFIG.tenant_resource_limits["capped"])
-    assert min_of(pool, provider, tenant) == Resources(instances=4, cores=16, ram=32768,
-                                                       volumes=5, volume_gb=500)
+def test_a_launch_must_fit_the_pool_the_provider_and_the_tenant_limits_each():
+    limits = (("pool", pool_limits(POOLS["limited"])),      # 10 servers, 40 cores, 5 volumes
+              ("provider", Resources(instances=100, cores=20, ram=1e6, volumes=100,
+                                     volume_gb=1e4)),
+              ("tenant", tenant_limits(CONFIG.tenant_resource_limits["capped"])))  # 4, 16
+    none = Resources()
+    assert first_limit_broken(Resources(instances=1, cores=16), none, *limits) is None
+    assert first_limit_broken(Resources(instances=1, cores=17), none, *limits) == "tenant"
+    assert first_limit_broken(Resources(instances=1, cores=21), none, *limits) == "provider"
+    assert first_limit_broken(Resources(instances=1, cores=41), none, *limits) == "pool"
+    assert first_limit_broken(Resources(instances=1, volumes=6), none, *limits) == "pool"
+    assert first_limit_broken(SMALL, SMALL.scaled(3), *limits) is None
+    assert first_limit_broken(SMALL, SMALL.scaled(4), *limits) == "tenant"    # a 5th server

@@ -134,6 +134,13 @@ class Pool:
 
     name: str
     max_servers: int | float = UNLIMITED
+    # Resource limits: set by drivers whose pools take them (openstack's max-cores,
+    # max-ram, max-volumes, max-volume-gb); UNLIMITED for every other pool, so the
+    # quota code reads them from any pool.
+    max_cores: int | float = UNLIMITED
+    max_ram: int | float = UNLIMITED
+    max_volumes: int | float = UNLIMITED
+    max_volume_gb: int | float = UNLIMITED
     # Inherited from the provider when the pool does not set it.
     priority: int = 100
     node_attributes: Mapping[str, Any] = field(default_factory=empty_map)

@@ -115,10 +115,7 @@ class OpenStackPool(Pool):
     auto_floating_ip: bool = True
     host_key_checking: bool = True
     ignore_provider_quota: bool = False
-    max_cores: int | float = UNLIMITED
-    max_ram: int | float = UNLIMITED
-    max_volumes: int | float = UNLIMITED
-    max_volume_gb: int | float = UNLIMITED
+    # max_cores, max_ram, max_volumes and max_volume_gb are Pool's (model.py).
 
 
 @dataclass(frozen=True, kw_only=True)

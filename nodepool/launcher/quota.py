@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
+from nodepool.config.model import Pool, TenantLimits
 from nodepool.drivers.adapter import Resources
 from nodepool.model import Node, NodeState
 
@@ -14,18 +15,14 @@ UNLIMITED = Resources(math.inf, math.inf, math.inf, math.inf, math.inf)
 _FREE_STATES = frozenset({NodeState.DELETED})
 
 
-def pool_limits(pool: Any) -> Resources:
-    """A pool's own limits (max-servers, max-cores, max-ram, max-volumes, max-volume-gb)."""
-    return Resources(
-        instances=getattr(pool, "max_servers", math.inf),
-        cores=getattr(pool, "max_cores", math.inf),
-        ram=getattr(pool, "max_ram", math.inf),
-        volumes=getattr(pool, "max_volumes", math.inf),
-        volume_gb=getattr(pool, "max_volume_gb", math.inf),
-    )
+def pool_limits(pool: Pool) -> Resources:
+    """A pool's own limits (max-servers, max-cores, max-ram, max-volumes, max-volume-gb;
+    UNLIMITED where the pool or its driver sets none)."""
+    return Resources(instances=pool.max_servers, cores=pool.max_cores, ram=pool.max_ram,
+                     volumes=pool.max_volumes, volume_gb=pool.max_volume_gb)
 
 
-def tenant_limits(limits: Any) -> Resources:
+def tenant_limits(limits: TenantLimits | None) -> Resources:
     if limits is None:
         return UNLIMITED
     return Resources(instances=limits.max_servers, cores=limits.max_cores, ram=limits.max_ram,
@@ -53,14 +50,3 @@ def usage(nodes: Iterable[Node], cost: Callable[[Node], Resources]) -> Resources
 def fits(needed: Resources, used: Resources, limit: Resources) -> bool:
     return (used + needed).fits_in(limit)
 
-
-def min_of(*limits: Resources | None) -> Resources:
-    """The tightest of several limits (None = unlimited)."""
-    out = UNLIMITED
-    for lim in limits:
-        if lim is None:
-            continue
-        out = Resources(*(min(a, b) for a, b in zip(
-            (out.instances, out.cores, out.ram, out.volumes, out.volume_gb),
-            (lim.instances, lim.cores, lim.ram, lim.volumes, lim.volume_gb))))
-    return out
