@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
+from nodepool.config.model import Label
 from nodepool.model import Node, NodeState
 
 
@@ -52,11 +53,11 @@ def hold_expired(node: Node, now: float, max_hold_age: float) -> bool:
     return now - (node.state_time or now) > hold_limit(node, max_hold_age)
 
 
-def ready_age_limits(labels: Mapping[str, Any]) -> dict[str, float]:
+def ready_age_limits(labels: Mapping[str, Label]) -> dict[str, float]:
     """max-ready-age by label name, of the labels that have one (looked up once per pass
     over the nodes, not once per node: a pass over 10,000 nodes spent half its time here)."""
     return {name: age for name, label in labels.items()
-            if (age := getattr(label, "max_ready_age", 0) or 0)}
+            if (age := label.max_ready_age)}
 
 
 def ready_age_limit(node: Node, limits: Mapping[str, float]) -> float:
@@ -68,7 +69,7 @@ def ready_age_limit(node: Node, limits: Mapping[str, float]) -> float:
     return max((limits.get(t, 0) for t in node.type), default=0)
 
 
-def next_expiry(nodes: Iterable[Node], labels: Mapping[str, Any], max_hold_age: float) -> float:
+def next_expiry(nodes: Iterable[Node], labels: Mapping[str, Label], max_hold_age: float) -> float:
     """The earliest wall-clock time at which a hold or an unused ready node expires."""
     earliest = math.inf
     limits = ready_age_limits(labels)
@@ -89,7 +90,7 @@ def plan(
     is_locked: Callable[[str], bool],
     busy: set[str],
     request_exists: Callable[[str], bool],
-    labels: Mapping[str, Any],
+    labels: Mapping[str, Label],
     max_hold_age: float,
     now: float,
     can_resume: bool = True,
