@@ -6,9 +6,9 @@ import dataclasses
 
 from nodepool.config import Label, parse_config
 from nodepool.launcher.context import MIN_READY_REQUESTOR
-from nodepool.launcher.minready import (REFUSAL_HOLD, SpareCensus, census_deficits, deficits,
-                                        pick_worker)
+from nodepool.launcher.minready import SpareCensus, census_deficits, pick_worker
 from nodepool.launcher.planner import RegisteredPool
+from nodepool.launcher.tuning import DEFAULT
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 
 NOW = 1_700_000_000.0
@@ -23,6 +23,20 @@ POOLS = [RegisteredPool(id="pool-a", provider="cloud-a", labels=frozenset({"smal
          RegisteredPool(id="pool-b", provider="cloud-b", labels=frozenset({"large"}))]
 
 _seq = iter(range(1, 10**6))
+HOLD = DEFAULT.min_ready_refusal_hold
+
+
+def deficits(labels, nodes, requests, registered, under_way=None, asked=None) -> dict[str, int]:
+    """`census_deficits` of a census filled from these lists (as MinReady.start fills it),
+    with the given requests the only ones that exist."""
+    census = SpareCensus()
+    for n in nodes:
+        census.node(n.id, n)
+    live = set()
+    for req in requests:
+        census.request(req.id, req)
+        live.add(req.id)
+    return census_deficits(labels, census, live.__contains__, registered, under_way, asked)
 
 
 def node(label: str = "small", state: NodeState = NodeState.READY,
@@ -230,33 +244,36 @@ class Worker:
 
 def test_worker_with_the_best_pool_priority_is_asked():
     a, b = Worker("a", small=100), Worker("b", small=50)
-    assert pick_worker("small", [a, b], {}, 1000.0, others_offer=True) is b
+    assert pick_worker("small", [a, b], {}, 1000.0, others_offer=True, refusal_hold=HOLD) is b
 
 
 def test_worker_that_dropped_an_ask_lately_is_passed_over_for_a_while():
     a, b = Worker("a", small=100), Worker("b", small=50)
     now = 1000.0
     refused = {b: {"small": now - 0.5}}
-    assert pick_worker("small", [a, b], refused, now, others_offer=False) is a
-    assert pick_worker("small", [a, b], refused, now + REFUSAL_HOLD, others_offer=False) is b
-    assert pick_worker("small", [a, b], {b: {"large": now}}, now, others_offer=False) is b
+    assert pick_worker("small", [a, b], refused, now, others_offer=False, refusal_hold=HOLD) is a
+    assert pick_worker("small", [a, b], refused, now + HOLD, others_offer=False,
+                       refusal_hold=HOLD) is b
+    assert pick_worker("small", [a, b], {b: {"large": now}}, now, others_offer=False,
+                       refusal_hold=HOLD) is b
 
 
 def test_label_our_workers_cannot_launch_now_is_requested_when_others_offer_it():
     a = Worker("a", small=100)
-    assert pick_worker("small", [a], {a: {"small": 999.0}}, 1000.0, others_offer=True) is None
+    assert pick_worker("small", [a], {a: {"small": 999.0}}, 1000.0, others_offer=True,
+                       refusal_hold=HOLD) is None
 
 
 def test_label_only_we_offer_is_asked_again_of_the_worker_that_dropped_it_longest_ago():
     a, b = Worker("a", small=100), Worker("b", small=50)
     refused = {a: {"small": 998.0}, b: {"small": 999.0}}
-    assert pick_worker("small", [a, b], refused, 1000.0, others_offer=False) is a
+    assert pick_worker("small", [a, b], refused, 1000.0, others_offer=False, refusal_hold=HOLD) is a
     refused = {a: {"small": 999.5}, b: {"small": 999.0}}
-    assert pick_worker("small", [a, b], refused, 1000.0, others_offer=False) is b
+    assert pick_worker("small", [a, b], refused, 1000.0, others_offer=False, refusal_hold=HOLD) is b
 
 
 def test_label_no_worker_of_ours_offers_is_requested():
-    assert pick_worker("small", [], {}, 1000.0, others_offer=True) is None
+    assert pick_worker("small", [], {}, 1000.0, others_offer=True, refusal_hold=HOLD) is None
 
 
 def test_census_kept_from_changes_agrees_with_a_fresh_count():

@@ -7,6 +7,10 @@ launch is topped up by asking that worker for spare launches directly
 pools serve is requested as before: requests at priority 900 with requestor
 `NodePool:min-ready` and `reuse: false`, deleted once fulfilled (the
 launcher then releases their nodes as ready spares) or failed.
+
+Threads: `MinReady.run` runs on the launcher loop thread (daemon.py), which
+also starts and stops the provider workers it asks; the census is fed on
+the cache's callback thread and guarded by its own lock.
 """
 
 from __future__ import annotations
@@ -16,19 +20,21 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Protocol, TypeVar
 
-from nodepool.launcher.context import MIN_READY_REQUESTOR
+from nodepool.config.model import Label
+from nodepool.launcher.context import MIN_READY_REQUESTOR, LauncherContext
 from nodepool.launcher.planner import RegisteredPool
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk import cache as zkcache
 from nodepool.zk import paths
 
+if TYPE_CHECKING:
+    from nodepool.launcher.provider import ProviderWorker
+
 log = logging.getLogger("nodepool.launcher.minready")
 
-PRIORITY = 900
-FAILED_BACKOFF = 60.0   # seconds before retrying a label whose min-ready request or launch failed
-REFUSAL_HOLD = 2.0      # seconds a worker that could not launch a label is not asked again
+PRIORITY = 900   # of min-ready's requests (Nodepool's value; the timings are in ctx.tuning)
 _SPARE_STATES = {NodeState.READY, NodeState.INIT, NodeState.BUILDING, NodeState.TESTING}
 
 
@@ -51,15 +57,6 @@ class SpareCensus:
         self._allocated: dict[str, set[str]] = {}
         self.ours: dict[str, NodeRequest] = {}     # min-ready requests, by id
         self._seen: set[str] = set()               # ids of those, since `take_seen`
-
-    @classmethod
-    def of(cls, nodes: Iterable[Node], requests: Iterable[NodeRequest]) -> SpareCensus:
-        census = cls()
-        for node in nodes:
-            census.node(node.id, node)
-        for req in requests:
-            census.request(req.id, req)
-        return census
 
     def node(self, node_id: str, node: Node | None) -> None:
         """The node changed (None: it is gone)."""
@@ -132,18 +129,7 @@ class SpareCensus:
         return have, outstanding
 
 
-def deficits(labels: Mapping[str, object], nodes: Iterable[Node],
-             requests: Iterable[NodeRequest], registered: Iterable[RegisteredPool],
-             under_way: Mapping[str, str] | None = None,
-             asked: Mapping[str, int] | None = None) -> dict[str, int]:
-    """How many more nodes each label needs now (pure): `census_deficits` of these lists."""
-    reqs = list(requests)
-    live = {r.id for r in reqs}
-    return census_deficits(labels, SpareCensus.of(nodes, reqs), live.__contains__, registered,
-                           under_way, asked)
-
-
-def census_deficits(labels: Mapping[str, object], census: SpareCensus,
+def census_deficits(labels: Mapping[str, Label], census: SpareCensus,
                     request_exists: Callable[[str], bool], registered: Iterable[RegisteredPool],
                     under_way: Mapping[str, str] | None = None,
                     asked: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -161,7 +147,7 @@ def census_deficits(labels: Mapping[str, object], census: SpareCensus,
         served |= pool.labels
     out = {}
     for name, label in labels.items():
-        want = getattr(label, "min_ready", 0) or 0
+        want = label.min_ready
         if want <= 0 or name not in served:
             continue
         short = want - have.get(name, 0) - outstanding.get(name, 0)
@@ -171,13 +157,14 @@ def census_deficits(labels: Mapping[str, object], census: SpareCensus,
 
 
 class MinReady:
-    """Applies `deficits`: spare launches by our own workers, else requests.
+    """Applies `census_deficits`: spare launches by our own workers, else requests.
 
     `workers` returns this launcher's provider workers (called on the
     launcher thread, like `run`).
     """
 
-    def __init__(self, ctx, workers: Callable[[], Iterable[Any]] = lambda: ()):
+    def __init__(self, ctx: LauncherContext,
+                 workers: Callable[[], Iterable[ProviderWorker]] = lambda: ()):
         self.ctx = ctx
         self.workers = workers
         self.failed_until: dict[str, float] = {}
@@ -207,6 +194,7 @@ class MinReady:
 
     def run(self) -> None:
         now = time.monotonic()
+        tuning = self.ctx.tuning
         self._tidy_requests(now)
         # Our workers' spare launches are read before the cache's nodes: a launch
         # that has left a worker's list is in the cache by then.
@@ -218,11 +206,13 @@ class MinReady:
             for label, n in status.asked.items():
                 asked[label] = asked.get(label, 0) + n
             for label in status.failed:
-                if not getattr(self.ctx.config.labels.get(label), "min_ready", 0):
+                cfg = self.ctx.config.labels.get(label)
+                if cfg is None or not cfg.min_ready:
                     continue    # a resumed launch of a label min-ready does not keep
-                self.failed_until[label] = now + FAILED_BACKOFF
+                self.failed_until[label] = now + tuning.min_ready_failed_backoff
                 log.warning("min-ready: a spare %s launch in provider %s failed; "
-                            "retrying in %ss", label, worker.name, FAILED_BACKOFF)
+                            "retrying in %ss", label, worker.name,
+                            tuning.min_ready_failed_backoff)
         registered = self.ctx.registered_pools()
         short = census_deficits(self.ctx.config.labels, self.census, self.ctx.cache.request_exists,
                                 registered, under_way, asked)
@@ -235,7 +225,7 @@ class MinReady:
             if offering:
                 others = any(label in p.labels and p.id not in local_pools for p in registered)
                 worker = pick_worker(label, offering, {w: s.refused for w, s in local.items()},
-                                     now, others)
+                                     now, others, tuning.min_ready_refusal_hold)
                 if worker is not None:
                     worker.want_spares(label, count)
                     log.debug("min-ready: asked provider %s for %d spare %s node(s)",
@@ -248,6 +238,7 @@ class MinReady:
     def _tidy_requests(self, now: float) -> None:
         """Delete our finished requests; back off labels whose request failed."""
         kazoo = self.ctx.kazoo
+        backoff = self.ctx.tuning.min_ready_failed_backoff
         # Not by the cache: it lists a request just before the census counts it.
         seen = self.census.take_seen()
         self.submitted = {rid: label for rid, label in self.submitted.items() if rid not in seen}
@@ -258,9 +249,9 @@ class MinReady:
                 continue
             if req.state == RequestState.FAILED:
                 for label in req.node_types:
-                    self.failed_until[label] = now + FAILED_BACKOFF
+                    self.failed_until[label] = now + backoff
                 log.warning("min-ready request %s for %s failed; retrying in %ss", req.id,
-                            ",".join(req.node_types), FAILED_BACKOFF)
+                            ",".join(req.node_types), backoff)
                 kazoo.delete_async(paths.request(req.id))   # pipelined; gone is fine
                 self.deleted.add(req.id)
             elif req.state == RequestState.FULFILLED:
@@ -276,18 +267,31 @@ class MinReady:
         log.info("min-ready: requested %d %s node(s)", count, label)
 
 
-def pick_worker(label: str, offering: Iterable[Any], refused: Mapping[Any, Mapping[str, float]],
-                now: float, others_offer: bool) -> Any | None:
+class SpareOffer(Protocol):
+    """What `pick_worker` reads of a provider worker."""
+
+    @property
+    def spare_labels(self) -> Mapping[str, int]:
+        """Label -> the best (lowest) priority of the worker's pools offering it."""
+        ...
+
+
+W = TypeVar("W", bound=SpareOffer)
+
+
+def pick_worker(label: str, offering: Iterable[W], refused: Mapping[W, Mapping[str, float]],
+                now: float, others_offer: bool, refusal_hold: float) -> W | None:
     """Which of our workers to ask for spares of `label` (pure); None: request them.
 
     The one with the best pool priority among those that have not dropped an
-    ask for the label in the last REFUSAL_HOLD seconds. When every one has: a
+    ask for the label in the last `refusal_hold` seconds
+    (`Tuning.min_ready_refusal_hold`). When every one has: a
     request if another launcher's pool offers the label, else the worker that
     dropped one longest ago (its quota may have freed since).
     """
     offering = list(offering)
     dropped = {w: refused.get(w, {}).get(label, -math.inf) for w in offering}
-    fresh = [w for w in offering if dropped[w] <= now - REFUSAL_HOLD]
+    fresh = [w for w in offering if dropped[w] <= now - refusal_hold]
     if fresh:
         return min(fresh, key=lambda w: w.spare_labels[label])
     if others_offer or not offering:
