@@ -1,4 +1,4 @@
-"""Several queued requests per turn of kazoo's connection loop (nodepool/zk/batching.py)."""
+"""Several queued requests per turn of kazoo's connection loop (nodepool/zk/kazooext/connection.py)."""
 
 import threading
 

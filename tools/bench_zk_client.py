@@ -4,8 +4,8 @@
 Starts a ZooKeeper (tools/zookeeper.py, TLS), then sends bursts of pipelined
 reads (as a launcher pass sends its hand-over waves) through a kazoo client
 with the project's `PollHandler`, alternately with kazoo's one request and one
-answer per turn of its connection loop and with `nodepool.zk.batching` (every
-queued request, every buffered answer per turn). Prints one line per round:
+answer per turn of its connection loop and with `nodepool.zk.kazooext`'s
+`NodepoolKazooClient` (every queued request, every buffered answer per turn). Prints one line per round:
 requests/s and this process's CPU per request. The first rounds warm the JVM;
 compare the later ones.
 
@@ -28,8 +28,8 @@ sys.path[:0] = [str(REPO / "tools"), str(REPO)]
 import zookeeper  # noqa: E402
 from kazoo.client import KazooClient  # noqa: E402
 
-from nodepool.zk.batching import batch_io  # noqa: E402
-from nodepool.zk.client import PollHandler  # noqa: E402
+from nodepool.zk.kazooext.client import NodepoolKazooClient  # noqa: E402
+from nodepool.zk.kazooext.handler import PollHandler  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -38,10 +38,9 @@ def cpu_seconds() -> float:
 
 
 def one_round(server: zookeeper.ZooKeeperServer, batched: bool, bursts: int, burst: int) -> dict:
-    client = KazooClient(hosts=server.tls_hosts, use_ssl=True, certfile=server.cert,
-                         keyfile=server.key, ca=server.ca, handler=PollHandler())
-    if batched:
-        batch_io(client)
+    cls = NodepoolKazooClient if batched else KazooClient
+    client = cls(hosts=server.tls_hosts, use_ssl=True, certfile=server.cert,
+                 keyfile=server.key, ca=server.ca, handler=PollHandler())
     client.start(30)
     try:
         client.ensure_path("/bench")

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import logging
 import queue
 import threading
 from typing import Callable
 
-import select
-
-from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
-from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
-from kazoo.handlers.utils import fileobj_to_fd
+from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 
 from nodepool.errors import ZooKeeperUnavailable
-from nodepool.zk.batching import batch_io
+from nodepool.zk.kazooext.client import NodepoolKazooClient
 
 log = logging.getLogger("nodepool.zk")
 
@@ -30,69 +25,6 @@ LOST = "LOST"
 NEW_SESSION = "NEW_SESSION"
 
 StateListener = Callable[[str], None]
-
-_READ = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
-_WRITE = select.POLLOUT | select.POLLHUP | select.POLLERR
-
-
-class PollHandler(SequentialThreadingHandler):
-    """kazoo's threading handler with one callback thread, waiting with poll(2).
-
-    * One queue and one thread for watch callbacks and completions alike, so
-      they run in the order the server sent them (kazoo's two threads may run
-      a reply's callback before an earlier event's); the tree watch
-      (treewatch.py) relies on it, and one thread hand-off less per reply.
-      A callback must therefore never wait for another callback.
-    * kazoo's own `select` builds and closes an epoll selector for every wait
-      of its connection loop (a tenth of a busy launcher's CPU); a poll object
-      costs no system call to make and has no limit on descriptor numbers.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._local = threading.local()
-
-    def start(self):
-        with self._state_change:
-            if self._running:
-                return
-            self.completion_queue = self.callback_queue
-            self._workers.append(self._create_thread_worker(self.callback_queue))
-            self._running = True
-            atexit.register(self.stop)
-
-    def select(self, rlist, wlist, xlist, timeout=None):
-        rfds = tuple(fileobj_to_fd(f) for f in rlist)
-        wfds = tuple(fileobj_to_fd(f) for f in wlist)
-        # The connection loop waits on the same two or three descriptors over and
-        # over: keep one poll object per set, per thread (poll objects are not
-        # shareable between threads).
-        pollers = getattr(self._local, "pollers", None)
-        if pollers is None:
-            pollers = self._local.pollers = {}
-        poller = pollers.get((rfds, wfds))
-        if poller is None:
-            poller = select.poll()
-            masks: dict[int, int] = {}
-            for mask, fds in ((_READ, rfds), (_WRITE, wfds)):
-                for fd in fds:
-                    masks[fd] = masks.get(fd, 0) | mask
-            for fd, mask in masks.items():
-                poller.register(fd, mask)
-            if len(pollers) > 8:    # descriptors of closed connections
-                pollers.clear()
-            pollers[(rfds, wfds)] = poller
-        ready = poller.poll(None if timeout is None else timeout * 1000)
-        if not ready:
-            return [], [], []
-        readable, writable = [], []
-        for fd, events in ready:
-            if events & _READ:
-                readable += [f for f, d in zip(rlist, rfds) if d == fd]
-            if events & _WRITE:
-                writable += [f for f, d in zip(wlist, wfds) if d == fd]
-        return readable, writable, []
-
 
 @dataclasses.dataclass(frozen=True)
 class TLSFiles:
@@ -124,7 +56,7 @@ class ZooKeeperClient:
         self.chroot = chroot.rstrip("/") if chroot else None
         self.tls = tls
         self.timeout = timeout
-        self.kazoo: KazooClient | None = None
+        self.kazoo: NodepoolKazooClient | None = None
         self._listeners: list[StateListener] = []
         self._events: queue.Queue = queue.Queue()
         self._dispatcher: threading.Thread | None = None
@@ -155,14 +87,12 @@ class ZooKeeperClient:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def _make_kazoo(self, chroot: str | None) -> KazooClient:
+    def _make_kazoo(self, chroot: str | None) -> NodepoolKazooClient:
         kwargs: dict = {}
         if self.tls:
             kwargs = dict(use_ssl=True, certfile=self.tls.cert, keyfile=self.tls.key, ca=self.tls.ca)
-        kazoo = KazooClient(hosts=self.hosts + (chroot or ""), timeout=self.timeout,
-                            handler=PollHandler(), **kwargs)
-        batch_io(kazoo)
-        return kazoo
+        return NodepoolKazooClient(hosts=self.hosts + (chroot or ""), timeout=self.timeout,
+                                   **kwargs)
 
     def connect(self, timeout: float | None = None) -> None:
         """Connect, creating the chroot if missing; raise ZooKeeperUnavailable within `timeout`."""
@@ -178,7 +108,7 @@ class ZooKeeperClient:
         self._dispatcher.start()
         log.info("Connected to ZooKeeper %s", self.describe())
 
-    def _start(self, kz: KazooClient, timeout: float) -> KazooClient:
+    def _start(self, kz: NodepoolKazooClient, timeout: float) -> NodepoolKazooClient:
         try:
             kz.start(timeout=timeout)
         except (KazooTimeoutError, OSError) as e:

@@ -8,14 +8,14 @@ known from the event alone, where one-shot child watches cost a listing per
 lock and unlock (about 17 of the 65 ZooKeeper requests of a node's life).
 
 kazoo 2.11 has no API for it, so this module sends the `AddWatch` request
-(opcode 106) itself and routes its events from kazoo's reader. The
-correctness argument needs one more thing: events and replies must be
-handled in the order the server sent them, so that a listing's reply is a
-snapshot at its place in the stream and later events apply on top of it.
-`PollHandler` (client.py) runs watch callbacks and completions on one
-thread for that, and every request here has its callback attached before it
-is sent (kazoo's `rawlink` on a result that is already set would queue the
-callback late, out of order).
+(opcode 106) itself, and `NodepoolKazooClient` (nodepool/zk/kazooext/) routes
+its events from kazoo's reader. The correctness argument needs one more
+thing: events and replies must be handled in the order the server sent them,
+so that a listing's reply is a snapshot at its place in the stream and later
+events apply on top of it. `PollHandler` (nodepool/zk/kazooext/handler.py)
+runs watch callbacks and completions on one thread for that, and every
+request here has its callback attached before it is sent (kazoo's `rawlink`
+on a result that is already set would queue the callback late, out of order).
 
 Everything below runs on that one callback thread, except `start`/`stop`.
 """
@@ -27,19 +27,16 @@ import threading
 from collections import namedtuple
 from typing import Callable
 
-from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError, UnimplementedError
 from kazoo.protocol.serialization import (
     Create2,
     GetChildren,
     GetData,
     SetData,
-    Watch,
     int_struct,
     write_string,
 )
 from kazoo.protocol.states import (
-    EVENT_TYPE_MAP,
     Callback,
     EventType,
     KazooState,
@@ -48,6 +45,7 @@ from kazoo.protocol.states import (
 from kazoo.security import OPEN_ACL_UNSAFE
 
 from nodepool.errors import ZooKeeperUnavailable
+from nodepool.zk.kazooext.client import NodepoolKazooClient
 
 log = logging.getLogger("nodepool.zk.treewatch")
 
@@ -79,47 +77,17 @@ class AddWatch(namedtuple("AddWatch", "path mode")):
         return True
 
 
-def _routes(kazoo: KazooClient) -> dict[str, Callable]:
-    """Persistent watch callbacks of this client by (chrooted) path; installs the router once.
-
-    kazoo's reader hands each event to its one-shot watchers and forgets it;
-    we wrap that method of this client's connection to also call the
-    persistent watchers of the event's path and of its ancestors.
-    """
-    routes = getattr(kazoo, "_nodepool_persistent_routes", None)
-    if routes is not None:
-        return routes
-    routes = {}
-    kazoo._nodepool_persistent_routes = routes
-    connection = kazoo._connection
-    one_shot = connection._read_watch_event
-
-    def read_watch_event(buffer, offset):
-        one_shot(buffer, offset)
-        if not routes or kazoo._stopped.is_set():
-            return
-        watch, _ = Watch.deserialize(buffer, offset)
-        kind = EVENT_TYPE_MAP.get(watch.type)
-        for prefix, callback in list(routes.items()):
-            if watch.path == prefix or watch.path.startswith(prefix + "/"):
-                event = WatchedEvent(kind, kazoo._state, kazoo.unchroot(watch.path))
-                kazoo.handler.dispatch_callback(Callback("watch", callback, (event,)))
-
-    connection._read_watch_event = read_watch_event
-    return routes
-
-
-def send(kazoo: KazooClient, request, callback: Callable | None = None):
+def send(kazoo: NodepoolKazooClient, request, callback: Callable | None = None):
     """Send `request` (paths already chrooted), `callback` attached before it goes out;
     returns kazoo's async result."""
     result = kazoo.handler.async_result()
     if callback is not None:
         result.rawlink(callback)
-    kazoo._call(request, result)
+    kazoo.send_request(request, result)
     return result
 
 
-def ordered(kazoo: KazooClient) -> bool:
+def ordered(kazoo: NodepoolKazooClient) -> bool:
     """Does this client run watch callbacks and completions on one thread, in order?"""
     handler = kazoo.handler
     return getattr(handler, "completion_queue", None) is getattr(handler, "callback_queue", 0)
@@ -128,12 +96,12 @@ def ordered(kazoo: KazooClient) -> bool:
 class TreeWatch:
     """Keeps `on_data` told about every child of `path`, `on_members` about each child's `subdir`."""
 
-    def __init__(self, kazoo: KazooClient, path: str, on_data: OnData,
+    def __init__(self, kazoo: NodepoolKazooClient, path: str, on_data: OnData,
                  accept: Callable[[str], bool] = lambda name: True,
                  subdir: str | None = None, on_members: OnMembers | None = None):
         if not ordered(kazoo):
             raise ValueError("TreeWatch needs a client whose handler keeps events and "
-                             "replies in order (nodepool.zk.client.PollHandler)")
+                             "replies in order (nodepool.zk.kazooext.handler.PollHandler)")
         self.kazoo = kazoo
         self.path = path.rstrip("/")
         self.full = (kazoo.chroot or "") + self.path
@@ -172,14 +140,14 @@ class TreeWatch:
             raise UnsupportedServer(
                 "ZooKeeper does not support persistent recursive watches (addWatch): "
                 "the launcher needs ZooKeeper 3.6 or newer") from None
-        _routes(self.kazoo)[self.full] = self._event
+        self.kazoo.add_persistent_route(self.path, self._event)
         self.kazoo.add_listener(self._on_state)
         self._run_ordered(self._sync)
 
     def stop(self) -> None:
         self.stopped = True
         self.kazoo.remove_listener(self._on_state)
-        _routes(self.kazoo).pop(self.full, None)
+        self.kazoo.remove_persistent_route(self.path)
 
     def _run_ordered(self, fn: Callable[[], None]) -> None:
         self.kazoo.handler.dispatch_callback(Callback("watch", fn, ()))
