@@ -1,6 +1,6 @@
 """When to look at every waiting request again, and when only at the new ones.
 
-A mixin of the request side of a provider worker (loop thread). Looking at
+Owned by the request part of a provider worker (loop thread). Looking at
 every `requested` request in protocol order (a "walk") is needed only when
 something that decided the last walk may have changed; otherwise a pass
 looks at the requests that arrived or changed since. With 2,000 requests
@@ -25,6 +25,12 @@ in line: freed quota goes to the oldest request, never to a newcomer.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
+
+from nodepool.launcher.capacity import Capacity
+from nodepool.launcher.cloudview import CloudView
+from nodepool.launcher.launches import Launches
+from nodepool.launcher.scope import ProviderScope
 
 
 @dataclasses.dataclass
@@ -37,21 +43,30 @@ class Deferring:
 
 
 class Deferral:
-    """Walk bookkeeping of a provider worker's request side."""
+    """Walk bookkeeping of the request part: what decided the last walk, and whether it moved."""
 
-    def init_deferral(self) -> None:
-        self.walk_wanted = True
+    def __init__(self, scope: ProviderScope, launches: Launches, capacity: Capacity,
+                 cloud: CloudView, starting: Callable[[], int]):
+        self.scope = scope
+        self.launches = launches
+        self.capacity = capacity
+        self.cloud = cloud
+        self._starting = starting          # spare launches whose create is in flight
+        self.walk_wanted = True            # set on the cache thread too (a bool: atomic)
         self.walk_config = None
         self.deferring: dict[str, Deferring] = {}     # pool name -> why it waits
-        self.heads: frozenset[str] = frozenset()      # read by `notify` (cache thread)
+        self.heads: frozenset[str] = frozenset()      # read by `request_event` (cache thread)
         self.tenant_waits = False
-        self.retry_requests: set[str] = set()
-        self.waiting_pools: set[str] = set()          # pools a request of ours waits in
 
-    def walk_needed(self) -> bool:
-        if self.walk_wanted or self.tenant_waits or self.walk_config is not self.ctx.config:
+    def want_walk(self) -> None:
+        """Something every waiting request's triage depends on changed."""
+        self.walk_wanted = True
+
+    def walk_needed(self, waiting_pools: set[str]) -> bool:
+        if self.walk_wanted or self.tenant_waits or self.walk_config is not self.scope.ctx.config:
             return True
-        return any(d.headroom != self.headroom(name, d.kind) for name, d in self.deferring.items())
+        return any(d.headroom != self.headroom(name, d.kind, waiting_pools)
+                   for name, d in self.deferring.items())
 
     def request_event(self, request_id: str) -> None:
         """(Cache thread) a request changed state or went away."""
@@ -59,7 +74,7 @@ class Deferral:
             self.walk_wanted = True
 
     def deferred(self, blocked: dict[str, tuple[str, str]], tenant_waits: bool,
-                 walk: bool) -> None:
+                 walk: bool, waiting_pools: set[str]) -> None:
         """A pass ended: `blocked` is pool name -> (blocker kind, first request waiting).
 
         After a walk, that is every deferral; after a pass over new requests,
@@ -67,47 +82,35 @@ class Deferral:
         """
         if walk:
             self.walk_wanted = False
-            self.walk_config = self.ctx.config
+            self.walk_config = self.scope.ctx.config
             self.tenant_waits = tenant_waits
             self.deferring = {}
         else:
             self.tenant_waits = self.tenant_waits or tenant_waits
         for name, (kind, head) in blocked.items():
             if name not in self.deferring:
-                self.deferring[name] = Deferring(kind, head, self.headroom(name, kind))
+                self.deferring[name] = Deferring(kind, head,
+                                                 self.headroom(name, kind, waiting_pools))
         self.heads = frozenset(d.head for d in self.deferring.values())
 
-    def blocked_pools(self, walk: bool) -> dict[str, tuple[str, str]]:
+    def blocked_pools(self, walk: bool, waiting_pools: set[str]) -> dict[str, tuple[str, str]]:
         """Pools that take nothing at the start of a pass: a request of ours waits in
         them; outside walks, also those that defer (their first in line goes first)."""
-        blocked = {name: ("paused", "") for name, p in self.pools.items()
-                   if p.paused and (name in self.waiting_pools or name not in self.deferring)}
+        blocked = {name: ("paused", "") for name, p in self.scope.pools.items()
+                   if p.paused and (name in waiting_pools or name not in self.deferring)}
         if not walk:
             blocked.update({name: (d.kind, d.head) for name, d in self.deferring.items()})
         return blocked
 
-    def headroom(self, pool_name: str, kind: str) -> tuple:
+    def headroom(self, pool_name: str, kind: str, waiting_pools: set[str]) -> tuple:
         """What a deferral of `kind` in the pool depends on; when it moves, walk again."""
-        pool = self.pools[pool_name]
-        unassigned = sum(1 for t in self.launches.values()
-                         if t.request_id is None and t.pool is pool)
-        common = (pool_name in self.waiting_pools, self.index.spare_total(pool_name), unassigned)
+        pool, index = self.scope.pools[pool_name], self.scope.index
+        unassigned = len(self.launches.unassigned(pool))
+        common = (pool_name in waiting_pools, index.spare_total(pool_name), unassigned)
         if kind == "concurrency":
-            return common + (len(self.launches) + len(self.starting),)
-        pending = self.pending_nodes()
+            return common + (len(self.launches) + self._starting(),)
+        pending = self.capacity.pending_nodes()
         if kind == "provider":
-            return common + (self.index.usage(), self.limits, len(pending))
-        return common + (self.index.usage(pool_name),
+            return common + (index.usage(), self.cloud.limits, len(pending))
+        return common + (index.usage(pool_name),
                          sum(1 for n in pending if n.pool == pool_name))
-
-    def forget_request(self, request_id: str) -> None:
-        """A request is gone: drop what the walks remembered of it."""
-        self.finished.discard(request_id)
-        self.retry_requests.discard(request_id)
-        for pool in self.pools.values():
-            self.declined.discard((request_id, pool.view.id))
-            self.takeable.pop((request_id, pool.cfg.name), None)
-
-    def retry_later(self, request_id: str) -> None:
-        """A take that failed for a passing reason: look at the request again next pass."""
-        self.retry_requests.add(request_id)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future
-from typing import Iterable
+from typing import Callable, Iterable
 
 from nodepool.drivers.adapter import CloudResource, Instance, Listing
+from nodepool.launcher.scope import ProviderScope
 from nodepool.model import Node
+from nodepool.zk import nodes
 
 log = logging.getLogger("nodepool.launcher.leaks")
 
@@ -34,52 +36,59 @@ def leaked_keys(instances: Iterable[Instance], resources: Iterable[CloudResource
     return out
 
 
-class LeakCleanup:
+class Leaks:
     """A provider worker's leak scans; the listing and deletions run on its executor."""
 
-    def init_leaks(self) -> None:
-        self.leak_wanted = False
-        self.leak_future: Future | None = None
-        self.leak_suspects: set[str] = set()
+    def __init__(self, scope: ProviderScope, launching: Callable[[], Iterable[str]]):
+        self.scope = scope
+        self._launching = launching      # node ids of launches under way
+        self.wanted = False
+        self._future: Future | None = None
+        self.suspects: set[str] = set()
 
-    def request_leak_scan(self) -> None:
-        self.leak_wanted = True
-        self.wake()
+    def want_scan(self) -> None:
+        self.wanted = True
+        self.scope.wake()
 
-    def leak_tick(self) -> None:
-        if self.leak_future is not None and self.leak_future.done():
-            future, self.leak_future = self.leak_future, None
-            try:
-                instances, resources = future.result()
-            except Exception as e:
-                log.warning("provider=%s Leak scan listing failed: %s", self.name, e)
-                return
-            self._judge(instances, resources)
-        if self.leak_wanted and self.leak_future is None:
-            self.leak_wanted = False
-            self.leak_future = self._call(
-                lambda: (self.adapter.list_instances(), self.adapter.list_resources()))
+    def sync(self) -> None:
+        """Judge a scan whose listing came (reads ZooKeeper's node ids: waits)."""
+        if self._future is None or not self._future.done():
+            return
+        future, self._future = self._future, None
+        try:
+            instances, resources = future.result()
+        except Exception as e:
+            log.warning("provider=%s Leak scan listing failed: %s", self.scope.name, e)
+            return
+        self._judge(instances, resources)
+
+    def act(self) -> None:
+        if self.wanted and self._future is None:
+            self.wanted = False
+            adapter = self.scope.adapter
+            self._future = self.scope.call(
+                lambda: (adapter.list_instances(), adapter.list_resources()))
 
     def _judge(self, instances, resources) -> None:
         # Ids from ZooKeeper itself, not the cache: a node created a moment ago
         # must never look leaked.
-        from nodepool.zk import nodes
-        node_ids = set(nodes.list_node_ids(self.ctx.kazoo)) | set(self.launches)
-        leaked = leaked_keys(instances, resources, self.name, node_ids)
-        confirmed = {k: v for k, v in leaked.items() if k in self.leak_suspects}
-        self.leak_suspects = set(leaked) - set(confirmed)
+        node_ids = set(nodes.list_node_ids(self.scope.ctx.kazoo)) | set(self._launching())
+        leaked = leaked_keys(instances, resources, self.scope.name, node_ids)
+        confirmed = {k: v for k, v in leaked.items() if k in self.suspects}
+        self.suspects = set(leaked) - set(confirmed)
         for key, obj in confirmed.items():
             log.warning("provider=%s Deleting leaked %s (node %s is not in ZooKeeper)",
-                        self.name, key, getattr(obj, "node_id", None))
-            self._call(self._delete_leak, obj, instances)
+                        self.scope.name, key, getattr(obj, "node_id", None))
+            self.scope.call(self._delete_leak, obj, instances)
 
     def _delete_leak(self, obj, instances) -> None:
+        adapter = self.scope.adapter
         if isinstance(obj, CloudResource):
-            self.adapter.delete_resource(obj)
+            adapter.delete_resource(obj)
             return
-        ghost = Node(id=obj.node_id, provider=self.name, pool=obj.pool,
+        ghost = Node(id=obj.node_id, provider=self.scope.name, pool=obj.pool,
                      external_id=obj.external_id)
         listing = Listing({i.external_id: i for i in instances}, 0.0)
-        machine = self.adapter.delete(ghost)
+        machine = adapter.delete(ghost)
         # One step issues the delete; the next scan confirms it is gone.
         machine.advance(listing)

@@ -1,6 +1,6 @@
 """Spare launches for min-ready: asked on the launcher thread, started by the provider loop.
 
-A mixin of ProviderWorker. min-ready asks a worker of this process for
+A part of ProviderWorker. min-ready asks a worker of this process for
 unallocated nodes of a label (`want_spares`); the loop starts them like any
 launch, under the same quota rules, but for nobody (`allocated_to` None), so
 they finish as ready spares and a request that comes meanwhile adopts them.
@@ -17,27 +17,26 @@ import math
 import threading
 from typing import Any
 
-from kazoo.recipe.lock import Lock
-
 from nodepool import errors
-from nodepool.launcher.tasks import Phase
+from nodepool.launcher.capacity import Capacity
+from nodepool.launcher.cloudview import CloudView
+from nodepool.launcher.launches import Launches
+from nodepool.launcher.scope import PoolState, ProviderScope
+from nodepool.launcher.tasks import LaunchTask, Phase
 from nodepool.model import Node
 from nodepool.zk import locks, paths
 
-# A spare that finished before the cache saw it stays counted this long at most.
-SPARE_UNSEEN_MAX = 60.0
 
 
 @dataclasses.dataclass(eq=False)
 class Starting:
     """A spare launch whose node create, then fresh lock, is in flight (no loop waits)."""
 
-    pool: Any
+    pool: PoolState
     label: str
     node: Node
     created: Any                   # kazoo result of the node's create
-    lock: Lock | None = None
-    locked: Any = None             # kazoo result of the fresh-lock transaction
+    locked: locks.FreshLockAttempt | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,23 +49,28 @@ class SpareStatus:
     failed: list[str]           # labels whose spare launch failed for good since last asked
 
 
-class SpareLaunching:
-    """The min-ready side of a provider worker."""
+class Spares:
+    """The min-ready side of a provider worker: asks, spare launches starting, their status."""
 
-    def init_spares(self) -> None:
+    def __init__(self, scope: ProviderScope, launches: Launches, capacity: Capacity,
+                 cloud: CloudView, launches_spares: bool):
+        self.scope = scope
+        self.launches = launches
+        self.capacity = capacity
+        self.cloud = cloud
         self.spare_lock = threading.Lock()
         self._spare_asks: dict[str, int] = {}
         self._spare_launching: dict[str, str] = {}
         self._spare_refused: dict[str, float] = {}
         self._spare_failed: list[str] = []
-        self._spare_tasks: dict[str, Any] = {}                   # loop thread only
-        self._spare_unseen: dict[str, tuple[Any, float]] = {}   # loop thread only
-        self._spare_reason: dict[str, str] = {}                  # loop thread only
-        self.starting: list[Starting] = []                      # loop thread only
+        self._spare_tasks: dict[str, LaunchTask] = {}                   # loop thread only
+        self._spare_unseen: dict[str, tuple[LaunchTask, float]] = {}   # loop thread only
+        self._spare_reason: dict[str, str] = {}                         # loop thread only
+        self.starting: list[Starting] = []                             # loop thread only
         # label -> best (lowest) priority of our pools offering it; fixed for our life.
         self.spare_labels: dict[str, int] = {}
-        if self.adapter.launches:   # static hosts are registered, never launched
-            for pool in self.pools.values():
+        if launches_spares:   # static hosts are registered, never launched
+            for pool in scope.pools.values():
                 for label in pool.cfg.labels:
                     self.spare_labels[label] = min(self.spare_labels.get(label, math.inf),
                                                    pool.cfg.priority)
@@ -77,7 +81,7 @@ class SpareLaunching:
         """Launch `count` more unallocated `label` nodes (dropped if they cannot start now)."""
         with self.spare_lock:
             self._spare_asks[label] = self._spare_asks.get(label, 0) + count
-        self.wake()
+        self.scope.wake()
 
     def spare_status(self) -> SpareStatus:
         """What is asked and under way; the failures it reports are reported once."""
@@ -117,9 +121,9 @@ class SpareLaunching:
 
     def _launch_spares(self, label: str, count: int) -> int:
         """Start up to `count` spare launches of `label` in our pools, best priority first."""
-        if self.stopping or label not in self.spare_labels:
+        if self.scope.stopping or label not in self.spare_labels:
             return 0
-        pools = sorted((p for p in self.pools.values() if label in p.cfg.labels),
+        pools = sorted((p for p in self.scope.pools.values() if label in p.cfg.labels),
                        key=lambda p: p.cfg.priority)
         started, reasons = 0, []
         for pool in pools:
@@ -128,13 +132,13 @@ class SpareLaunching:
             if pool.paused:     # requests wait for this pool's quota: they go first
                 reasons.append(f"pool {pool.cfg.name} is paused ({pool.pause_reason or 'quota'})")
                 continue
-            missing = self.missing_image(pool, [label])
+            missing = self.cloud.missing_image(pool.cfg, [label])
             if missing:
                 reasons.append(missing)
                 continue
             here = 0
             while started < count:
-                blocker = self.launch_blocker(pool, [label], None)
+                blocker = self.capacity.launch_blocker(pool, [label], None)
                 if blocker is not None:
                     reasons.append(f"pool {pool.cfg.name} at its {blocker} limit")
                     break
@@ -142,15 +146,15 @@ class SpareLaunching:
                 started += 1
                 here += 1
             if here:
-                self.log.info("provider=%s min-ready: launching %d spare %s node(s) in pool %s",
-                              self.name, here, label, pool.cfg.name)
+                self.scope.log.info("provider=%s min-ready: launching %d spare %s node(s) in "
+                                    "pool %s", self.scope.name, here, label, pool.cfg.name)
         if started < count:
             reason = "; ".join(reasons) or "no pool offers it"
             # Asked again every few seconds while short: say it once per reason.
             level = logging.INFO if self._spare_reason.get(label) != reason else logging.DEBUG
             self._spare_reason[label] = reason
-            self.log.log(level, "provider=%s min-ready: %d spare %s node(s) not launched now: %s",
-                         self.name, count - started, label, reason)
+            self.scope.log.log(level, "provider=%s min-ready: %d spare %s node(s) not launched "
+                               "now: %s", self.scope.name, count - started, label, reason)
         else:
             self._spare_reason.pop(label, None)
         return started
@@ -162,17 +166,18 @@ class SpareLaunching:
         counts it from there on); one that failed or was adopted by a request
         leaves the list at once.
         """
-        if not self.adapter.launches:
+        if not self.spare_labels:
             return
-        tasks = {t.node.id: t for t in self.launches.values()
+        tasks = {t.node.id: t for t in self.launches.tasks.values()
                  if t.request_id is None and t.node.type}
-        cache = self.ctx.cache
+        cache = self.scope.ctx.cache
         for node_id, task in self._spare_tasks.items():
             if node_id not in tasks and task.phase == Phase.DONE and \
                     task.request_id is None and cache.get_node(node_id) is None:
                 self._spare_unseen.setdefault(node_id, (task, now))
+        unseen_max = self.scope.tuning.spare_unseen_max
         for node_id, (task, since) in list(self._spare_unseen.items()):
-            if cache.get_node(node_id) is not None or now - since > SPARE_UNSEEN_MAX:
+            if cache.get_node(node_id) is not None or now - since > unseen_max:
                 del self._spare_unseen[node_id]
             else:
                 tasks.setdefault(node_id, task)
@@ -183,57 +188,55 @@ class SpareLaunching:
 
     # -- starting without waiting ----------------------------------------------------
 
-    def _start_spare(self, pool, label: str) -> None:
+    def _start_spare(self, pool: PoolState, label: str) -> None:
         """Send the node's create; `advance_starts` locks it and starts the launch.
 
         A spare is for nobody, so no one waits for it: its two round trips
         (create, then the fresh lock) overlap the loop's other work instead of
         holding up the hand-overs of the same pass.
         """
-        node = self.new_node(pool, label)
-        created = self.ctx.cache.create_node(node.to_json())
-        created.rawlink(lambda _: self.wake())
+        node = self.launches.new_node(pool, label)
+        created = self.scope.effects.create_node_async(node)
         self.starting.append(Starting(pool, label, node, created))
 
     def starting_nodes(self) -> list[Node]:
         return [s.node for s in self.starting]
 
+    def unnamed_starting(self) -> bool:
+        """Is a spare's create unanswered (its node may show in the cache without an id
+        we know)?"""
+        return any(s.node.id is None for s in self.starting)
+
     def advance_starts(self) -> None:
         """Each pass: take the answers that came; lock created nodes; launch locked ones."""
-        kazoo = self.ctx.kazoo
+        effects = self.scope.effects
         for start in list(self.starting):
-            if start.lock is None:
+            if start.locked is None:
                 if not start.created.ready():
                     continue
                 try:
                     path, _ = start.created.get()
                 except Exception as e:
                     self.starting.remove(start)
-                    self.log.warning("provider=%s min-ready: creating a spare %s node failed: "
-                                     "%s", self.name, start.label, e)
+                    self.scope.log.warning("provider=%s min-ready: creating a spare %s node "
+                                           "failed: %s", self.scope.name, start.label, e)
                     continue
                 start.node.id, start.node.version = paths.basename(path), 0
-                lock_dir = paths.node_lock(start.node.id)
-                start.lock = Lock(kazoo, lock_dir, self._lock_id())
-                start.lock.assured_path = True
-                start.locked = locks.send_fresh_lock(kazoo, start.lock, lock_dir)
-                start.locked.rawlink(lambda _: self.wake())
+                start.locked = effects.lock_fresh_node_async(start.node.id)
                 continue
             if not start.locked.ready():
                 continue
             self.starting.remove(start)
             try:
-                if locks.finish_fresh_lock(start.lock, start.locked) != "ok":
-                    start.lock = locks.lock_new_node(kazoo, start.node.id,
-                                                     identifier=self._lock_id())
+                lock = effects.finish_fresh_node_lock(start.locked, start.node.id)
             except (errors.LockFailed, errors.NotFound) as e:
                 # Someone else holds it (or removed it): cleanup decides its fate.
-                self.log.warning("node=%s provider=%s Spare not started: %s", start.node.id,
-                                 self.name, e)
+                self.scope.log.warning("node=%s provider=%s Spare not started: %s",
+                                       start.node.id, self.scope.name, e)
                 continue
-            self.begin_launch(start.pool, start.label, start.node, start.lock)
+            self.launches.begin(start.pool, start.label, start.node, lock)
 
-    def spare_launch_failed(self, task) -> None:
+    def launch_failed(self, task: LaunchTask) -> None:
         """A launch for nobody failed for good: min-ready backs off the label."""
         if task.node.type:
             with self.spare_lock:

@@ -13,6 +13,8 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+from kazoo.exceptions import BadVersionError, NoNodeError
+
 from nodepool.drivers.adapter import CreateStateMachine, DeleteStateMachine, Listing
 from nodepool.model import Node
 
@@ -51,9 +53,7 @@ class Phase(str, enum.Enum):
     CLOUD = "cloud"        # the driver's create machine is running
     CLEANUP = "cleanup"    # deleting the server of a failed attempt before retrying
     SCAN = "scan"          # keyscan of the booted node
-    QUOTA_WAIT = "quota"   # waiting for quota before (re)launching
     DONE = "done"          # ready
-    FAILED = "failed"      # failed for good (or aborted): the node is to be deleted
 
 
 @dataclasses.dataclass(eq=False)
@@ -80,6 +80,26 @@ class StepRunner:
         if self.waits_for_listing:
             return listing is not None and listing.taken_at > self.seen_listing
         return True
+
+    def confirm_write(self, log, rewrite) -> str:
+        """Is the pipelined write confirmed? "done", "waiting", or "lost" (the record is
+        gone or changed since we decided: the task is to be dropped). Connection
+        trouble: `rewrite(self)` writes the same again, and it waits."""
+        result = self.write
+        if result is None:
+            return "done"
+        if not result.ready():
+            return "waiting"
+        self.write = None
+        if result.successful():
+            self.node.version = result.get().version
+            return "done"
+        log.error("node=%s provider=%s Writing the node failed: %r", self.node.id,
+                  self.node.provider, result.exception)
+        if isinstance(result.exception, (NoNodeError, BadVersionError)):
+            return "lost"
+        rewrite(self)
+        return "waiting"
 
     def stepped(self, state: str, listing: Listing | None, stalled: bool = False) -> bool:
         """Record finished steps: progress means go again at once, none means wait.
@@ -112,8 +132,6 @@ class LaunchTask(StepRunner):
     booted_at: float | None = None  # monotonic; boot-timeout counts from here
     scan: Any = None
     az: str | None = None
-    error: str | None = None
-    quota_hit: bool = False
     unsaved: bool = False           # `building` and the machine's state not written yet
 
 
@@ -123,4 +141,3 @@ class DeleteTask(StepRunner):
 
     sm: DeleteStateMachine | None = None
     started: float = 0.0
-    error: str | None = None

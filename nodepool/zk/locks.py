@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import LockTimeout, NodeExistsError, NoNodeError
@@ -95,20 +97,29 @@ def _fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str) -> str:
     the lock (the same znodes kazoo's recipe makes). Otherwise nothing was
     created.
     """
-    return finish_fresh_lock(lock, send_fresh_lock(kazoo, lock, lock_dir))
+    return finish_fresh_lock(send_fresh_lock(kazoo, lock, lock_dir))
 
 
-def send_fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str):
-    """Send `_fresh_lock`'s transaction without waiting (kazoo's async result)."""
+def send_fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str) -> FreshLockAttempt:
+    """Send `_fresh_lock`'s transaction without waiting."""
+    lock.assured_path = True
     tx = kazoo.transaction()
     tx.create(lock_dir)
     tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
-    return tx.commit_async()
+    return FreshLockAttempt(lock, tx.commit_async())
 
 
-def finish_fresh_lock(lock: Lock, pending) -> str:
-    """"ok" (and `lock` is held), "exists" or "no-parent", from `send_fresh_lock`'s answer."""
-    results = pending.get()
+def start_fresh_node_lock(kazoo: KazooClient, node_id: str,
+                          identifier: str = "") -> FreshLockAttempt:
+    """Send the fresh-lock transaction of a node just created (no waiting)."""
+    lock_dir = paths.node_lock(node_id)
+    return send_fresh_lock(kazoo, Lock(kazoo, lock_dir, identifier), lock_dir)
+
+
+def finish_fresh_lock(attempt: FreshLockAttempt) -> str:
+    """"ok" (and its lock is held), "exists" or "no-parent", from the transaction's answer."""
+    lock = attempt.lock
+    results = attempt.pending.get()
     if isinstance(results[0], NoNodeError):
         return "no-parent"
     if isinstance(results[0], Exception) or isinstance(results[1], Exception):
@@ -119,11 +130,54 @@ def finish_fresh_lock(lock: Lock, pending) -> str:
     return "ok"
 
 
+@dataclasses.dataclass(eq=False)
+class LockAttempt:
+    """A lock contender create and a listing of the lock dir, sent, not yet answered."""
+
+    lock: Lock
+    created: Any     # kazoo async result of the contender create
+    listed: Any      # kazoo async result of the listing (answered after `created`)
+
+    def ready(self) -> bool:
+        return self.listed.ready()
+
+    def on_answer(self, callback) -> None:
+        """Call `callback()` (on kazoo's callback thread) once the listing is answered."""
+        self.listed.rawlink(lambda _: callback())
+
+
+@dataclasses.dataclass(eq=False)
+class FreshLockAttempt:
+    """The fresh-lock transaction of a lock dir that should not exist yet, sent."""
+
+    lock: Lock
+    pending: Any     # kazoo async result of the transaction
+
+    def ready(self) -> bool:
+        return self.pending.ready()
+
+    def on_answer(self, callback) -> None:
+        self.pending.rawlink(lambda _: callback())
+
+
+def contender_path(lock: Lock) -> str | None:
+    """The znode of the contender by which we hold `lock` (None: not held)."""
+    if not lock.is_acquired or lock.node is None:
+        return None
+    return f"{lock.path}/{lock.node}"
+
+
+def forget(lock: Lock | None) -> None:
+    """Our contender was deleted in a transaction of ours: the lock is no longer held."""
+    if lock is not None:
+        lock.is_acquired, lock.node = False, None
+
+
 def _sequence(name: str) -> int:
     return int(name[-10:])
 
 
-def start_lock(kazoo: KazooClient, lock_dir: str, identifier: str = ""):
+def start_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "") -> LockAttempt:
     """Send a contender create and a contender listing, pipelined; `settle` decides.
 
     ZooKeeper runs one session's requests in order, so the listing includes
@@ -133,19 +187,20 @@ def start_lock(kazoo: KazooClient, lock_dir: str, identifier: str = ""):
     lock.assured_path = True
     created = kazoo.create_async(lock.create_path, lock.data, ephemeral=True, sequence=True)
     listed = kazoo.get_children_async(lock_dir)
-    return lock, created, listed
+    return LockAttempt(lock, created, listed)
 
 
-def settle(kazoo: KazooClient, lock: Lock, created, listed) -> Lock | None:
+def settle(kazoo: KazooClient, attempt: LockAttempt) -> Lock | None:
     """Did the contender `start_lock` sent win? Lowest sequence holds it (kazoo's rule).
 
     A loser's contender is withdrawn. Raises NoNodeError when the lock dir
     does not exist.
     """
-    path = created.get()
+    lock = attempt.lock
+    path = attempt.created.get()
     mine = path[len(lock.path) + 1:]
     try:
-        children = listed.get()
+        children = attempt.listed.get()
     except NoNodeError:
         children = [mine]
     if any(is_contender(c) and _sequence(c) < _sequence(mine) for c in children):
@@ -155,12 +210,12 @@ def settle(kazoo: KazooClient, lock: Lock, created, listed) -> Lock | None:
     return lock
 
 
-def settle_node_lock(kazoo: KazooClient, attempt, node_id: str,
+def settle_node_lock(kazoo: KazooClient, attempt: LockAttempt, node_id: str,
                      identifier: str = "") -> Lock | None:
     """`settle` a node lock `start_lock` sent; a node never locked before (no lock
     dir yet) is locked fresh instead. None: someone else holds it, or it is gone."""
     try:
-        return settle(kazoo, *attempt)
+        return settle(kazoo, attempt)
     except NoNodeError:
         try:
             return lock_new_node(kazoo, node_id, identifier=identifier)
@@ -170,7 +225,7 @@ def settle_node_lock(kazoo: KazooClient, attempt, node_id: str,
 
 def try_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "") -> Lock | None:
     """Non-blocking acquire of an existing lock dir in one round trip's latency."""
-    return settle(kazoo, *start_lock(kazoo, lock_dir, identifier))
+    return settle(kazoo, start_lock(kazoo, lock_dir, identifier))
 
 
 def lock_node(
@@ -229,8 +284,7 @@ def release_async(kazoo: KazooClient, lock: Lock | None) -> None:
     if lock is None or not lock.is_acquired or lock.node is None:
         return
     kazoo.delete_async(f"{lock.path}/{lock.node}")
-    lock.is_acquired = False
-    lock.node = None
+    forget(lock)
 
 
 def node_lock_contenders(kazoo: KazooClient, node_id: str) -> list[str]:
@@ -254,22 +308,22 @@ def locked_node_ids(kazoo: KazooClient, node_ids: list[str]) -> set[str]:
     return locked
 
 
-def start_request_lock(kazoo: KazooClient, request_id: str, identifier: str = ""):
+def start_request_lock(kazoo: KazooClient, request_id: str,
+                       identifier: str = "") -> FreshLockAttempt:
     """Send a request's fresh-lock transaction (no waiting).
 
     Started for many requests at once, their round trips overlap; `finish_request_lock`
     collects each.
     """
     lock_dir = paths.request_lock(request_id)
-    lock = Lock(kazoo, lock_dir, identifier)
-    lock.assured_path = True
-    return lock, send_fresh_lock(kazoo, lock, lock_dir)
+    return send_fresh_lock(kazoo, Lock(kazoo, lock_dir, identifier), lock_dir)
 
 
-def finish_request_lock(kazoo: KazooClient, request_id: str, identifier: str, started) -> Lock:
+def finish_request_lock(kazoo: KazooClient, request_id: str, identifier: str,
+                        started: FreshLockAttempt) -> Lock:
     """The held lock. Raises LockFailed when someone holds it."""
-    lock, pending = started
-    if finish_fresh_lock(lock, pending) != "ok":
+    lock = started.lock
+    if finish_fresh_lock(started) != "ok":
         # Used before, or no parent yet: the general way.
         lock = lock_request(kazoo, request_id, identifier=identifier)
     return lock

@@ -1,0 +1,87 @@
+"""Whether a provider worker may launch more: concurrency, pool, provider and tenant limits.
+
+A part of ProviderWorker that holds no state of its own: it reads the
+index of our nodes, the launches under way (including those the cache has
+not reported yet, so two launches in one pass never both take the last
+slot) and the cloud's limits, and answers with the limit a launch would
+break.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from nodepool.drivers.adapter import Resources
+from nodepool.launcher import quota
+from nodepool.launcher.cloudview import CloudView
+from nodepool.launcher.scope import PoolState, ProviderScope
+from nodepool.model import Node
+
+
+class Capacity:
+    """Launch limits of one provider, from the index, the launches and the limits."""
+
+    def __init__(self, scope: ProviderScope, cloud: CloudView,
+                 in_flight: Callable[[], list[Node]], launching: Callable[[], int]):
+        self.scope = scope
+        self.cloud = cloud
+        self._in_flight = in_flight     # nodes of launches under way (and spares starting)
+        self._launching = launching     # how many launches are under way
+
+    def label_cost(self, pool_cfg, label_name: str) -> Resources:
+        label = pool_cfg.labels.get(label_name)
+        if label is None:
+            return Resources(instances=1)
+        return self.scope.adapter.label_cost(pool_cfg, label)
+
+    def node_cost(self, node: Node) -> Resources:
+        pool = self.scope.pools.get(node.pool or "")
+        if pool is not None and node.type:
+            return quota.node_cost(node, lambda n: self.label_cost(pool.cfg, n.type[0]))
+        return quota.node_cost(node, lambda n: Resources(instances=1))
+
+    def pending_nodes(self) -> list[Node]:
+        """Launches this loop made that the cache has not reported yet."""
+        index = self.scope.index
+        return [n for n in self._in_flight() if n.id is None or not index.known(n.id)]
+
+    def can_launch(self, pool: PoolState, labels: list[str], tenant: str | None) -> bool:
+        return self.launch_blocker(pool, labels, tenant) is None
+
+    def launch_blocker(self, pool: PoolState, labels: list[str], tenant: str | None
+                       ) -> str | None:
+        """Which limit launching `labels` in `pool` would break right now, if any:
+        "concurrency", "pool", "provider" or "tenant"."""
+        need = Resources()
+        for label in labels:
+            need = need + self.label_cost(pool.cfg, label)
+        mc = self.scope.provider.max_concurrency
+        if mc and mc > 0 and self._launching() + len(labels) > mc:
+            return "concurrency"
+        index, pending = self.scope.index, self.pending_nodes()
+        in_pool = index.usage(pool.cfg.name) + quota.usage(
+            [n for n in pending if n.pool == pool.cfg.name], self.node_cost)
+        if not quota.fits(need, in_pool, quota.pool_limits(pool.cfg)):
+            return "pool"
+        limits = self.cloud.limits
+        if limits is not None and not getattr(pool.cfg, "ignore_provider_quota", False):
+            total = index.usage() + quota.usage(pending, self.node_cost)
+            if not quota.fits(need, total, limits):
+                return "provider"
+        ctx = self.scope.ctx
+        tenant_limits = ctx.config.tenant_resource_limits.get(tenant) if tenant else None
+        if tenant_limits is not None:
+            tenant_nodes = [n for n in ctx.cache.nodes() if n.tenant_name == tenant]
+            if not quota.fits(need, quota.usage(tenant_nodes, self.node_cost),
+                              quota.tenant_limits(tenant_limits)):
+                return "tenant"
+        return None
+
+    def fits_ever(self, pool: PoolState, labels: list[str]) -> bool:
+        """Could the pool hold these labels at all, empty?"""
+        need = Resources()
+        for label in labels:
+            if label not in pool.cfg.labels:
+                return True  # the label check declines it with a better reason
+            need = need + self.label_cost(pool.cfg, label)
+        return need.fits_in(quota.pool_limits(pool.cfg))

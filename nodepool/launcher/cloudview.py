@@ -1,0 +1,130 @@
+"""What a provider worker knows of its cloud: the shared listing, the limits, the images.
+
+A part of ProviderWorker, on its loop thread. Machines waiting on the cloud
+(BUILD -> ACTIVE, deletes) share one listing, taken more often the younger
+the youngest wait is: a server that boots in 1 s is seen within ~0.1 s of
+it, one that takes a minute costs a list call every 2 s, not fifty a second.
+The cloud's limits are read when asked (at start, by the quota job, after a
+quota refusal); our own usage is counted from our nodes.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from typing import Callable, Iterable
+
+from nodepool.drivers.adapter import Listing, Resources
+from nodepool.launcher.scope import ProviderScope
+from nodepool.zk import images
+
+
+class CloudView:
+    """The listing, the limits and the image uploads of one provider."""
+
+    def __init__(self, scope: ProviderScope, reads_limits: bool):
+        self.scope = scope
+        self.reads_limits = reads_limits      # static hosts have none to read
+        self.listing: Listing | None = None
+        self._listing_future: Future | None = None
+        self._listing_wanted = False
+        self._listing_started = 0.0
+        self.limits: Resources | None = None
+        self._limits_future: Future | None = None
+        self._limits_stale = True
+        self.quota_refused_at = -float("inf")   # monotonic time of the cloud's last refusal
+        self._image_cache: dict[str, tuple[object, float]] = {}
+        self._waits: Callable[[], Iterable[float]] = lambda: ()
+
+    def follow_waits(self, waits: Callable[[], Iterable[float]]) -> None:
+        """Where the listing's pace comes from: the monotonic start of each machine's
+        current wait on the cloud."""
+        self._waits = waits
+
+    # -- asked by other parts ---------------------------------------------------------
+
+    def want_listing(self) -> None:
+        """A machine waits for a newer listing."""
+        self._listing_wanted = True
+
+    def refresh_limits(self) -> None:
+        """Re-read the cloud's limits (the quota job; a quota refusal)."""
+        self._limits_stale = True
+        self.scope.wake()
+
+    def quota_refused(self) -> None:
+        """The cloud refused a launch for quota: our count let through what it does not."""
+        self.quota_refused_at = time.monotonic()
+        self.refresh_limits()
+
+    # -- sync: take the answers ---------------------------------------------------------
+
+    def sync(self) -> None:
+        log = self.scope.log
+        if self._listing_future is not None and self._listing_future.done():
+            future, self._listing_future = self._listing_future, None
+            try:
+                self.listing = Listing({i.external_id: i for i in future.result()},
+                                       self._listing_started)
+            except Exception as e:
+                log.warning("Listing servers of %s failed: %s", self.scope.name, e)
+        if self._limits_future is not None and self._limits_future.done():
+            future, self._limits_future = self._limits_future, None
+            try:
+                self.limits = future.result()
+                self._limits_stale = False
+            except Exception as e:
+                log.warning("Reading quota of %s failed: %s", self.scope.name, e)
+
+    # -- act: ask the cloud again -------------------------------------------------------
+
+    def act(self, now: float) -> None:
+        adapter = self.scope.adapter
+        if self._listing_wanted and self._listing_future is None and \
+                (self.listing is None or now >= self.listing_due()):
+            self._listing_wanted = False
+            self._listing_started = now   # before the call: what it shows is at least this new
+            self._listing_future = self.scope.call(adapter.list_instances)
+        if self._limits_stale and self._limits_future is None and self.reads_limits:
+            self._limits_stale = False
+            self._limits_future = self.scope.call(adapter.quota_limits)
+
+    def listing_due(self) -> float:
+        if self.listing is None:
+            return 0.0
+        t = self.scope.tuning
+        now = time.monotonic()
+        youngest = min((now - since for since in self._waits()), default=0.0)
+        interval = min(t.listing_max_interval,
+                       max(t.listing_min_interval, youngest * t.listing_age_fraction))
+        return self.listing.taken_at + interval
+
+    def timers(self) -> list[float]:
+        if self._listing_wanted and self._listing_future is None:
+            return [self.listing_due()]
+        return []
+
+    # -- images -------------------------------------------------------------------------
+
+    def resolve_image(self, label) -> object | None:
+        """The ready upload a diskimage label boots (cached briefly: uploads change rarely)."""
+        name = getattr(label, "diskimage", None)   # only labels of image-building drivers
+        if not name:
+            return None
+        now = time.monotonic()
+        cached = self._image_cache.get(name)
+        if cached is not None and now - cached[1] <= self.scope.tuning.image_cache_seconds:
+            return cached[0]
+        upload = images.latest_upload(self.scope.ctx.kazoo, name, self.scope.name)
+        if upload is not None:   # a missing image is looked up again next time
+            self._image_cache[name] = (upload, now)
+        return upload
+
+    def missing_image(self, pool_cfg, labels: list[str]) -> str | None:
+        """Why the pool cannot serve these labels for want of an image, if it cannot."""
+        for name in labels:
+            label = pool_cfg.labels.get(name)
+            if getattr(label, "diskimage", None) and self.resolve_image(label) is None:
+                return (f"no ready upload of image {label.diskimage} to provider "
+                        f"{self.scope.name}")
+        return None

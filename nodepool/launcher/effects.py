@@ -1,0 +1,273 @@
+"""Every ZooKeeper write a provider worker makes, in one place.
+
+The parts of a worker decide; this module writes. Calls named `*_async`
+send and return at once (kazoo's async result, or nothing): the loop does not
+wait for them, and ZooKeeper applies one session's requests in order, so a
+later write still lands after them. Every other call waits for its answer
+and so blocks the provider loop for a round trip. Writes of our own go
+through the cache (`commit_own`, `write_node`), which takes what was written
+from the reply instead of reading it back. Kazoo `Lock` fields are touched
+only in `nodepool/zk/locks.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable
+
+from kazoo.exceptions import NoNodeError
+from kazoo.recipe.lock import Lock
+
+from nodepool.model import Node, NodeRequest
+from nodepool.zk import cache as zkcache
+from nodepool.zk import locks, nodes, paths, requests
+from nodepool.zk.cache import ZooKeeperCache
+
+log = logging.getLogger("nodepool.launcher.effects")
+
+
+@dataclasses.dataclass
+class Claim:
+    """A ready node we hold locked, with the allocation to write for it."""
+
+    slot: int
+    node: Node
+    lock: Lock
+
+
+def _failed(result) -> BaseException | None:
+    """The first failure of a transaction's answer, if any (on the callback thread)."""
+    try:
+        return next((r for r in result.get() if isinstance(r, Exception)), None)
+    except Exception as e:
+        return e
+
+
+class ZkEffects:
+    """The ZooKeeper writes of one provider worker, as `identifier` (our lock name)."""
+
+    def __init__(self, cache: ZooKeeperCache, kazoo_of: Callable, identifier: str,
+                 wake: Callable[[], None]):
+        self.cache = cache
+        self._kazoo_of = kazoo_of    # the session may be replaced: look it up per call
+        self.identifier = identifier
+        self.wake = wake
+
+    @property
+    def kazoo(self):
+        return self._kazoo_of()
+
+    # -- nodes ------------------------------------------------------------------------
+
+    def write_node_async(self, node: Node, check_version: bool = False):
+        """Write a node we hold locked; wakes the loop when answered.
+
+        No version check by default: under the node lock no one else writes it
+        (PROTOCOL.md); `check_version` makes it conditional on the version we read.
+        """
+        result = self.cache.write_node(node.id, node.to_json(),
+                                       node.version if check_version else -1)
+        result.rawlink(lambda _: self.wake())
+        return result
+
+    def write_and_unlock_async(self, node: Node, lock: Lock | None) -> object | None:
+        """Write a node we hold locked and let the lock go, in one transaction.
+
+        Returns the plain write's result when there is no lock to let go (the
+        caller then waits for it like any write), else None: should the
+        transaction fail, the lock is let go on its own.
+        """
+        contender = locks.contender_path(lock) if lock is not None else None
+        if contender is None:
+            return self.write_node_async(node)
+        locks.forget(lock)
+        data = node.to_json()
+        tx = self.kazoo.transaction()
+        tx.set_data(paths.node(node.id), data)
+        tx.delete(contender)
+        result = self.cache.commit_own(tx, [(zkcache.NODE, node.id, data, 0)])
+        kazoo = self.kazoo
+
+        def done(res) -> None:   # on the callback thread: nothing that waits
+            failed = res.exception if not res.successful() else _failed(res)
+            if failed is not None:
+                log.error("node=%s provider=%s Writing %s failed: %r", node.id, node.provider,
+                          node.state.value, failed)
+                kazoo.delete_async(contender)
+        result.rawlink(done)
+        return None
+
+    def remove_node_async(self, node: Node, lock: Lock | None,
+                          on_failure: Callable[[], None]) -> None:
+        """Remove the node, its lock dir and our contender at once.
+
+        If someone queued for the lock meanwhile the removal fails as a whole
+        (NotEmpty): then the node is written as it is (`deleted`: its server is
+        gone) and `on_failure` runs (on the callback thread).
+        """
+        tx = self.kazoo.transaction()
+        contender = locks.contender_path(lock) if lock is not None else None
+        if contender is not None:
+            tx.delete(contender)
+            tx.delete(lock.path)
+            locks.forget(lock)
+        tx.delete(paths.node(node.id))
+        result = self.cache.commit_own(tx, [], removes=(node.id,))
+
+        def done(res) -> None:
+            if _failed(res) is not None:
+                self.cache.write_node(node.id, node.to_json())
+                on_failure()
+        result.rawlink(done)
+
+    def remove_node(self, node_id: str) -> None:
+        """Remove a node record and its lock dir (waits; raises VersionConflict if in use)."""
+        nodes.delete_node(self.kazoo, node_id)
+
+    def create_node(self, node: Node) -> Lock:
+        """Write a new node and lock it (waits for both)."""
+        nodes.create_node(self.kazoo, node)
+        return locks.lock_new_node(self.kazoo, node.id, identifier=self.identifier)
+
+    def create_node_async(self, node: Node):
+        """Send a new node's create; the answer wakes the loop (`paths.basename` of its path
+        is the id)."""
+        result = self.cache.create_node(node.to_json())
+        result.rawlink(lambda _: self.wake())
+        return result
+
+    def lock_fresh_node_async(self, node_id: str) -> locks.FreshLockAttempt:
+        """Send the lock of a node we just created; the answer wakes the loop."""
+        attempt = locks.start_fresh_node_lock(self.kazoo, node_id, self.identifier)
+        attempt.on_answer(self.wake)
+        return attempt
+
+    def finish_fresh_node_lock(self, attempt: locks.FreshLockAttempt, node_id: str) -> Lock:
+        """The lock `lock_fresh_node_async` sent, taken the general way if the fresh
+        transaction lost (waits then). Raises LockFailed or NotFound."""
+        if locks.finish_fresh_lock(attempt) == "ok":
+            return attempt.lock
+        return locks.lock_new_node(self.kazoo, node_id, identifier=self.identifier)
+
+    def lock_node(self, node_id: str) -> Lock:
+        """Lock a node now (waits; raises LockFailed or NotFound)."""
+        return locks.lock_node(self.kazoo, node_id, identifier=self.identifier)
+
+    def lock_node_async(self, node_id: str) -> locks.LockAttempt:
+        """Send a node lock attempt; its answer wakes the loop."""
+        attempt = locks.start_lock(self.kazoo, paths.node_lock(node_id), self.identifier)
+        attempt.on_answer(self.wake)   # the listing is answered last
+        return attempt
+
+    def settle_node_lock(self, attempt: locks.LockAttempt, node_id: str) -> Lock | None:
+        return locks.settle_node_lock(self.kazoo, attempt, node_id, self.identifier)
+
+    def read_node(self, node_id: str) -> Node | None:
+        return nodes.get_node(self.kazoo, node_id)
+
+    def unlock_async(self, lock: Lock | None) -> None:
+        locks.release_async(self.kazoo, lock)
+
+    def unlock(self, lock: Lock | None) -> None:
+        locks.release(lock)
+
+    def unallocate_async(self, seen: Node) -> bool:
+        """Give a ready node back to the pool: lock, clear `allocated_to`, unlock.
+
+        The write is conditional on the version the cache showed (ready, allocated
+        to a request that is gone), so it fails, changing nothing, if anything
+        happened since; lock and write are pipelined, the commit is not waited for.
+        False: the node is locked by someone, or gone.
+        """
+        kazoo = self.kazoo
+        try:
+            lock = locks.try_lock(kazoo, paths.node_lock(seen.id), self.identifier)
+        except NoNodeError:
+            return False
+        if lock is None:
+            return False
+        node = dataclasses.replace(seen, allocated_to=None)
+        contender = locks.contender_path(lock)
+        tx = kazoo.transaction()
+        tx.set_data(paths.node(node.id), node.to_json(), seen.version)
+        tx.delete(contender)
+        locks.forget(lock)
+
+        def done(result) -> None:
+            if _failed(result) is not None:   # nothing was written: let go of our lock
+                kazoo.delete_async(contender)
+        tx.commit_async().rawlink(done)
+        return True
+
+    # -- requests -----------------------------------------------------------------------
+
+    def lock_request(self, request_id: str) -> Lock:
+        """Lock a request now (waits; raises LockFailed)."""
+        return locks.lock_request(self.kazoo, request_id, identifier=self.identifier)
+
+    def lock_request_async(self, request_id: str) -> locks.FreshLockAttempt:
+        return locks.start_request_lock(self.kazoo, request_id, self.identifier)
+
+    def finish_request_lock(self, request_id: str, attempt: locks.FreshLockAttempt) -> Lock:
+        """The held lock (may wait a round trip more). Raises LockFailed."""
+        return locks.finish_request_lock(self.kazoo, request_id, self.identifier, attempt)
+
+    def read_request(self, request_id: str) -> NodeRequest | None:
+        return requests.get_request(self.kazoo, request_id)
+
+    def write_request(self, req: NodeRequest) -> None:
+        """Write a request we hold locked, over the version we read (waits).
+        Raises VersionConflict or NotFound."""
+        requests.update_request(self.kazoo, req)
+
+    def write_request_async(self, req: NodeRequest) -> None:
+        """Write a request we hold locked (pending) without waiting; `req.version` becomes
+        the version the write will make, so the fulfil write that follows checks it."""
+        self.kazoo.set_async(paths.request(req.id), req.to_json(), req.version)
+        req.version += 1
+
+    # -- the hand-over transaction ----------------------------------------------------
+
+    def commit_claims(self, claims: list[Claim]) -> bool:
+        """Write the allocations and unlock the nodes atomically (waits)."""
+        return self.finish_commit(claims, None, self.commit_claims_async(claims))
+
+    def commit_claims_async(self, claims: list[Claim], request: NodeRequest | None = None,
+                            request_lock: Lock | None = None):
+        """Send one transaction: every claim's allocation (over the version the cache
+        showed) and node unlock, and with `request`, its fulfilment and unlock.
+        All of it happens or none. `finish_commit` collects the answer."""
+        tx = self.kazoo.transaction()
+        writes = []
+        for claim in claims:
+            data = claim.node.to_json()
+            writes.append((zkcache.NODE, claim.node.id, data, len(tx.operations)))
+            tx.set_data(paths.node(claim.node.id), data, claim.node.version)
+            tx.delete(locks.contender_path(claim.lock))
+        if request is not None:
+            data = request.to_json()
+            writes.append((zkcache.REQUEST, request.id, data, len(tx.operations)))
+            tx.set_data(paths.request(request.id), data, request.version)
+            contender = locks.contender_path(request_lock) if request_lock else None
+            if contender is not None:
+                tx.delete(contender)
+        return self.cache.commit_own(tx, writes)
+
+    def finish_commit(self, claims: list[Claim], request_lock: Lock | None, pending) -> bool:
+        """True when the transaction was applied; otherwise the node locks are let go."""
+        try:
+            failed = any(isinstance(r, Exception) for r in pending.get())
+        except Exception:
+            failed = True
+        if failed:
+            self.release_claims(claims)
+            return False
+        for claim in claims:
+            locks.forget(claim.lock)
+        locks.forget(request_lock)
+        return True
+
+    def release_claims(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            self.unlock_async(claim.lock)

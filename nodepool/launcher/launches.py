@@ -1,0 +1,396 @@
+"""Launches: building nodes from a new record to `ready` (or to their deletion).
+
+A part of ProviderWorker, on its loop thread. It owns the launch tasks: a
+node, its lock, the driver's create machine, its keyscan. Cloud steps run
+on the provider's executor; each pass collects the finished ones and submits
+those that are due. A launch's outcome (ready, failed, aborted for quota)
+is an event for the `LaunchOutcomes` listener (the request part); what is
+to be deleted goes to the deletion part. Writes to nodes we hold locked are
+pipelined: a task's next cloud step waits until its write is confirmed (the
+record precedes the irreversible call).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Protocol
+
+from nodepool import errors
+from nodepool.drivers.adapter import Instance, LaunchContext
+from nodepool.launcher.capacity import Capacity
+from nodepool.launcher.cloudview import CloudView
+from nodepool.launcher.deletions import Deletions
+from nodepool.launcher.scope import PoolState, ProviderScope
+from nodepool.launcher.tasks import LaunchTask, Phase, backoff, run_steps
+from nodepool.model import Node, NodeRequest, NodeState
+
+_BOOTED_FIELDS = ("interface_ip", "public_ipv4", "private_ipv4", "public_ipv6", "private_ipv6",
+                  "az", "host_id", "hostname", "external_id", "username", "connection_port",
+                  "connection_type", "shell_type", "python_path", "slot")
+
+
+class LaunchOutcomes(Protocol):
+    """Who hears how launches end (the request part)."""
+
+    def launch_ready(self, task: LaunchTask) -> bool:
+        """A node is ready: True if a request keeps it locked until fulfilment."""
+
+    def launch_failed(self, task: LaunchTask, reason: str) -> None:
+        """A launch failed for good (its node is being deleted)."""
+
+    def launch_aborted(self, task: LaunchTask, reason: str) -> None:
+        """The cloud refused it for quota: nothing failed, the pool is at quota."""
+
+
+class Launches:
+    """The launch tasks of one provider, by node id."""
+
+    def __init__(self, scope: ProviderScope, cloud: CloudView, capacity: Capacity,
+                 deletions: Deletions, unreachable: Callable[[LaunchTask, Exception], bool]):
+        self.scope = scope
+        self.cloud = cloud
+        self.capacity = capacity
+        self.deletions = deletions
+        self._unreachable = unreachable    # the supply's say on a host that does not answer
+        self.outcomes: LaunchOutcomes | None = None
+        self.tasks: dict[str, LaunchTask] = {}
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def nodes(self) -> list[Node]:
+        return [t.node for t in self.tasks.values()]
+
+    def unassigned(self, pool: PoolState) -> list[LaunchTask]:
+        """Launches under way for nobody in `pool` (a resumed launch, a spare)."""
+        return [t for t in self.tasks.values() if t.request_id is None and t.pool is pool]
+
+    def waits(self) -> list[float]:
+        return [t.waiting_since for t in self.tasks.values() if t.waiting_since is not None]
+
+    def adopt(self, task: LaunchTask, req: NodeRequest) -> None:
+        """A launch for nobody now serves `req` (its record says so once written)."""
+        task.request_id = req.id
+        task.node.allocated_to = req.id
+        task.node.tenant_name = req.tenant_name
+        task.node.requestor = req.requestor
+        self.write(task)
+
+    def disown(self, node_id: str) -> bool:
+        """The request a launch served is gone: it finishes as a spare. False: no such
+        launch under way."""
+        task = self.tasks.get(node_id)
+        if task is None:
+            return False
+        task.request_id = None
+        task.node.allocated_to = None
+        return True
+
+    def write(self, task: LaunchTask) -> None:
+        """Write the task's node (pipelined); its next step waits for the answer."""
+        task.write = self.scope.effects.write_node_async(task.node)
+
+    # -- starting -----------------------------------------------------------------------
+
+    def new_node(self, pool: PoolState, label_name: str,
+                 request: NodeRequest | None = None) -> Node:
+        """The record of a launch about to start (not written yet)."""
+        now = self.scope.ctx.clock()
+        provider = self.scope.provider
+        return Node(type=[label_name], provider=provider.name, pool=pool.cfg.name,
+                    launcher=pool.view.id, cloud=getattr(provider, "cloud", None),
+                    region=getattr(provider, "region_name", None),
+                    allocated_to=request.id if request else None,
+                    tenant_name=request.tenant_name if request else None,
+                    requestor=request.requestor if request else None,
+                    attributes=dict(pool.cfg.node_attributes) or None,
+                    resources=self.capacity.label_cost(pool.cfg, label_name).to_dict(),
+                    state_time=now, created_time=now)
+
+    def start(self, pool: PoolState, label_name: str, request: NodeRequest | None = None,
+              az: str | None = None, instance: Instance | None = None) -> LaunchTask:
+        """Write a new node (init, allocated), lock it, and begin its launch (waits for
+        the create and the lock)."""
+        node = self.new_node(pool, label_name, request)
+        lock = self.scope.effects.create_node(node)
+        if instance is not None:
+            return self._begin_standing(pool, label_name, node, lock, instance)
+        return self.begin(pool, label_name, node, lock, az)
+
+    def begin(self, pool: PoolState, label_name: str, node: Node, lock,
+              az: str | None = None) -> LaunchTask:
+        """A written node we hold locked: mark it building and start its machine."""
+        task = LaunchTask(node=node, lock=lock, pool=pool, label=pool.cfg.labels[label_name],
+                          request_id=node.allocated_to, attempt_started=time.monotonic(), az=az)
+        task.sm = self.scope.adapter.create(self._context(task))
+        node.driver_data = task.sm.driver_data()
+        node.set_state(NodeState.BUILDING, self.scope.ctx.clock())
+        # Not written yet: a machine's first state makes no cloud call (drivers.md), so
+        # an `init` node without driver_data resumes the same way. The first advance's
+        # save writes `building` with the state it moved to: one write less per launch.
+        task.unsaved = True
+        self.tasks[node.id] = task
+        self.scope.log.info("node=%s provider=%s Launching %s (request %s)", node.id,
+                            self.scope.name, label_name, node.allocated_to)
+        return task
+
+    def _begin_standing(self, pool: PoolState, label_name: str, node: Node, lock,
+                        instance: Instance) -> LaunchTask:
+        """A standing host's slot: no cloud step, straight to the scan."""
+        task = LaunchTask(node=node, lock=lock, pool=pool, label=pool.cfg.labels[label_name],
+                          request_id=node.allocated_to, attempt_started=time.monotonic())
+        node.type = list((instance.metadata or {}).get("labels") or [label_name])
+        node.driver_data = {"standing": instance.external_id}
+        node.set_state(NodeState.BUILDING, self.scope.ctx.clock())
+        self.write(task)
+        self.tasks[node.id] = task
+        self._booted(task, instance)
+        return task
+
+    def _context(self, task: LaunchTask) -> LaunchContext:
+        return LaunchContext(node=task.node, provider=self.scope.provider, pool=task.pool.cfg,
+                             label=task.label, az=task.az,
+                             image=self.cloud.resolve_image(task.label))
+
+    def resume(self, node_id: str) -> None:
+        """Finish a launch whose launcher died, from the driver_data it saved (waits for
+        the lock and a read)."""
+        effects = self.scope.effects
+        try:
+            lock = effects.lock_node(node_id)
+        except (errors.LockFailed, errors.NotFound):
+            return
+        node = effects.read_node(node_id)
+        pool = self.scope.pools.get(node.pool or "") if node else None
+        if node is None or node.state not in (NodeState.INIT, NodeState.BUILDING,
+                                               NodeState.TESTING):
+            effects.unlock(lock)
+            return
+        if pool is None or not node.type or node.type[0] not in pool.cfg.labels:
+            self.deletions.start(node, lock, "launch of a pool or label no longer configured")
+            return
+        task = LaunchTask(node=node, lock=lock, pool=pool, label=pool.cfg.labels[node.type[0]],
+                          request_id=None, attempt_started=time.monotonic())
+        # The request it was for is reset (and re-served) by whoever finds it
+        # pending and unlocked; this node finishes as a ready spare.
+        node.allocated_to = None
+        task.sm = self.scope.adapter.create(self._context(task), node.driver_data)
+        if node.state == NodeState.INIT:
+            node.set_state(NodeState.BUILDING)
+        self.write(task)
+        self.tasks[node.id] = task
+        self.scope.log.info("node=%s provider=%s Resuming launch from %s", node.id,
+                            self.scope.name, node.driver_data)
+
+    # -- timers and steps ----------------------------------------------------------------
+
+    def timers(self) -> list[float]:
+        timeout = self.scope.provider.launch_timeout
+        out = [t.next_at for t in self.tasks.values() if t.next_at]
+        out += [t.attempt_started + timeout for t in self.tasks.values()
+                if t.phase == Phase.CLOUD]
+        return out
+
+    def advance(self, now: float) -> None:
+        """Submit every step that is due; fail attempts past launch-timeout."""
+        timeout = self.scope.provider.launch_timeout
+        for task in list(self.tasks.values()):
+            if task.phase == Phase.CLOUD and task.future is None and task.write is None and \
+                    now - task.attempt_started > timeout:
+                self._attempt_failed(task, errors.LaunchFailure(
+                    f"server not active within launch-timeout {timeout}s"))
+                continue
+            machine = task.sm if task.phase == Phase.CLOUD else \
+                task.cleanup_sm if task.phase == Phase.CLEANUP else None
+            if machine is not None and task.due(now, self.cloud.listing):
+                task.step_listing = self.cloud.listing
+                task.future = self.scope.call(run_steps, machine, task.step_listing)
+                if task.waits_for_listing:
+                    self.cloud.want_listing()
+
+    def write_done(self, task: LaunchTask) -> bool:
+        """Is the task's pipelined write confirmed? A lost record drops the task."""
+        state = task.confirm_write(self.scope.log, self.write)
+        if state == "lost":
+            # Gone, or changed since we decided: the cache shows what is there now.
+            # A leaked server is found by its tags on the next leak scan.
+            self.tasks.pop(task.node.id, None)
+            self.scope.effects.unlock_async(task.lock)
+        return state == "done"
+
+    def collect(self, now: float) -> None:
+        """Take the finished cloud steps and keyscans."""
+        for task in list(self.tasks.values()):
+            if not self.write_done(task):
+                continue
+            if task.future is not None and task.future.done():
+                if task.phase == Phase.CLEANUP:
+                    self._collect_cleanup(task, now)
+                else:
+                    self._collect_step(task, now)
+            elif task.phase == Phase.SCAN and task.scan is not None and task.scan.done:
+                self._collect_scan(task)
+
+    def _collect_cleanup(self, task: LaunchTask, now: float) -> None:
+        """The failed attempt's server is being deleted before the next attempt."""
+        future, task.future = task.future, None
+        error = future.exception()
+        if error is not None:
+            self._transient(task, error, now)
+            self._save(task)
+            return
+        task.stepped(task.cleanup_sm.state, task.step_listing, future.result())
+        if task.cleanup_sm.complete:
+            self._new_attempt(task)
+        elif task.waits_for_listing:
+            self.cloud.want_listing()
+
+    def _collect_step(self, task: LaunchTask, now: float) -> None:
+        future, task.future = task.future, None
+        error, sm = future.exception(), task.sm
+        # Steps before a failing one may have moved the machine on: keep what they learnt.
+        data = sm.driver_data()
+        if data != task.node.driver_data or sm.external_id != task.node.external_id:
+            task.unsaved = True
+        task.node.driver_data, task.node.external_id = data, sm.external_id
+        if isinstance(error, errors.TransientError):
+            self._transient(task, error, now)
+            self._save(task)   # it waits out the backoff
+            return
+        if isinstance(error, errors.QuotaError):
+            self._quota_hit(task, error)
+            return
+        if error is not None:
+            self._attempt_failed(task, error)
+            return
+        progressed = task.stepped(sm.state, task.step_listing, future.result())
+        if sm.complete:
+            self._booted(task, sm.instance)   # the node's next write carries the machine
+        elif not progressed:
+            # Saved when it stops to wait (time passes only then), not after every
+            # step it runs straight through: a takeover resumes from the last saved
+            # state, or deletes an `init` node without one by its tag (drivers.md).
+            self._save(task)
+            self.cloud.want_listing()
+
+    def _save(self, task: LaunchTask) -> None:
+        """Write a launch's unsaved machine state before it waits."""
+        if task.unsaved and task.write is None:
+            task.unsaved = False
+            self.write(task)
+
+    def _transient(self, task: LaunchTask, error, now: float) -> None:
+        task.transient_failures += 1
+        delay = backoff(task.transient_failures, getattr(error, "retry_after", None))
+        task.next_at = now + delay
+        self.scope.log.warning("node=%s provider=%s Transient error, retrying in %.2fs: %s",
+                               task.node.id, self.scope.name, delay, error)
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    def _quota_hit(self, task: LaunchTask, error) -> None:
+        """Quota refused: abort the node (no failure counted), re-read the limits."""
+        self.scope.log.info("node=%s provider=%s Quota exceeded, aborting: %s", task.node.id,
+                            self.scope.name, error)
+        self.cloud.quota_refused()
+        self.outcomes.launch_aborted(task, f"quota: {error}")
+        self._finish(task, NodeState.ABORTED, f"quota exceeded: {error}")
+
+    def _attempt_failed(self, task: LaunchTask, error) -> None:
+        retries = max(1, self.scope.provider.launch_retries)
+        final = isinstance(error, errors.ConfigurationError) or task.attempt >= retries
+        self.scope.log.log(logging.ERROR if final else logging.WARNING,
+                           "node=%s provider=%s Launch attempt %d/%d failed: %s", task.node.id,
+                           self.scope.name, task.attempt, retries, error,
+                           exc_info=not isinstance(error, errors.NodepoolError))
+        if task.scan is not None:
+            task.scan.cancel()
+            task.scan = None
+        if final:
+            self.outcomes.launch_failed(task, str(error))
+            self._finish(task, NodeState.FAILED, str(error))
+            return
+        ext = (task.sm.external_id if task.sm else None) or task.node.external_id
+        if not ext:
+            self._new_attempt(task)
+            return
+        gone = Node.from_dict(task.node.id, task.node.to_dict())
+        gone.external_id = ext
+        task.cleanup_sm = self.scope.adapter.delete(gone)
+        task.phase = Phase.CLEANUP
+        task.last_state, task.waits_for_listing = None, False
+
+    def _new_attempt(self, task: LaunchTask) -> None:
+        task.attempt += 1
+        task.phase, task.cleanup_sm, task.booted_at = Phase.CLOUD, None, None
+        task.attempt_started = time.monotonic()
+        task.last_state, task.waits_for_listing = None, False
+        task.node.external_id = None
+        task.sm = self.scope.adapter.create(self._context(task))
+        task.node.driver_data = task.sm.driver_data()
+        self.write(task)
+
+    def _finish(self, task: LaunchTask, state: NodeState, reason: str) -> None:
+        del self.tasks[task.node.id]
+        task.node.set_state(state)
+        self.write(task)   # pipelined: the deleting write lands after it
+        self.deletions.start(task.node, task.lock, reason)
+
+    def _booted(self, task: LaunchTask, inst: Instance) -> None:
+        node = task.node
+        for field in _BOOTED_FIELDS:
+            value = getattr(inst, field, None)
+            if value is not None:
+                setattr(node, field, value)
+        node.region = inst.region or node.region
+        task.booted_at = time.monotonic()
+        meta = inst.metadata or {}
+        checking = meta.get("host_key_checking", getattr(
+            task.label, "host_key_checking", getattr(task.pool.cfg, "host_key_checking", True)))
+        # host_keys from the driver: a list is final (empty = the requestor will not
+        # check), None means scan them.
+        if inst.host_keys is not None or not checking:
+            node.host_keys = list(inst.host_keys or [])
+        elif node.connection_type == "ssh" and node.interface_ip:
+            task.phase = Phase.SCAN
+            self._save(task)
+            timeout = float(meta.get("timeout") or self.scope.provider.boot_timeout)
+            task.scan = self.scope.ctx.scanner.scan(node.interface_ip, node.connection_port,
+                                                    timeout=timeout,
+                                                    on_done=lambda _: self.scope.wake())
+            return
+        self._ready(task)
+
+    def _collect_scan(self, task: LaunchTask) -> None:
+        scan, task.scan = task.scan, None
+        if scan.error is None:
+            task.node.host_keys = list(scan.result)
+            self._ready(task)
+        elif self._unreachable(task, scan.error):
+            del self.tasks[task.node.id]
+            self.deletions.start(task.node, task.lock, "static host unreachable")
+        else:
+            self._attempt_failed(task, errors.LaunchFailure(f"keyscan failed: {scan.error}"))
+
+    def _ready(self, task: LaunchTask) -> None:
+        del self.tasks[task.node.id]
+        task.phase = Phase.DONE
+        task.node.set_state(NodeState.READY)
+        if self.outcomes.launch_ready(task):
+            self.write(task)            # stays locked until its request is fulfilled
+        else:                           # a spare: nobody waits for it
+            task.write = self.scope.effects.write_and_unlock_async(task.node, task.lock)
+        self.scope.log.info("node=%s provider=%s Ready at %s", task.node.id, self.scope.name,
+                            task.node.interface_ip)
+
+    # -- stop --------------------------------------------------------------------------
+
+    def hand_back(self) -> None:
+        """On stop: launches stay resumable from their records; their locks go."""
+        for task in list(self.tasks.values()):
+            if task.node.allocated_to is not None:
+                task.node.allocated_to = None
+                self.write(task)
+            self.scope.effects.unlock_async(task.lock)
+        self.tasks.clear()

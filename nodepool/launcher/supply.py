@@ -1,0 +1,151 @@
+"""Where a provider's nodes come from: launched in a cloud, or standing static hosts.
+
+A part of ProviderWorker, chosen once when the worker is built (by the
+adapter's `launches`), so the rest of the core has no static branches. The
+request part asks its supply two things: why the rest of a request cannot
+be had right now (`shortfall`), and to fill a held request's empty slots
+(`fill`), which returns why they stay empty, if they do.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from nodepool.drivers.adapter import Instance
+from nodepool.launcher.capacity import Capacity
+from nodepool.launcher.handler import RequestHandler
+from nodepool.launcher.launches import Launches
+from nodepool.launcher.scope import PoolState, ProviderScope
+from nodepool.launcher.tasks import LaunchTask
+from nodepool.model import NodeRequest
+
+AT_QUOTA = "at quota"
+HOSTS_BUSY = "every host of the pool is busy"
+
+
+class CloudSupply:
+    """Nodes launched on demand, under quota; ready spares only for `reuse` requests."""
+
+    launches_nodes = True
+
+    def __init__(self, scope: ProviderScope, launches: Launches, capacity: Capacity):
+        self.scope = scope
+        self.launches = launches
+        self.capacity = capacity
+
+    def pool_max_servers(self, pool_cfg) -> float:
+        return pool_cfg.max_servers
+
+    def reuses_ready(self, req: NodeRequest) -> bool:
+        return req.reuse
+
+    def shortfall(self, req: NodeRequest, pool: PoolState, need: list[str]) -> str | None:
+        """Why `need` cannot be launched now: launches for nobody count first."""
+        need = list(need)
+        for task in self.launches.unassigned(pool):
+            for label in task.node.type:
+                if label in need:
+                    need.remove(label)
+                    break
+        if not need:
+            return None
+        return self.capacity.launch_blocker(pool, need, req.tenant_name)
+
+    def fill(self, h: RequestHandler, first: bool) -> str | None:
+        """Adopt launches under way for nobody, then launch the rest if quota allows."""
+        if self.scope.stopping and not first:
+            return h.waiting     # launches nothing more while it stops
+        slots, req, pool, az = h.slots, h.request, h.pool, h.az
+        self._adopt(slots, req, pool, az)
+        missing = [i for i, s in enumerate(slots) if s is None]
+        if not missing:
+            return None
+        labels = [req.node_types[i] for i in missing]
+        if not self.capacity.can_launch(pool, labels, req.tenant_name):
+            return AT_QUOTA
+        for i in missing:
+            slots[i] = self.launches.start(pool, req.node_types[i], request=req, az=az).node.id
+        return None
+
+    def _adopt(self, slots: list[str | None], req: NodeRequest, pool: PoolState,
+               az: str | None) -> None:
+        """Give empty slots the launches already under way for nobody (a resumed launch,
+        a released min-ready node): no second server when one is nearly there."""
+        for i, slot in enumerate(slots):
+            if slot is not None:
+                continue
+            label = req.node_types[i]
+            for task in self.launches.unassigned(pool):
+                if label in task.node.type and task.node.id not in slots and \
+                        (az is None or task.az in (None, az)):
+                    self.launches.adopt(task, req)
+                    slots[i] = task.node.id
+                    break
+
+    def act(self, now: float) -> None:
+        pass
+
+    def timers(self) -> list[float]:
+        return []
+
+    def unreachable(self, task: LaunchTask, error: Exception) -> bool:
+        return False   # a launched node that does not answer is a failed attempt
+
+
+class StaticSupply:
+    """Standing hosts: each free slot is registered as a ready node once its host answers;
+    a request is served from those ready nodes only."""
+
+    launches_nodes = False
+
+    def __init__(self, scope: ProviderScope, launches: Launches,
+                 provider_nodes: Callable[[], list]):
+        self.scope = scope
+        self.launches = launches
+        self._provider_nodes = provider_nodes
+        self.claim_ready: Callable | None = None   # the request part's claim of ready nodes
+        self.standing: dict[str, Instance] = {
+            i.external_id: i for i in scope.adapter.standing_instances()}
+        self._retry_at: dict[str, float] = {}      # host slot -> when to try it again
+
+    def pool_max_servers(self, pool_cfg) -> float:
+        """A static pool holds as many nodes as its hosts have slots."""
+        return sum(1 for i in self.standing.values() if i.pool == pool_cfg.name)
+
+    def reuses_ready(self, req: NodeRequest) -> bool:
+        return True
+
+    def shortfall(self, req: NodeRequest, pool: PoolState, need: list[str]) -> str | None:
+        return "hosts busy"
+
+    def fill(self, h: RequestHandler, first: bool) -> str | None:
+        """Claim hosts freed since (not on the first look: the take just claimed)."""
+        if not first:
+            self.claim_ready(h)
+        return HOSTS_BUSY if h.missing() else None
+
+    def act(self, now: float) -> None:
+        """Every free slot becomes a ready node once its host answers."""
+        present = {(n.driver_data or {}).get("standing") for n in self._provider_nodes()}
+        for ext_id, instance in self.standing.items():
+            if ext_id in present or self._retry_at.get(ext_id, 0) > now:
+                continue
+            pool = self.scope.pools.get(instance.pool or "")
+            labels = list((instance.metadata or {}).get("labels") or [])
+            if pool is None or not labels:
+                continue
+            self._retry_at.pop(ext_id, None)
+            self.launches.start(pool, labels[0], instance=instance)
+
+    def timers(self) -> list[float]:
+        return list(self._retry_at.values())
+
+    def unreachable(self, task: LaunchTask, error: Exception) -> bool:
+        """A static host that does not answer: its slot is tried again later."""
+        delay = self.scope.tuning.standing_retry
+        ext = (task.node.driver_data or {}).get("standing")
+        self._retry_at[ext] = time.monotonic() + delay
+        self.scope.log.warning("node=%s Static host %s unreachable, retrying in %ss: %s",
+                               task.node.id, task.node.interface_ip, delay, error)
+        return True
