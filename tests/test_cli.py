@@ -10,12 +10,12 @@ import time
 
 import pytest
 from kazoo.recipe.lock import Lock
+from zkhelpers import ZK_HEADER, nodepool_yaml
 
 from nodepool import cli
 from nodepool.cli.output import format_age
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, paths, requests
-from zkhelpers import ZK_HEADER, nodepool_yaml
 
 
 def write_config(tmp_path, zk_tls, port=None, extra=""):
@@ -228,6 +228,6 @@ def test_zookeeper_unreachable_names_servers_without_traceback(tmp_path, zk_tls)
     proc = subprocess.run([sys.executable, "-m", "nodepool.cli", "-c", cfg, "--zk-timeout", "2",
                            "list"], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ))
-    assert time.monotonic() - t0 < 15
+    assert time.monotonic() - t0 < 45   # gave up after --zk-timeout 2, did not hang to the 60 s kill
     assert proc.returncode == cli.EXIT_ZOOKEEPER
     assert f"127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,10 +1,12 @@
 """The daemon: components, provider ownership and takeover, restarts, reloads, lost sessions."""
 
+import collections
 import json
-import time
 
 from requestor import wait_for
 from zkhelpers import expire_session
+
+from nodepool.launcher.ownership import Leases
 
 
 def components(kazoo, kind):
@@ -31,13 +33,25 @@ def test_launcher_registers_launcher_and_pool_components(env):
     assert pool["id"].startswith("nl01-PoolWorker.fake1-main-")
 
 
-def test_one_owner_per_provider_and_takeover_when_it_stops(env):
+def test_one_owner_per_provider_and_takeover_when_it_stops(env, monkeypatch):
+    # Count each launcher's lease polls that ran on a live session: the first such poll
+    # tries for every lease it wants (fake1 included), so after two nl02 has tried and lost.
+    polls: collections.Counter = collections.Counter()
+    poll = Leases.poll
+
+    def counted_poll(self):
+        poll(self)
+        if self.zk.connected:
+            polls[self.owner.split(":")[0]] += 1
+    monkeypatch.setattr(Leases, "poll", counted_poll)
     env.write_config()
     first = env.start_launcher("nl01")
     wait_for(lambda: "fake1" in first.workers, what="nl01 owns fake1")
     second = env.start_launcher("nl02")
-    time.sleep(0.3)   # give nl02 every chance to (wrongly) start the provider too
-    assert "fake1" not in second.workers
+    assert "fake1" in second.leases.wanted
+    wait_for(lambda: polls["nl02"] >= 2, what="two lease polls of nl02")
+    assert "fake1" not in second.workers and "fake1" not in second.leases.held
+    assert lease_owner(env.kazoo, "fake1").startswith("nl01")
     assert len(components(env.kazoo, "pool")) == 1
     assert env.requestor.wait(env.requestor.submit(["small"]))["state"] == "fulfilled"
     first.stop()

@@ -2,6 +2,7 @@
 
 import time
 
+from plugins.launcher_env import passes_go_by
 from requestor import wait_for
 
 from nodepool.launcher.ownership import MIN_READY_LEASE
@@ -34,11 +35,17 @@ class ChildHistory:
 
 
 def churn_min_ready(launcher, seconds):
-    """Make the launcher run min-ready over and over (a pass per wake, 0.1 s apart at most)."""
+    """Make the launcher run min-ready over and over (a pass per wake, 0.1 s apart at most).
+
+    Then two more passes of each provider worker, so what the last min-ready pass wanted
+    has been acted on before the test asserts that nothing more was launched.
+    """
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         launcher.wake()
         time.sleep(0.02)
+    for provider in list(launcher.workers):
+        passes_go_by(launcher, provider)
 
 
 def test_min_ready_launches_spares_without_any_node_request(env):

@@ -3,6 +3,7 @@
 import json
 import time
 
+from plugins.launcher_env import cache_has_request, passes_go_by
 from requestor import wait_for
 
 
@@ -80,7 +81,9 @@ def test_ready_nodes_from_min_ready_are_handed_over(env):
     req = rq.wait(rid)
     elapsed = time.monotonic() - t0
     assert req["state"] == "fulfilled" and req["nodes"][0] in spare_ids
-    assert elapsed < 2.0, elapsed   # a watch, not a poll (the benchmark measures properly)
+    # On the request's event, not at the idle worker's next timer (IDLE_WAIT, 60 s): a bound
+    # no load can reach; the hand-over's latency is the benchmark's to measure.
+    assert elapsed < 8.0, elapsed
     assert env.cloud.creates == creates  # handed over, not launched
     # min-ready tops the label up again, and never above its target.
     wait_for(lambda: len(ready_spares()) == 2, what="min-ready refilled")
@@ -149,8 +152,15 @@ def test_requestor_that_dies_leaves_in_use_node_that_gets_deleted(env):
     rid = rq.submit(["small"])
     req = rq.wait(rid)
     (nid,) = rq.accept(rid, req)
-    time.sleep(0.2)  # let the launcher see it in use, locked: it must be left alone
-    assert rq.node(nid)["state"] == "in-use"
+    # The launcher sees it in use and locked, and two passes later has left it alone.
+    (launcher,) = env.launchers
+    cache = launcher.ctx.cache
+    wait_for(lambda: (cache.get_node(nid) is not None and cache.get_node(nid).state == "in-use"
+                      and cache.is_node_locked(nid)), what="in-use, locked node in the cache")
+    passes_go_by(launcher, "fake1")
+    node = rq.node(nid)
+    assert node["state"] == "in-use" and node["allocated_to"] == rid
+    assert node["external_id"] in {s.id for s in env.cloud.list_servers()}
     rq.locks.pop(nid).release()     # the requestor's session "dies": lock gone, still in-use
     wait_for(lambda: rq.node(nid) is None, what="orphaned in-use node deleted")
 
@@ -180,10 +190,15 @@ def test_requests_are_served_in_priority_order_at_quota(env):
     high = rq.submit(["small"], priority=100)
     req = rq.wait(first)
     assert req["state"] == "fulfilled"
-    time.sleep(0.2)
-    # At quota: both wait (never fail) and the pool says it is paused.
+    # At quota: two passes after the launcher knew both, both wait (never fail), nothing
+    # was launched past max-servers, and the pool says it is paused.
+    (launcher,) = env.launchers
+    cache_has_request(launcher, high)
+    cache_has_request(launcher, low)
+    passes_go_by(launcher, "fake1")
     assert rq.get(high)["state"] in ("requested", "pending")
     assert rq.get(low)["state"] in ("requested", "pending")
+    assert len(env.cloud.list_servers()) == 1
     pools = [json.loads(env.kazoo.get(f"/nodepool/components/pool/{c}")[0])
              for c in env.kazoo.get_children("/nodepool/components/pool")]
     wait_for(lambda: any(json.loads(env.kazoo.get(f"/nodepool/components/pool/{c}")[0])["paused"]

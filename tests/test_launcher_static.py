@@ -3,7 +3,7 @@
 import time
 
 import pytest
-from plugins.launcher_env import LauncherEnv
+from plugins.launcher_env import LauncherEnv, cache_has_request, passes_go_by
 from requestor import wait_for
 from sshd import SshServer, ensure_sshd
 from zkhelpers import ZK_HEADER, nodepool_yaml
@@ -90,8 +90,12 @@ def test_requests_wait_while_every_host_is_busy_then_slots_are_reused(static_env
         rid = rq.submit(["metal"])
         taken += rq.accept(rid, rq.wait(rid))
     waiting = rq.submit(["metal"])
-    time.sleep(0.3)   # long enough for a launcher to (wrongly) fail it
-    assert rq.get(waiting)["state"] == "requested"
+    # Two passes after the launcher knew of it, it still waits: not failed, not declined.
+    (launcher,) = static_env.launchers
+    cache_has_request(launcher, waiting)
+    passes_go_by(launcher, "lab")
+    request = rq.get(waiting)
+    assert request["state"] == "requested" and request["declined_by"] == []
     rq.finish(taken[:1])        # one job ends: its slot is re-registered and handed over
     req = rq.wait(waiting, timeout=15)
     assert req["state"] == "fulfilled"

@@ -31,10 +31,8 @@ def launcher(zk_tls: dict, tmp_path: Any, ctl: Any) -> Iterator[Launcher]:
 def test_a_request_is_served_from_the_simulated_cloud_and_cleaned_up(
         launcher: Launcher, zk_client: Any, ctl: Any) -> None:
     rq = Requestor(zk_client)
-    started = time.monotonic()
     rid = rq.submit(["small", "small"])
-    request = rq.wait(rid)
-    served_in = time.monotonic() - started
+    request = rq.wait(rid)   # within its 15 s; the benchmark measures how fast
     assert request["state"] == "fulfilled", request
     servers = {s["id"]: s for s in ctl.servers()}
     fips = {f["address"] for f in ctl.state()["floating_ips"]}
@@ -47,7 +45,6 @@ def test_a_request_is_served_from_the_simulated_cloud_and_cleaned_up(
         assert node["username"] == "cirros" and node["image_id"] == "cirros"
         assert node["resources"] == {"instances": 1, "cores": 1, "ram": 512}
         assert node["region"] == "RegionOne" and node["az"] == "nova"
-    assert served_in < 10, served_in
     rq.finish(rq.accept(rid, request))
     wait_for(lambda: all(rq.node(n) is None for n in request["nodes"]), what="nodes deleted")
     wait_for(lambda: ctl.servers() == [] and ctl.state()["floating_ips"] == [],

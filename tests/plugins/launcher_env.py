@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 from kazoo.client import KazooClient
-from requestor import Requestor
+from requestor import Requestor, wait_for
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
 from nodepool.launcher.daemon import Launcher
@@ -43,6 +43,29 @@ providers:
             cloud-image: img
             flavor-name: large
 """
+
+
+def passes_go_by(launcher: Launcher, provider: str, count: int = 2, timeout: float = 15.0) -> None:
+    """Return once `count` more loop passes of the launcher's worker for `provider` have ended.
+
+    For "nothing happened": what the cache knew when this was called, at least one whole
+    pass (one that began after the call) has acted on. The worker is woken each poll, so an
+    idle worker passes too. Waits for the worker to exist first.
+    """
+    worker = wait_for(lambda: launcher.workers.get(provider), timeout=timeout,
+                      what=f"{launcher.hostname} runs {provider}")
+    target = worker.passes + count
+
+    def passed() -> bool:
+        worker.wake()
+        return worker.passes >= target
+    wait_for(passed, timeout=timeout, what=f"{count} more passes of {provider} on {launcher.hostname}")
+
+
+def cache_has_request(launcher: Launcher, request_id: str) -> None:
+    """Wait until the launcher's cache (what its workers act on) holds the request."""
+    wait_for(lambda: launcher.ctx.cache.get_request(request_id) is not None,
+             what=f"request {request_id} in {launcher.hostname}'s cache")
 
 
 class LauncherEnv:
