@@ -5,26 +5,36 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
+from kazoo.client import KazooClient
+
+from nodepool.config.model import Config
 from nodepool.launcher.planner import RegisteredPool
 from nodepool.launcher.tuning import DEFAULT, Tuning
 from nodepool.zk.cache import ZooKeeperCache
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.components import ComponentRegistry
 
+if TYPE_CHECKING:
+    from nodepool.nodescan import NodeScanner
+
 MIN_READY_REQUESTOR = "NodePool:min-ready"
 
 
 @dataclasses.dataclass
 class LauncherContext:
-    """Shared services; `config` is swapped whole when a new file validates."""
+    """Shared services; `config` is swapped whole when a new file validates.
+
+    `config` is replaced only by the launcher loop (a reload); other threads
+    read whichever whole value is current. `tuning` never changes.
+    """
 
     zk: ZooKeeperClient
     cache: ZooKeeperCache
     registry: ComponentRegistry
-    scanner: Any
-    config: Any
+    scanner: NodeScanner
+    config: Config
     hostname: str
     clock: Callable[[], float] = time.time
     tuning: Tuning = DEFAULT
@@ -36,5 +46,5 @@ class LauncherContext:
         return [RegisteredPool.from_component(c) for c in self.cache.pool_components()]
 
     @property
-    def kazoo(self):
+    def kazoo(self) -> KazooClient:
         return self.zk.kazoo
