@@ -1,4 +1,25 @@
-"""The launcher daemon: ZooKeeper, cache, leases, provider workers, min-ready, reloads."""
+"""The launcher daemon: ZooKeeper, cache, leases, provider workers, min-ready, reloads.
+
+Threads, and what each does here:
+
+- The launcher loop (`Launcher._run`, thread "launcher") is the only owner
+  of `Launcher.leases` and `Launcher.workers`: it alone wins and releases
+  leases, starts and stops provider workers (in the lease callbacks), checks
+  and reloads the config, resets lost requests and runs min-ready.
+- apscheduler's thread (maintenance.py) only asks: `want_config_check` and
+  `want_lost_requests_reset` note the ask and wake the loop; the per-worker
+  jobs call worker methods that set a flag and wake that worker's own loop,
+  on the workers of `worker_snapshot`.
+- The cache's callback thread (`_on_cache_event`) hands events to the
+  workers of `worker_snapshot` (and to min-ready's census) and wakes the loop.
+- kazoo's threads (session states, lease watches in ownership.py) only set
+  flags and wake the loop.
+- Other threads (tests, tools) call `check_config()` or
+  `reset_lost_requests()`, which ask the loop and wait until it has done it.
+- `stop()` joins the loop first; only then does its own thread release the
+  leases (stopping the workers).
+- Each provider worker runs its own loop (provider.py).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +28,18 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from nodepool import errors
-from nodepool.config import ConfigError, load_config, provider_changes
+from nodepool.config import ConfigError, Provider, load_config, provider_changes
 from nodepool.drivers import adapter_for
+from nodepool.drivers.adapter import Adapter
 from nodepool.launcher import handover, maintenance
 from nodepool.launcher.context import LauncherContext
 from nodepool.launcher.minready import MinReady
 from nodepool.launcher.ownership import MIN_READY_LEASE, Leases
 from nodepool.launcher.provider import ProviderWorker
+from nodepool.launcher.tuning import DEFAULT, Tuning
 from nodepool.model import NodeState, RequestState
 from nodepool.nodescan import NodeScanner
 from nodepool.zk import locks, requests
@@ -26,22 +49,72 @@ from nodepool.zk.components import ComponentRegistry
 
 log = logging.getLogger("nodepool.launcher")
 
-MIN_READY_INTERVAL = 0.1   # at most this often, however many events arrive
-MIN_READY_EVERY = 10.0     # and at least this often
+
+class LoopWork:
+    """Work other threads ask the launcher loop for, by name (a config check, a reset).
+
+    Asks made while the loop is busy coalesce into one run. An asker may wait
+    for its ask: for a run the loop began after the ask, to finish.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._asked = 0     # asks so far
+        self._taken = 0     # asks there had been when the loop last began the work
+        self._done = 0      # asks there had been when the loop began the run it last finished
+
+    def ask(self) -> int:
+        """Note an ask (any thread); returns the ticket `wait` takes."""
+        with self._cond:
+            self._asked += 1
+            return self._asked
+
+    def take(self) -> bool:
+        """On the loop: was the work asked for since it was last taken? Begins it if so."""
+        with self._cond:
+            if self._asked == self._taken:
+                return False
+            self._taken = self._asked
+            return True
+
+    def finish(self) -> None:
+        """On the loop: the run `take` began is over (done or failed)."""
+        with self._cond:
+            self._done = self._taken
+            self._cond.notify_all()
+
+    def wait(self, ticket: int, timeout: float) -> bool:
+        """Until a run that began after ask `ticket` finished; False if it did not in time."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done >= ticket, timeout)
 
 
 class Launcher:
-    """Everything one `nodepool-launcher` process runs."""
+    """Everything one `nodepool-launcher` process runs.
 
-    def __init__(self, config_path: str, adapter_factory: Callable[[Any], Any] = adapter_for,
-                 hostname: str | None = None):
+    `tuning` holds its timings (nodepool/launcher/tuning.py); the parts read it
+    from the context, `ctx.tuning`.
+    """
+
+    def __init__(self, config_path: str,
+                 adapter_factory: Callable[[Provider], Adapter] = adapter_for,
+                 hostname: str | None = None, tuning: Tuning = DEFAULT):
         self.config_path = config_path
         self.adapter_factory = adapter_factory
         self.hostname = hostname or socket.getfqdn()
+        self.tuning = tuning
         self.config = load_config(config_path)
         self._config_stamp = self._stamp()
+        # The loop's own (see the module docstring); other threads read worker_snapshot,
+        # a tuple the loop replaces whole whenever `workers` changes.
         self.workers: dict[str, ProviderWorker] = {}
-        self.wakeup = threading.Event()
+        self.worker_snapshot: tuple[ProviderWorker, ...] = ()
+        self.leases: Leases | None = None
+        self.passes = 0   # launcher loop passes completed (tests wait on it)
+        self.config_checks = LoopWork()
+        self.lost_request_resets = LoopWork()
+        self.wakeup = threading.Event()       # wakes the loop
+        self._changed = threading.Event()     # ... for something min-ready should look at
         self.stopping = False
         self.thread: threading.Thread | None = None
         self.ctx: LauncherContext | None = None
@@ -62,21 +135,22 @@ class Launcher:
         scanner = NodeScanner()
         scanner.start()
         self.ctx = LauncherContext(zk=zk, cache=cache, registry=registry, scanner=scanner,
-                                   config=self.config, hostname=self.hostname)
+                                   config=self.config, hostname=self.hostname,
+                                   tuning=self.tuning)
         self.min_ready = MinReady(self.ctx, workers=lambda: list(self.workers.values()))
         self.min_ready.start()
         cache.subscribe(self._on_cache_event)
         self.leases = Leases(zk, owner=f"{self.hostname}:{os.getpid()}",
                              on_acquired=self._lease_won, on_lost=self._lease_lost,
                              wake=self.wake)
-        self.leases.want(set(self.config.providers) | {MIN_READY_LEASE})
+        self.leases.want(set(self.config.providers) | {MIN_READY_LEASE})   # before the loop runs
         self.thread = threading.Thread(target=self._run, name="launcher", daemon=True)
         self.thread.start()
         self.scheduler = maintenance.start(self)
         log.info("Launcher %s started with %d provider(s)", self.hostname,
                  len(self.config.providers))
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Stop taking requests, hand back pending ones, leave launches resumable."""
         if self.stopping:
             return
@@ -86,10 +160,14 @@ class Launcher:
             self.scheduler.shutdown(wait=False)
         self.wake()
         if self.thread is not None:
-            self.thread.join(timeout)
+            self.thread.join(self.tuning.loop_call_timeout if timeout is None else timeout)
+            if self.thread.is_alive():
+                log.error("The launcher loop did not end in time; releasing its leases anyway")
         if self.ctx is None:
             return
-        self.leases.release_all()
+        # The loop has ended: the leases and workers are this thread's now.
+        if self.leases is not None:
+            self.leases.release_all()
         self.ctx.scanner.stop()
         self.ctx.registry.close()
         self.ctx.cache.stop()
@@ -97,7 +175,49 @@ class Launcher:
         log.info("Launcher stopped")
 
     def wake(self) -> None:
+        """Something changed (any thread): wake the loop for a min-ready pass too."""
+        self._changed.set()
         self.wakeup.set()
+
+    # -- what other threads ask of the loop ----------------------------------------------
+
+    def want_config_check(self) -> int:
+        """The config-reload job (any thread): have the loop check the file soon."""
+        ticket = self.config_checks.ask()
+        self.wakeup.set()
+        return ticket
+
+    def want_lost_requests_reset(self) -> int:
+        """The lost-requests job (any thread): have the loop reset lost requests soon."""
+        ticket = self.lost_request_resets.ask()
+        self.wakeup.set()
+        return ticket
+
+    def check_config(self, timeout: float | None = None) -> bool:
+        """Check the config file now and wait until the loop has (tests, tools).
+
+        On the loop's own thread, or when no loop runs, it checks right here.
+        False if the loop did not get to it within `timeout`.
+        """
+        if not self._loop_elsewhere():
+            self._check_config()
+            return True
+        return self.config_checks.wait(self.want_config_check(), self._call_timeout(timeout))
+
+    def reset_lost_requests(self, timeout: float | None = None) -> bool:
+        """Reset lost requests now and wait until the loop has (as `check_config`)."""
+        if not self._loop_elsewhere():
+            self._reset_lost_requests()
+            return True
+        return self.lost_request_resets.wait(self.want_lost_requests_reset(),
+                                             self._call_timeout(timeout))
+
+    def _loop_elsewhere(self) -> bool:
+        thread = self.thread
+        return thread is not None and thread.is_alive() and thread is not threading.current_thread()
+
+    def _call_timeout(self, timeout: float | None) -> float:
+        return self.tuning.loop_call_timeout if timeout is None else timeout
 
     # -- leases ----------------------------------------------------------------
 
@@ -116,6 +236,7 @@ class Launcher:
             return
         worker = ProviderWorker(self.ctx, provider, adapter)
         self.workers[name] = worker
+        self.worker_snapshot = tuple(self.workers.values())
         worker.start()
 
     def _lease_lost(self, name: str) -> None:
@@ -123,30 +244,46 @@ class Launcher:
             self.min_ready_owner = False
             return
         worker = self.workers.pop(name, None)
+        self.worker_snapshot = tuple(self.workers.values())
         if worker is not None:
             worker.stop(hand_back=self.ctx.zk.connected)
 
     # -- the loop ------------------------------------------------------------
 
     def _on_cache_event(self, event) -> None:
-        for worker in list(self.workers.values()):
+        """On the cache's callback thread."""
+        for worker in self.worker_snapshot:
             worker.notify(event)
         self.wake()
 
     def _run(self) -> None:
+        tuning = self.tuning
         wanted = True   # a min-ready pass is owed (something changed since the last one)
         while not self.stopping:
-            timeout = 1.0
+            timeout = tuning.loop_idle_wait
             if wanted:
                 timeout = max(0.0, min(timeout, self._min_ready_due - time.monotonic()))
-            if self.wakeup.wait(timeout) or time.monotonic() - self._min_ready_due > \
-                    MIN_READY_EVERY:
-                wanted = True   # an event, or the periodic pass (retries after failures)
+            self.wakeup.wait(timeout)
             self.wakeup.clear()
+            if self._changed.is_set() or \
+                    time.monotonic() - self._min_ready_due > tuning.min_ready_every:
+                self._changed.clear()
+                wanted = True   # an event, or the periodic pass (retries after failures)
             if self.stopping:
                 break
             try:
+                # The config first: the leases a reload wants are then tried in this pass.
+                if self.config_checks.take():
+                    try:
+                        self._check_config()
+                    finally:
+                        self.config_checks.finish()
                 self.leases.poll()
+                if self.lost_request_resets.take():
+                    try:
+                        self._reset_lost_requests()
+                    finally:
+                        self.lost_request_resets.finish()
                 now = time.monotonic()
                 if wanted and self.min_ready_owner and self.ctx.zk.connected and \
                         now >= self._min_ready_due:
@@ -157,14 +294,17 @@ class Launcher:
                     # is kept from events); should it grow costly, space the passes
                     # so their CPU stays near 5 % of a core.
                     spent = time.thread_time() - cpu
-                    self._min_ready_due = now + max(MIN_READY_INTERVAL, 20 * spent)
+                    self._min_ready_due = now + max(tuning.min_ready_interval,
+                                                    spent / tuning.min_ready_cpu_share)
             except errors.ZooKeeperUnavailable:
                 continue
             except Exception:
                 log.exception("Launcher loop pass failed; continuing")
-                time.sleep(0.1)
+                time.sleep(tuning.loop_failure_pause)
+            finally:
+                self.passes += 1
 
-    # -- maintenance entry points (called by the scheduler) --------------------------
+    # -- the loop's maintenance work (asked for by maintenance.py's jobs) ---------------
 
     def _stamp(self) -> tuple[float, int] | None:
         try:
@@ -173,8 +313,12 @@ class Launcher:
             return None
         return (st.st_mtime, st.st_size)
 
-    def check_config(self) -> None:
-        """Re-read the config when the file changed; keep the last good one on errors."""
+    def _check_config(self) -> None:
+        """Re-read the config when the file changed; keep the last good one on errors.
+
+        On the launcher loop: it releases the leases of removed and changed
+        providers (stopping their workers) and wants the new set.
+        """
         stamp = self._stamp()
         if stamp == self._config_stamp or stamp is None:
             return
@@ -200,8 +344,11 @@ class Launcher:
                  len(changes.added), len(changes.removed), len(changes.changed),
                  len(changes.unchanged))
 
-    def reset_lost_requests(self) -> None:
-        """A `pending` request nobody holds lost its launcher: reset it to `requested`."""
+    def _reset_lost_requests(self) -> None:
+        """A `pending` request nobody holds lost its launcher: reset it to `requested`.
+
+        On the launcher loop (ZooKeeper calls only; it touches no lease or worker).
+        """
         kazoo = self.ctx.kazoo
         with self.ctx.lock:
             ours = set(self.ctx.handled_requests)

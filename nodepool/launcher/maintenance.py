@@ -1,35 +1,45 @@
 """Every periodic job of the launcher, registered with apscheduler in this one file.
 
 Everything else is event-driven; these are the jobs that are periodic by
-nature. Each job only sets something in motion (wakes a loop, flags a scan):
-the work itself runs where its locks and executors live.
+nature. They run on apscheduler's thread, and each only sets something in
+motion: the work itself runs where its state, locks and executors live.
+
+- config-reload and lost-requests ask the launcher loop (daemon.py), which
+  owns the leases and the provider workers, to check the config file and to
+  reset lost requests (`want_config_check`, `want_lost_requests_reset`: the
+  ask is noted and the loop woken; a reload, its lease changes and worker
+  restarts all happen on the loop).
+- full-cleanup-pass, quota-refresh and leaked-instances set a flag on each
+  provider worker of `Launcher.worker_snapshot` and wake that worker's loop.
+- stale-request-locks is the exception: it does its ZooKeeper work here. It
+  deletes only empty lock dirs of requests that no longer exist and shares no
+  state with any loop, so running it elsewhere would only delay that loop.
+
+How often each runs is in `Launcher.tuning` (nodepool/launcher/tuning.py).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from nodepool.zk import requests
 
+if TYPE_CHECKING:
+    from nodepool.launcher.daemon import Launcher
+
 log = logging.getLogger("nodepool.launcher.maintenance")
 
-CONFIG_CHECK = 1.0          # is nodepool.yaml changed?
-LOST_REQUESTS = 5.0         # pending requests whose launcher died
-TIMERS = 10.0               # a cleanup pass over every node (events cover the rest)
-QUOTA_REFRESH = 60.0        # re-read each cloud's limits
-LEAK_SCAN = 60.0            # leaked instances (deleted after two passes)
-REQUEST_LOCKS = 300.0       # empty lock dirs of vanished requests
-REQUEST_LOCK_GRACE = 300.0
 
-
-def start(launcher) -> BackgroundScheduler:
-    """Register and start the jobs for `launcher` (a nodepool.launcher.daemon.Launcher)."""
+def start(launcher: Launcher) -> BackgroundScheduler:
+    """Register and start the jobs for `launcher`."""
     scheduler = BackgroundScheduler(daemon=True)
+    tuning = launcher.tuning
 
-    def job(fn, seconds, name):
-        def run():
+    def job(fn: Callable[[], object], seconds: float, name: str) -> None:
+        def run() -> None:
             if launcher.stopping or not launcher.ctx.zk.connected:
                 return
             try:
@@ -39,15 +49,19 @@ def start(launcher) -> BackgroundScheduler:
         scheduler.add_job(run, "interval", seconds=seconds, id=name, name=name,
                           max_instances=1, coalesce=True)
 
-    def each_worker(method):
-        return lambda: [getattr(w, method)() for w in list(launcher.workers.values())]
+    def each_worker(method: str) -> Callable[[], None]:
+        def run() -> None:
+            for worker in launcher.worker_snapshot:
+                getattr(worker, method)()
+        return run
 
-    job(launcher.check_config, CONFIG_CHECK, "config-reload")
-    job(launcher.reset_lost_requests, LOST_REQUESTS, "lost-requests")
-    job(each_worker("request_full_cleanup"), TIMERS, "full-cleanup-pass")
-    job(each_worker("refresh_quota"), QUOTA_REFRESH, "quota-refresh")
-    job(each_worker("request_leak_scan"), LEAK_SCAN, "leaked-instances")
-    job(lambda: requests.delete_stale_request_locks(launcher.ctx.kazoo, REQUEST_LOCK_GRACE),
-        REQUEST_LOCKS, "stale-request-locks")
+    job(launcher.want_config_check, tuning.config_check, "config-reload")
+    job(launcher.want_lost_requests_reset, tuning.lost_requests, "lost-requests")
+    job(each_worker("request_full_cleanup"), tuning.full_cleanup, "full-cleanup-pass")
+    job(each_worker("refresh_quota"), tuning.quota_refresh, "quota-refresh")
+    job(each_worker("request_leak_scan"), tuning.leak_scan, "leaked-instances")
+    job(lambda: requests.delete_stale_request_locks(launcher.ctx.kazoo,
+                                                    tuning.request_lock_grace),
+        tuning.request_locks, "stale-request-locks")
     scheduler.start()
     return scheduler

@@ -3,6 +3,13 @@
 A lease is an ephemeral znode under our own path (other clients ignore it).
 Whoever creates it owns the thing until its session ends or it lets go; the
 others watch the znode and try again the moment it is deleted.
+
+Threads: a `Leases` belongs to one thread, the launcher loop (daemon.py),
+which alone calls `want`, `release`, `release_all` and `poll` (so the
+callbacks run there too); `Launcher.stop` takes it over once the loop has
+ended. kazoo's threads only run `_on_state` and `_watch`, which set flags
+and wake the loop. `held` and `wanted` are not locked: no other thread may
+change them.
 """
 
 from __future__ import annotations
@@ -25,8 +32,8 @@ MIN_READY_LEASE = "_min-ready"
 class Leases:
     """Tries to hold a set of named leases; calls back when one is won or lost.
 
-    Callbacks run on the thread that calls `poll()` (the daemon's loop), never
-    on kazoo's threads, so they may do real work.
+    Callbacks run on the thread that calls `poll()`, `want()` or `release()`
+    (the daemon's loop), never on kazoo's threads, so they may do real work.
     """
 
     def __init__(self, zk: ZooKeeperClient, owner: str,
