@@ -46,8 +46,16 @@ class AdapterContract:
     def servers_of(self, adapter: Adapter, node_id: str | None) -> list[Instance]:
         return [i for i in adapter.list_instances() if i.node_id == node_id]
 
-    def test_listed_instances_carry_this_provider(self, adapter: Adapter) -> None:
-        for instance in adapter.list_instances():
+    def listed_instance(self, adapter: Adapter, loop: Loop, make_context: ContextFactory) -> Instance:
+        """An instance the listing must show: one launched for a node, or a standing one."""
+        raise NotImplementedError
+
+    def test_listed_instances_carry_this_provider(self, adapter: Adapter, loop: Loop,
+                                                  make_context: ContextFactory) -> None:
+        expected = self.listed_instance(adapter, loop, make_context)
+        listing = adapter.list_instances()
+        assert expected.external_id in {i.external_id for i in listing}, (expected, listing)
+        for instance in listing:
             assert instance.provider == adapter.provider.name, instance
 
     def test_quota_limits_are_resources_or_unlimited(self, adapter: Adapter) -> None:
@@ -76,6 +84,14 @@ class LaunchingAdapterContract(AdapterContract):
     def assert_gone(self, adapter: Adapter, node_id: str | None) -> None:
         assert self.servers_of(adapter, node_id) == []
         assert [r for r in adapter.list_resources() if r.node_id == node_id] == []
+
+    def listed_instance(self, adapter: Adapter, loop: Loop, make_context: ContextFactory) -> Instance:
+        ctx = make_context()
+        run = self.launch_ready(loop, ctx)
+        (instance,) = self.servers_of(adapter, ctx.node.id)
+        assert instance.external_id == run.external_id
+        assert (instance.provider, instance.node_id) == (adapter.provider.name, ctx.node.id)
+        return instance
 
     def test_launches(self, adapter: Adapter) -> None:
         assert adapter.launches is True
@@ -235,6 +251,11 @@ class StandingAdapterContract(AdapterContract):
 
     `make_context(label, pool, external_id=...)` names the standing instance the node is for.
     """
+
+    def listed_instance(self, adapter: Adapter, loop: Loop, make_context: ContextFactory) -> Instance:
+        standing = adapter.standing_instances()
+        assert standing, "the test config should give at least one standing instance"
+        return standing[0]
 
     def test_does_not_launch(self, adapter: Adapter) -> None:
         assert adapter.launches is False
