@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kazoo.client import KazooClient
-from kazoo.recipe.lock import Lock
-
 from benchmark import drive, lifecycle, load, measure
 from benchmark.protocol import REQUESTS, node_lock_path
 from benchmark.session import Session, ZkOptions
+from kazoo.client import KazooClient
+from kazoo.recipe.lock import Lock
 
 NODE = "0000000007"
 WAIT = 10.0

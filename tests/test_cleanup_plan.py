@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-from concurrent.futures import Future
 
 import pytest
 
 from nodepool.config import Label
-from nodepool.drivers.adapter import Listing
 from nodepool.launcher.cleanup import (
     Action,
     NodeAction,

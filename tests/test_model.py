@@ -6,7 +6,12 @@ import pytest
 
 from nodepool.errors import InvalidTransition, ProtocolError
 from nodepool.model import (
-    NODE_TRANSITIONS, Node, NodeRequest, NodeState, RequestState, is_request_id,
+    NODE_TRANSITIONS,
+    Node,
+    NodeRequest,
+    NodeState,
+    RequestState,
+    is_request_id,
 )
 
 NODE_KEYS = {

@@ -1,4 +1,5 @@
-"""tools/quickstart end to end: ZooKeeper, the simulator with real nodes and the launcher; ssh into the held node, delete it, stop."""
+"""tools/quickstart end to end: ZooKeeper, the simulator with real nodes and the launcher;
+ssh into the held node, delete it, stop."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
+from ossim import ControlClient, wait_for  # tools/ is on sys.path (tests/conftest.py)
+from quickstart_lib.procs import alive  # every thread gone, not only the main one
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-from ossim import ControlClient, wait_for
-from quickstart_lib.procs import alive  # every thread gone, not only the main one
 
 QUICKSTART = REPO / "tools" / "quickstart"
 START_TIMEOUT = 50  # seconds; a start takes about 7 s here (setup already done)

@@ -5,10 +5,10 @@ import threading
 
 import pytest
 from kazoo.client import KazooClient
-
-from nodepool.zk.treewatch import TreeWatch
 from requestor import wait_for
 from zkhelpers import expire_session, make_client
+
+from nodepool.zk.treewatch import TreeWatch
 
 
 @pytest.fixture

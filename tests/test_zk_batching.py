@@ -3,7 +3,6 @@
 import threading
 
 from kazoo.exceptions import NoNodeError
-
 from zkhelpers import make_client
 
 

@@ -6,11 +6,11 @@ import time
 
 import pytest
 from kazoo.recipe.lock import Lock
+from zkhelpers import expire_session, make_client
 
 from nodepool.errors import LockFailed, NotFound, VersionConflict
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk import components, locks, nodes, paths, requests
-from zkhelpers import expire_session, make_client
 
 
 def test_node_ids_are_ten_digit_sequences(zk):

@@ -192,10 +192,9 @@ def stop_child(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 def prefill(config_path: Path, cloud: Any, label: str, ready: int, hold: int) -> float:
     """Write `ready` ready nodes in pool main and `hold` nodes in `hold` in pool busy, each with a
     server in the fake cloud, the way the launcher records a node it made; returns seconds."""
-    from nodepool.testing.fake_cloud import TAG_NODE, TAG_POOL, TAG_PROVIDER
-
     from nodepool.config import load_config
     from nodepool.model import Node, NodeState
+    from nodepool.testing.fake_cloud import TAG_NODE, TAG_POOL, TAG_PROVIDER
     from nodepool.zk import paths
     from nodepool.zk.client import ZooKeeperClient
 
@@ -299,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     ossim = None
     launcher = None
     try:
-        from benchmark.measure import GcPauses   # this file's directory, tools/
+        from benchmark.measure import GcPauses  # this file's directory, tools/
+
         from nodepool.launcher.daemon import Launcher
         from nodepool.launcher.main import tune_gc
 
@@ -311,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
             cloud = FakeCloud(boot_delay=args.boot_delay)
-            factory = lambda provider: FakeAdapter(provider, cloud)
+
+            def factory(provider):
+                return FakeAdapter(provider, cloud)
         config = write_config(args, workdir, OSSIM_CLOUD)
         prefill_s = prefill(config, cloud, args.label, args.prefill, args.hold_pool) \
             if cloud is not None and (args.prefill or args.hold_pool) else 0.0

@@ -24,9 +24,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO / "tools"))
-import zookeeper
-from benchmark.cli import SETUP_DONE
-from benchmark.measure import threads_cpu
+import zookeeper  # noqa: E402  (tools/zookeeper.py: tools/ is not a package)
+
+from benchmark.cli import SETUP_DONE  # noqa: E402
+from benchmark.measure import threads_cpu  # noqa: E402
 
 LAUNCHER_READY_TIMEOUT = 180.0   # the scale scenario writes 10,000 nodes first
 STOP_TIMEOUT = 30.0

@@ -7,7 +7,7 @@ import time
 from typing import Any, Callable
 
 from .faults import KINDS, build_fault
-from .httpkit import ApiError, JSON, Request, Response, Router
+from .httpkit import JSON, ApiError, Request, Response, Router
 from .models import Server, iso
 from .state import CloudState
 

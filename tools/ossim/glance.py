@@ -8,7 +8,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from .httpkit import ApiError, JSON, Request, Response, Router, paginate, with_query
+from .httpkit import JSON, ApiError, Request, Response, Router, paginate, with_query
 from .models import Image, iso, new_id
 from .state import CloudState
 

@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from .httpkit import ApiError, JSON, Request, Response, Router
+from .httpkit import JSON, ApiError, Request, Response, Router
 from .models import iso
 from .state import CloudState
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from .httpkit import ApiError, JSON, Request, Response, Router, paginate, with_query
+from .httpkit import JSON, ApiError, Request, Response, Router, paginate, with_query
 from .models import FloatingIP, Port, iso, new_id
 from .state import CloudState
 

@@ -6,8 +6,9 @@ import base64
 import hashlib
 import re
 import time
+
 from .config import FlavorSpec
-from .httpkit import ApiError, JSON, Request, Response, Router, paginate, with_query
+from .httpkit import JSON, ApiError, Request, Response, Router, paginate, with_query
 from .models import Keypair, iso
 from .state import CloudState
 

@@ -7,7 +7,7 @@ import secrets
 import time
 from typing import Any
 
-from .httpkit import ApiError, JSON, Request, Response, Router, paginate, with_query
+from .httpkit import JSON, ApiError, Request, Response, Router, paginate, with_query
 from .models import Server, new_id
 from .nova import NovaApi
 from .server_views import console_log, server_view

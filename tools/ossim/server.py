@@ -18,7 +18,15 @@ from typing import Any
 from .config import SimConfig
 from .control import ControlApi
 from .glance import GlanceApi
-from .httpkit import ERROR_FORMATTERS, ApiError, Request, Response, Router, keystone_error, service_of
+from .httpkit import (
+    ERROR_FORMATTERS,
+    ApiError,
+    Request,
+    Response,
+    Router,
+    keystone_error,
+    service_of,
+)
 from .keystone import KeystoneApi
 from .neutron import NeutronApi
 from .nova import MIN_MICROVERSION, NovaApi, parse_microversion

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+
 from .httpkit import JSON, Request
 from .models import Server, iso
 from .state import CloudState
@@ -102,7 +103,7 @@ def server_view(state: CloudState, server: Server, req: Request) -> JSON:
 
 def console_log(server: Server) -> list[str]:
     """A short boot log shaped like cloud-init's, with the host keys a real node has."""
-    lines = [f"[    0.000000] Linux version 6.1.0-sim (ossim) #1 SMP", f"[    0.100000] Booting {server.name}"]
+    lines = ["[    0.000000] Linux version 6.1.0-sim (ossim) #1 SMP", f"[    0.100000] Booting {server.name}"]
     if server.status in ("ACTIVE", "DELETED") or server.launched:
         lines.append(f"Cloud-init v. 23.1 running 'init' at {iso(server.launched or time.time())}.")
         host_keys = server.node.host_keys if server.node is not None else []

@@ -1,4 +1,5 @@
-"""Run by tools/quickstart with .venv's Python: wait until the launcher's pools are registered and min-ready nodes are ready."""
+"""Run by tools/quickstart with .venv's Python: wait until the launcher's pools are registered
+and min-ready nodes are ready."""
 
 from __future__ import annotations
 
