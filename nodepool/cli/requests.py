@@ -8,12 +8,12 @@ import socket
 import threading
 import time
 
+from nodepool.cli.nodes import LIST_COLUMNS, _json, _row
 from nodepool.cli.output import age_of, format_age, print_json, print_table
 from nodepool.errors import LockFailed, NodepoolError, NotFound
 from nodepool.model import NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, paths, requests
 from nodepool.zk.client import ZooKeeperClient
-from nodepool.cli.nodes import LIST_COLUMNS, _json, _row
 
 
 class RequestFailed(NodepoolError):

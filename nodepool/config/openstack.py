@@ -40,6 +40,7 @@ from nodepool.config.schema import (
     Struct,
 )
 
+
 @dataclass(frozen=True, kw_only=True)
 class ProviderDiskImage:
     """A provider ``diskimages`` entry: a built image this cloud gets uploaded.

@@ -31,6 +31,7 @@ from nodepool.config.schema import (
     Struct,
 )
 
+
 @dataclass(frozen=True, kw_only=True)
 class StaticNode:
     """One pre-existing host; ``labels`` and ``host_keys`` are always tuples

@@ -32,7 +32,7 @@ from nodepool.launcher.launches import Launches
 from nodepool.launcher.leaks import Leaks
 from nodepool.launcher.planner import PoolView
 from nodepool.launcher.scope import PoolState, ProviderScope
-from nodepool.launcher.spares import SpareStatus, Spares
+from nodepool.launcher.spares import Spares, SpareStatus
 from nodepool.launcher.supply import CloudSupply, StaticSupply
 from nodepool.launcher.sweep import Sweep
 from nodepool.model import Node, RequestState

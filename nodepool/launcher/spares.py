@@ -27,7 +27,6 @@ from nodepool.model import Node
 from nodepool.zk import locks, paths
 
 
-
 @dataclasses.dataclass(eq=False)
 class Starting:
     """A spare launch whose node create, then fresh lock, is in flight (no loop waits)."""
