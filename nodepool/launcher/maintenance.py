@@ -29,6 +29,7 @@ from nodepool.zk import requests
 
 if TYPE_CHECKING:
     from nodepool.launcher.daemon import Launcher
+    from nodepool.launcher.provider import ProviderWorker
 
 log = logging.getLogger("nodepool.launcher.maintenance")
 
@@ -49,17 +50,18 @@ def start(launcher: Launcher) -> BackgroundScheduler:
         scheduler.add_job(run, "interval", seconds=seconds, id=name, name=name,
                           max_instances=1, coalesce=True)
 
-    def each_worker(method: str) -> Callable[[], None]:
+    def each_worker(ask: Callable[[ProviderWorker], None]) -> Callable[[], None]:
         def run() -> None:
             for worker in launcher.worker_snapshot:
-                getattr(worker, method)()
+                ask(worker)
         return run
 
     job(launcher.want_config_check, tuning.config_check, "config-reload")
     job(launcher.want_lost_requests_reset, tuning.lost_requests, "lost-requests")
-    job(each_worker("request_full_cleanup"), tuning.full_cleanup, "full-cleanup-pass")
-    job(each_worker("refresh_quota"), tuning.quota_refresh, "quota-refresh")
-    job(each_worker("request_leak_scan"), tuning.leak_scan, "leaked-instances")
+    job(each_worker(lambda w: w.request_full_cleanup()), tuning.full_cleanup,
+        "full-cleanup-pass")
+    job(each_worker(lambda w: w.refresh_quota()), tuning.quota_refresh, "quota-refresh")
+    job(each_worker(lambda w: w.request_leak_scan()), tuning.leak_scan, "leaked-instances")
     job(lambda: requests.delete_stale_request_locks(launcher.ctx.kazoo,
                                                     tuning.request_lock_grace),
         tuning.request_locks, "stale-request-locks")
