@@ -126,6 +126,11 @@ class PoolLabel:
     """A label offered by a pool; drivers subclass it with their own keys."""
 
     name: str
+    # The provider diskimage (builder upload) a label boots, for drivers that boot
+    # built images; None for every other label, so the launcher reads it from any.
+    diskimage: str | None = None
+    # Scan the node's ssh host keys once it is up (drivers may default it to the pool's).
+    host_key_checking: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +146,10 @@ class Pool:
     max_ram: int | float = UNLIMITED
     max_volumes: int | float = UNLIMITED
     max_volume_gb: int | float = UNLIMITED
+    # Launch past the cloud's own quota (only the pool's limits apply).
+    ignore_provider_quota: bool = False
+    # Its labels' default for scanning host keys.
+    host_key_checking: bool = True
     # Inherited from the provider when the pool does not set it.
     priority: int = 100
     node_attributes: Mapping[str, Any] = field(default_factory=empty_map)

@@ -88,7 +88,6 @@ class OpenStackLabel(PoolLabel):
     ``host_key_checking`` default to the pool's.
     """
 
-    diskimage: str | None = None
     cloud_image: str | None = None
     flavor_name: str | None = None
     min_ram: int = 0
@@ -100,7 +99,6 @@ class OpenStackLabel(PoolLabel):
     dynamic_instance_properties: Mapping[str, Any] = field(default_factory=empty_map)
     userdata: str | None = None
     networks: tuple[str, ...] = ()
-    host_key_checking: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,9 +112,9 @@ class OpenStackPool(Pool):
     security_groups: tuple[str, ...] = ()
     availability_zones: tuple[str, ...] = ()
     auto_floating_ip: bool = True
-    host_key_checking: bool = True
-    ignore_provider_quota: bool = False
-    # max_cores, max_ram, max_volumes and max_volume_gb are Pool's (model.py).
+    # max_cores, max_ram, max_volumes, max_volume_gb, ignore_provider_quota and
+    # host_key_checking are Pool's (model.py); diskimage and host_key_checking of a
+    # label are PoolLabel's.
 
 
 @dataclass(frozen=True, kw_only=True)

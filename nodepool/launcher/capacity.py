@@ -64,7 +64,7 @@ class Capacity:
         if not quota.fits(need, in_pool, quota.pool_limits(pool.cfg)):
             return "pool"
         limits = self.cloud.limits
-        if limits is not None and not getattr(pool.cfg, "ignore_provider_quota", False):
+        if limits is not None and not pool.cfg.ignore_provider_quota:
             total = index.usage() + quota.usage(pending, self.node_cost)
             if not quota.fits(need, total, limits):
                 return "provider"

@@ -108,7 +108,7 @@ class CloudView:
 
     def resolve_image(self, label) -> object | None:
         """The ready upload a diskimage label boots (cached briefly: uploads change rarely)."""
-        name = getattr(label, "diskimage", None)   # only labels of image-building drivers
+        name = label.diskimage
         if not name:
             return None
         now = time.monotonic()
@@ -124,7 +124,7 @@ class CloudView:
         """Why the pool cannot serve these labels for want of an image, if it cannot."""
         for name in labels:
             label = pool_cfg.labels.get(name)
-            if getattr(label, "diskimage", None) and self.resolve_image(label) is None:
+            if label is not None and label.diskimage and self.resolve_image(label) is None:
                 return (f"no ready upload of image {label.diskimage} to provider "
                         f"{self.scope.name}")
         return None

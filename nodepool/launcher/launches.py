@@ -346,8 +346,7 @@ class Launches:
         node.region = inst.region or node.region
         task.booted_at = time.monotonic()
         meta = inst.metadata or {}
-        checking = meta.get("host_key_checking", getattr(
-            task.label, "host_key_checking", getattr(task.pool.cfg, "host_key_checking", True)))
+        checking = meta.get("host_key_checking", task.label.host_key_checking)
         # host_keys from the driver: a list is final (empty = the requestor will not
         # check), None means scan them.
         if inst.host_keys is not None or not checking:

@@ -11,12 +11,18 @@ import dataclasses
 import enum
 import time
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kazoo.exceptions import BadVersionError, NoNodeError
+from kazoo.recipe.lock import Lock
 
+from nodepool.config.model import PoolLabel
 from nodepool.drivers.adapter import CreateStateMachine, DeleteStateMachine, Listing
 from nodepool.model import Node
+
+if TYPE_CHECKING:
+    from nodepool.launcher.scope import PoolState
+    from nodepool.nodescan import ScanRequest
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 30.0
@@ -61,7 +67,7 @@ class StepRunner:
     """What launch and delete tasks share: a machine, its in-flight step and its timers."""
 
     node: Node
-    lock: Any
+    lock: Lock | None
     future: Future | None = None
     next_at: float = 0.0            # monotonic time before which the step must not run
     transient_failures: int = 0
@@ -121,8 +127,8 @@ class StepRunner:
 class LaunchTask(StepRunner):
     """Building one node: attempts, timeouts, the request it serves (if any)."""
 
-    pool: Any = None
-    label: Any = None
+    pool: PoolState | None = None
+    label: PoolLabel | None = None
     request_id: str | None = None
     sm: CreateStateMachine | None = None
     cleanup_sm: DeleteStateMachine | None = None
@@ -130,7 +136,7 @@ class LaunchTask(StepRunner):
     attempt: int = 1
     attempt_started: float = 0.0    # monotonic; launch-timeout counts from here
     booted_at: float | None = None  # monotonic; boot-timeout counts from here
-    scan: Any = None
+    scan: ScanRequest | None = None
     az: str | None = None
     unsaved: bool = False           # `building` and the machine's state not written yet
 
