@@ -107,7 +107,8 @@ class Deletions:
                 task.last_state, task.waits_for_listing = None, False
             if task.due(now, self.cloud.listing):
                 task.step_listing = self.cloud.listing
-                task.future = self.scope.call(run_steps, task.sm, task.step_listing)
+                task.future = self.scope.call(run_steps, task.sm, task.step_listing,
+                                              self.scope.tuning.steps_per_run)
                 if task.waits_for_listing:
                     self.cloud.want_listing()
 
@@ -129,7 +130,8 @@ class Deletions:
         if error is not None:
             # Never drop the record while the server may exist: retry with backoff.
             task.transient_failures += 1
-            delay = backoff(task.transient_failures, getattr(error, "retry_after", None))
+            delay = backoff(task.transient_failures, getattr(error, "retry_after", None),
+                        self.scope.tuning)
             task.next_at = now + delay
             self.scope.log.warning("node=%s provider=%s Transient error, retrying in %.2fs: %s",
                                    task.node.id, self.scope.name, delay, error)

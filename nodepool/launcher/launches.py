@@ -205,7 +205,8 @@ class Launches:
                 task.cleanup_sm if task.phase == Phase.CLEANUP else None
             if machine is not None and task.due(now, self.cloud.listing):
                 task.step_listing = self.cloud.listing
-                task.future = self.scope.call(run_steps, machine, task.step_listing)
+                task.future = self.scope.call(run_steps, machine, task.step_listing,
+                                              self.scope.tuning.steps_per_run)
                 if task.waits_for_listing:
                     self.cloud.want_listing()
 
@@ -282,7 +283,8 @@ class Launches:
 
     def _transient(self, task: LaunchTask, error, now: float) -> None:
         task.transient_failures += 1
-        delay = backoff(task.transient_failures, getattr(error, "retry_after", None))
+        delay = backoff(task.transient_failures, getattr(error, "retry_after", None),
+                        self.scope.tuning)
         task.next_at = now + delay
         self.scope.log.warning("node=%s provider=%s Transient error, retrying in %.2fs: %s",
                                task.node.id, self.scope.name, delay, error)

@@ -18,20 +18,23 @@ from kazoo.recipe.lock import Lock
 
 from nodepool.config.model import PoolLabel
 from nodepool.drivers.adapter import CreateStateMachine, DeleteStateMachine, Listing
+from nodepool.launcher.tuning import DEFAULT, Tuning
 from nodepool.model import Node
 
 if TYPE_CHECKING:
     from nodepool.launcher.scope import PoolState
     from nodepool.nodescan import ScanRequest
 
-BACKOFF_MIN = 0.05
-BACKOFF_MAX = 30.0
-STEPS_PER_RUN = 8   # a machine's steps run back to back on the executor, at most this many
+# The defaults, from the one tuning table (tests name them).
+BACKOFF_MIN = DEFAULT.backoff_min
+BACKOFF_MAX = DEFAULT.backoff_max
+STEPS_PER_RUN = DEFAULT.steps_per_run
 
 
-def backoff(failures: int, retry_after: float | None = None) -> float:
+def backoff(failures: int, retry_after: float | None = None,
+            tuning: Tuning = DEFAULT) -> float:
     """Seconds to wait before retrying after `failures` consecutive transient errors."""
-    delay = min(BACKOFF_MAX, BACKOFF_MIN * (2 ** min(max(0, failures - 1), 20)))
+    delay = min(tuning.backoff_max, tuning.backoff_min * (2 ** min(max(0, failures - 1), 20)))
     return max(delay, retry_after or 0.0)
 
 
