@@ -15,7 +15,7 @@ import time
 from nodepool import errors
 from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.scope import ProviderScope
-from nodepool.launcher.tasks import DeleteTask, backoff, run_steps
+from nodepool.launcher.tasks import DeleteTask, run_steps
 from nodepool.model import Node, NodeState
 from nodepool.zk import locks
 
@@ -129,12 +129,7 @@ class Deletions:
         error = future.exception()
         if error is not None:
             # Never drop the record while the server may exist: retry with backoff.
-            task.transient_failures += 1
-            delay = backoff(task.transient_failures, getattr(error, "retry_after", None),
-                        self.scope.tuning)
-            task.next_at = now + delay
-            self.scope.log.warning("node=%s provider=%s Transient error, retrying in %.2fs: %s",
-                                   task.node.id, self.scope.name, delay, error)
+            task.back_off(error, now, self.scope.tuning, self.scope.log)
             return
         task.stepped(task.sm.state, task.step_listing, future.result())
         if not task.sm.complete:

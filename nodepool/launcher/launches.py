@@ -22,7 +22,7 @@ from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.deletions import Deletions
 from nodepool.launcher.scope import PoolState, ProviderScope
-from nodepool.launcher.tasks import LaunchTask, Phase, backoff, run_steps
+from nodepool.launcher.tasks import LaunchTask, Phase, run_steps
 from nodepool.model import Node, NodeRequest, NodeState
 
 _BOOTED_FIELDS = ("interface_ip", "public_ipv4", "private_ipv4", "public_ipv6", "private_ipv6",
@@ -238,7 +238,7 @@ class Launches:
         future, task.future = task.future, None
         error = future.exception()
         if error is not None:
-            self._transient(task, error, now)
+            task.back_off(error, now, self.scope.tuning, self.scope.log)
             self._save(task)
             return
         task.stepped(task.cleanup_sm.state, task.step_listing, future.result())
@@ -256,7 +256,7 @@ class Launches:
             task.unsaved = True
         task.node.driver_data, task.node.external_id = data, sm.external_id
         if isinstance(error, errors.TransientError):
-            self._transient(task, error, now)
+            task.back_off(error, now, self.scope.tuning, self.scope.log)
             self._save(task)   # it waits out the backoff
             return
         if isinstance(error, errors.QuotaError):
@@ -280,14 +280,6 @@ class Launches:
         if task.unsaved and task.write is None:
             task.unsaved = False
             self.write(task)
-
-    def _transient(self, task: LaunchTask, error, now: float) -> None:
-        task.transient_failures += 1
-        delay = backoff(task.transient_failures, getattr(error, "retry_after", None),
-                        self.scope.tuning)
-        task.next_at = now + delay
-        self.scope.log.warning("node=%s provider=%s Transient error, retrying in %.2fs: %s",
-                               task.node.id, self.scope.name, delay, error)
 
     # -- outcomes ----------------------------------------------------------------------
 

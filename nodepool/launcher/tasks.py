@@ -90,6 +90,14 @@ class StepRunner:
             return listing is not None and listing.taken_at > self.seen_listing
         return True
 
+    def back_off(self, error: BaseException, now: float, tuning: Tuning, log) -> None:
+        """A step failed for a passing reason: run it again after a backoff."""
+        self.transient_failures += 1
+        delay = backoff(self.transient_failures, getattr(error, "retry_after", None), tuning)
+        self.next_at = now + delay
+        log.warning("node=%s provider=%s Transient error, retrying in %.2fs: %s", self.node.id,
+                    self.node.provider, delay, error)
+
     def confirm_write(self, log, rewrite) -> str:
         """Is the pipelined write confirmed? "done", "waiting", or "lost" (the record is
         gone or changed since we decided: the task is to be dropped). Connection
