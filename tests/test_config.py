@@ -15,22 +15,25 @@ from nodepool.config import ConfigError, Problem, load_config, validate_config_f
 REPO = Path(__file__).resolve().parents[1]
 
 
+OWN = REPO / "tests" / "data" / "opendev"   # copies of nl05 and nb07 (see its README.md)
+
+
 def shared_configs_dir() -> Path:
-    """NODEPOOL_SHARED_CONFIGS if set, else ../shared/configs next to the repo."""
+    """NODEPOOL_SHARED_CONFIGS if set, else ../shared/configs next to the repo (may be absent)."""
     return Path(os.environ.get("NODEPOOL_SHARED_CONFIGS", REPO.parent / "shared" / "configs"))
 
 
-SHARED = sorted(shared_configs_dir().glob("**/*.yaml"))
-# An empty directory must fail, not silently run zero parametrised tests.
-SHARED_PARAMS = [pytest.param(p, id=str(p.relative_to(shared_configs_dir()))) for p in SHARED] \
-    or [pytest.param(None, id="no-shared-configs-found")]
+# Every real config we have: the whole shared set when it is there, and always our two copies.
+REAL_FILES = [pytest.param(p, id=str(p.relative_to(shared_configs_dir())))
+              for p in sorted(shared_configs_dir().glob("**/*.yaml"))] + \
+             [pytest.param(p, id=f"tests-data/{p.name}") for p in sorted(OWN.glob("*.yaml"))]
 EXAMPLES = sorted((REPO / "etc").glob("nodepool*.yaml"))
 
 
 def real(name: str) -> dict[str, Any]:
-    """A shared config as plain data; the JSON round trip undoes YAML aliases
-    so that mutating one provider does not mutate the others sharing a list."""
-    with open(shared_configs_dir() / name) as f:
+    """One of our copies of a real config as plain data; the JSON round trip undoes YAML
+    aliases so that mutating one provider does not mutate the others sharing a list."""
+    with open(OWN / name) as f:
         return json.loads(json.dumps(yaml.safe_load(f)))
 
 
@@ -46,13 +49,12 @@ def found(path: str, env: dict[str, str] | None = None) -> list[tuple[str, str]]
 
 # -- files that must load --------------------------------------------------
 
-def test_shared_configs_directory_has_files() -> None:
-    assert SHARED, f"no *.yaml under {shared_configs_dir()} (set NODEPOOL_SHARED_CONFIGS)"
+def test_own_copies_of_real_configs_are_there() -> None:
+    assert {p.name for p in OWN.glob("*.yaml")} == {NL05, NB07}
 
 
-@pytest.mark.parametrize("path", SHARED_PARAMS)
-def test_real_opendev_config_has_no_problems(path: Path | None) -> None:
-    assert path is not None, f"no *.yaml under {shared_configs_dir()}"
+@pytest.mark.parametrize("path", REAL_FILES)
+def test_real_opendev_config_has_no_problems(path: Path) -> None:
     assert validate_config_file(str(path)) == []
     load_config(str(path))
 
@@ -68,7 +70,8 @@ def test_examples_in_etc_exist() -> None:
 
 # -- broken variants of a real launcher config (opendev-2025/nl05) --------
 
-NL05 = "opendev-2025/nl05.opendev.org.yaml"
+NL05 = "nl05.opendev.org.yaml"
+NB07 = "nb07.opendev.org.yaml"
 
 
 def test_typo_key_is_an_extra_key_at_its_path(tmp_path: Path) -> None:
@@ -113,7 +116,7 @@ def test_label_diskimage_missing_from_provider_diskimages(tmp_path: Path) -> Non
 
 
 def test_provider_diskimage_missing_from_top_level_diskimages(tmp_path: Path) -> None:
-    data = real("opendev-2025/nb07.opendev.org.yaml")
+    data = real(NB07)
     data["diskimages"] = [d for d in data["diskimages"] if d["name"] != "ubuntu-noble-arm64"]
     assert found(write(tmp_path, data)) == [(
         "providers[0].diskimages[3].name",
@@ -256,7 +259,7 @@ def test_substitution_leaves_other_percent_text_alone(tmp_path: Path) -> None:
 # -- whole-file problems ----------------------------------------------------
 
 def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
-    lines = (shared_configs_dir() / NL05).read_text().splitlines()
+    lines = (OWN / NL05).read_text().splitlines()
     lines.insert(3, "\tlabels: []")
     path = write(tmp_path, "\n".join(lines) + "\n")
     [problem] = validate_config_file(path)
@@ -293,6 +296,6 @@ def test_missing_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_elements_dir_need_not_exist(tmp_path: Path) -> None:
-    data = real("opendev-2025/nb07.opendev.org.yaml")
+    data = real(NB07)
     data["elements-dir"] = str(tmp_path / "does-not-exist")
     assert load_config(write(tmp_path, data)).elements_dir == data["elements-dir"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from pathlib import Path
 from types import MappingProxyType
@@ -25,8 +24,7 @@ from nodepool.config import (
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data" / "config"
-SHARED = Path(os.environ.get("NODEPOOL_SHARED_CONFIGS", REPO.parent / "shared" / "configs"))
-NL05 = SHARED / "opendev-2025" / "nl05.opendev.org.yaml"
+NL05 = REPO / "tests" / "data" / "opendev" / "nl05.opendev.org.yaml"   # see its README.md
 
 
 def fixture(name: str) -> str:
