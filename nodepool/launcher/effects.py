@@ -66,10 +66,9 @@ class ZkEffects:
         No version check by default: under the node lock no one else writes it
         (PROTOCOL.md); `check_version` makes it conditional on the version we read.
         """
-        result = self.cache.write_node(node.id, node.to_json(),
-                                       node.version if check_version else -1)
-        result.rawlink(lambda _: self.wake())
-        return result
+        return self.cache.write_node(node.id, node.to_json(),
+                                     node.version if check_version else -1,
+                                     then=lambda _: self.wake())
 
     def write_and_unlock_async(self, node: Node, lock: Lock | None) -> object | None:
         """Write a node we hold locked and let the lock go, in one transaction.
@@ -86,7 +85,6 @@ class ZkEffects:
         tx = self.kazoo.transaction()
         tx.set_data(paths.node(node.id), data)
         tx.delete(contender)
-        result = self.cache.commit_own(tx, [(zkcache.NODE, node.id, data, 0)])
         kazoo = self.kazoo
 
         def done(res) -> None:   # on the callback thread: nothing that waits
@@ -95,7 +93,7 @@ class ZkEffects:
                 log.error("node=%s provider=%s Writing %s failed: %r", node.id, node.provider,
                           node.state.value, failed)
                 kazoo.delete_async(contender)
-        result.rawlink(done)
+        self.cache.commit_own(tx, [(zkcache.NODE, node.id, data, 0)], then=done)
         return None
 
     def remove_node_async(self, node: Node, lock: Lock | None,
@@ -113,13 +111,12 @@ class ZkEffects:
             tx.delete(lock.path)
             locks.forget(lock)
         tx.delete(paths.node(node.id))
-        result = self.cache.commit_own(tx, [], removes=(node.id,))
 
         def done(res) -> None:
             if _failed(res) is not None:
                 self.cache.write_node(node.id, node.to_json())
                 on_failure()
-        result.rawlink(done)
+        self.cache.commit_own(tx, [], removes=(node.id,), then=done)
 
     def remove_node(self, node_id: str) -> None:
         """Remove a node record and its lock dir (waits; raises VersionConflict if in use)."""
@@ -133,9 +130,7 @@ class ZkEffects:
     def create_node_async(self, node: Node):
         """Send a new node's create; the answer wakes the loop (`paths.basename` of its path
         is the id)."""
-        result = self.cache.create_node(node.to_json())
-        result.rawlink(lambda _: self.wake())
-        return result
+        return self.cache.create_node(node.to_json(), then=lambda _: self.wake())
 
     def lock_fresh_node_async(self, node_id: str) -> locks.FreshLockAttempt:
         """Send the lock of a node we just created; the answer wakes the loop."""

@@ -17,11 +17,12 @@ import re
 import threading
 from typing import Callable
 
+from kazoo.protocol.serialization import Transaction
 from kazoo.protocol.states import KazooState
 
 from nodepool.errors import ProtocolError
 from nodepool.model import Node, NodeRequest, is_request_id
-from nodepool.zk import paths
+from nodepool.zk import paths, treewatch
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.locks import is_contender
 from nodepool.zk.treewatch import TreeWatch
@@ -104,17 +105,22 @@ class ZooKeeperCache:
 
     # -- writing ----------------------------------------------------------
 
-    def write_node(self, node_id: str, data: bytes, version: int = -1):
+    # Each takes `then(result)`, run on the callback thread once the cache has taken the
+    # answer: link callbacks here, never to the returned result (see treewatch.send).
+
+    def write_node(self, node_id: str, data: bytes, version: int = -1,
+                   then: Callable | None = None):
         """Set a node's data (kazoo's async result); the cache takes it from the reply,
         with no read back, unless someone else changed the node meanwhile."""
-        return self._watches[0].write(node_id, data, version)
+        return self._watches[0].write(node_id, data, version, then)
 
-    def create_node(self, data: bytes):
+    def create_node(self, data: bytes, then: Callable | None = None):
         """Create a node (a sequential child of the nodes dir); kazoo's result gives
         (path, stat). Cached from the answer, with no read back."""
-        return self._watches[0].create_own("", data)   # ids are the 10-digit sequence
+        return self._watches[0].create_own("", data, then)   # ids are the 10-digit sequence
 
-    def commit_own(self, tx, writes: list[tuple[str, str, bytes, int]], removes: tuple = ()):
+    def commit_own(self, tx, writes: list[tuple[str, str, bytes, int]], removes: tuple = (),
+                   then: Callable | None = None):
         """Commit `tx` (kazoo's async result) whose set_data ops are `writes`:
         (NODE or REQUEST, id, data, position in the transaction). As with
         `write_node`, what the transaction wrote is cached without a read back.
@@ -125,7 +131,6 @@ class ZooKeeperCache:
             watches[kind].begin_own(name)
         for name in removes:
             watches[NODE].begin_own(name)
-        result = tx.commit_async()
 
         def done(res) -> None:
             results = res.get() if res.successful() else None
@@ -134,8 +139,8 @@ class ZooKeeperCache:
                 watches[kind].end_own(name, data, None if isinstance(stat, Exception) else stat)
             for name in removes:
                 watches[NODE].end_own(name, b"", None)
-        result.rawlink(done)
-        return result
+        tx.committed = True   # what kazoo's commit_async marks; sent here so `done` comes first
+        return treewatch.send(self.zk.kazoo, Transaction(tx.operations), done, then)
 
     # -- reading --------------------------------------------------------
 

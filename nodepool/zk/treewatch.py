@@ -77,12 +77,18 @@ class AddWatch(namedtuple("AddWatch", "path mode")):
         return True
 
 
-def send(kazoo: NodepoolKazooClient, request, callback: Callable | None = None):
-    """Send `request` (paths already chrooted), `callback` attached before it goes out;
-    returns kazoo's async result."""
+def send(kazoo: NodepoolKazooClient, request, *callbacks: Callable | None):
+    """Send `request` (paths already chrooted), `callbacks` (None ones skipped) attached in
+    order before it goes out; returns kazoo's async result.
+
+    Attach every callback here, never later: kazoo 2.11's `rawlink` on a result that
+    is already set queues every callback linked so far once more (our own-write
+    counting would run twice), and a late one runs out of order.
+    """
     result = kazoo.handler.async_result()
-    if callback is not None:
-        result.rawlink(callback)
+    for callback in callbacks:
+        if callback is not None:
+            result.rawlink(callback)
     kazoo.send_request(request, result)
     return result
 
@@ -237,7 +243,7 @@ class TreeWatch:
 
     # -- our own writes -----------------------------------------------------------
 
-    def write(self, name: str, data: bytes, version: int = -1):
+    def write(self, name: str, data: bytes, version: int = -1, then: Callable | None = None):
         """Set a child's data and return kazoo's result; the change is not read back.
 
         ZooKeeper sends the change event of a write before the write's reply.
@@ -245,12 +251,14 @@ class TreeWatch:
         only counted; at the last reply, if every counted event was one of our
         successful writes, the cache takes the data we wrote (with the reply's
         stat) instead of reading it again. Anything else is read as usual.
+        `then(result)` runs after that, on the callback thread.
         """
         self.begin_own(name)
         return send(self.kazoo, SetData(f"{self.full}/{name}", data, version),
-                    lambda r: self.end_own(name, data, r.get() if r.successful() else None))
+                    lambda r: self.end_own(name, data, r.get() if r.successful() else None),
+                    then)
 
-    def create_own(self, prefix: str, data: bytes):
+    def create_own(self, prefix: str, data: bytes, then: Callable | None = None):
         """Create a sequential child `prefix`NNNN with `data`; kazoo's result gives
         (path, stat). The cache takes it from the answer, not from a read.
 
@@ -263,7 +271,7 @@ class TreeWatch:
             self._creating += 1
         request = Create2(f"{self.full}/{prefix}", data,
                           self.kazoo.default_acl or OPEN_ACL_UNSAFE, SEQUENTIAL)
-        return send(self.kazoo, request, lambda r: self._created(data, r))
+        return send(self.kazoo, request, lambda r: self._created(data, r), then)
 
     def _created(self, data: bytes, result) -> None:
         """(Callback thread) the answer to one of our creates."""
