@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import shutil
 import signal
@@ -152,8 +153,7 @@ class Run:
         for launcher in self.cluster.launchers:
             launcher.expect_exit = True
             launcher.resume()
-            if launcher.proc is not None and launcher.proc.poll() is None:
-                launcher.proc.send_signal(signal.SIGTERM)
+            launcher.send_term()  # all at once: they stop in parallel
         stops = {}
         for launcher in self.cluster.launchers:
             code, seconds = launcher.terminate()
@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         args.seed = random.SystemRandom().randrange(1, 1_000_000)
     signal.signal(signal.SIGTERM, _interrupt)
     run = Run(args)
+    # The soak's own kazoo sessions log every connection loss: into the run dir, not stderr.
+    logging.basicConfig(filename=str(run.run_dir / "soak.log"), level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
     code = 0
     try:

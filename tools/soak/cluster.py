@@ -166,6 +166,7 @@ class LauncherProc:
     logs: list[Path] = field(default_factory=list)
     expect_exit: bool = False  # set before the soak itself kills or stops it
     paused: bool = False
+    term_sent: bool = False
 
     @property
     def name(self) -> str:
@@ -184,7 +185,7 @@ class LauncherProc:
                 [sys.executable, "-m", "nodepool.launcher.main", "-f", "-c", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(REPO),
                 env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
-        self.expect_exit, self.paused = False, False
+        self.expect_exit, self.paused, self.term_sent = False, False, False
 
     def exited(self) -> int | None:
         """The exit code if the current process has ended, else None."""
@@ -207,6 +208,12 @@ class LauncherProc:
             self.proc.send_signal(signal.SIGCONT)
         self.paused = False
 
+    def send_term(self) -> None:
+        """One SIGTERM per process: a second one during the interpreter's exit would kill it."""
+        if self.proc is not None and self.proc.poll() is None and not self.term_sent:
+            self.term_sent = True
+            self.proc.send_signal(signal.SIGTERM)
+
     def terminate(self, timeout: float = LAUNCHER_STOP_TIMEOUT) -> tuple[int | None, float]:
         """SIGTERM; wait up to timeout. Returns (exit code or None if it did not end, seconds)."""
         if self.proc is None:
@@ -214,8 +221,7 @@ class LauncherProc:
         self.expect_exit = True
         self.resume()
         started = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        self.send_term()
         try:
             code: int | None = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
