@@ -55,6 +55,11 @@ class TransientError(DriverError):
         self.retry_after = retry_after
 
 
+class CostUnknown(DriverError):
+    """A label's cost cannot be told yet without asking the cloud (its flavors are not read);
+    the launcher waits for the next limits read instead of calling the cloud on its loop."""
+
+
 class LaunchFailure(DriverError):
     """This attempt failed for good: clean up the server, retry up to launch-retries."""
 

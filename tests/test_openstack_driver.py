@@ -14,7 +14,13 @@ from plugins.ossim import PUBLIC_KEY, SimFaults, upload, with_image
 from nodepool.drivers.adapter import InstanceStatus, Resources
 from nodepool.drivers.openstack import OpenStackAdapter
 from nodepool.drivers.openstack.servers import TAG_LABEL, TAG_NODE, TAG_POOL, TAG_PROVIDER
-from nodepool.errors import ConfigurationError, LaunchFailure, QuotaError, TransientError
+from nodepool.errors import (
+    ConfigurationError,
+    CostUnknown,
+    LaunchFailure,
+    QuotaError,
+    TransientError,
+)
 
 pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
               pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedFieldWarning")]
@@ -380,7 +386,19 @@ def test_label_cost_of_an_unknown_flavor_is_one_instance(adapter: OpenStackAdapt
     import dataclasses
     pool = adapter.provider.pools["main"]
     bad = dataclasses.replace(pool.labels["small"], flavor_name="m1.huge")
+    adapter.quota_limits()   # reads the flavors
     assert adapter.label_cost(pool, bad) == Resources(instances=1)
+
+
+def test_label_cost_never_calls_the_cloud(adapter: OpenStackAdapter, ctl: Any) -> None:
+    """It runs on the provider loop: with the flavors unread it says so instead of asking."""
+    pool = adapter.provider.pools["main"]
+    ctl.clear_calls()
+    with pytest.raises(CostUnknown):
+        adapter.label_cost(pool, pool.labels["small"])
+    assert ctl.count("GET /compute/v2.1/flavors/detail") == 0
+    adapter.quota_limits()
+    assert adapter.label_cost(pool, pool.labels["small"]).instances == 1
 
 
 def test_a_listing_follows_novas_pages(adapter: OpenStackAdapter, ctl: Any, conn: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,3 +112,43 @@ def test_unattached_floating_ip_is_cleaned_after_two_scans(launcher, zk_client, 
     worker.request_leak_scan()
     wait_for(lambda: stray not in {f["id"] for f in ctl.state()["floating_ips"]}, timeout=20,
              what="stray floating IP deleted on the second scan")
+
+
+def test_rate_limited_flavors_back_off_alone_while_ready_nodes_are_handed_over(
+        zk_tls: dict, tmp_path: Any, ctl: Any, zk_client: Any) -> None:
+    """At a takeover the flavors are not read yet; the cloud answers 429 to reading them.
+    The loop must not call the cloud for them itself (nor fail its pass); the limits read
+    that fetches them backs off, honouring Retry-After; the ready node is handed over."""
+    from plugins.launcher_env import passes_go_by
+
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(nodepool_yaml(zk_tls, LAUNCHER_CONFIG).replace(
+        "  - name: small\n", "  - name: small\n    min-ready: 1\n", 1))
+    rq = Requestor(zk_client)
+
+    def ready() -> list[str]:
+        ids = zk_client.get_children("/nodepool/nodes") if zk_client.exists("/nodepool/nodes") \
+            else []
+        return [i for i in ids if (rq.node(i) or {}).get("state") == "ready"]
+    first = Launcher(str(path), hostname="nl-first")
+    first.start()
+    try:
+        wait_for(ready, timeout=20, what="a ready spare")
+    finally:
+        first.stop()
+    ctl.inject("rate_limit", count=None, method="GET", path="/flavors", retry_after=1)
+    second = Launcher(str(path), hostname="nl-second")
+    second.start()
+    try:
+        start = time.monotonic()
+        req = rq.wait(rq.submit(["small"]), timeout=20)
+        assert req["state"] == "fulfilled"
+        passes_go_by(second, "sim-cloud", count=20)
+        elapsed = time.monotonic() - start
+        refused = ctl.count("GET /compute/v2.1/flavors/detail")
+        # Backoff of at least 0.5 s doubling, and never sooner than Retry-After (1 s).
+        assert 1 <= refused <= 2 + elapsed, (refused, elapsed)
+        ctl.clear_faults()
+        wait_for(ready, timeout=30, what="a new spare once the flavors can be read")
+    finally:
+        second.stop()

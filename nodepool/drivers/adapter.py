@@ -239,7 +239,12 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     def label_cost(self, pool: Any, label: Any) -> Resources:
-        """What one node of `label` in `pool` costs against quota."""
+        """What one node of `label` in `pool` costs against quota.
+
+        Called on the provider loop: it must not call the cloud. When the answer
+        needs something not read yet (OpenStack's flavors, read with the limits),
+        raise `errors.CostUnknown`; the launcher then waits for `quota_limits`.
+        """
 
     def standing_instances(self) -> list[Instance]:
         """For drivers that do not launch: the slots that should exist as ready nodes."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from nodepool import errors
 from nodepool.drivers.adapter import Resources
 from nodepool.launcher import quota
 from nodepool.launcher.cloudview import CloudView
@@ -37,8 +38,16 @@ class Capacity:
     def node_cost(self, node: Node) -> Resources:
         pool = self.scope.pools.get(node.pool or "")
         if pool is not None and node.type:
-            return quota.node_cost(node, lambda n: self.label_cost(pool.cfg, n.type[0]))
+            return quota.node_cost(node, lambda n: self._known_cost(pool.cfg, n.type[0]))
         return quota.node_cost(node, lambda n: Resources(instances=1))
+
+    def _known_cost(self, pool_cfg, label_name: str) -> Resources:
+        """A node's cost for counting usage: one instance while the flavors are unread
+        (nodes record their resources when launched, so this is rare)."""
+        try:
+            return self.label_cost(pool_cfg, label_name)
+        except errors.CostUnknown:
+            return Resources(instances=1)
 
     def pending_nodes(self) -> list[Node]:
         """Launches this loop made that the cache has not reported yet."""
@@ -51,10 +60,15 @@ class Capacity:
     def launch_blocker(self, pool: PoolState, labels: list[str], tenant: str | None
                        ) -> str | None:
         """Which limit launching `labels` in `pool` would break right now, if any:
-        "concurrency", "pool", "provider" or "tenant"."""
+        "concurrency", "pool", "provider", "tenant", or "cost" while the labels' cost
+        is unknown (the limits read that tells it is asked for)."""
         need = Resources()
-        for label in labels:
-            need = need + self.label_cost(pool.cfg, label)
+        try:
+            for label in labels:
+                need = need + self.label_cost(pool.cfg, label)
+        except errors.CostUnknown:
+            self.cloud.refresh_limits()   # reads the flavors too, on the executor, backed off
+            return "cost"
         mc = self.scope.provider.max_concurrency
         if mc and mc > 0 and self._launching() + len(labels) > mc:
             return "concurrency"
@@ -78,10 +92,14 @@ class Capacity:
         return None
 
     def fits_ever(self, pool: PoolState, labels: list[str]) -> bool:
-        """Could the pool hold these labels at all, empty?"""
+        """Could the pool hold these labels at all, empty? (True while costs are unknown:
+        a request is declined only for certain.)"""
         need = Resources()
         for label in labels:
             if label not in pool.cfg.labels:
                 return True  # the label check declines it with a better reason
-            need = need + self.label_cost(pool.cfg, label)
+            try:
+                need = need + self.label_cost(pool.cfg, label)
+            except errors.CostUnknown:
+                return True
         return need.fits_in(quota.pool_limits(pool.cfg))

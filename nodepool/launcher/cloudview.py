@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 from nodepool.drivers.adapter import Listing, Resources
 from nodepool.launcher.scope import ProviderScope
+from nodepool.launcher.tasks import backoff
 from nodepool.zk import images
 
 
@@ -29,9 +30,13 @@ class CloudView:
         self._listing_future: Future | None = None
         self._listing_wanted = False
         self._listing_started = 0.0
+        self._listing_failures = 0            # listings failed in a row: the next waits
+        self._listing_retry_at = 0.0
         self.limits: Resources | None = None
         self._limits_future: Future | None = None
         self._limits_stale = True
+        self._limits_failures = 0             # reads failed in a row: the next waits
+        self._limits_retry_at = 0.0
         self.quota_refused_at = -float("inf")   # monotonic time of the cloud's last refusal
         self._image_cache: dict[str, tuple[object, float]] = {}
         self._waits: Callable[[], Iterable[float]] = lambda: ()
@@ -66,26 +71,44 @@ class CloudView:
             try:
                 self.listing = Listing({i.external_id: i for i in future.result()},
                                        self._listing_started)
+                self._listing_failures = 0
             except Exception as e:
-                log.warning("Listing servers of %s failed: %s", self.scope.name, e)
+                self._listing_failures += 1
+                delay = self._retry_delay(self._listing_failures, e)
+                self._listing_retry_at = time.monotonic() + delay
+                log.warning("Listing servers of %s failed (%d in a row), again in %.2f s: %s",
+                            self.scope.name, self._listing_failures, delay, e)
         if self._limits_future is not None and self._limits_future.done():
             future, self._limits_future = self._limits_future, None
             try:
                 self.limits = future.result()
                 self._limits_stale = False
+                self._limits_failures = 0
             except Exception as e:
-                log.warning("Reading quota of %s failed: %s", self.scope.name, e)
+                self._limits_failures += 1
+                delay = self._retry_delay(self._limits_failures, e)
+                self._limits_stale, self._limits_retry_at = True, time.monotonic() + delay
+                log.warning("Reading quota of %s failed (%d in a row), again in %.2f s: %s",
+                            self.scope.name, self._limits_failures, delay, e)
+
+    def _retry_delay(self, failures: int, error: Exception) -> float:
+        """How long a failed listing or limits read waits (Retry-After honoured)."""
+        t = self.scope.tuning
+        return max(t.step_backoff_min,
+                   backoff(failures, getattr(error, "retry_after", None), t))
 
     # -- act: ask the cloud again -------------------------------------------------------
 
     def act(self, now: float) -> None:
         adapter = self.scope.adapter
         if self._listing_wanted and self._listing_future is None and \
+                now >= self._listing_retry_at and \
                 (self.listing is None or now >= self.listing_due()):
             self._listing_wanted = False
             self._listing_started = now   # before the call: what it shows is at least this new
             self._listing_future = self.scope.call(adapter.list_instances)
-        if self._limits_stale and self._limits_future is None and self.reads_limits:
+        if self._limits_stale and self._limits_future is None and self.reads_limits and \
+                now >= self._limits_retry_at:
             self._limits_stale = False
             self._limits_future = self.scope.call(adapter.quota_limits)
 
@@ -100,9 +123,12 @@ class CloudView:
         return self.listing.taken_at + interval
 
     def timers(self) -> list[float]:
+        due = []
         if self._listing_wanted and self._listing_future is None:
-            return [self.listing_due()]
-        return []
+            due.append(max(self.listing_due(), self._listing_retry_at))
+        if self._limits_stale and self._limits_future is None and self._limits_failures:
+            due.append(self._limits_retry_at)
+        return due
 
     # -- images -------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from nodepool.drivers import adapter_for
 from nodepool.drivers.adapter import Adapter
 from nodepool.launcher import handover, maintenance
 from nodepool.launcher.context import LauncherContext
+from nodepool.launcher.guarded import ZOOKEEPER_LOST
 from nodepool.launcher.minready import MinReady
 from nodepool.launcher.ownership import MIN_READY_LEASE, Leases
 from nodepool.launcher.provider import ProviderWorker
@@ -259,6 +260,7 @@ class Launcher:
     def _run(self) -> None:
         tuning = self.tuning
         wanted = True   # a min-ready pass is owed (something changed since the last one)
+        zk_lost_said = False
         while not self.stopping:
             timeout = tuning.loop_idle_wait
             if wanted:
@@ -296,11 +298,18 @@ class Launcher:
                     spent = time.thread_time() - cpu
                     self._min_ready_due = now + max(tuning.min_ready_interval,
                                                     spent / tuning.min_ready_cpu_share)
-            except errors.ZooKeeperUnavailable:
+            except ZOOKEEPER_LOST as e:
+                # Expected at a leader loss or after a pause: one line, no traceback.
+                if not zk_lost_said:
+                    zk_lost_said = True
+                    log.warning("Launcher loop: ZooKeeper connection lost (%s); waiting for "
+                                "the session", type(e).__name__)
                 continue
             except Exception:
                 log.exception("Launcher loop pass failed; continuing")
                 time.sleep(tuning.loop_failure_pause)
+            else:
+                zk_lost_said = False
             finally:
                 self.passes += 1
 

@@ -37,7 +37,7 @@ from nodepool.launcher.scope import ProviderScope
 class Deferring:
     """A pool that deferred requests in the last walk."""
 
-    kind: str              # "pool", "provider", "concurrency", "hosts busy", "paused"
+    kind: str              # "pool", "provider", "concurrency", "cost", "hosts busy", "paused"
     head: str              # the request first in line
     headroom: tuple
 
@@ -110,7 +110,7 @@ class Deferral:
         if kind == "concurrency":
             return common + (len(self.launches) + self._starting(),)
         pending = self.capacity.pending_nodes()
-        if kind == "provider":
+        if kind in ("provider", "cost"):   # "cost": the limits read also reads the flavors
             return common + (index.usage(), self.cloud.limits, len(pending))
         return common + (index.usage(pool_name),
                          sum(1 for n in pending if n.pool == pool_name))

@@ -2,10 +2,11 @@
 
 One thread per provider runs a pass whenever something may have changed (a
 cache event, a finished cloud call, a keyscan, a timer), never on a fixed
-beat. A pass is two halves: `_sync` takes in what happened (ZooKeeper
-events, finished cloud steps, answers to pipelined calls, the listing and
-limits), then `_act` decides and acts (hand-overs first, then cleanup,
-machines, spares). Blocking cloud calls go to a small executor per
+beat. A pass is two halves (`_pass_steps`): the sync steps take in what
+happened (ZooKeeper events, finished cloud steps, answers to pipelined
+calls, the listing and limits), then the act steps decide and act
+(hand-overs first, then cleanup, machines, spares); a step that fails backs
+off alone (guarded.py). Blocking cloud calls go to a small executor per
 provider; every ZooKeeper write goes through the effects module, on the
 loop thread. doc/internals.md draws the parts and the events between them.
 """
@@ -26,6 +27,7 @@ from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.context import LauncherContext
 from nodepool.launcher.deletions import Deletions
 from nodepool.launcher.effects import ZkEffects
+from nodepool.launcher.guarded import ZOOKEEPER_LOST, GuardedSteps
 from nodepool.launcher.handling import Requests
 from nodepool.launcher.indexes import ProviderIndex
 from nodepool.launcher.launches import Launches
@@ -82,6 +84,8 @@ class ProviderWorker:
         if isinstance(self.supply, StaticSupply):
             self.supply.claim_ready = self.requests.claim_ready
         self.cloud.follow_waits(lambda: self.launches.waits() + self.deletions.waits())
+        self.steps = self._pass_steps()
+        self._zk_lost_said = False
 
     def _build_pools(self) -> None:
         ctx, provider = self.scope.ctx, self.scope.provider
@@ -187,43 +191,53 @@ class ProviderWorker:
             if not scope.ctx.zk.connected:
                 continue  # suspended: act again once the session is back
             try:
-                now = time.monotonic()
-                self._sync(now)
-                self._act(now)
-            except Exception:
-                scope.log.exception("Provider %s loop pass failed; continuing", self.name)
-                time.sleep(0.05)  # a fault must not become a busy loop
+                self.steps.run(time.monotonic())
+                self._zk_lost_said = False
+            except ZOOKEEPER_LOST as e:
+                # Expected at a leader loss or after a pause; recovery is the session's.
+                if not self._zk_lost_said:
+                    self._zk_lost_said = True
+                    scope.log.warning("Provider %s: ZooKeeper connection lost during a pass "
+                                      "(%s); waiting for the session", self.name,
+                                      type(e).__name__)
             self.passes += 1
 
     # -- a pass ----------------------------------------------------------------------------
 
-    def _sync(self, now: float) -> None:
-        """Take in what happened since the last pass."""
-        self._absorb()                     # cache events: the index, nodes to look at
-        self.sweep.sync()                  # a hold or ready age expired: look at every node
-        self.launches.collect(now)         # finished cloud steps, keyscans, confirmed writes
-        self.deletions.collect(now)
-        self.spares.advance_starts()       # answered spare creates and locks
-        self.deletions.settle_locks()      # answered deletion locks
-        self.cloud.sync()                  # the listing and the limits, if they came
-        self.leaks.sync()                  # a leak listing came: judge it
+    def _pass_steps(self) -> GuardedSteps:
+        """A pass: take in what happened (sync), then decide and act; a requestor waiting
+        on a ready node goes first. Each step fails and backs off on its own."""
+        sync = [
+            ("absorb", lambda now: self._absorb()),           # cache events: index, nodes to see
+            ("sweep sync", lambda now: self.sweep.sync()),    # a hold or ready age expired
+            ("collect launches", self.launches.collect),      # cloud steps, keyscans, writes
+            ("collect deletions", self.deletions.collect),
+            ("spare starts", lambda now: self.spares.advance_starts()),   # creates and locks
+            ("deletion locks", lambda now: self.deletions.settle_locks()),
+            ("cloud sync", lambda now: self.cloud.sync()),    # the listing and the limits
+            ("leaks sync", lambda now: self.leaks.sync()),    # a leak listing came: judge it
+        ]
+        act = [
+            ("resume orphans", lambda now: self.sweep.first_pass()),   # before serving
+            ("check handlers", lambda now: self.requests.check_handlers()),   # fill, fulfil
+            ("serve waiting", lambda now: self.requests.serve_waiting()),   # a walk, or new
+            ("cloud act", self.cloud.act),                    # a listing or limits that are due
+            ("leaks act", lambda now: self.leaks.act()),      # a leak scan that is due
+            ("retry removals", lambda now: self.deletions.retry_removals()),
+            ("sweep apply", lambda now: self.sweep.apply()),  # delete, release, resume
+            ("serve new", lambda now: self.requests.serve_new_requests()),   # came meanwhile
+            ("supply", self.supply.act),                      # static: free slots become ready
+            ("advance launches", self.launches.advance),      # machines whose step is due
+            ("advance deletions", self.deletions.advance),
+            ("serve new again", lambda now: self.requests.serve_new_requests()),
+            ("spare asks", self.spares.serve_spare_asks),     # after requests: pools they paused
+            ("publish pauses", lambda now: self._publish_pauses()),   # a no-op when unchanged
+        ]
+        return GuardedSteps(f"provider {self.name}", self.scope.log, self.scope.tuning,
+                            sync + act)
 
-    def _act(self, now: float) -> None:
-        """Decide and act; a requestor waiting on a ready node goes first."""
-        self.sweep.first_pass()            # resume orphaned launches before serving
-        self.requests.check_handlers()     # cancel, give up, fill or fulfil what we hold
-        self.requests.serve_waiting()      # a walk, or the new requests
-        self.cloud.act(now)                # a listing or limits that are due
-        self.leaks.act()                   # a leak scan that is due
-        self.deletions.retry_removals()    # removals whose one-shot transaction failed
-        self.sweep.apply()                 # delete, release, resume what nobody holds
-        self.requests.serve_new_requests()   # those that arrived while we deleted
-        self.supply.act(now)               # static hosts: free slots become ready nodes
-        self.launches.advance(now)         # machines whose step is due
-        self.deletions.advance(now)
-        self.requests.serve_new_requests()
-        self.spares.serve_spare_asks(now)  # after requests: a pool they paused launches none
-        for pool in self.pools.values():   # publish pauses (a no-op when unchanged)
+    def _publish_pauses(self) -> None:
+        for pool in self.pools.values():
             if pool.component is not None:
                 pool.component.update(paused=pool.paused)
 
@@ -244,7 +258,7 @@ class ProviderWorker:
         now = time.monotonic()
         times = [now + self.scope.tuning.idle_wait, *self.sweep.timers(),
                  *self.launches.timers(), *self.deletions.timers(), *self.cloud.timers(),
-                 *self.supply.timers(), *self.requests.timers(now)]
+                 *self.supply.timers(), *self.requests.timers(now), *self.steps.timers()]
         return min(times)
 
     def _busy(self) -> set[str]:

@@ -51,6 +51,10 @@ class Tuning:
     backoff_max: float = 30.0          # ... up to this
     steps_per_run: int = 8             # a machine's steps run back to back, at most this many
 
+    # Steps of a provider loop pass (guarded.py): one that raised waits, doubling
+    step_backoff_min: float = 0.5
+    step_backoff_max: float = 30.0
+
     # The launcher loop (daemon.py)
     loop_idle_wait: float = 1.0        # longest the loop sleeps (it wakes at once on events)
     loop_failure_pause: float = 0.1    # after a pass failed unexpectedly: no spinning on a fault

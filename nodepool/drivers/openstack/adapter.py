@@ -23,7 +23,7 @@ from nodepool.drivers.openstack.delete import OpenStackDelete
 from nodepool.drivers.openstack.lookup import Catalog
 from nodepool.drivers.openstack.resources import LeakScanner
 from nodepool.drivers.openstack.servers import TAG_NODE, TAG_PROVIDER, to_instance
-from nodepool.errors import ConfigurationError
+from nodepool.errors import ConfigurationError, CostUnknown
 from nodepool.model import Node
 
 log = logging.getLogger("nodepool.drivers.openstack")
@@ -145,6 +145,8 @@ class OpenStackAdapter(Adapter):
         return quota.quota_limits(limits.absolute, others)
 
     def label_cost(self, pool: Any, label: Any) -> Resources:
+        if self.catalog.cached_flavors() is None:   # read by quota_limits, off the loop
+            raise CostUnknown(f"provider {self.provider.name}: the flavors are not read yet")
         try:
             flavor = self.catalog.flavor_for(label)
         except ConfigurationError as e:
