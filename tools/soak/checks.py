@@ -152,7 +152,7 @@ def check_after_drain(zk: KazooClient, ctl: ControlClient, ledger: Ledger) -> di
                              "the drain", request=rid, contenders=contenders)
         else:
             empty_lock_dirs += 1  # garbage-collected 5 minutes after the request went: expected
-    return {"spares": len(records), "servers": len(servers), "floating_ips": len(state["floating_ips"]),
+    return {"node_records": len(records), "servers": len(servers), "floating_ips": len(state["floating_ips"]),
             "ports": len(ports), "requests_left": len(left), "empty_request_lock_dirs": empty_lock_dirs}
 
 

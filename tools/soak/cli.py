@@ -203,6 +203,9 @@ class Run:
                 zk.close()
             except Exception:
                 pass
+
+    def check_logs(self) -> None:
+        """Whatever ended the run: the tracebacks of every launcher log."""
         logs = [p for launcher in self.cluster.launchers for p in launcher.logs]
         self.extra["logs"] = check_logs(logs, self.ledger)
 
@@ -234,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 2
     finally:
         run.cluster.stop()
+    run.check_logs()
     duration = time.monotonic() - started
     failed = bool(run.ledger.violations)
     write_report(run.run_dir / "report.json", run.ledger, {k: str(v) for k, v in vars(args).items()},
