@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from nodepool.model import Node
 
@@ -203,6 +203,10 @@ class Adapter(abc.ABC):
 
     def __init__(self, provider: Any):
         self.provider = provider
+        # Called by the driver right before each cloud call (after its rate limiter):
+        # raises errors.TransientError (the launcher's LeaseUnsure) when the provider's
+        # lease may be lost. The launcher sets it; it does nothing elsewhere.
+        self.fence: Callable[[], None] = lambda: None
 
     # Drivers whose nodes are not launched (static hosts) say so: the core
     # then registers `standing_instances()` as ready nodes instead of launching.

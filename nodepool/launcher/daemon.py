@@ -36,6 +36,7 @@ from nodepool.drivers import adapter_for
 from nodepool.drivers.adapter import Adapter
 from nodepool.launcher import handover, maintenance
 from nodepool.launcher.context import LauncherContext
+from nodepool.launcher.fence import LeaseFence, SessionProof
 from nodepool.launcher.guarded import ZOOKEEPER_LOST
 from nodepool.launcher.minready import MinReady
 from nodepool.launcher.ownership import MIN_READY_LEASE, Leases
@@ -123,6 +124,7 @@ class Launcher:
         self.min_ready_owner = False
         self._min_ready_due = 0.0
         self.scheduler = None
+        self.proof: SessionProof | None = None   # proves our session alive (fencing)
 
     # -- start and stop -----------------------------------------------------
 
@@ -135,6 +137,8 @@ class Launcher:
         registry.register_launcher()
         scanner = NodeScanner()
         scanner.start()
+        self.proof = SessionProof(zk)
+        self.proof.start()
         self.ctx = LauncherContext(zk=zk, cache=cache, registry=registry, scanner=scanner,
                                    config=self.config, hostname=self.hostname,
                                    tuning=self.tuning)
@@ -170,6 +174,8 @@ class Launcher:
         if self.leases is not None:
             self.leases.release_all()
         self.ctx.scanner.stop()
+        if self.proof is not None:
+            self.proof.stop()
         self.ctx.registry.close()
         self.ctx.cache.stop()
         self.ctx.zk.disconnect()
@@ -235,7 +241,8 @@ class Launcher:
         except Exception:
             log.exception("provider=%s Cannot build its adapter; not serving it", name)
             return
-        worker = ProviderWorker(self.ctx, provider, adapter)
+        fence = LeaseFence(self.proof, name, self.leases.sessions.get(name))
+        worker = ProviderWorker(self.ctx, provider, adapter, fence)
         self.workers[name] = worker
         self.worker_snapshot = tuple(self.workers.values())
         worker.start()

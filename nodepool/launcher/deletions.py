@@ -57,7 +57,7 @@ class Deletions:
                           started=time.monotonic())
         if node.state != NodeState.DELETING or check_version:
             node.set_state(NodeState.DELETING)
-            task.write = self.scope.effects.write_node_async(node, check_version)
+            task.write = self.scope.effects.write_node_async(node, check_version, lock)
         self.tasks[node.id] = task
         self.scope.log.info("node=%s provider=%s Deleting: %s", node.id, self.scope.name, reason)
 
@@ -113,7 +113,7 @@ class Deletions:
                     self.cloud.want_listing()
 
     def _rewrite(self, task: DeleteTask) -> None:
-        task.write = self.scope.effects.write_node_async(task.node)
+        task.write = self.scope.effects.write_node_async(task.node, lock=task.lock)
 
     def collect(self, now: float) -> None:
         for task in list(self.tasks.values()):

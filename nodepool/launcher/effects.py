@@ -16,9 +16,10 @@ import dataclasses
 import logging
 from typing import Callable
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import BadVersionError, NoNodeError
 from kazoo.recipe.lock import Lock
 
+from nodepool import errors
 from nodepool.model import Node, NodeRequest
 from nodepool.zk import cache as zkcache
 from nodepool.zk import locks, nodes, paths, requests
@@ -60,14 +61,25 @@ class ZkEffects:
 
     # -- nodes ------------------------------------------------------------------------
 
-    def write_node_async(self, node: Node, check_version: bool = False):
+    def write_node_async(self, node: Node, check_version: bool = False,
+                         lock: Lock | None = None):
         """Write a node we hold locked; wakes the loop when answered.
 
         No version check by default: under the node lock no one else writes it
         (PROTOCOL.md); `check_version` makes it conditional on the version we read.
+        With `lock`, the write applies only while our contender of it exists (fencing:
+        a session that expired holds no lock, so its late writes fail).
         """
-        return self.cache.write_node(node.id, node.to_json(),
-                                     node.version if check_version else -1,
+        version = node.version if check_version else -1
+        contender = locks.contender_path(lock) if lock is not None else None
+        if contender is None:
+            return self.cache.write_node(node.id, node.to_json(), version,
+                                         then=lambda _: self.wake())
+        data = node.to_json()
+        tx = self.kazoo.transaction()
+        tx.check(contender, -1)
+        tx.set_data(paths.node(node.id), data, version)
+        return self.cache.commit_own(tx, [(zkcache.NODE, node.id, data, 1)],
                                      then=lambda _: self.wake())
 
     def write_and_unlock_async(self, node: Node, lock: Lock | None) -> object | None:
@@ -211,15 +223,44 @@ class ZkEffects:
     def read_request(self, request_id: str) -> NodeRequest | None:
         return requests.get_request(self.kazoo, request_id)
 
-    def write_request(self, req: NodeRequest) -> None:
+    def write_request(self, req: NodeRequest, lock: Lock | None = None) -> None:
         """Write a request we hold locked, over the version we read (waits).
-        Raises VersionConflict or NotFound."""
-        requests.update_request(self.kazoo, req)
 
-    def write_request_async(self, req: NodeRequest) -> None:
+        With `lock`, only while our contender of it exists (fencing). Raises
+        VersionConflict, NotFound, or LockFailed when our lock is gone.
+        """
+        contender = locks.contender_path(lock) if lock is not None else None
+        if contender is None:
+            requests.update_request(self.kazoo, req)
+            return
+        tx = self.kazoo.transaction()
+        tx.check(contender, -1)
+        tx.set_data(paths.request(req.id), req.to_json(), req.version)
+        checked, written = tx.commit()
+        if isinstance(checked, Exception):
+            raise errors.LockFailed(f"request {req.id}: our lock of it is gone ({checked!r}); "
+                                    "not written")
+        if isinstance(written, BadVersionError):
+            raise errors.VersionConflict(f"request {req.id} changed since version "
+                                         f"{req.version}")
+        if isinstance(written, NoNodeError):
+            raise errors.NotFound(f"request {req.id} was deleted (cancelled)")
+        if isinstance(written, Exception):
+            raise written
+        req.version = written.version
+
+    def write_request_async(self, req: NodeRequest, lock: Lock | None = None) -> None:
         """Write a request we hold locked (pending) without waiting; `req.version` becomes
-        the version the write will make, so the fulfil write that follows checks it."""
-        self.kazoo.set_async(paths.request(req.id), req.to_json(), req.version)
+        the version the write will make, so the fulfil write that follows checks it.
+        With `lock`, only while our contender of it exists (fencing)."""
+        contender = locks.contender_path(lock) if lock is not None else None
+        if contender is None:
+            self.kazoo.set_async(paths.request(req.id), req.to_json(), req.version)
+        else:
+            tx = self.kazoo.transaction()
+            tx.check(contender, -1)
+            tx.set_data(paths.request(req.id), req.to_json(), req.version)
+            tx.commit_async()
         req.version += 1
 
     # -- the hand-over transaction ----------------------------------------------------

@@ -221,8 +221,8 @@ class Requests:
             else:
                 req.set_state(RequestState.REQUESTED)
                 log.info("request=%s Declined by %s: %s", request_id, pool.view.id, reason)
-            effects.write_request(req)
-        except (errors.NotFound, errors.VersionConflict) as e:
+            effects.write_request(req, lock)
+        except (errors.NotFound, errors.VersionConflict, errors.LockFailed) as e:
             log.info("request=%s Not declined: %s", request_id, e)
         finally:
             if own_lock:
@@ -313,7 +313,7 @@ class Requests:
         # Pipelined: the loop does not wait for it. A cancellation shows in
         # the cache; any other surprise makes the fulfil write re-read first.
         req.set_state(RequestState.PENDING)
-        self.scope.effects.write_request_async(req)
+        self.scope.effects.write_request_async(req, handler.lock)
 
     # -- filling slots ------------------------------------------------------------------
 
@@ -422,7 +422,7 @@ class Requests:
             req.nodes = list(h.slots)
             req.set_state(RequestState.FULFILLED)
             try:
-                effects.write_request(req)
+                effects.write_request(req, h.lock)
                 log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
                 break
             except errors.VersionConflict:
@@ -431,7 +431,8 @@ class Requests:
                 if req is None:
                     self._release_slots(h)
                     break
-            except errors.NotFound:
+            except (errors.NotFound, errors.LockFailed) as e:
+                log.info("request=%s Not fulfilled: %s", req.id, e)
                 self._release_slots(h)
                 break
         self._done(h)
@@ -477,8 +478,8 @@ class Requests:
                 req = effects.read_request(h.request.id)
                 if req is not None and req.state == RequestState.PENDING:
                     req.set_state(RequestState.REQUESTED)
-                    effects.write_request(req)
-            except (errors.NotFound, errors.VersionConflict):
+                    effects.write_request(req, h.lock)
+            except (errors.NotFound, errors.VersionConflict, errors.LockFailed):
                 pass
             self._done(h)
 

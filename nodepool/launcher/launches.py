@@ -89,7 +89,7 @@ class Launches:
 
     def write(self, task: LaunchTask) -> None:
         """Write the task's node (pipelined); its next step waits for the answer."""
-        task.write = self.scope.effects.write_node_async(task.node)
+        task.write = self.scope.effects.write_node_async(task.node, lock=task.lock)
 
     # -- starting -----------------------------------------------------------------------
 

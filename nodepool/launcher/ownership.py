@@ -46,6 +46,7 @@ class Leases:
         self.wake = wake
         self.wanted: set[str] = set()
         self.held: set[str] = set()
+        self.sessions: dict[str, int] = {}   # held lease -> the session id that won it
         self._retry = threading.Event()
         self._retry.set()
         self._session_lost = False
@@ -70,6 +71,7 @@ class Leases:
     def release(self, name: str) -> None:
         if name in self.held:
             self.held.discard(name)
+            self.sessions.pop(name, None)
             self.on_lost(name)
             self.zk.delete_bounded(paths.provider_lease(name))
 
@@ -84,6 +86,7 @@ class Leases:
             for name in sorted(self.held):
                 log.warning("Lease %s lost with the ZooKeeper session", name)
                 self.held.discard(name)
+                self.sessions.pop(name, None)
                 self.on_lost(name)
         if not self._retry.is_set() or not self.zk.connected:
             return
@@ -92,7 +95,8 @@ class Leases:
         for name in sorted(self.wanted - self.held):
             path = paths.provider_lease(name)
             try:
-                self.zk.kazoo.create(path, data, ephemeral=True, makepath=True)
+                _, stat = self.zk.kazoo.create(path, data, ephemeral=True, makepath=True,
+                                               include_data=True)
             except NodeExistsError:
                 # Someone else holds it: try again the moment it goes away.
                 if self.zk.kazoo.exists(path, watch=self._watch) is None:
@@ -100,7 +104,10 @@ class Leases:
                     self.wake()
                 continue
             self.held.add(name)
-            log.info("Won lease %s", name)
+            # The session the znode belongs to (not the client's current one, which may
+            # have been replaced since): the fence holds the lease to it (fence.py).
+            self.sessions[name] = stat.ephemeralOwner
+            log.info("Won lease %s (session %#x)", name, stat.ephemeralOwner)
             self.on_acquired(name)
 
     def _watch(self, event) -> None:

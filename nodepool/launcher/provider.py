@@ -27,6 +27,7 @@ from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.context import LauncherContext
 from nodepool.launcher.deletions import Deletions
 from nodepool.launcher.effects import ZkEffects
+from nodepool.launcher.fence import LeaseFence, NoFence
 from nodepool.launcher.guarded import ZOOKEEPER_LOST, GuardedSteps
 from nodepool.launcher.handling import Requests
 from nodepool.launcher.indexes import ProviderIndex
@@ -42,11 +43,14 @@ from nodepool.zk import cache as zkcache
 
 log = logging.getLogger("nodepool.launcher.provider")
 
+FENCED_POLL = 0.05   # seconds between looks at the fence while the lease is unproven
+
 
 class ProviderWorker:
     """Drives one provider for as long as this launcher holds the provider's lease."""
 
-    def __init__(self, ctx: LauncherContext, provider: Provider, adapter: Adapter):
+    def __init__(self, ctx: LauncherContext, provider: Provider, adapter: Adapter,
+                 fence: LeaseFence | NoFence | None = None):
         self.name = provider.name
         self.thread: threading.Thread | None = None
         self.wakeup = threading.Event()
@@ -59,7 +63,9 @@ class ProviderWorker:
                               self.wake),
             executor=ThreadPoolExecutor(max_workers=ctx.tuning.executor_workers,
                                         thread_name_prefix=f"cloud-{provider.name}"),
-            wake=self.wake, log=logging.LoggerAdapter(log, {"provider": provider.name}))
+            wake=self.wake, log=logging.LoggerAdapter(log, {"provider": provider.name}),
+            fence=fence or NoFence())
+        adapter.fence = scope.fence.check   # every cloud call waits for proof of the lease
         self.cloud = CloudView(scope, reads_limits=adapter.launches)
         self.deletions = Deletions(scope, self.cloud)
         self.capacity = Capacity(
@@ -86,6 +92,8 @@ class ProviderWorker:
         self.cloud.follow_waits(lambda: self.launches.waits() + self.deletions.waits())
         self.steps = self._pass_steps()
         self._zk_lost_said = False
+        self._fenced = True        # until the first proof (fence.py), silently
+        self._fence_said = False
 
     def _build_pools(self) -> None:
         ctx, provider = self.scope.ctx, self.scope.provider
@@ -190,6 +198,8 @@ class ProviderWorker:
                 break
             if not scope.ctx.zk.connected:
                 continue  # suspended: act again once the session is back
+            if not self._lease_proven():
+                continue  # may have lost the lease: neither decide nor write (fence.py)
             try:
                 self.steps.run(time.monotonic())
                 self._zk_lost_said = False
@@ -201,6 +211,22 @@ class ProviderWorker:
                                       "(%s); waiting for the session", self.name,
                                       type(e).__name__)
             self.passes += 1
+
+    def _lease_proven(self) -> bool:
+        """Is our lease held for sure? Says so when that changes; while not, the loop
+        looks again every FENCED_POLL seconds (the session probe answers within T/5)."""
+        proven = self.scope.fence.holds()
+        if proven == self._fenced:
+            self._fenced = not proven
+            if self._fenced:   # it was proven before: say it
+                self._fence_said = True
+                self.scope.log.warning("Provider %s: no recent proof that our lease is held "
+                                       "(ZooKeeper session); pausing until there is",
+                                       self.name)
+            elif self._fence_said:
+                self._fence_said = False
+                self.scope.log.info("Provider %s: lease proven again; resuming", self.name)
+        return proven
 
     # -- a pass ----------------------------------------------------------------------------
 
@@ -256,6 +282,8 @@ class ProviderWorker:
     def _next_timer(self) -> float:
         """The earliest monotonic time at which something is due without an event."""
         now = time.monotonic()
+        if self._fenced:
+            return now + FENCED_POLL
         times = [now + self.scope.tuning.idle_wait, *self.sweep.timers(),
                  *self.launches.timers(), *self.deletions.timers(), *self.cloud.timers(),
                  *self.supply.timers(), *self.requests.timers(now), *self.steps.timers()]

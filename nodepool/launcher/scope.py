@@ -17,6 +17,7 @@ from nodepool.config.model import Pool, Provider
 from nodepool.drivers.adapter import Adapter
 from nodepool.launcher.context import LauncherContext
 from nodepool.launcher.effects import ZkEffects
+from nodepool.launcher.fence import LeaseFence, NoFence
 from nodepool.launcher.indexes import ProviderIndex
 from nodepool.launcher.planner import PoolView
 
@@ -45,6 +46,7 @@ class ProviderScope:
     executor: ThreadPoolExecutor
     wake: Callable[[], None]
     log: logging.LoggerAdapter
+    fence: LeaseFence | NoFence = dataclasses.field(default_factory=NoFence)
     stopping: bool = False
 
     @property

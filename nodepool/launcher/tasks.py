@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from kazoo.exceptions import BadVersionError, NoNodeError
+from kazoo.exceptions import BadVersionError, NoNodeError, RolledBackError
 from kazoo.recipe.lock import Lock
 
 from nodepool.config.model import PoolLabel
@@ -108,13 +108,22 @@ class StepRunner:
         if not result.ready():
             return "waiting"
         self.write = None
-        if result.successful():
-            self.node.version = result.get().version
-            return "done"
+        error = result.exception if not result.successful() else None
+        if error is None:
+            answer = result.get()
+            if not isinstance(answer, list):
+                self.node.version = answer.version
+                return "done"
+            # A write fenced by our lock: [check of our contender, the write] (effects.py).
+            error = next((r for r in answer if isinstance(r, Exception)
+                          and not isinstance(r, RolledBackError)), None)
+            if error is None:
+                self.node.version = answer[-1].version
+                return "done"
         log.error("node=%s provider=%s Writing the node failed: %r", self.node.id,
-                  self.node.provider, result.exception)
-        if isinstance(result.exception, (NoNodeError, BadVersionError)):
-            return "lost"
+                  self.node.provider, error)
+        if isinstance(error, (NoNodeError, BadVersionError)):
+            return "lost"   # gone, changed, or our lock of it is gone (fenced)
         rewrite(self)
         return "waiting"
 

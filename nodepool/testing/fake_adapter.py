@@ -82,6 +82,12 @@ class FakeAdapter(Adapter):
         self.cloud = cloud if cloud is not None else FakeCloud()
         self.floating_ips = floating_ips
 
+    @property
+    def api(self) -> FakeCloud:
+        """The cloud, for a call: fenced like a real driver's calls (Adapter.fence)."""
+        self.fence()
+        return self.cloud
+
     def create(self, ctx: LaunchContext, driver_data: Mapping[str, Any] | None = None
                ) -> CreateStateMachine:
         return FakeCreate(self, ctx, driver_data)
@@ -91,7 +97,7 @@ class FakeAdapter(Adapter):
 
     def list_instances(self) -> list[Instance]:
         try:
-            servers = self.cloud.list_servers()
+            servers = self.api.list_servers()
         except FakeCloudError as e:
             raise classify(e, TransientError) from e
         return [self.instance(s) for s in servers if s.metadata.get(TAG_PROVIDER) == self.provider.name]
@@ -100,18 +106,18 @@ class FakeAdapter(Adapter):
         return [CloudResource(kind="floating-ip", id=f.id, provider=f.metadata.get(TAG_PROVIDER),
                               node_id=f.metadata.get(TAG_NODE), created_at=f.created_at,
                               detail=f.address)
-                for f in self.cloud.list_floating_ips()
+                for f in self.api.list_floating_ips()
                 if f.metadata.get(TAG_PROVIDER) == self.provider.name]
 
     def delete_resource(self, resource: CloudResource) -> None:
         try:
-            self.cloud.delete_floating_ip(resource.id)
+            self.api.delete_floating_ip(resource.id)
         except FakeCloudError as e:
             if e.code != "NotFound":
                 raise classify(e, TransientError) from e
 
     def quota_limits(self) -> Resources | None:
-        quota, others = self.cloud.get_limits(self.provider.name)
+        quota, others = self.api.get_limits(self.provider.name)
         return None if quota is None else quota - others
 
     def label_cost(self, pool: Any, label: Any) -> Resources:
@@ -187,7 +193,7 @@ class FakeCreate(CreateStateMachine):
     def _submit(self, listing: Listing | None) -> None:
         if self.external_id is None and self._look_first:
             if listing is None:
-                found = self.cloud.find_servers({TAG_PROVIDER: self.adapter.provider.name,
+                found = self.adapter.api.find_servers({TAG_PROVIDER: self.adapter.provider.name,
                                                  TAG_NODE: self.ctx.node.id or ""})
                 self.external_id = found[0].id if found else None
             elif listing.taken_at < self.called_at:
@@ -200,7 +206,7 @@ class FakeCreate(CreateStateMachine):
                 return  # we made our one call; create on the next advance
         if self.external_id is None:
             name = f"{self.ctx.label.name}-{self.adapter.provider.name}-{self.ctx.node.id}"
-            server = self.cloud.create_server(name, self.adapter.flavor_for(self.ctx.label),
+            server = self.adapter.api.create_server(name, self.adapter.flavor_for(self.ctx.label),
                                               self._tags(), az=self.ctx.az)
             self.external_id = server.id
             self.called_at = time.monotonic()
@@ -210,7 +216,7 @@ class FakeCreate(CreateStateMachine):
         assert self.external_id is not None
 
         def fetch() -> Instance | None:
-            server = self.cloud.get_server(self.external_id)
+            server = self.adapter.api.get_server(self.external_id)
             return self.adapter.instance(server) if server else None
         return self.observe(listing, fetch)
 
@@ -233,7 +239,7 @@ class FakeCreate(CreateStateMachine):
             if self._server.public_ipv4 or not self._wants_floating_ip():
                 self._finish(self._server)
             return
-        fip = self.cloud.create_floating_ip(self._server.external_id, self._tags())
+        fip = self.adapter.api.create_floating_ip(self._server.external_id, self._tags())
         self._finish(dataclasses.replace(self._server, public_ipv4=fip.address,
                                          interface_ip=fip.address))
 
@@ -282,7 +288,7 @@ class FakeDelete(DeleteStateMachine):
     def _start(self, listing: Listing | None) -> None:
         if self.external_id is None and self.node.id is not None:
             if listing is None:
-                found = self.cloud.find_servers({TAG_PROVIDER: self.adapter.provider.name,
+                found = self.adapter.api.find_servers({TAG_PROVIDER: self.adapter.provider.name,
                                                  TAG_NODE: self.node.id})
                 self.external_id = found[0].id if found else None
                 self.state = self.DELETE if self.external_id else self.IPS
@@ -299,7 +305,7 @@ class FakeDelete(DeleteStateMachine):
     def _delete_server(self, listing: Listing | None) -> None:
         assert self.external_id is not None
         try:
-            self.cloud.delete_server(self.external_id)
+            self.adapter.api.delete_server(self.external_id)
         except FakeCloudError as e:
             if e.code != "NotFound":  # already gone is success
                 raise
@@ -309,7 +315,7 @@ class FakeDelete(DeleteStateMachine):
     def _wait_gone(self, listing: Listing | None) -> None:
         assert self.external_id is not None
         if listing is None:
-            gone = self.cloud.get_server(self.external_id) is None
+            gone = self.adapter.api.get_server(self.external_id) is None
         elif listing.taken_at < self._called_at:
             return
         else:
@@ -320,11 +326,11 @@ class FakeDelete(DeleteStateMachine):
     def _delete_ips(self, listing: Listing | None) -> None:
         if self._fips is None:
             mine = {TAG_PROVIDER: self.adapter.provider.name, TAG_NODE: self.node.id}
-            self._fips = [f.id for f in self.cloud.list_floating_ips(mine)
+            self._fips = [f.id for f in self.adapter.api.list_floating_ips(mine)
                           if self.node.id is not None]
         elif self._fips:
             try:
-                self.cloud.delete_floating_ip(self._fips[0])
+                self.adapter.api.delete_floating_ip(self._fips[0])
             except FakeCloudError as e:
                 if e.code != "NotFound":
                     raise

@@ -69,6 +69,9 @@ class SimConfig:
     region: str = "RegionOne"
     username: str = "demo"
     password: str = "secret"
+    # More user names Keystone accepts (same password and project): one per client
+    # tells calls apart in the request log's `user` (a launcher each, in a test).
+    extra_users: tuple[str, ...] = ()
     project_name: str = "demo"
     domain_name: str = "Default"
     max_microversion: str = "2.96"

@@ -46,12 +46,16 @@ class KeystoneApi:
         methods = identity.get("methods", [])
         if "password" in methods:
             user = identity.get("password", {}).get("user", {})
-            name_ok = user.get("name") == self.config.username or user.get("id") == self.state.user_id
+            names = (self.config.username, *self.config.extra_users)
+            name_ok = user.get("name") in names or user.get("id") == self.state.user_id
             if not name_ok or user.get("password") != self.config.password:
                 raise ApiError(401, "Unauthorized", "The request you have made requires authentication.")
+            user_name = user.get("name") or self.config.username
         elif "token" in methods:
-            if identity.get("token", {}).get("id") not in self.state.tokens:
+            old = identity.get("token", {}).get("id")
+            if old not in self.state.tokens:
                 raise ApiError(401, "Unauthorized", "The request you have made requires authentication.")
+            user_name = self.state.token_users.get(old, self.config.username)
         else:
             raise ApiError(400, "Bad Request", f"Unsupported auth methods {methods}: use password or token")
         scope = body.get("auth", {}).get("scope")
@@ -65,6 +69,7 @@ class KeystoneApi:
         token_id = "gAAAAA" + uuid.uuid4().hex + uuid.uuid4().hex
         with self.state.lock:
             self.state.tokens.add(token_id)
+            self.state.token_users[token_id] = user_name
         return Response(201, {"token": self._token_body(req.base_url, methods, scoped)},
                         {"X-Subject-Token": token_id})
 

@@ -200,13 +200,18 @@ class Simulator:
                          "project_domain_name": self.config.domain_name},
                 "identity_api_version": 3, "region_name": self.config.region}
 
-    def write_clouds_yaml(self, path: str, cloud_name: str = "local", **extra: Any) -> str:
-        """Write a clouds.yaml; extra keys (e.g. status_code_retries=2) go into the cloud's entry."""
+    def write_clouds_yaml(self, path: str, cloud_name: str = "local", username: str | None = None,
+                          **extra: Any) -> str:
+        """Write a clouds.yaml; extra keys (e.g. status_code_retries=2) go into the cloud's entry.
+        `username`: one of `extra_users` instead of the main user."""
         import yaml
 
+        entry = {**self.cloud_config(), **extra}
+        if username is not None:
+            entry["auth"] = {**entry["auth"], "username": username}
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as fh:
-            yaml.safe_dump({"clouds": {cloud_name: {**self.cloud_config(), **extra}}}, fh, sort_keys=False)
+            yaml.safe_dump({"clouds": {cloud_name: entry}}, fh, sort_keys=False)
         return path
 
     def client(self) -> "Any":
@@ -247,6 +252,7 @@ class Simulator:
                 "method": method, "path": path, "query": parsed.query, "status": response.status,
                 "microversion": lower.get("openstack-api-version") or lower.get("x-openstack-nova-api-version"),
                 "route": route.template if route else None, "time": time.time(),
+                "user": self.state.token_users.get(req.token or ""),
                 "ms": round((time.monotonic() - started) * 1000, 3)})
         return response
 

@@ -66,6 +66,7 @@ class CloudState:
         self.calls: collections.Counter[str] = collections.Counter()
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=2000)
         self.tokens: set[str] = set()
+        self.token_users: dict[str, str] = {}   # token -> the user name it was issued to
         self.realnodes: Any = None  # realnodes.RealNodes when real nodes are on
         self.on_server_gone: list[Callable[[Server], None]] = []
         self.flavors = {f.id: f for f in config.flavors}

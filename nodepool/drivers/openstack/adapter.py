@@ -46,7 +46,7 @@ class OpenStackAdapter(Adapter):
 
     def __init__(self, provider: Any):
         super().__init__(provider)
-        self.cloud = Cloud(provider)
+        self.cloud = Cloud(provider, fence=lambda: self.fence())
         self.catalog = Catalog(self.cloud)
         self.leaks = LeakScanner(self)
         self._lock = threading.Lock()

@@ -39,8 +39,10 @@ class Cloud:
     the image service 5 retries on 503).
     """
 
-    def __init__(self, provider: Any, limiter: RateLimiter | None = None):
+    def __init__(self, provider: Any, limiter: RateLimiter | None = None,
+                 fence: Callable[[], None] = lambda: None):
         self.provider = provider
+        self.fence = fence      # raises when the provider's lease may be lost (no call then)
         self.limiter = limiter or RateLimiter(getattr(provider, "rate", 0.0))
         self._lock = threading.Lock()
         self._conn: openstack.connection.Connection | None = None
@@ -104,6 +106,7 @@ class Cloud:
         `not_found`, when given, is returned for a 404 instead of raising.
         """
         self.limiter.wait()
+        self.fence()   # last, right before the request: a wait above may have been long
         try:
             return fn(self.connection())
         except Exception as e:

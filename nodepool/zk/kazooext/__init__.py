@@ -43,4 +43,5 @@ PRIVATE_NAMES = [
     # client.py: the connection it replaces, the raw send.
     "kazoo.client.KazooClient._connection",
     "kazoo.client.KazooClient._call",
+    "kazoo.client.KazooClient._session_timeout",   # the timeout asked for, until negotiated
 ]

@@ -36,6 +36,12 @@ class NodepoolKazooClient(KazooClient):
     def remove_persistent_route(self, path: str) -> None:
         self.persistent_routes.pop((self.chroot or "") + path, None)
 
+    @property
+    def session_timeout(self) -> float:
+        """The session timeout in seconds: as negotiated with the server once it has
+        been, else as asked for."""
+        return self._connection.negotiated_timeout or self._session_timeout / 1000.0
+
     def send_request(self, request, async_result):
         """Queue a raw protocol request (its paths already chrooted); the answer sets
         `async_result`. False when the session is closed (the result has the error)."""

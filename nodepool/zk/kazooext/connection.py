@@ -48,10 +48,13 @@ class BatchingConnection(ConnectionHandler):
         super().__init__(*args, **kwargs)
         self._inbuf = bytearray()
         self._inbuf_sock = None     # the socket the buffered bytes came from
+        self.negotiated_timeout: float | None = None   # seconds, of the current session
 
     # -- sends --------------------------------------------------------------------
 
     def _send_request(self, read_timeout, connect_timeout):
+        # kazoo's read timeout is 2/3 of the session timeout the server negotiated.
+        self.negotiated_timeout = read_timeout * 1.5
         queue = self.client._queue
         buf = bytearray()
         batch = []
