@@ -192,13 +192,15 @@ class ZooKeeperServer:
 
     def __init__(self, base_dir: str | os.PathLike[str], port: int = 0,
                  tls_port: int | None = None, start_timeout: float = START_TIMEOUT,
-                 die_with_parent: bool = True) -> None:
+                 die_with_parent: bool = True, *, tls_dir: str | os.PathLike[str] | None = None) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.host, self.port, self.tls_port = LOOPBACK, port, tls_port
         self._want = (port, tls_port)
         self.start_timeout, self.die_with_parent = start_timeout, die_with_parent
         self.pid: int | None = None
-        tls = self.base_dir / "tls" if tls_port is not None else None  # client side of TLS:
+        # tls_dir: certificates made once there (an ensemble's members share one CA and keystore)
+        self.tls_dir = Path(tls_dir).resolve() if tls_dir else self.base_dir / "tls"
+        tls = self.tls_dir if tls_port is not None else None  # client side of TLS:
         self.ca: str | None = str(tls / "ca.pem") if tls else None
         self.cert: str | None = str(tls / "client.pem") if tls else None
         self.key: str | None = str(tls / "client.key") if tls else None
@@ -223,7 +225,7 @@ class ZooKeeperServer:
                 "ca": self.ca, "cert": self.cert, "key": self.key,
                 "config": str(self.config_path), "log": str(self.log_path)}
 
-    def _write_config(self) -> None:
+    def _config_lines(self) -> list[str]:
         lines = [f"dataDir={self.base_dir / 'data'}", f"clientPort={self.port}",
                  f"clientPortAddress={LOOPBACK}",
                  # short ticks let tests expire a session in about a second
@@ -232,12 +234,12 @@ class ZooKeeperServer:
                  "maxClientCnxns=0", "preAllocSize=4096", "admin.enableServer=false",
                  "4lw.commands.whitelist=ruok,srvr,mntr,stat"]
         if self.tls_port is not None:
-            keystore = self.base_dir / "tls" / "keystore.pem"
+            keystore = self.tls_dir / "keystore.pem"
             lines += [f"secureClientPort={self.tls_port}", f"secureClientPortAddress={LOOPBACK}",
                       "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
                       f"ssl.keyStore.location={keystore}", "ssl.keyStore.type=PEM",
                       f"ssl.trustStore.location={self.ca}", "ssl.trustStore.type=PEM"]
-        self.config_path.write_text("\n".join(lines) + "\n")
+        return lines
 
     @staticmethod
     def _environment() -> dict[str, str]:
@@ -252,6 +254,22 @@ class ZooKeeperServer:
 
     def start(self) -> ZooKeeperServer:
         """Start and wait until it serves; on failure raise ZooKeeperError and leave no process."""
+        script = self._prepare()
+        # Ports we picked can be taken before the server binds them: then pick again.
+        for attempts_left in reversed(range(3 if self._want[0] == 0 and self._want[1] in (0, None) else 1)):
+            self.port = self._want[0] or free_port()
+            self.tls_port = None if self._want[1] is None else self._want[1] or free_port()
+            try:
+                self._spawn(script)
+                self._await_serving(time.monotonic() + self.start_timeout)
+                return self
+            except PortTakenError:
+                if not attempts_left:
+                    raise
+        return self
+
+    def _prepare(self) -> Path:
+        """Check it can start, make its directories and certificates; return zkServer.sh's path."""
         if self.pid is not None:
             raise ZooKeeperError(f"ZooKeeper in {self.base_dir} is already started (pid {self.pid})")
         if (script := find_zkserver()) is None:
@@ -259,23 +277,15 @@ class ZooKeeperServer:
                                  f"{', '.join(ZK_HOME_CANDIDATES)}): run `python3 {__file__} install`")
         (self.base_dir / "data").mkdir(parents=True, exist_ok=True)
         if self._want[1] is not None:
-            make_certificates(self.base_dir / "tls")
-        # Ports we picked can be taken before the server binds them: then pick again.
-        for attempts_left in reversed(range(3 if self._want[0] == 0 and self._want[1] in (0, None) else 1)):
-            self.port = self._want[0] or free_port()
-            self.tls_port = None if self._want[1] is None else self._want[1] or free_port()
-            try:
-                self._check_ports("")  # else srvr could be answered by the server holding the port
-                self._write_config()
-                self._launch(script)
-                return self
-            except PortTakenError:
-                if not attempts_left:
-                    raise
-        return self
+            make_certificates(self.tls_dir)
+        return script
+
+    def _ports(self) -> list[int]:
+        """Every port the server will listen on (checked free before it is launched)."""
+        return [p for p in (self.port, self.tls_port) if p is not None]
 
     def _check_ports(self, log: str) -> None:
-        taken = [p for p in (self.port, self.tls_port) if p is not None and _port_in_use(p)]
+        taken = [p for p in self._ports() if _port_in_use(p)]
         if taken or "Address already in use" in log:
             where = " and ".join(f"{LOOPBACK}:{p}" for p in taken) or "one of its ports"
             raise PortTakenError(
@@ -283,7 +293,10 @@ class ZooKeeperServer:
                 "ZooKeeper? see `ss -ltnp`): choose another port, or 0 for a free one"
                 + (f". Server log {self.log_path}:\n{log}" if log else ""))
 
-    def _launch(self, script: Path) -> None:
+    def _spawn(self, script: Path) -> None:
+        """Write zoo.cfg and launch the JVM on the current ports, without waiting for it."""
+        self._check_ports("")  # else srvr could be answered by the server holding the port
+        self.config_path.write_text("\n".join(self._config_lines()) + "\n")
         with open(self.log_path, "wb") as log:  # this run's log only
             self._proc = subprocess.Popen(
                 [str(script), "start-foreground", str(self.config_path)],
@@ -291,14 +304,18 @@ class ZooKeeperServer:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if self.die_with_parent else None)
         self.pid = self._proc.pid  # zkServer.sh start-foreground execs java: the JVM's pid
+
+    def _await_serving(self, deadline: float) -> None:
+        """Wait until the spawned server serves; else stop it and raise ZooKeeperError."""
+        assert self._proc is not None, "_spawn first"
+        timeout = max(0.0, deadline - time.monotonic())
         try:
-            deadline = time.monotonic() + self.start_timeout
             while (code := self._proc.poll()) is None:
                 if (problem := self._not_ready_reason()) is None:
                     return
                 if time.monotonic() > deadline:
                     raise ZooKeeperError(
-                        f"ZooKeeper (pid {self.pid}) did not serve within {self.start_timeout:.0f}s: "
+                        f"ZooKeeper (pid {self.pid}) did not serve within {timeout:.0f}s: "
                         f"{problem}. Server log {self.log_path}:\n{self.log_tail()}")
                 time.sleep(POLL)
             self._check_ports(self.log_tail())
@@ -339,16 +356,23 @@ class ZooKeeperServer:
         self._proc, self.pid = None, None
 
 
+def runs_config(pid: Any, config: str) -> bool:
+    """True when pid is a live ZooKeeper started with this zoo.cfg (a recycled pid does not count)."""
+    try:
+        argv = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
+    except (OSError, TypeError, ValueError):
+        return False
+    ours = {b"org.apache.zookeeper.server.quorum.QuorumPeerMain", config.encode()} <= set(argv)
+    return ours and pid_alive(int(pid))
+
+
 def _running_state(base_dir: Path) -> dict[str, Any] | None:
     """zk.json's content when the server it describes is running, else None."""
     try:
         state: dict[str, Any] = json.loads((base_dir / "zk.json").read_text())
-        # A recycled pid must not count: it has to be a ZooKeeper run with our zoo.cfg.
-        argv = Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")
-    except (OSError, KeyError, TypeError):
+        return state if runs_config(state["pid"], state["config"]) else None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    ours = {b"org.apache.zookeeper.server.quorum.QuorumPeerMain", state["config"].encode()} <= set(argv)
-    return state if ours and pid_alive(state["pid"]) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -364,8 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd.add_argument("--port", type=int, default=0, help="plain port (default 0: a free one)")
             cmd.add_argument("--tls-port", type=int, help="TLS port, 0: a free one (default: no TLS)")
             cmd.add_argument("--timeout", type=float, default=START_TIMEOUT, help="seconds to wait")
+    import zkensemble  # here: it imports this module
+    zkensemble.add_cli(sub)
     args = parser.parse_args(argv)
     try:
+        if args.command == "ensemble":
+            return zkensemble.cli(args)
         if args.command == "install":
             installed = install(args.also)
             print(f"installed: {' '.join(installed)}" if installed else "nothing to install")
@@ -402,5 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def __getattr__(name: str) -> Any:
+    """zookeeper.ZooKeeperEnsemble, from tools/zkensemble.py (imported on first use: it imports us)."""
+    if name in ("ZooKeeperEnsemble", "EnsembleMember"):
+        import zkensemble
+        return getattr(zkensemble, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 if __name__ == "__main__":
+    sys.modules.setdefault("zookeeper", sys.modules[__name__])  # zkensemble's `import zookeeper`: this one
     sys.exit(main())
