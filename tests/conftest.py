@@ -21,7 +21,7 @@ import zookeeper  # noqa: E402  (tools/ is not a package; it must run before the
 # Fixtures shared by several test modules live in plugins, never in a test module that others import:
 # the OpenStack simulator rig (sim, conn, ctl, images, providers, make_adapter) and the launcher on
 # the fake cloud (env).
-pytest_plugins = ["plugins.ossim", "plugins.launcher_env"]
+pytest_plugins = ["pytester", "plugins.errorwatch", "plugins.ossim", "plugins.launcher_env", "plugins.ensemble"]
 
 CONNECT_TIMEOUT = 10.0
 CLEANUP_TIMEOUT = 10.0

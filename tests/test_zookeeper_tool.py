@@ -152,3 +152,109 @@ def test_server_that_cannot_bind_exits_and_the_error_shows_its_log(
     assert str(tmp_path / "zookeeper.log") in str(caught.value)
     assert server.pid is None
     assert zookeeper_pids(tmp_path / "zoo.cfg") == []
+
+
+# The ensemble (tools/zkensemble.py) through the zk_ensemble and ensemble_tls fixtures
+# (tests/plugins/ensemble.py): between tests the plugin restarts whatever a test killed.
+
+def tls_client(hosts: str, tls: dict[str, Any], timeout: float = 4.0) -> KazooClient:
+    return started(KazooClient(hosts=hosts + tls["chroot"], timeout=timeout, use_ssl=True,
+                               certfile=tls["cert"], keyfile=tls["key"], ca=tls["ca"]))
+
+
+def closed(*clients: KazooClient) -> None:
+    for client in clients:
+        client.stop()
+        client.close()
+
+
+def test_ensemble_members_serve_the_same_data_over_plain_and_tls(
+        zk_ensemble: Any, ensemble_tls: dict[str, Any]) -> None:
+    assert len(ensemble_tls["hosts"].split(",")) == 3
+    assert ensemble_tls["hosts"] == ",".join(f"127.0.0.1:{m.tls_port}" for m in zk_ensemble.members)
+    ports = [p for m in zk_ensemble.members
+             for p in (m.port, m.tls_port, m.quorum_port, m.election_port)]
+    assert len(set(ports)) == 12
+    writer = started(KazooClient(hosts=zk_ensemble.members[0].plain_hosts + ensemble_tls["chroot"]))
+    readers = [tls_client(m.tls_hosts, ensemble_tls) for m in zk_ensemble.members]
+    try:
+        writer.create("/shared", b"written on server 1")
+        for reader in readers:
+            reader.sync("/shared")
+            assert reader.get("/shared")[0] == b"written on server 1"
+    finally:
+        closed(writer, *readers)
+    leader = zk_ensemble.leader()
+    modes = [zookeeper.four_letter(m.port) for m in zk_ensemble.members]
+    assert "Mode: leader" in modes[leader]
+    assert all("Mode: follower" in mode for i, mode in enumerate(modes) if i != leader)
+
+
+def test_killed_leader_is_replaced_the_session_survives_and_it_comes_back(
+        zk_ensemble: Any, ensemble_tls: dict[str, Any]) -> None:
+    client = tls_client(ensemble_tls["hosts"], ensemble_tls, timeout=4.0)  # a 4 s session
+    try:
+        client.create("/before", b"1")
+        session = client.client_id
+        old = zk_ensemble.leader()
+        killed_pid = zk_ensemble.members[old].pid
+        zk_ensemble.kill(old)
+        assert not zookeeper.pid_alive(killed_pid) and zk_ensemble.members[old].pid is None
+        new = zk_ensemble.leader(timeout=10)
+        assert new != old
+        client.retry(client.create, "/after", b"2")
+        assert client.client_id == session  # the same session, on another server
+        zk_ensemble.start_member(old)
+        assert zk_ensemble.members[old].mode() == "follower"
+        back = started(KazooClient(hosts=zk_ensemble.members[old].plain_hosts + ensemble_tls["chroot"]))
+        try:
+            back.sync("/after")
+            assert (back.get("/before")[0], back.get("/after")[0]) == (b"1", b"2")
+        finally:
+            closed(back)
+    finally:
+        closed(client)
+
+
+def test_paused_follower_does_not_stop_writes_and_serves_after_resume(
+        zk_ensemble: Any, ensemble_tls: dict[str, Any]) -> None:
+    follower = (zk_ensemble.leader() + 1) % 3
+    client = tls_client(zk_ensemble.members[(follower + 1) % 3].tls_hosts, ensemble_tls)
+    try:
+        zk_ensemble.pause(follower)
+        client.create("/while-paused", b"x")  # the other two are a quorum
+        zk_ensemble.resume(follower)
+        assert zk_ensemble.members[follower].mode() in ("leader", "follower")
+    finally:
+        closed(client)
+
+
+def test_cli_ensemble_start_prints_hosts_and_stop_leaves_no_process(tmp_path: Path) -> None:
+    def tool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(TOOL), "ensemble", *args, "--dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    start = tool("start", "--no-tls")
+    assert start.returncode == 0, start.stderr
+    info = json.loads(start.stdout)
+    try:
+        assert info == json.loads((tmp_path / "ensemble.json").read_text())
+        assert info["tls_hosts"] is None and info["certs"] == {"ca": None, "cert": None, "key": None}
+        ports = [m["port"] for m in info["members"]]
+        assert info["hosts"] == ",".join(f"127.0.0.1:{p}" for p in ports)
+        assert sorted(zookeeper.four_letter(p).split("Mode: ")[1].split()[0] for p in ports) == \
+            ["follower", "follower", "leader"]
+        client = started(KazooClient(hosts=info["hosts"]))
+        client.create("/hello", b"world")
+        closed(client)
+        assert tool("status").returncode == 0
+
+        stop = tool("stop")
+        assert stop.returncode == 0, stop.stderr
+        assert not any(zookeeper.pid_alive(pid) for pid in info["pids"])
+        assert [pid for m in info["members"] for pid in zookeeper_pids(Path(m["config"]))] == []
+        assert tool("status").returncode == 3
+    finally:
+        for pid in info["pids"]:
+            if zookeeper.pid_alive(pid):
+                zookeeper.stop_pid(pid)
