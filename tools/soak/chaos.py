@@ -9,6 +9,7 @@ ERROR and boot delays re-drawn between 0.5 and 2 s.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -59,7 +60,11 @@ def make_plan(seed: int, duration: float, launchers: int, zk_timeout: float,
         step = (end - start) / count
         for i, kind in enumerate(order):
             at = start + step * i + rng.uniform(0, step * 0.3)
-            track.append(_event(rng, kind, at, launchers, zk_timeout, max_servers))
+            event = _event(rng, kind, at, launchers, zk_timeout, max_servers)
+            if event.kind == "quota":  # restored within the window: the launcher may take a
+                # quota refresh (60 s) to see it, and that should not land in the drain
+                event = dataclasses.replace(event, seconds=max(5.0, min(event.seconds, end - at)))
+            track.append(event)
     return plan
 
 

@@ -23,6 +23,8 @@ from .load import Load, connect
 from .report import Ledger, summary_line, write_report
 
 ALL_CHAOS = (*PROCESS_KINDS, *CLOUD_KINDS, "create-error")
+SHOWN_EVENTS = {"kill", "restart", "pause", "resume", "leader-kill", "member-start", "quota-cut",
+                "quota-restore", "leader-skipped", "chaos-cloud-error"}
 READY_TIMEOUT = 90.0  # launchers up and both pools registered
 
 
@@ -77,12 +79,27 @@ class Run:
         self.cluster = Cluster(self.run_dir, args.launchers, self.pools, quota, args.real_nodes)
         self.load: Load | None = None
         self.extra: dict[str, Any] = {}
+        self.next_status = 60.0
 
     def progress(self, message: str) -> None:
         print(f"soak [{self.ledger.now():6.1f}s] {message}", file=sys.stderr, flush=True)
 
+    def show_event(self, event: dict[str, Any]) -> None:
+        """Progress: process chaos and quota cuts as they happen, counters once a minute; bursts
+        only in report.json."""
+        if event["kind"] in SHOWN_EVENTS:
+            self.progress(" ".join(f"{k}={v}" for k, v in event.items() if k != "at"))
+
+    def status(self) -> None:
+        if self.ledger.now() >= self.next_status:
+            self.next_status = self.ledger.now() + 60
+            c = self.ledger.counts
+            self.progress(f"requests={c['requests']} fulfilled={c['fulfilled']} failed={c['failed']} "
+                          f"violations={len(self.ledger.violations)}")
+
     def watchdog(self) -> None:
         """A launcher that exited by itself is a violation; it is restarted so the soak goes on."""
+        self.status()
         for launcher in self.cluster.launchers:
             code = launcher.exited()
             if code is not None and not launcher.expect_exit:
@@ -136,6 +153,8 @@ class Run:
         started = time.monotonic()
         deadline = started + self.args.drain_timeout
         self.load.join(self.args.drain_timeout)
+        # Stuck requests were cancelled when the bound ran out: look a few more times anyway.
+        deadline = max(deadline, time.monotonic() + 5)
         why, calm = "", 0
         while time.monotonic() < deadline and calm < 2:
             self.watchdog()
@@ -183,14 +202,18 @@ class Run:
             self.extra["plan"] = plan.describe()
             chaos = Chaos(self.cluster, self.ledger, plan, args.seed,
                           args.create_error_rate if "create-error" in self.kinds else 0.0).start()
-            self.ledger.on_event = lambda e: self.progress(
-                " ".join(f"{k}={v}" for k, v in e.items() if k != "at"))
+            self.ledger.on_event = self.show_event
             chaos.run_process_track(args.duration, self.watchdog)
             self.load.stop_new()
             chaos.finish()
             self.ledger.on_event = None
             self.progress(f"load and chaos over ({self.ledger.counts['requests']} requests); draining")
             self.drain(zk)
+            waits = sorted(((r.final_at or self.ledger.now()) - r.created_at, r.rid, r.labels, r.state)
+                           for r in self.load.requests if r.rid)
+            self.extra["slowest_requests"] = [
+                {"request": rid, "labels": labels, "state": state, "seconds": round(wait, 1)}
+                for wait, rid, labels, state in waits[-5:][::-1]]
             watch.finish()
             self.extra["peak_live_servers"] = dict(watch.peak)
             self.extra["peak_listed_servers"] = dict(watch.peak_all)

@@ -1,7 +1,7 @@
 """The soak's processes: a ZooKeeper ensemble, the simulator (tools/ossim) and the launchers, by pid.
 
-Every process is started from the main thread (the chaos that kills and restarts them runs
-there too): the kernel's parent-death signal, which stops a child if the soak dies hard, is
+Every process (ZooKeeper members included) is started from the main thread (the chaos that
+kills and restarts them runs there too): the kernel's parent-death signal, which stops a child if the soak dies hard, is
 tied to the thread that started it.
 """
 
@@ -53,54 +53,9 @@ def stop_pid(proc: subprocess.Popen[Any], timeout: float) -> int | None:
     return proc.poll()
 
 
-class StandaloneEnsemble:
-    """A one-server stand-in with ZooKeeperEnsemble's interface (tools/zookeeper.py), used
-    until the real ensemble exists: its one member is always the leader, so killing it is a
-    full outage until start_member."""
-
-    def __init__(self, base_dir: Path, size: int = 1, tls: bool = True) -> None:
-        self.base_dir = Path(base_dir)
-        self.server = zookeeper.ZooKeeperServer(self.base_dir / "zk1", port=0, tls_port=0)
-
-    def start(self) -> StandaloneEnsemble:
-        self.server.start()
-        return self
-
-    @property
-    def members(self) -> list[Any]:
-        return [self.server]
-
-    @property
-    def plain_hosts(self) -> str:
-        return self.server.plain_hosts
-
-    @property
-    def tls_hosts(self) -> str:
-        return self.server.tls_hosts
-
-    @property
-    def certs(self) -> dict[str, str]:
-        return {"ca": self.server.ca or "", "cert": self.server.cert or "", "key": self.server.key or ""}
-
-    def leader(self) -> int:
-        return 0
-
-    def kill(self, i: int) -> None:
-        if self.server.pid is not None:
-            os.kill(self.server.pid, signal.SIGKILL)
-        self.server.stop()  # reaps it
-
-    def start_member(self, i: int) -> None:
-        old = self.server  # back on the same ports, data and certificates
-        self.server = zookeeper.ZooKeeperServer(old.base_dir, port=old.port, tls_port=old.tls_port)
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-# The one line to switch to the real ensemble once tools/zookeeper.py has it:
-Ensemble = StandaloneEnsemble
+# A 3-server quorum on 127.0.0.1 (tools/zkensemble.py): start/stop, plain_hosts, tls_hosts,
+# certs, members, leader(), kill(i), start_member(i).
+Ensemble = zookeeper.ZooKeeperEnsemble
 
 
 class SimProcess:
