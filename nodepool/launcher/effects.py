@@ -104,7 +104,7 @@ class ZkEffects:
             if failed is not None:
                 log.error("node=%s provider=%s Writing %s failed: %r", node.id, node.provider,
                           node.state.value, failed)
-                kazoo.delete_async(contender)
+                locks.delete_contender_async(kazoo, contender)
         self.cache.commit_own(tx, [(zkcache.NODE, node.id, data, 0)], then=done)
         return None
 
@@ -203,7 +203,7 @@ class ZkEffects:
 
         def done(result) -> None:
             if _failed(result) is not None:   # nothing was written: let go of our lock
-                kazoo.delete_async(contender)
+                locks.delete_contender_async(kazoo, contender)
         tx.commit_async().rawlink(done)
         return True
 

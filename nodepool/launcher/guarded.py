@@ -43,8 +43,10 @@ class GuardedSteps:
     """Runs a pass's steps in order; a failing step is skipped until its backoff ends."""
 
     def __init__(self, owner: str, log: logging.Logger | logging.LoggerAdapter, tuning: Tuning,
-                 steps: list[tuple[str, Callable[[float], None]]]):
+                 steps: list[tuple[str, Callable[[float], None]]],
+                 on_failure: Callable[[], None] = lambda: None):
         self.owner = owner
+        self.on_failure = on_failure   # a step failed: what it took on may be dropped
         self.log = log
         self.tuning = tuning
         self.steps = [Step(name, run) for name, run in steps]
@@ -67,6 +69,7 @@ class GuardedSteps:
                     step.failures = 0
 
     def _failed(self, step: Step, error: Exception, now: float) -> None:
+        self.on_failure()
         step.failures += 1
         t = self.tuning
         delay = min(t.step_backoff_max, t.step_backoff_min * 2 ** min(step.failures - 1, 20))

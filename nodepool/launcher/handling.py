@@ -419,8 +419,13 @@ class Requests:
         h.held.clear()
         req = h.request
         for _ in range(3):
+            if req.state == RequestState.FULFILLED and req.nodes == list(h.slots) and \
+                    req is not h.request:
+                log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
+                break   # our own write went through; only its answer was lost
             req.nodes = list(h.slots)
-            req.set_state(RequestState.FULFILLED)
+            if req.state != RequestState.FULFILLED:   # a retry after a lost answer
+                req.set_state(RequestState.FULFILLED)
             try:
                 effects.write_request(req, h.lock)
                 log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))

@@ -205,6 +205,7 @@ class ProviderWorker:
                 self._zk_lost_said = False
             except ZOOKEEPER_LOST as e:
                 # Expected at a leader loss or after a pause; recovery is the session's.
+                self._resync()
                 if not self._zk_lost_said:
                     self._zk_lost_said = True
                     scope.log.warning("Provider %s: ZooKeeper connection lost during a pass "
@@ -260,7 +261,13 @@ class ProviderWorker:
             ("publish pauses", lambda now: self._publish_pauses()),   # a no-op when unchanged
         ]
         return GuardedSteps(f"provider {self.name}", self.scope.log, self.scope.tuning,
-                            sync + act)
+                            sync + act, on_failure=self._resync)
+
+    def _resync(self) -> None:
+        """A pass was cut short (ZooKeeper lost, a step failed): what it had taken from
+        its queues may not have been acted on, so look at every request and node again."""
+        self.requests.deferral.want_walk()
+        self.sweep.want_full()
 
     def _publish_pauses(self) -> None:
         for pool in self.pools.values():

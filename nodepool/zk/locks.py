@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import LockTimeout, NodeExistsError, NoNodeError
+from kazoo.exceptions import ConnectionLoss, LockTimeout, NodeExistsError, NoNodeError
 from kazoo.recipe.lock import Lock
 
 from nodepool.errors import LockFailed, NotFound
@@ -117,9 +117,17 @@ def start_fresh_node_lock(kazoo: KazooClient, node_id: str,
 
 
 def finish_fresh_lock(attempt: FreshLockAttempt) -> str:
-    """"ok" (and its lock is held), "exists" or "no-parent", from the transaction's answer."""
+    """"ok" (and its lock is held), "exists" or "no-parent", from the transaction's answer.
+
+    A lost answer (ConnectionLoss) is raised after `withdraw_lost` was queued: the
+    transaction may have been applied, leaving a contender nobody knows of.
+    """
     lock = attempt.lock
-    results = attempt.pending.get()
+    try:
+        results = attempt.pending.get()
+    except ConnectionLoss:
+        withdraw_lost(lock.client, lock)
+        raise
     if isinstance(results[0], NoNodeError):
         return "no-parent"
     if isinstance(results[0], Exception) or isinstance(results[1], Exception):
@@ -197,14 +205,18 @@ def settle(kazoo: KazooClient, attempt: LockAttempt) -> Lock | None:
     does not exist.
     """
     lock = attempt.lock
-    path = attempt.created.get()
+    try:
+        path = attempt.created.get()
+    except ConnectionLoss:
+        withdraw_lost(kazoo, lock)
+        raise
     mine = path[len(lock.path) + 1:]
     try:
         children = attempt.listed.get()
     except NoNodeError:
         children = [mine]
     if any(is_contender(c) and _sequence(c) < _sequence(mine) for c in children):
-        kazoo.delete_async(path)
+        delete_contender_async(kazoo, path)
         return None
     lock.node, lock.create_tried, lock.is_acquired = mine, True, True
     return lock
@@ -283,8 +295,36 @@ def release_async(kazoo: KazooClient, lock: Lock | None) -> None:
     """
     if lock is None or not lock.is_acquired or lock.node is None:
         return
-    kazoo.delete_async(f"{lock.path}/{lock.node}")
+    delete_contender_async(kazoo, f"{lock.path}/{lock.node}")
     forget(lock)
+
+
+def delete_contender_async(kazoo: KazooClient, path: str) -> None:
+    """Delete one of our contenders without waiting, for sure: an answer lost with the
+    connection (the delete may not have been applied) sends it again once reconnected,
+    on the same session (a new session has no contender of ours left). Gone is done."""
+    def answered(result) -> None:    # on the callback thread: nothing that waits
+        if not result.successful() and isinstance(result.exception, ConnectionLoss):
+            delete_contender_async(kazoo, path)
+    kazoo.delete_async(path).rawlink(answered)
+
+
+def withdraw_lost(kazoo: KazooClient, lock: Lock) -> None:
+    """A contender create of ours whose answer was lost may exist all the same, held by
+    our session for ever (a lock no one would ever release). Once reconnected, list the
+    lock dir and delete every child named with this lock's prefix (kazoo's recipe finds
+    its own node the same way)."""
+    prefix = lock.prefix
+
+    def listed(result) -> None:      # on the callback thread
+        if result.successful():
+            for child in result.get():
+                if child.startswith(prefix):
+                    delete_contender_async(kazoo, f"{lock.path}/{child}")
+        elif isinstance(result.exception, ConnectionLoss):
+            withdraw_lost(kazoo, lock)
+    forget(lock)
+    kazoo.get_children_async(lock.path).rawlink(listed)
 
 
 def node_lock_contenders(kazoo: KazooClient, node_id: str) -> list[str]:
