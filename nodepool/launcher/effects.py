@@ -173,6 +173,11 @@ class ZkEffects:
     def read_node(self, node_id: str) -> Node | None:
         return nodes.get_node(self.kazoo, node_id)
 
+    def withdraw_lock(self, lock: Lock) -> None:
+        """A lock attempt that will not be settled: delete its contender if it was made
+        (once reconnected, if need be)."""
+        locks.withdraw_lost(self.kazoo, lock)
+
     def unlock_async(self, lock: Lock | None) -> None:
         locks.release_async(self.kazoo, lock)
 
@@ -219,6 +224,10 @@ class ZkEffects:
     def finish_request_lock(self, request_id: str, attempt: locks.FreshLockAttempt) -> Lock:
         """The held lock (may wait a round trip more). Raises LockFailed."""
         return locks.finish_request_lock(self.kazoo, request_id, self.identifier, attempt)
+
+    def request_exists(self, request_id: str) -> bool:
+        """Is the request there now (waits a round trip)?"""
+        return self.kazoo.exists(paths.request(request_id)) is not None
 
     def read_request(self, request_id: str) -> NodeRequest | None:
         return requests.get_request(self.kazoo, request_id)

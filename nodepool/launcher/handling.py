@@ -247,23 +247,27 @@ class Requests:
             speculative = RequestHandler(cached, None, pool, [None] * len(cached.node_types))
             started.append((cached, pool, locking, self._start_claim(speculative, claiming),
                             speculative.az))
-        commits = []
-        for cached, pool, locking, attempts, az in started:
-            h = self._take(cached, pool, locking, attempts, az)
-            if h is None:
-                continue
-            claims = handover.settle_claims(effects, attempts, h.request)
-            if h.request.node_types != cached.node_types:     # rewritten since the cache saw it
-                effects.release_claims(claims)
-                claims = []
-            if claims and len(claims) == len(h.request.node_types):
-                # Everything from ready nodes: allocate, unlock and fulfil in one transaction.
-                req = h.request
-                req.nodes = [c.node.id for c in sorted(claims, key=lambda c: c.slot)]
-                req.set_state(RequestState.FULFILLED)
-                commits.append((h, claims, effects.commit_claims_async(claims, req, h.lock)))
-            else:
-                self._serve_partly(h, claims)
+        commits: list = []
+        try:
+            for i, (cached, pool, locking, attempts, az) in enumerate(started):
+                h = None
+                try:
+                    h = self._take(cached, pool, locking, attempts, az)
+                    if h is not None:
+                        self._claim_or_serve(h, cached, attempts, commits)
+                except Exception:
+                    # The pass ends here (ZooKeeper lost, most likely): locks sent for
+                    # this request and the next would never be settled, nor let go.
+                    held = h is not None and h.request.id in self.handlers
+                    self._withdraw(started[i + 1:] if held else started[i:])
+                    raise
+        finally:
+            self._finish_commits(commits)
+
+    def _finish_commits(self, commits: list) -> None:
+        """Collect the fulfil transactions sent (never raises: a failed or unknown one
+        lets its locks go and the request is looked at again)."""
+        effects = self.scope.effects
         for h, claims, pending in commits:
             if effects.finish_commit(claims, h.lock, pending):
                 self._claimed(claims)
@@ -273,6 +277,32 @@ class Requests:
             else:
                 effects.unlock_async(h.lock)   # lost a race; the next pass tries again
                 self.retry_later(h.request.id)
+
+    def _claim_or_serve(self, h: RequestHandler, cached: NodeRequest, attempts,
+                        commits: list) -> None:
+        """Settle the ready nodes claimed for a request we now hold: a fulfil transaction
+        when they are all it needs (sent; collected with the others), else serve it."""
+        effects = self.scope.effects
+        claims = handover.settle_claims(effects, attempts, h.request)
+        if h.request.node_types != cached.node_types:     # rewritten since the cache saw it
+            effects.release_claims(claims)
+            claims = []
+        if claims and len(claims) == len(h.request.node_types):
+            # Everything from ready nodes: allocate, unlock and fulfil in one transaction.
+            req = h.request
+            req.nodes = [c.node.id for c in sorted(claims, key=lambda c: c.slot)]
+            req.set_state(RequestState.FULFILLED)
+            commits.append((h, claims, effects.commit_claims_async(claims, req, h.lock)))
+        else:
+            self._serve_partly(h, claims)
+
+    def _withdraw(self, started: list) -> None:
+        """The pass ends in a take wave (ZooKeeper lost, most likely): the request and
+        node locks sent for these would never be settled, nor let go."""
+        for _, _, locking, claims, _ in started:
+            self.scope.effects.withdraw_lock(locking.lock)
+            for claim in claims:
+                self.scope.effects.withdraw_lock(claim.attempt.lock)
 
     def _take(self, cached: NodeRequest, pool: PoolState, locking, attempts,
               az: str | None) -> RequestHandler | None:

@@ -129,8 +129,11 @@ class Sweep:
         if expected_request is not None and seen.allocated_to != expected_request:
             return
         # The cache lists a new request before it can learn of any allocation to
-        # it (one session's watch events and replies come in zxid order).
-        if expected_request is None and cache.request_exists(seen.allocated_to):
+        # it (one session's watch events and replies come in zxid order) — but not
+        # while it re-reads both trees after a reconnect: ask ZooKeeper itself
+        # (a round trip, for a release only).
+        if expected_request is None and (cache.request_exists(seen.allocated_to) or
+                                         self.scope.effects.request_exists(seen.allocated_to)):
             return
         if self.scope.effects.unallocate_async(seen):
             self.scope.log.info("node=%s Released from request %s", node_id, seen.allocated_to)
