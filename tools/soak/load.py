@@ -275,6 +275,8 @@ class Load:
         if not ip or ip not in server["fixed_ips"] + server["floating_ips"]:
             return f"interface_ip {ip!r} is not an address of server {server_id}"
         if self.check_ssh:
+            if not node.get("host_keys"):
+                return "no host_keys recorded (the launcher scans them with host-key-checking on)"
             try:
                 socket.create_connection((ip, 22), timeout=5).close()
             except OSError as exc:
