@@ -80,6 +80,7 @@ class Run:
         self.load: Load | None = None
         self.extra: dict[str, Any] = {}
         self.next_status = 60.0
+        self.background: list[Any] = []  # ServerWatch and Chaos: each has a `stop` event
 
     def progress(self, message: str) -> None:
         print(f"soak [{self.ledger.now():6.1f}s] {message}", file=sys.stderr, flush=True)
@@ -197,11 +198,13 @@ class Run:
                              total, args.duration, args.requestors, args.workers,
                              check_ssh=args.real_nodes).start()
             watch = ServerWatch(self.cluster.ctl, self.ledger, self.pools.providers()).start()
+            self.background.append(watch)
             plan = make_plan(args.seed, args.duration, args.launchers, args.zk_timeout,
                              args.max_servers, self.kinds)
             self.extra["plan"] = plan.describe()
             chaos = Chaos(self.cluster, self.ledger, plan, args.seed,
                           args.create_error_rate if "create-error" in self.kinds else 0.0).start()
+            self.background.append(chaos)
             self.ledger.on_event = self.show_event
             chaos.run_process_track(args.duration, self.watchdog)
             self.load.stop_new()
@@ -220,6 +223,8 @@ class Run:
             self.stop_launchers()
             self.extra["after_drain"] = check_after_drain(zk, self.cluster.ctl, self.ledger)
         finally:
+            for part in self.background:  # whatever ended the run, the threads stop first
+                part.stop.set()
             self.load and self.load.close()
             try:
                 zk.stop()
@@ -242,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1_000_000)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
     run = Run(args)
     # The soak's own kazoo sessions log every connection loss: into the run dir, not stderr.
     logging.basicConfig(filename=str(run.run_dir / "soak.log"), level=logging.INFO,

@@ -88,6 +88,7 @@ class Load:
         self.schedule = Schedule(total, duration)
         self.job_seconds, self.check_ssh = job_seconds, check_ssh
         self.abort = threading.Event()
+        self.closed = False
         self.requests: list[Request] = []
         self.handed: dict[str, str] = {}  # node id -> the request it was handed to
         self.lock = threading.Lock()
@@ -116,6 +117,7 @@ class Load:
         return [r for r in self.requests if r.state not in ("fulfilled", "failed")]
 
     def close(self) -> None:
+        self.closed = True
         self.abort.set()
         self.stop_new()
         for client in self.clients:
@@ -138,6 +140,8 @@ class Load:
                 self._cycle(client, req, rng)
             except Exception as exc:  # the requestor's own trouble: never silent
                 req.state = "error"
+                if self.closed:
+                    return  # the soak is being stopped: its sessions were closed under it
                 self.ledger.violation("requestor-error", f"request {req.rid} ({name}) could not "
                                       f"complete its cycle: {type(exc).__name__}: {exc}",
                                       request=req.rid, last=req.last)
