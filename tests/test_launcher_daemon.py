@@ -2,6 +2,7 @@
 
 import collections
 import json
+import time
 
 from requestor import wait_for
 from zkhelpers import expire_session
@@ -94,6 +95,33 @@ def test_lost_pending_request_is_reset_and_served(env):
     lost = path.rsplit("/", 1)[1]
     launcher.reset_lost_requests()       # the 5-second maintenance job, called now
     assert rq.wait(lost)["state"] == "fulfilled"
+
+
+def test_lost_pending_request_with_an_allocated_ready_node_is_reset_and_served(env):
+    """A launcher died while serving: its pending request has a ready node allocated.
+    The reset gives the node back to the pool, then the request is served again."""
+    env.write_config(min_ready=1)
+    first = env.start_launcher("nl01")
+    rq = env.requestor
+
+    def ready_nodes() -> list[str]:
+        return [n for n in env.kazoo.get_children("/nodepool/nodes")
+                if (rq.node(n) or {}).get("state") == "ready"]
+    [spare] = wait_for(ready_nodes, what="a ready spare")
+    first.stop()
+    env.launchers.remove(first)
+    body = {"state": "pending", "node_types": ["small"], "requestor": "zuul-test",
+            "nodes": [], "declined_by": [], "reuse": True, "state_time": time.time()}
+    lost = env.kazoo.create("/nodepool/requests/200-", json.dumps(body).encode(),
+                            sequence=True).rsplit("/", 1)[1]
+    rq.set_node(spare, allocated_to=lost)
+    env.write_config(min_ready=0)
+    launcher = env.start_launcher("nl02")
+    wait_for(lambda: "fake1" in launcher.workers, what="provider up")
+    launcher.reset_lost_requests()
+    req = rq.wait(lost)
+    assert req["state"] == "fulfilled"
+    assert [rq.node(n)["allocated_to"] for n in req["nodes"]] == [lost]
 
 
 def test_invalid_config_keeps_the_last_good_one_and_a_valid_change_restarts_only_it(env):

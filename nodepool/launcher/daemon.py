@@ -34,8 +34,9 @@ from nodepool import errors
 from nodepool.config import ConfigError, Provider, load_config, provider_changes
 from nodepool.drivers import adapter_for
 from nodepool.drivers.adapter import Adapter
-from nodepool.launcher import handover, maintenance
+from nodepool.launcher import maintenance
 from nodepool.launcher.context import LauncherContext
+from nodepool.launcher.effects import ZkEffects
 from nodepool.launcher.fence import LeaseFence, SessionProof
 from nodepool.launcher.guarded import ZOOKEEPER_LOST
 from nodepool.launcher.minready import MinReady
@@ -379,9 +380,12 @@ class Launcher:
                 fresh = requests.get_request(kazoo, req.id)
                 if fresh is None or fresh.state != RequestState.PENDING:
                     continue
+                effects = ZkEffects(self.ctx.cache, lambda: kazoo, f"{self.hostname}:reset",
+                                    self.wake)
                 for node in self.ctx.cache.nodes():
                     if node.allocated_to == req.id and node.state == NodeState.READY:
-                        handover.unallocate(kazoo, node, f"{self.hostname}:reset")
+                        # Lock, clear, unlock; conditional on the version the cache showed.
+                        effects.unallocate_async(node)
                 fresh.set_state(RequestState.REQUESTED)
                 requests.update_request(kazoo, fresh)
                 log.warning("request=%s Reset to requested: its launcher is gone", req.id)
