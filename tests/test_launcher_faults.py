@@ -65,6 +65,21 @@ def test_server_stuck_building_times_out_and_is_replaced(env):
     assert env.cloud.creates == 2
 
 
+def test_failed_attempts_server_whose_delete_hangs_is_deleted_again(env):
+    """The launch's own cleanup re-issues a delete the cloud accepted and never did."""
+    env.write_config(launch_timeout=1, retries=3)
+    env.cloud.fail_next_create("error")
+    env.cloud.fail_next_delete("hang")
+    env.start_launcher()
+    rq = env.requestor
+    req = rq.wait(rq.submit(["small"]), timeout=20)
+    assert req["state"] == "fulfilled"
+    node = rq.node(req["nodes"][0])
+    wait_for(lambda: [s.id for s in live_servers(env.cloud)] == [node["external_id"]],
+             timeout=15, what="the failed attempt's server deleted")
+    assert env.cloud.calls["delete_server"] >= 2 and env.cloud.creates == 2
+
+
 def test_hanging_delete_is_retried_without_losing_the_node_record(env):
     env.write_config(launch_timeout=1)
     env.start_launcher()

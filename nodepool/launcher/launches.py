@@ -190,7 +190,13 @@ class Launches:
         out = [t.next_at for t in self.tasks.values() if t.next_at]
         out += [t.attempt_started + timeout for t in self.tasks.values()
                 if t.phase == Phase.CLOUD]
+        out += [t.attempt_started + self._cleanup_timeout() for t in self.tasks.values()
+                if t.phase == Phase.CLEANUP]
         return out
+
+    def _cleanup_timeout(self) -> float:
+        """How long a failed attempt's server may take to go (as for deletions)."""
+        return min(self.scope.tuning.delete_attempt_max, float(self.scope.provider.launch_timeout))
 
     def advance(self, now: float) -> None:
         """Submit every step that is due; fail attempts past launch-timeout."""
@@ -201,6 +207,17 @@ class Launches:
                 self._attempt_failed(task, errors.LaunchFailure(
                     f"server not active within launch-timeout {timeout}s"))
                 continue
+            if task.phase == Phase.CLEANUP and task.future is None and \
+                    now - task.attempt_started > self._cleanup_timeout():
+                # The cloud accepted the delete and did not do it (the server went to
+                # ERROR, or the delete was lost): delete it again, as deletions do.
+                self.scope.log.warning("node=%s provider=%s Server %s of the failed attempt "
+                                       "not deleted within %.0fs; deleting it again",
+                                       task.node.id, self.scope.name,
+                                       task.cleanup_of.external_id, now - task.attempt_started)
+                task.cleanup_sm = self.scope.adapter.delete(task.cleanup_of)
+                task.attempt_started = now
+                task.last_state, task.waits_for_listing = None, False
             machine = task.sm if task.phase == Phase.CLOUD else \
                 task.cleanup_sm if task.phase == Phase.CLEANUP else None
             if machine is not None and task.due(now, self.cloud.listing):
@@ -311,13 +328,14 @@ class Launches:
             return
         gone = Node.from_dict(task.node.id, task.node.to_dict())
         gone.external_id = ext
-        task.cleanup_sm = self.scope.adapter.delete(gone)
-        task.phase = Phase.CLEANUP
+        task.cleanup_of, task.cleanup_sm = gone, self.scope.adapter.delete(gone)
+        task.phase, task.attempt_started = Phase.CLEANUP, time.monotonic()
         task.last_state, task.waits_for_listing = None, False
 
     def _new_attempt(self, task: LaunchTask) -> None:
         task.attempt += 1
         task.phase, task.cleanup_sm, task.booted_at = Phase.CLOUD, None, None
+        task.cleanup_of = None
         task.attempt_started = time.monotonic()
         task.last_state, task.waits_for_listing = None, False
         task.node.external_id = None

@@ -152,6 +152,7 @@ class LaunchTask(StepRunner):
     request_id: str | None = None
     sm: CreateStateMachine | None = None
     cleanup_sm: DeleteStateMachine | None = None
+    cleanup_of: Node | None = None   # the failed attempt's server, as a node to delete
     phase: Phase = Phase.CLOUD
     attempt: int = 1
     attempt_started: float = 0.0    # monotonic; launch-timeout counts from here
