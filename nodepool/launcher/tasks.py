@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from kazoo.exceptions import BadVersionError, NoNodeError, RolledBackError
+from kazoo.exceptions import BadVersionError, ConnectionLoss, NoNodeError, RolledBackError
 from kazoo.recipe.lock import Lock
 
 from nodepool.config.model import PoolLabel
@@ -120,6 +120,11 @@ class StepRunner:
             if error is None:
                 self.node.version = answer[-1].version
                 return "done"
+        if isinstance(error, ConnectionLoss):   # expected at a failover: written again
+            log.warning("node=%s provider=%s Writing the node failed with the connection; "
+                        "writing it again", self.node.id, self.node.provider)
+            rewrite(self)
+            return "waiting"
         log.error("node=%s provider=%s Writing the node failed: %r", self.node.id,
                   self.node.provider, error)
         if isinstance(error, (NoNodeError, BadVersionError)):
