@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import atexit
-import re
-import secrets
 import sys
-import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError, NotEmptyError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import zookeeper  # noqa: E402  (tools/ is not a package; it must run before the venv exists)
+from zkhelpers import chroot_for, delete_tree, started_client  # noqa: E402
 
 # Fixtures shared by several test modules live in plugins, never in a test module that others import:
 # the OpenStack simulator rig (sim, conn, ctl, images, providers, make_adapter) and the launcher on
@@ -25,24 +22,6 @@ pytest_plugins = ["pytester", "plugins.errorwatch", "plugins.ossim", "plugins.la
 
 CONNECT_TIMEOUT = 10.0
 CLEANUP_TIMEOUT = 10.0
-
-
-def delete_tree(client: KazooClient, path: str, timeout: float = CLEANUP_TIMEOUT) -> None:
-    """Delete path and everything under it; a path that is already gone is success.
-
-    Retries while something (a thread the test left running) keeps adding children.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.delete(path, recursive=True)
-            return
-        except NoNodeError:
-            return
-        except NotEmptyError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"could not delete {path}: nodes keep being created under it "
-                                   "(does the test leave a thread or client running?)") from None
 
 
 @pytest.fixture(scope="session")
@@ -64,20 +43,14 @@ def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zookeeper.Zo
 @pytest.fixture(scope="session")
 def _zk_admin(zk_server: zookeeper.ZooKeeperServer) -> Iterator[KazooClient]:
     """A client at the real root (plain port) that creates and deletes the per-test chroots."""
-    client = KazooClient(hosts=zk_server.plain_hosts)
-    client.start(timeout=CONNECT_TIMEOUT)
-    try:
+    with started_client(zk_server.plain_hosts) as client:
         yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 @pytest.fixture
 def zk_chroot(request: pytest.FixtureRequest, _zk_admin: KazooClient) -> Iterator[str]:
     """A fresh znode path like /test-<test name>-<8 hex>, created before and deleted after the test."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80].strip("_.") or "test"
-    path = f"/test-{name}-{secrets.token_hex(4)}"
+    path = chroot_for(request)
     _zk_admin.create(path)
     yield path
     delete_tree(_zk_admin, path)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError, NotEmptyError
 
 from nodepool.zk.client import TLSFiles, ZooKeeperClient
 
@@ -24,6 +32,46 @@ def expire_session(zk_tls: dict, kazoo: KazooClient) -> None:
     twin.start(timeout=10)
     twin.stop()
     twin.close()
+
+
+CONNECT_TIMEOUT = 10.0
+CLEANUP_TIMEOUT = 10.0
+
+
+@contextlib.contextmanager
+def started_client(hosts: str, **kwargs) -> Iterator[KazooClient]:
+    """A started KazooClient, stopped and closed afterwards."""
+    client = KazooClient(hosts=hosts, **kwargs)
+    client.start(timeout=CONNECT_TIMEOUT)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
+
+
+def chroot_for(request: pytest.FixtureRequest) -> str:
+    """A fresh znode path like /test-<test name>-<8 hex> for the test's own chroot."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80].strip("_.") or "test"
+    return f"/test-{name}-{secrets.token_hex(4)}"
+
+
+def delete_tree(client: KazooClient, path: str, timeout: float = CLEANUP_TIMEOUT) -> None:
+    """Delete path and everything under it; a path that is already gone is success.
+
+    Retries while something (a thread the test left running) keeps adding children.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.retry(client.delete, path, recursive=True)
+            return
+        except NoNodeError:
+            return
+        except NotEmptyError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not delete {path}: nodes keep being created under it "
+                                   "(does the test leave a thread or client running?)") from None
 
 
 # The ZooKeeper part of every test nodepool.yaml; templates append their own keys.

@@ -13,19 +13,13 @@ Fixtures:
 from __future__ import annotations
 
 import atexit
-import re
-import secrets
-import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError, NotEmptyError
 from zkensemble import ZooKeeperEnsemble  # tools/: tests/conftest.py puts it on sys.path
-
-CONNECT_TIMEOUT = 10.0
-CLEANUP_TIMEOUT = 10.0
+from zkhelpers import chroot_for, delete_tree, started_client
 
 
 @pytest.fixture(scope="session")
@@ -46,41 +40,19 @@ def zk_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperE
 @pytest.fixture(scope="session")
 def _ensemble_admin(zk_ensemble: ZooKeeperEnsemble) -> Iterator[KazooClient]:
     """A client at the real root (plain ports) that creates and deletes the per-test chroots."""
-    client = KazooClient(hosts=zk_ensemble.plain_hosts)
-    client.start(timeout=CONNECT_TIMEOUT)
-    try:
+    with started_client(zk_ensemble.plain_hosts) as client:
         yield client
-    finally:
-        client.stop()
-        client.close()
-
-
-def _delete_tree(client: KazooClient, path: str, timeout: float = CLEANUP_TIMEOUT) -> None:
-    """Delete path and all under it (gone already is success), while something may still add nodes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.retry(client.delete, path, recursive=True)
-            return
-        except NoNodeError:
-            return
-        except NotEmptyError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"could not delete {path} on the ensemble: nodes keep being "
-                                   "created under it (does the test leave a thread or client running?)"
-                                   ) from None
 
 
 @pytest.fixture
 def ensemble_tls(request: pytest.FixtureRequest, zk_ensemble: ZooKeeperEnsemble,
                  _ensemble_admin: KazooClient) -> Iterator[dict[str, Any]]:
     """TLS hosts of all three members, a fresh chroot (deleted after the test), cert, key and CA."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80].strip("_.") or "test"
-    chroot = f"/test-{name}-{secrets.token_hex(4)}"
+    chroot = chroot_for(request)
     _ensemble_admin.retry(_ensemble_admin.create, chroot)
     yield {"hosts": zk_ensemble.tls_hosts, "chroot": chroot, **zk_ensemble.certs}
     zk_ensemble.restore()  # a quorum first: deleting needs one
-    _delete_tree(_ensemble_admin, chroot)
+    delete_tree(_ensemble_admin, chroot)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
