@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from typing import Callable
 
-from kazoo.exceptions import BadVersionError, NoNodeError
+from kazoo.exceptions import BadVersionError, NoNodeError, RolledBackError
 from kazoo.recipe.lock import Lock
 
 from nodepool import errors
@@ -246,7 +246,9 @@ class ZkEffects:
         tx.check(contender, -1)
         tx.set_data(paths.request(req.id), req.to_json(), req.version)
         checked, written = tx.commit()
-        if isinstance(checked, Exception):
+        # A failed transaction answers the failing operation's error and RolledBackError
+        # for the others: a rolled-back check passed.
+        if isinstance(checked, Exception) and not isinstance(checked, RolledBackError):
             raise errors.LockFailed(f"request {req.id}: our lock of it is gone ({checked!r}); "
                                     "not written")
         if isinstance(written, BadVersionError):

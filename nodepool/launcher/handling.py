@@ -86,6 +86,16 @@ class Requests:
             self.declined.discard((request_id, pool.view.id))
             self.takeable.pop((request_id, pool.cfg.name), None)
 
+    def _back_to_requested(self, request_id: str) -> bool:
+        """A request we finished with that is `requested` again for sure (no change of it
+        still on its way to the cache): our fulfilment did not land (its lock was lost),
+        or the lost-request reset gave it back. Serve it like a new one."""
+        settled, req = self.scope.ctx.cache.settled_request(request_id)
+        if settled and req is not None and req.state == RequestState.REQUESTED:
+            self.finished.discard(request_id)
+            return True
+        return False
+
     def retry_later(self, request_id: str) -> None:
         """A take that failed for a passing reason: look at the request again next pass."""
         self.retry_requests.add(request_id)
@@ -134,7 +144,7 @@ class Requests:
         looked = _Look(self.scope.ctx.registered_pools(), blocked)
         for req in pending:
             if req.state != RequestState.REQUESTED or req.id in self.handlers \
-                    or req.id in self.finished:
+                    or (req.id in self.finished and not self._back_to_requested(req.id)):
                 continue
             for pool in pools:
                 if self._consider(req, pool, looked):

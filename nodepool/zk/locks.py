@@ -7,7 +7,13 @@ import re
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import ConnectionLoss, LockTimeout, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    ConnectionLoss,
+    LockTimeout,
+    NodeExistsError,
+    NoNodeError,
+    SessionExpiredError,
+)
 from kazoo.recipe.lock import Lock
 
 from nodepool.errors import LockFailed, NotFound
@@ -299,14 +305,29 @@ def release_async(kazoo: KazooClient, lock: Lock | None) -> None:
     forget(lock)
 
 
+def _when_connected(kazoo: KazooClient, job) -> None:
+    """`job()` now, or once reconnected on the same session (NodepoolKazooClient)."""
+    defer = getattr(kazoo, "when_connected", None)
+    if defer is None:
+        job()
+    else:
+        defer(job)
+
+
+def _connection_trouble(result) -> bool:
+    return not result.successful() and isinstance(result.exception,
+                                                  (ConnectionLoss, SessionExpiredError))
+
+
 def delete_contender_async(kazoo: KazooClient, path: str) -> None:
-    """Delete one of our contenders without waiting, for sure: an answer lost with the
-    connection (the delete may not have been applied) sends it again once reconnected,
-    on the same session (a new session has no contender of ours left). Gone is done."""
+    """Delete one of our contenders without waiting, for sure: sent when connected, and
+    again once reconnected on the same session if the connection took the answer (the
+    delete may not have been applied; a new session has no contender of ours left).
+    Gone is done."""
     def answered(result) -> None:    # on the callback thread: nothing that waits
-        if not result.successful() and isinstance(result.exception, ConnectionLoss):
+        if _connection_trouble(result):
             delete_contender_async(kazoo, path)
-    kazoo.delete_async(path).rawlink(answered)
+    _when_connected(kazoo, lambda: kazoo.delete_async(path).rawlink(answered))
 
 
 def withdraw_lost(kazoo: KazooClient, lock: Lock) -> None:
@@ -321,10 +342,10 @@ def withdraw_lost(kazoo: KazooClient, lock: Lock) -> None:
             for child in result.get():
                 if child.startswith(prefix):
                     delete_contender_async(kazoo, f"{lock.path}/{child}")
-        elif isinstance(result.exception, ConnectionLoss):
+        elif _connection_trouble(result):
             withdraw_lost(kazoo, lock)
     forget(lock)
-    kazoo.get_children_async(lock.path).rawlink(listed)
+    _when_connected(kazoo, lambda: kazoo.get_children_async(lock.path).rawlink(listed))
 
 
 def node_lock_contenders(kazoo: KazooClient, node_id: str) -> list[str]:

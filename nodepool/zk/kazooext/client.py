@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 from kazoo.client import KazooClient
+from kazoo.protocol.states import Callback, KazooState
 
 from nodepool.zk.kazooext.connection import BatchingConnection
 from nodepool.zk.kazooext.handler import PollHandler
@@ -26,6 +28,39 @@ class NodepoolKazooClient(KazooClient):
         made = self._connection
         self._connection = BatchingConnection(
             self, made.retry_sleeper, logger=made.logger, sasl_options=made.sasl_options)
+        # Jobs waiting for the connection to come back on the same session (when_connected).
+        self._deferred_lock = threading.Lock()
+        self._deferred: list[tuple[int | None, Callable[[], None]]] = []
+        self.add_listener(self._run_deferred)
+
+    def when_connected(self, job: Callable[[], None]) -> None:
+        """Run `job()` now if connected, else on the callback thread once connected again
+        on the same session; dropped when the session is lost. For clean-up sends that
+        must not be lost with the connection: kazoo fails every request queued or in
+        flight when the connection drops, and refuses new ones until it is back."""
+        with self._deferred_lock:
+            if not self.connected:
+                self._deferred.append((self._current_session(), job))
+                return
+        job()
+
+    def _current_session(self) -> int | None:
+        client_id = self.client_id
+        return client_id[0] if client_id else None
+
+    def _run_deferred(self, state: str) -> None:
+        # kazoo's connection thread: hand the jobs to the callback thread, nothing more.
+        with self._deferred_lock:
+            if state == KazooState.LOST:
+                self._deferred.clear()   # our ephemerals went with the session
+                return
+            if state != KazooState.CONNECTED:
+                return
+            jobs, self._deferred = self._deferred, []
+        session = self._current_session()
+        for owner, job in jobs:
+            if owner is None or owner == session:
+                self.handler.dispatch_callback(Callback("watch", job, ()))
 
     def add_persistent_route(self, path: str, callback: Callable) -> None:
         """Call `callback(WatchedEvent)` for every watch event at or below `path` (a
