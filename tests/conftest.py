@@ -20,9 +20,6 @@ from zkhelpers import chroot_for, delete_tree, started_client  # noqa: E402
 # the fake cloud (env).
 pytest_plugins = ["pytester", "plugins.errorwatch", "plugins.ossim", "plugins.launcher_env", "plugins.ensemble"]
 
-CONNECT_TIMEOUT = 10.0
-CLEANUP_TIMEOUT = 10.0
-
 
 @pytest.fixture(scope="session")
 def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zookeeper.ZooKeeperServer]:
@@ -59,14 +56,9 @@ def zk_chroot(request: pytest.FixtureRequest, _zk_admin: KazooClient) -> Iterato
 @pytest.fixture
 def zk_client(zk_server: zookeeper.ZooKeeperServer, zk_chroot: str) -> Iterator[KazooClient]:
     """A started KazooClient on the TLS port, rooted at zk_chroot; stopped and closed after the test."""
-    client = KazooClient(hosts=zk_server.tls_hosts + zk_chroot, use_ssl=True, verify_certs=True,
-                         certfile=zk_server.cert, keyfile=zk_server.key, ca=zk_server.ca)
-    client.start(timeout=CONNECT_TIMEOUT)
-    try:
+    with started_client(zk_server.tls_hosts + zk_chroot, use_ssl=True, verify_certs=True,
+                        certfile=zk_server.cert, keyfile=zk_server.key, ca=zk_server.ca) as client:
         yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 @pytest.fixture
