@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from nodepool.drivers.adapter import Listing, Resources
 from nodepool.launcher.scope import ProviderScope
-from nodepool.launcher.tasks import backoff
+from nodepool.launcher.tasks import step_backoff
 from nodepool.zk import images
 
 
@@ -74,7 +74,8 @@ class CloudView:
                 self._listing_failures = 0
             except Exception as e:
                 self._listing_failures += 1
-                delay = self._retry_delay(self._listing_failures, e)
+                delay = step_backoff(self._listing_failures, getattr(e, "retry_after", None),
+                                     self.scope.tuning)
                 self._listing_retry_at = time.monotonic() + delay
                 log.warning("Listing servers of %s failed (%d in a row), again in %.2f s: %s",
                             self.scope.name, self._listing_failures, delay, e)
@@ -86,16 +87,11 @@ class CloudView:
                 self._limits_failures = 0
             except Exception as e:
                 self._limits_failures += 1
-                delay = self._retry_delay(self._limits_failures, e)
+                delay = step_backoff(self._limits_failures, getattr(e, "retry_after", None),
+                                     self.scope.tuning)
                 self._limits_stale, self._limits_retry_at = True, time.monotonic() + delay
                 log.warning("Reading quota of %s failed (%d in a row), again in %.2f s: %s",
                             self.scope.name, self._limits_failures, delay, e)
-
-    def _retry_delay(self, failures: int, error: Exception) -> float:
-        """How long a failed listing or limits read waits (Retry-After honoured)."""
-        t = self.scope.tuning
-        return max(t.step_backoff_min,
-                   backoff(failures, getattr(error, "retry_after", None), t))
 
     # -- act: ask the cloud again -------------------------------------------------------
 

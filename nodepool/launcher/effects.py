@@ -76,11 +76,17 @@ class ZkEffects:
             return self.cache.write_node(node.id, node.to_json(), version,
                                          then=lambda _: self.wake())
         data = node.to_json()
-        tx = self.kazoo.transaction()
-        tx.check(contender, -1)
-        tx.set_data(paths.node(node.id), data, version)
+        tx = self._fenced_write(contender, paths.node(node.id), data, version)
         return self.cache.commit_own(tx, [(zkcache.NODE, node.id, data, 1)],
                                      then=lambda _: self.wake())
+
+    def _fenced_write(self, contender: str, path: str, data: bytes, version: int):
+        """A transaction that writes `path` only while our lock contender exists (a lock
+        of a session that expired is gone, so a late write of ours fails: fence.py)."""
+        tx = self.kazoo.transaction()
+        tx.check(contender, -1)
+        tx.set_data(path, data, version)
+        return tx
 
     def write_and_unlock_async(self, node: Node, lock: Lock | None) -> object | None:
         """Write a node we hold locked and let the lock go, in one transaction.
@@ -242,9 +248,7 @@ class ZkEffects:
         if contender is None:
             requests.update_request(self.kazoo, req)
             return
-        tx = self.kazoo.transaction()
-        tx.check(contender, -1)
-        tx.set_data(paths.request(req.id), req.to_json(), req.version)
+        tx = self._fenced_write(contender, paths.request(req.id), req.to_json(), req.version)
         checked, written = tx.commit()
         # A failed transaction answers the failing operation's error and RolledBackError
         # for the others: a rolled-back check passed.
@@ -268,10 +272,8 @@ class ZkEffects:
         if contender is None:
             self.kazoo.set_async(paths.request(req.id), req.to_json(), req.version)
         else:
-            tx = self.kazoo.transaction()
-            tx.check(contender, -1)
-            tx.set_data(paths.request(req.id), req.to_json(), req.version)
-            tx.commit_async()
+            self._fenced_write(contender, paths.request(req.id), req.to_json(),
+                               req.version).commit_async()
         req.version += 1
 
     # -- the hand-over transaction ----------------------------------------------------

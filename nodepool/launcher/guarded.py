@@ -22,6 +22,7 @@ from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, SessionExpir
 from kazoo.handlers.threading import KazooTimeoutError
 
 from nodepool import errors
+from nodepool.launcher.tasks import step_backoff
 from nodepool.launcher.tuning import Tuning
 
 # What a ZooKeeper call raises while the session is suspended or gone.
@@ -71,9 +72,7 @@ class GuardedSteps:
     def _failed(self, step: Step, error: Exception, now: float) -> None:
         self.on_failure()
         step.failures += 1
-        t = self.tuning
-        delay = min(t.step_backoff_max, t.step_backoff_min * 2 ** min(step.failures - 1, 20))
-        delay = max(delay, getattr(error, "retry_after", None) or 0.0)
+        delay = step_backoff(step.failures, getattr(error, "retry_after", None), self.tuning)
         step.resume_at = now + delay
         if isinstance(error, errors.NodepoolError):   # a cloud or protocol error: expected
             self.log.warning("%s: step %r failed (%d in a row), retrying in %.2f s: %s",

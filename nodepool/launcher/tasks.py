@@ -38,6 +38,15 @@ def backoff(failures: int, retry_after: float | None = None,
     return max(delay, retry_after or 0.0)
 
 
+def step_backoff(failures: int, retry_after: float | None = None,
+                 tuning: Tuning = DEFAULT) -> float:
+    """Seconds a failing step of the provider loop waits (a pass step, a listing, a limits
+    read): `step_backoff_min` doubling to `step_backoff_max`, at least `retry_after`."""
+    delay = min(tuning.step_backoff_max,
+                tuning.step_backoff_min * 2 ** min(max(0, failures - 1), 20))
+    return max(delay, retry_after or 0.0)
+
+
 def run_steps(machine: CreateStateMachine | DeleteStateMachine, listing: Listing | None,
               limit: int = STEPS_PER_RUN) -> bool:
     """Advance a machine until a step makes no progress, it completes, or `limit` steps ran.

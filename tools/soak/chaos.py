@@ -124,28 +124,21 @@ class Chaos:
 
     def _process_event(self, event: Event, watchdog: Callable[[], None]) -> None:
         launchers = self.cluster.launchers
-        if event.kind == "kill":
+        if event.kind in ("kill", "pause"):
             launcher = launchers[event.target]
             if launcher.exited() is not None:
                 return
-            launcher.kill()
-            self.ledger.count("chaos.kill")
-            self.ledger.event("kill", launcher=launcher.name, pid=launcher.pid,
-                              down=round(event.seconds, 1))
+            # (stop it, bring it back, the ledger's name for the comeback, its length key)
+            down, up, back, length = {"kill": (launcher.kill, launcher.start, "restart", "down"),
+                                      "pause": (launcher.pause, launcher.resume, "resume",
+                                                "seconds")}[event.kind]
+            down()
+            self.ledger.count(f"chaos.{event.kind}")
+            self.ledger.event(event.kind, launcher=launcher.name, pid=launcher.pid,
+                              **{length: round(event.seconds, 1)})
             self._sleep(event.seconds, watchdog)
-            launcher.start()
-            self.ledger.event("restart", launcher=launcher.name, pid=launcher.pid)
-        elif event.kind == "pause":
-            launcher = launchers[event.target]
-            if launcher.exited() is not None:
-                return
-            launcher.pause()
-            self.ledger.count("chaos.pause")
-            self.ledger.event("pause", launcher=launcher.name, pid=launcher.pid,
-                              seconds=round(event.seconds, 1))
-            self._sleep(event.seconds, watchdog)
-            launcher.resume()
-            self.ledger.event("resume", launcher=launcher.name, pid=launcher.pid)
+            up()
+            self.ledger.event(back, launcher=launcher.name, pid=launcher.pid)
         elif event.kind == "leader":
             zk = self.cluster.zk
             try:
