@@ -21,17 +21,34 @@ if TYPE_CHECKING:
 LIST_CACHE = 1.0   # seconds, as Nodepool's webapp
 
 
-def ready_reason(launcher: "Launcher") -> str | None:
-    """Why the launcher is not ready, or None when it is.
+def zookeeper_problem(launcher: "Launcher") -> str | None:
+    """Why ZooKeeper cannot be relied on now, or None.
 
-    Ready: ZooKeeper connected, the launcher loop has made a pass (it has tried
-    for its provider leases) and every provider it owns has finished a loop pass.
+    Connected is not enough: a hung server keeps the connection up for a while,
+    so the session must also be proven alive by a recently answered probe
+    (launcher/fence.py), as the provider loops require before acting.
     """
     ctx = launcher.ctx
     if ctx is None:
         return "starting: not connected to ZooKeeper yet"
     if not ctx.zk.connected:
         return "ZooKeeper is not connected"
+    proof = launcher.proof
+    if proof is not None and not proof.proven(proof.current_session()):
+        return "ZooKeeper is not answering (the session is not proven alive)"
+    return None
+
+
+def ready_reason(launcher: "Launcher") -> str | None:
+    """Why the launcher is not ready, or None when it is.
+
+    Ready: ZooKeeper connected and answering, the launcher loop has made a pass
+    (it has tried for its provider leases) and every provider it owns has
+    finished a loop pass.
+    """
+    problem = zookeeper_problem(launcher)
+    if problem is not None:
+        return problem
     if launcher.stopping:
         return "stopping"
     if launcher.passes < 1:
@@ -68,10 +85,10 @@ class NodepoolEndpoints:
 
     def _connected_kazoo(self):
         """The kazoo client, or 503 at once when disconnected (no waiting on a web thread)."""
-        zk = self._ctx.zk
-        if not zk.connected:
-            raise HTTPError(503, "ZooKeeper is not connected; this list needs a fresh read")
-        return zk.kazoo
+        problem = zookeeper_problem(self.launcher)
+        if problem is not None:
+            raise HTTPError(503, f"{problem}; this list needs a fresh read")
+        return self._ctx.zk.kazoo
 
     def ready(self, request: Request) -> Response:
         reason = ready_reason(self.launcher)
