@@ -66,7 +66,7 @@ def test_ready_is_503_with_the_reason_until_the_launcher_has_passed(env):
     launcher = env.start_launcher(webapp=True)
     passes_go_by(launcher, "fake1", count=1)
     status, _, body = get(launcher.web.port, "/ready")
-    assert (status, body) == (200, "OK\n")
+    assert (status, body) == (200, "OK")
     assert get(launcher.web.port, "/ready", method="HEAD")[0] == 200
 
 
@@ -217,3 +217,28 @@ def test_port_in_use_is_one_line_and_exit_4(env, tmp_path):
     assert errors == [f"nodepool-launcher: web endpoints: cannot listen on 127.0.0.1:{port}: "
                       f"address already in use (see webapp: in the config, or --no-webapp)"]
     assert "Traceback" not in proc.stderr and time.monotonic() - started < 60
+
+
+def test_no_webapp_binds_nothing(env):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env.write_config()
+    with open(env.config_path, "a") as f:
+        f.write(f"webapp:\n  listen_address: 127.0.0.1\n  port: {port}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "--no-webapp",
+                             "-c", env.config_path], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:   # the port is taken, yet the launcher starts
+            lines.append(line)
+            if "Launcher nl" in line or "started with" in line:
+                break
+        assert any("started with" in line for line in lines), lines
+        assert not any("Web endpoints listening" in line for line in lines)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        taken.close()
+    assert proc.returncode == 0

@@ -130,7 +130,7 @@ def test_handovers_continue_while_clients_abuse_the_web(web_launcher, env):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/ready")
     resp = conn.getresponse()
-    assert (resp.status, resp.read()) == (200, b"OK\n")
+    assert (resp.status, resp.read()) == (200, b"OK")
     conn.close()
 
 
@@ -139,8 +139,7 @@ def test_oversized_and_garbage_requests_get_an_answer_not_a_stall(web_launcher):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
         answer = sock.recv(200)
-    assert answer.startswith(b"HTTP/1.0 431") or answer.startswith(b"HTTP/1.1 431") or \
-        b" 400 " in answer[:20], answer
+    assert answer.startswith(b"HTTP/1.0 431 Request Header Fields Too Large"), answer
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"\x16\x03\x01\x02\x00garbage that is not HTTP\r\n\r\n")
         answer = sock.recv(200)

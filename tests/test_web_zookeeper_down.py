@@ -27,7 +27,7 @@ def test_ready_is_503_while_zookeeper_is_down_and_lists_keep_the_last_view(
     ens_env.write_config(min_ready=1, extra=WEB)
     launcher = ens_env.start_launcher(webapp=True)
     port = launcher.web.port
-    wait_for(lambda: get(port, "/ready") == (200, "OK\n"), timeout=30, what="ready")
+    wait_for(lambda: get(port, "/ready") == (200, "OK"), timeout=30, what="ready")
     nodes = wait_for(lambda: json.loads(get(port, "/node-list")[1]), timeout=30,
                      what="a min-ready node listed")
     for i in range(zk_ensemble.size):
@@ -43,4 +43,4 @@ def test_ready_is_503_while_zookeeper_is_down_and_lists_keep_the_last_view(
         assert status == 503 and "ZooKeeper is not" in body
     finally:
         zk_ensemble.restore()
-    wait_for(lambda: get(port, "/ready") == (200, "OK\n"), timeout=60, what="ready again")
+    wait_for(lambda: get(port, "/ready") == (200, "OK"), timeout=60, what="ready again")

@@ -92,7 +92,8 @@ class NodepoolEndpoints:
 
     def ready(self, request: Request) -> Response:
         reason = ready_reason(self.launcher)
-        return text(200, "OK") if reason is None else text(503, reason)
+        # Exactly "OK", as Nodepool's (probes may compare the body).
+        return Response(body="OK") if reason is None else text(503, reason)
 
     def node_list(self, request: Request) -> Response:
         node_id = request.param("node_id")
