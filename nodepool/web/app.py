@@ -119,8 +119,10 @@ class WebApp:
 
     def __call__(self, environ, start_response):
         request, route, response, stamp = self._respond(environ)
-        headers = [("Content-Type", f"{response.content_type}; charset=UTF-8"),
-                   ("Access-Control-Allow-Origin", "*")]
+        content_type = response.content_type
+        if "charset=" not in content_type:
+            content_type += "; charset=UTF-8"
+        headers = [("Content-Type", content_type), ("Access-Control-Allow-Origin", "*")]
         headers += list(response.headers.items())
         body = response.data()
         if stamp is not None and response.status == 200:
