@@ -152,6 +152,7 @@ def test_cache_headers_and_one_second_cache(web, env):
     status, headers, body = get(port, "/request-list")
     assert headers["access-control-allow-origin"] == "*"
     assert headers["cache-control"] == "public, max-age=1"
+    assert headers["vary"] == "Accept"
     stamp = headers["last-modified"]
     assert headers["expires"] and stamp.endswith("GMT")
     rid = env.requestor.submit(["other"])

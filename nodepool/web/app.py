@@ -128,7 +128,8 @@ class WebApp:
         if stamp is not None and response.status == 200:
             headers += [("Cache-Control", f"public, max-age={max(1, int(route.cache))}"),
                         ("Last-Modified", http_date(stamp)),
-                        ("Expires", http_date(stamp + route.cache))]
+                        ("Expires", http_date(stamp + route.cache)),
+                        ("Vary", "Accept")]   # text or JSON: caches must keep both apart
             since = parse_http_date(request.headers.get("if-modified-since"))
             if since is not None and int(stamp) <= since:
                 response, body = Response(status=304), b""
