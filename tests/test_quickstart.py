@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +60,13 @@ class Quickstart:
     zk_port: int
     zk_tls_port: int
     sim_port: int
+    web_port: int
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "CI": "true", "QUICKSTART_DIR": str(self.state),
                 "QUICKSTART_ZK_PORT": str(self.zk_port), "QUICKSTART_ZK_TLS_PORT": str(self.zk_tls_port),
-                "QUICKSTART_SIM_PORT": str(self.sim_port)}
+                "QUICKSTART_SIM_PORT": str(self.sim_port), "QUICKSTART_WEB_PORT": str(self.web_port)}
 
     def run(self, *args: str, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(QUICKSTART), *args], env=self.env, cwd=REPO, stdin=subprocess.DEVNULL,
@@ -97,7 +99,7 @@ class Quickstart:
 @pytest.fixture
 def quickstart(tmp_path: Path) -> Iterator[Quickstart]:
     require_root()
-    qs = Quickstart(tmp_path / "quickstart", *free_ports(3))
+    qs = Quickstart(tmp_path / "quickstart", *free_ports(4))
     yield qs
     qs.run("stop", timeout=120)  # whatever the test did: nothing of it may keep running
 
@@ -108,6 +110,8 @@ def test_quickstart_serves_a_real_node_to_ssh_into_and_stop_leaves_nothing(quick
     assert result.returncode == 0, f"tools/quickstart failed:\n{result.stdout}\n{result.stderr}"
     node = json.loads((qs.state / "node.json").read_text())
     assert node["type"] == ["debian-bookworm"] and node["username"] == "root"
+    with urllib.request.urlopen(f"http://127.0.0.1:{qs.web_port}/ready", timeout=10) as ready:
+        assert ready.read() == b"OK"   # the launcher's web endpoints, on the port given
 
     # The ssh command it printed logs in, checking the host key the launcher scanned.
     printed = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("ssh -i ")]

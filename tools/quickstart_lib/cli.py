@@ -219,6 +219,7 @@ def cmd_start(s: Settings, foreground: bool) -> int:
             "Run as root to get real nodes you can ssh into.")
     say(f"release the node (the launcher deletes it):\n    {nodepool_command(s, 'delete', node['id'])}")
     say(f"more: {nodepool_command(s, 'list | request-list | info ' + PROVIDER)}")
+    say(f"web: http://127.0.0.1:{s.web_port}/node-list (and /ready, /request-list, /label-list)")
     say(f"logs: {show(s.log('launcher'))}, {show(s.log('ossim'))}, {show(zk['log'])}")
     if not foreground:
         say(f"everything keeps running; stop it all with:\n    {here_command(s, 'stop')}"

@@ -112,7 +112,8 @@ def start_sim(s: Settings) -> int:
 def write_config(s: Settings, zk: dict) -> None:
     """Fill etc/quickstart/nodepool.yaml's placeholders into <state dir>/nodepool.yaml."""
     values = {"zk_tls_port": zk["tls_port"], "zk_cert": zk["cert"], "zk_key": zk["key"], "zk_ca": zk["ca"],
-              "cloud_name": CLOUD, "host_key_checking": "true" if s.real_nodes else "false"}
+              "cloud_name": CLOUD, "host_key_checking": "true" if s.real_nodes else "false",
+              "web_port": s.web_port}
     try:
         text = string.Template(TEMPLATE.read_text()).substitute(values)
     except (KeyError, ValueError) as exc:

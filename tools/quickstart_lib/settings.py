@@ -14,9 +14,11 @@ VENV = REPO / ".venv"
 
 # Fixed defaults, so the printed commands are the same every time: ZooKeeper's usual
 # plain and TLS ports, and the simulator's default port (the one etc/clouds.yaml names).
-DEFAULTS = {"zk_port": 2181, "zk_tls_port": 2281, "sim_port": 8775}
+# The launcher's web endpoints on Nodepool's default port.
+DEFAULTS = {"zk_port": 2181, "zk_tls_port": 2281, "sim_port": 8775, "web_port": 8005}
 ENV = {"state_dir": "QUICKSTART_DIR", "zk_port": "QUICKSTART_ZK_PORT",
-       "zk_tls_port": "QUICKSTART_ZK_TLS_PORT", "sim_port": "QUICKSTART_SIM_PORT"}
+       "zk_tls_port": "QUICKSTART_ZK_TLS_PORT", "sim_port": "QUICKSTART_SIM_PORT",
+       "web_port": "QUICKSTART_WEB_PORT"}
 PROVIDER = "quickstart"  # the provider name in etc/quickstart/nodepool.yaml
 CLOUD = "quickstart"  # the clouds.yaml entry the simulator writes
 HOLD_REASON = "quickstart"
@@ -32,6 +34,7 @@ class Settings:
     zk_port: int
     zk_tls_port: int
     sim_port: int
+    web_port: int
     real_nodes: bool
     label: str
     timeout: float
@@ -79,7 +82,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help=f"where pids, logs, keys and configs go (env {ENV['state_dir']}; "
                              "default .quickstart/ in the repository)")
     for name, what in (("zk_port", "ZooKeeper plain port"), ("zk_tls_port", "ZooKeeper TLS port"),
-                       ("sim_port", "OpenStack simulator port")):
+                       ("sim_port", "OpenStack simulator port"),
+                       ("web_port", "launcher web endpoints port")):
         parser.add_argument("--" + name.replace("_", "-"), type=int, metavar="PORT",
                             help=f"{what} on 127.0.0.1 (env {ENV[name]}; default {DEFAULTS[name]})")
 
