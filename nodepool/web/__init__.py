@@ -1,0 +1,1 @@
+"""The launcher's web endpoints: status endpoints, Prometheus, the status page."""
