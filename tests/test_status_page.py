@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 import waitress
+from kazoo.client import KazooClient
 from plugins.launcher_env import cache_has_request, passes_go_by
 from requestor import NODES, wait_for
 
@@ -163,3 +164,55 @@ def test_status_json_and_page_are_served_over_http(env, status):
         assert code == 404 and b"not found: /nowhere" in body
         code, headers, _ = get(url + "status.json", method="POST")
         assert code == 405 and headers["Allow"] == "GET, HEAD"
+
+
+@pytest.fixture
+def ensemble_launcher(ensemble_tls, tmp_path):
+    """A launcher on the 3-server ensemble (test_launcher_ensemble's config), min-ready 1."""
+    from test_launcher_ensemble import EnsembleEnv
+    kazoo = KazooClient(hosts=ensemble_tls["hosts"] + ensemble_tls["chroot"], use_ssl=True,
+                        certfile=ensemble_tls["cert"], keyfile=ensemble_tls["key"],
+                        ca=ensemble_tls["ca"])
+    kazoo.start(timeout=10)
+    env = EnsembleEnv(ensemble_tls, tmp_path, kazoo)
+    env.write_config(min_ready=1, max_servers=2)
+    try:
+        yield env, env.start_launcher()
+    finally:
+        env.stop()
+        kazoo.stop()
+        kazoo.close()
+
+
+def test_status_page_keeps_its_last_view_and_says_zookeeper_is_down(
+        ensemble_launcher, zk_ensemble, browser, tmp_path):
+    env, launcher = ensemble_launcher
+    wait_for(lambda: ready_nodes(env), what="min-ready's spare")
+    app = StatusApp(launcher, max_age=0.0)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def page(driver) -> dict:
+        return driver.execute_script(
+            "return {total: document.getElementById('nodes-total').textContent,"
+            " connection: document.getElementById('connection').textContent};")
+
+    try:
+        with serving(app) as url:
+            browser.get(url)
+            WebDriverWait(browser, 30, poll_frequency=0.2).until(
+                lambda d: page(d) == {"total": "1", "connection": "connected"})
+            zk_ensemble.kill(0)   # two of three gone: no quorum, the last one serves nobody
+            zk_ensemble.kill(1)
+            WebDriverWait(browser, 60, poll_frequency=0.2).until(
+                lambda d: page(d)["connection"].startswith("ZooKeeper disconnected"))
+            assert page(browser)["total"] == "1"          # the cache's last view, still shown
+            assert "last view shown" in page(browser)["connection"]
+            browser.save_screenshot(str(tmp_path / "status-page-zookeeper-down.png"))
+            zk_ensemble.start_member(0)   # a quorum again (the fixture restarts the other)
+            WebDriverWait(browser, 90, poll_frequency=0.5).until(
+                lambda d: page(d)["connection"] == "connected")
+            log = browser.get_log("browser")
+    finally:
+        app.close()
+    severe = [entry for entry in log if entry.get("level") == "SEVERE"]
+    assert severe == [], f"the page logged errors in the browser console: {severe}"
