@@ -61,8 +61,9 @@ def old_owner(zk_tls: dict, tmp_path: Path, sim: Simulator) -> Iterator[tuple[An
     log = tmp_path / "old-owner.log"
     env = {**os.environ, "OS_CLIENT_CONFIG_FILE": clouds_yaml(sim, tmp_path, "nl-old")}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "-c",
-                                 str(config), "--debug"], stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f",
+                                 "--no-webapp", "-c", str(config), "--debug"],
+                                stdout=out, stderr=subprocess.STDOUT,
                                 env=env, stdin=subprocess.DEVNULL)
     try:
         yield proc, log, str(config)

@@ -30,7 +30,7 @@ def config(zk_tls: dict, tmp_path: Any) -> str:
 
 @pytest.fixture
 def killed_launcher(config: str) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "-c", config],
+    proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "--no-webapp", "-c", config],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ))
     yield proc

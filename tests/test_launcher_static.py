@@ -111,7 +111,7 @@ def test_launcher_process_stops_on_sigterm_and_exits_zero(zk_tls, zk_client, tmp
 
     cfg = tmp_path / "nodepool.yaml"
     cfg.write_text(static_yaml(zk_tls, hosts))
-    proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "-c", str(cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "--no-webapp", "-c", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ))
     try:

@@ -5,27 +5,19 @@ from __future__ import annotations
 import argparse
 import time
 
-from nodepool.cli.output import age_of, format_age, print_json, print_table
+from nodepool import listings
+from nodepool.cli.output import age_of, print_json, print_table
 from nodepool.errors import InvalidTransition, LockFailed, NodepoolError, NotFound
 from nodepool.model import Node, NodeState
 from nodepool.zk import components, locks, nodes
 from nodepool.zk.client import ZooKeeperClient
 
-LIST_COLUMNS = ["ID", "Provider", "Label", "Server ID", "Public IPv4", "IPv6", "State",
-                "Age", "Locked"]
-DETAIL_COLUMNS = ["Pool", "Hostname", "Private IPv4", "AZ", "Username", "Port", "Launcher",
-                  "Allocated To", "Hold Job", "Comment"]
 
-
-def _row(node: Node, locked: bool, detail: bool, now: float) -> list:
-    row = [node.id, node.provider, node.type, node.external_id, node.public_ipv4,
-           node.public_ipv6, node.state.value, format_age(age_of(node.state_time, now)),
-           "locked" if locked else "unlocked"]
-    if detail:
-        row += [node.pool, node.hostname, node.private_ipv4, node.az, node.username,
-                node.connection_port, node.launcher, node.allocated_to, node.hold_job,
-                node.comment]
-    return row
+def nodes_table(found: list[Node], locked: set[str], detail: bool = False,
+                now: float | None = None) -> str:
+    """`nodepool list`'s table: the web's /node-list columns (listings.NODES)."""
+    columns = listings.NODES.select(None if detail else listings.NODE_BRIEF_KEYS)
+    return listings.table_text(columns, listings.node_rows(found, locked.__contains__, now))
 
 
 def _json(node: Node, locked: bool, now: float) -> dict:
@@ -48,8 +40,7 @@ def cmd_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     if args.json:
         print_json([_json(n, n.id in locked, now) for n in found])
         return 0
-    headers = LIST_COLUMNS + (DETAIL_COLUMNS if args.detail else [])
-    print_table(headers, [_row(n, n.id in locked, args.detail, now) for n in found])
+    print(nodes_table(found, locked, args.detail, now))
     return 0
 
 
@@ -132,5 +123,5 @@ def cmd_info(args: argparse.Namespace, zk: ZooKeeperClient, config) -> int:
     else:
         print("No pool worker of this provider is registered (no launcher serves it).")
     print(f"Nodes ({len(found)}):")
-    print_table(LIST_COLUMNS, [_row(n, n.id in locked, False, now) for n in found])
+    print(nodes_table(found, locked, now=now))
     return 0

@@ -8,8 +8,9 @@ import socket
 import threading
 import time
 
-from nodepool.cli.nodes import LIST_COLUMNS, _json, _row
-from nodepool.cli.output import age_of, format_age, print_json, print_table
+from nodepool import listings
+from nodepool.cli.nodes import _json, nodes_table
+from nodepool.cli.output import age_of, print_json
 from nodepool.errors import LockFailed, NodepoolError, NotFound
 from nodepool.model import NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, paths, requests
@@ -31,12 +32,7 @@ def cmd_request_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
         print_json([dict(r.to_dict(), id=r.id, age=round(age_of(r.state_time, now), 3))
                     for r in reqs])
         return 0
-    print_table(
-        ["Request ID", "State", "Requestor", "Node Types", "Nodes", "Declined By",
-         "Relative Priority", "Event ID", "Age"],
-        [[r.id, r.state.value, r.requestor, r.node_types, r.nodes, r.declined_by,
-          r.relative_priority, r.event_id, format_age(age_of(r.state_time, now))]
-         for r in reqs])
+    print(listings.table_text(listings.REQUESTS.columns, listings.request_rows(reqs, now=now)))
     return 0
 
 
@@ -131,7 +127,7 @@ def cmd_request(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
                     "nodes": [_json(n, False, now) for n in taken]})
         return 0
     print(f"Request {req.id} fulfilled in {elapsed:.3f}s:")
-    print_table(LIST_COLUMNS, [_row(n, False, False, now) for n in taken])
+    print(nodes_table(taken, set(), now=now))
     if args.hold is not None:
         for n in taken:
             print(f"Node {n.id} is held: ssh {n.username}@{n.interface_ip} -p "

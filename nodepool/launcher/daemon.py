@@ -101,7 +101,8 @@ class Launcher:
 
     def __init__(self, config_path: str,
                  adapter_factory: Callable[[Provider], Adapter] = adapter_for,
-                 hostname: str | None = None, tuning: Tuning = DEFAULT):
+                 hostname: str | None = None, tuning: Tuning = DEFAULT,
+                 webapp: bool = False):
         self.config_path = config_path
         self.adapter_factory = adapter_factory
         self.hostname = hostname or socket.getfqdn()
@@ -126,10 +127,15 @@ class Launcher:
         self._min_ready_due = 0.0
         self.scheduler = None
         self.proof: SessionProof | None = None   # proves our session alive (fencing)
+        self.webapp = webapp
+        self.web = None   # nodepool.web.LauncherWeb when webapp: its own threads
 
     # -- start and stop -----------------------------------------------------
 
     def start(self) -> None:
+        if self.webapp:   # first: a port in use fails the start before anything runs
+            from nodepool.web import LauncherWeb
+            self.web = LauncherWeb(self).start()
         zk = ZooKeeperClient.from_config(self.config)
         zk.connect()
         cache = ZooKeeperCache(zk)
@@ -169,6 +175,8 @@ class Launcher:
             self.thread.join(self.tuning.loop_call_timeout if timeout is None else timeout)
             if self.thread.is_alive():
                 log.error("The launcher loop did not end in time; releasing its leases anyway")
+        if self.web is not None:
+            self.web.stop()
         if self.ctx is None:
             return
         # The loop has ended: the leases and workers are this thread's now.

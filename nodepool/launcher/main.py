@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="debug logging")
     parser.add_argument("--check-config", action="store_true",
                         help="load and validate the config, then exit")
+    parser.add_argument("--no-webapp", action="store_true",
+                        help="do not serve the web endpoints (webapp.listen_address:port)")
     return parser
 
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: {len(config.providers)} provider(s), "
               f"{len(config.labels)} label(s): valid")
         return 0
-    return run(args.config)
+    return run(args.config, webapp=not args.no_webapp)
 
 
 # Cyclic garbage collection, tuned for a long-running daemon: almost everything the
@@ -74,18 +76,27 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run(config_path: str, stop_timeout: float = 30.0) -> int:
+EXIT_WEB = 4   # the web endpoints' address cannot be bound
+
+
+def run(config_path: str, stop_timeout: float = 30.0, webapp: bool = True) -> int:
     """Run the daemon until SIGTERM or SIGINT, then stop in a bounded time and exit 0."""
     from nodepool.errors import ZooKeeperUnavailable
     from nodepool.launcher.daemon import Launcher
+    from nodepool.web import WebBindError
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    launcher = Launcher(config_path)
+    launcher = Launcher(config_path, webapp=webapp)
     try:
         launcher.start()
+    except WebBindError as e:
+        print(f"nodepool-launcher: web endpoints: {e} (see webapp: in the config, "
+              f"or --no-webapp)", file=sys.stderr)
+        return EXIT_WEB
     except ZooKeeperUnavailable as e:
+        launcher.stop(0)
         print(f"nodepool-launcher: {e}", file=sys.stderr)
         return 3
     tune_gc()

@@ -80,3 +80,37 @@ def latest_upload(kazoo: KazooClient, image: str, provider: str) -> ImageUpload 
             if best is None or candidate.state_time > best.state_time:
                 best = candidate
     return best
+
+
+def _children(kazoo: KazooClient, path: str) -> list[str]:
+    try:
+        return sorted(kazoo.get_children(path))
+    except NoNodeError:
+        return []
+
+
+def all_builds(kazoo: KazooClient) -> list[tuple[str, str, dict, bool]]:
+    """Every build as (image, build id, build JSON, image paused), for listings."""
+    found = []
+    for image in _children(kazoo, paths.IMAGES):
+        paused = kazoo.exists(f"{paths.image(image)}/pause") is not None
+        for build_id in _children(kazoo, paths.image_builds(image)):
+            build = _json(kazoo, f"{paths.image_builds(image)}/{build_id}")
+            if build is not None:
+                found.append((image, build_id, build, paused))
+    return found
+
+
+def all_uploads(kazoo: KazooClient) -> list[tuple[str, str, str, str, dict]]:
+    """Every upload as (image, build id, provider, upload id, upload JSON), for listings."""
+    found = []
+    for image in _children(kazoo, paths.IMAGES):
+        for build_id in _children(kazoo, paths.image_builds(image)):
+            providers = f"{paths.image_builds(image)}/{build_id}/providers"
+            for provider in _children(kazoo, providers):
+                uploads = paths.image_uploads(image, build_id, provider)
+                for upload_id in _children(kazoo, uploads):
+                    upload = _json(kazoo, f"{uploads}/{upload_id}")
+                    if upload is not None:
+                        found.append((image, build_id, provider, upload_id, upload))
+    return found

@@ -81,15 +81,18 @@ class LauncherEnv:
         self.requestor = Requestor(kazoo)
 
     def write_config(self, min_ready: int = 0, max_servers: int = 10, retries: int = 3,
-                     launch_timeout: int = 60, extra: str = "") -> str:
+                     launch_timeout: int = 60, extra: str = "", web: bool = False) -> str:
         text = nodepool_yaml(self.zk_tls, BASE, min_ready=min_ready, max_servers=max_servers,
                              retries=retries, launch_timeout=launch_timeout)
+        if web:   # an ephemeral port on loopback: launcher.web.port says which
+            text += "webapp:\n  listen_address: 127.0.0.1\n  port: 0\n"
         with open(self.config_path, "w") as f:
             f.write(text + textwrap.dedent(extra))
         return self.config_path
 
-    def start_launcher(self, hostname: str = "nl01") -> Launcher:
-        launcher = Launcher(self.config_path, hostname=hostname,
+    def start_launcher(self, hostname: str = "nl01", webapp: bool = False) -> Launcher:
+        """`webapp=True` serves the web endpoints (write_config(web=True) binds port 0)."""
+        launcher = Launcher(self.config_path, hostname=hostname, webapp=webapp,
                             adapter_factory=lambda provider: FakeAdapter(provider, self.cloud))
         launcher.start()
         self.launchers.append(launcher)

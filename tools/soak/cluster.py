@@ -137,7 +137,8 @@ class LauncherProc:
         self.logs.append(log_path)
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nodepool.launcher.main", "-f", "-c", str(self.config)],
+                [sys.executable, "-m", "nodepool.launcher.main", "-f", "--no-webapp", "-c",
+                 str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(REPO),
                 env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
         self.expect_exit, self.paused, self.term_sent = False, False, False

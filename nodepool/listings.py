@@ -1,0 +1,227 @@
+"""The tables the CLI and the web endpoints both list: columns (key, header) and row values.
+
+Keys and headers are Nodepool's (its status.py), so a client of Nodepool's
+web endpoints or a reader of its CLI sees the same columns here. A row is a
+dict keyed by column key; `table_text` renders rows for people (prettytable),
+`table_json` for scripts (a list of objects with the column keys).
+
+`age` follows Nodepool per list: nodes and requests carry the formatted age
+(`DD:HH:MM:SS` since the last state change) in JSON too; image builds and
+uploads carry the `state_time` as an integer timestamp, formatted only in text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import prettytable
+
+from nodepool.model import Node, NodeRequest
+
+
+def format_age(seconds: float) -> str:
+    """Ages the Nodepool way: DD:HH:MM:SS, zero-padded."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def age_of(state_time: float | None, now: float | None = None) -> float:
+    if not state_time:
+        return 0.0
+    return max(0.0, (time.time() if now is None else now) - state_time)
+
+
+def cell(value: Any) -> str:
+    """One table cell: nothing for null, lists comma-joined, mappings as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    # How the text table shows the value, when not `cell` (timestamps shown as ages).
+    text: Callable[[Any], str] | None = None
+
+
+def _timestamp_age(value: Any) -> str:
+    return format_age(age_of(value)) if isinstance(value, (int, float)) else cell(value)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One listing: its columns, in order."""
+
+    name: str
+    columns: tuple[Column, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(c.key for c in self.columns)
+
+    def select(self, fields: Sequence[str] | None) -> tuple[Column, ...]:
+        """The columns `fields` names, in table order; ValueError naming an unknown one."""
+        if not fields:
+            return self.columns
+        unknown = [f for f in fields if f not in self.keys]
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)} for {self.name}; "
+                             f"valid fields: {', '.join(self.keys)}")
+        return tuple(c for c in self.columns if c.key in fields)
+
+
+NODES = Table("node-list", (
+    Column("id", "ID"), Column("provider", "Provider"), Column("label", "Label"),
+    Column("server_id", "Server ID"), Column("public_ipv4", "Public IPv4"),
+    Column("ipv6", "IPv6"), Column("state", "State"), Column("age", "Age"),
+    Column("locked", "Locked"), Column("pool", "Pool"), Column("hostname", "Hostname"),
+    Column("private_ipv4", "Private IPv4"), Column("AZ", "AZ"),
+    Column("username", "Username"), Column("connection_port", "Port"),
+    Column("launcher", "Launcher"), Column("allocated_to", "Allocated To"),
+    Column("hold_job", "Hold Job"), Column("comment", "Comment"),
+))
+# What `nodepool list` shows without --detail.
+NODE_BRIEF_KEYS = ("id", "provider", "label", "server_id", "public_ipv4", "ipv6", "state",
+                   "age", "locked")
+
+REQUESTS = Table("request-list", (
+    Column("id", "Request ID"), Column("relative_priority", "Priority"),
+    Column("state", "State"), Column("requestor", "Requestor"),
+    Column("node_types", "Node Types"), Column("nodes", "Nodes"),
+    Column("declined_by", "Declined By"), Column("event_id", "Event ID"),
+    Column("age", "Age"), Column("reason", "Reason"),
+))
+
+LABELS = Table("label-list", (Column("label", "Label"),))
+
+DIB_IMAGES = Table("dib-image-list", (
+    Column("id", "ID"), Column("image", "Image"), Column("builder", "Builder"),
+    Column("formats", "Formats"), Column("state", "State"),
+    Column("age", "Age", _timestamp_age),
+))
+
+IMAGES = Table("image-list", (
+    Column("id", "Build ID"), Column("upload_id", "Upload ID"),
+    Column("provider", "Provider"), Column("image", "Image"),
+    Column("external_name", "Provider Image Name"),
+    Column("external_id", "Provider Image ID"), Column("state", "State"),
+    Column("age", "Age", _timestamp_age),
+))
+
+
+# -- rows -------------------------------------------------------------------
+
+def node_row(node: Node, locked: bool, now: float | None = None) -> dict[str, Any]:
+    return {
+        "id": node.id, "provider": node.provider, "label": node.type,
+        "server_id": node.external_id, "public_ipv4": node.public_ipv4,
+        "ipv6": node.public_ipv6, "state": node.state.value,
+        "age": format_age(age_of(node.state_time, now)),
+        "locked": "locked" if locked else "unlocked", "pool": node.pool,
+        "hostname": node.hostname, "private_ipv4": node.private_ipv4, "AZ": node.az,
+        "username": node.username, "connection_port": node.connection_port,
+        "launcher": node.launcher, "allocated_to": node.allocated_to,
+        "hold_job": node.hold_job, "comment": node.comment,
+    }
+
+
+def node_rows(found: Iterable[Node], is_locked: Callable[[str], bool],
+              now: float | None = None) -> list[dict[str, Any]]:
+    """Rows in node id order (as Nodepool lists them)."""
+    now = time.time() if now is None else now
+    return [node_row(n, is_locked(n.id), now) for n in sorted(found, key=lambda n: n.id or "")]
+
+
+def request_row(req: NodeRequest, now: float | None = None, reason: str = "") -> dict[str, Any]:
+    return {
+        "id": req.id, "relative_priority": req.relative_priority, "state": req.state.value,
+        "requestor": req.requestor, "node_types": req.node_types, "nodes": req.nodes,
+        "declined_by": req.declined_by, "event_id": req.event_id,
+        "age": format_age(age_of(req.state_time, now)), "reason": reason,
+    }
+
+
+def request_rows(found: Iterable[NodeRequest], reasons: Mapping[str, str] | None = None,
+                 now: float | None = None) -> list[dict[str, Any]]:
+    """Rows in the order given (callers pass protocol service order); `reasons`: id -> text."""
+    now = time.time() if now is None else now
+    reasons = reasons or {}
+    return [request_row(r, now, reasons.get(r.id, "")) for r in found]
+
+
+def label_rows(pool_components: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every label some registered pool supports, once each, sorted."""
+    labels: set[str] = set()
+    for pool in pool_components:
+        labels.update(str(label) for label in pool.get("supported_labels") or ())
+    return [{"label": label} for label in sorted(labels)]
+
+
+def dib_image_row(image: str, build_id: str, build: Mapping[str, Any],
+                  paused: bool = False) -> dict[str, Any]:
+    formats = build.get("formats")
+    if isinstance(formats, str):
+        formats = [f for f in formats.split(",") if f]
+    return {"id": f"{image}-{build_id}", "image": image, "builder": build.get("builder"),
+            "formats": formats or [], "state": "paused" if paused else build.get("state"),
+            "age": int(build.get("state_time") or 0)}
+
+
+def image_row(image: str, build_id: str, provider: str, upload_id: str,
+              upload: Mapping[str, Any]) -> dict[str, Any]:
+    return {"id": build_id, "upload_id": upload_id, "provider": provider, "image": image,
+            "external_name": upload.get("external_name"),
+            "external_id": upload.get("external_id"), "state": upload.get("state"),
+            "age": int(upload.get("state_time") or 0)}
+
+
+# -- rendering --------------------------------------------------------------
+
+def table_text(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]]) -> str:
+    """A left-aligned prettytable table; drawn here for plain ASCII cells (10x faster)."""
+    headers = [c.header for c in columns]
+    cells = [[(c.text or cell)(row.get(c.key)) for c in columns] for row in rows]
+    fast = _ascii_table(headers, cells)
+    if fast is not None:
+        return fast
+    table = prettytable.PrettyTable(headers)
+    table.align = "l"
+    for values in cells:
+        table.add_row(values)
+    return table.get_string()
+
+
+def _ascii_table(headers: list[str], cells: list[list[str]]) -> str | None:
+    """prettytable's exact layout, or None when a cell needs its width rules (non-ASCII,
+    line breaks, tabs). With 10,000 nodes prettytable takes 0.6 s of CPU, this 0.06 s."""
+    widths = [len(h) for h in headers]
+    for values in cells:
+        for i, value in enumerate(values):
+            if not value.isascii() or not value.isprintable():
+                return None
+            if len(value) > widths[i]:
+                widths[i] = len(value)
+    if not all(h.isascii() and h.isprintable() for h in headers):
+        return None
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
+    return "\n".join([rule, line(headers), rule, *(line(v) for v in cells), rule])
+
+
+def table_json(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]]) -> str:
+    keys = [c.key for c in columns]
+    return json.dumps([{k: row.get(k) for k in keys} for row in rows])
