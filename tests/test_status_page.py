@@ -7,38 +7,18 @@ never asked for anything. A missing browser fails the test, it never skips.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
-import waitress
 from kazoo.client import KazooClient
 from plugins.launcher_env import cache_has_request, passes_go_by
 from requestor import NODES, wait_for
 
-from nodepool.web.status_app import StatusApp
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """`app` on waitress at an ephemeral port of 127.0.0.1, in a thread; yields its base URL."""
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, name="status-web", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}/"
-    finally:
-        server.close()
-        server.task_dispatcher.shutdown()
-        thread.join(5)
 
 
 def get(url: str, method: str = "GET") -> tuple[int, dict, bytes]:
@@ -74,13 +54,11 @@ def browser():
 
 @pytest.fixture
 def status(env):
-    """A launcher (min-ready 1 for `small`, max-servers 2) and its status app, attached
-    right after the start, as the launcher's web server does."""
-    env.write_config(min_ready=1, max_servers=2)
-    launcher = env.start_launcher()
-    app = StatusApp(launcher)
-    yield launcher, app
-    app.close()
+    """A launcher (min-ready 1 for `small`, max-servers 2) serving its web endpoints on an
+    ephemeral port; yields it and the base URL."""
+    env.write_config(min_ready=1, max_servers=2, web=True)
+    launcher = env.start_launcher(webapp=True)
+    yield launcher, f"http://127.0.0.1:{launcher.web.port}/"
 
 
 def ready_nodes(env) -> list[dict]:
@@ -90,7 +68,7 @@ def ready_nodes(env) -> list[dict]:
 
 def test_status_page_shows_label_node_count_and_waiting_request_in_chromium(
         env, status, browser, tmp_path):
-    launcher, app = status
+    launcher, url = status
     rq = env.requestor
     wait_for(lambda: ready_nodes(env), what="min-ready's spare")
     handed = rq.submit(["small"])                  # takes the spare: a hand-over for the chart
@@ -104,66 +82,64 @@ def test_status_page_shows_label_node_count_and_waiting_request_in_chromium(
     assert rq.get(waiting)["state"] in ("requested", "pending")
     zk_nodes = len(env.kazoo.get_children(NODES))
 
-    with serving(app) as url:
-        browser.get(url)
+    browser.get(url)
 
-        def shown(driver) -> bool:
-            found = driver.execute_script("""
-                function txt(sel) { var e = document.querySelector(sel);
-                                    return e ? e.textContent : null; }
-                return {total: txt('#nodes-total'),
-                        label: txt('tr[data-label="small"]'),
-                        waiting: txt('tr[data-request="' + arguments[0] + '"]'),
-                        failures: txt('#failures'),
-                        dots: document.querySelectorAll('#chart svg circle').length,
-                        pool: txt('tr[data-pool="fake1/main"]'),
-                        connection: txt('#connection')};""", waiting)
-            shown.last = found
-            return (found["total"] == str(zk_nodes) and found["label"] is not None
-                    and "2 (1)" in found["label"] and found["waiting"] is not None
-                    and failed in (found["failures"] or "") and found["dots"] >= 1
-                    and "2 / 2" in (found["pool"] or "") and found["connection"] == "connected")
+    def shown(driver) -> bool:
+        found = driver.execute_script("""
+            function txt(sel) { var e = document.querySelector(sel);
+                                return e ? e.textContent : null; }
+            return {total: txt('#nodes-total'),
+                    label: txt('tr[data-label="small"]'),
+                    waiting: txt('tr[data-request="' + arguments[0] + '"]'),
+                    failures: txt('#failures'),
+                    dots: document.querySelectorAll('#chart svg circle').length,
+                    pool: txt('tr[data-pool="fake1/main"]'),
+                    connection: txt('#connection')};""", waiting)
+        shown.last = found
+        return (found["total"] == str(zk_nodes) and found["label"] is not None
+                and "2 (1)" in found["label"] and found["waiting"] is not None
+                and failed in (found["failures"] or "") and found["dots"] >= 1
+                and "2 / 2" in (found["pool"] or "") and found["connection"] == "connected")
 
-        from selenium.webdriver.support.ui import WebDriverWait
-        try:
-            WebDriverWait(browser, 30, poll_frequency=0.2).until(shown)
-        except Exception:
-            browser.save_screenshot(str(tmp_path / "status-page-timeout.png"))
-            raise AssertionError(f"the page did not show what ZooKeeper holds ({zk_nodes} "
-                                 f"nodes, request {waiting} waiting): {shown.last}") from None
-        assert "large" in shown.last["waiting"]
-        browser.save_screenshot(str(tmp_path / "status-page.png"))
-        log = browser.get_log("browser")
+    from selenium.webdriver.support.ui import WebDriverWait
+    try:
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(shown)
+    except Exception:
+        browser.save_screenshot(str(tmp_path / "status-page-timeout.png"))
+        raise AssertionError(f"the page did not show what ZooKeeper holds ({zk_nodes} "
+                             f"nodes, request {waiting} waiting): {shown.last}") from None
+    assert "large" in shown.last["waiting"]
+    browser.save_screenshot(str(tmp_path / "status-page.png"))
+    log = browser.get_log("browser")
     assert (tmp_path / "status-page.png").stat().st_size > 0
     severe = [entry for entry in log if entry.get("level") == "SEVERE"]
     assert severe == [], f"the page logged errors in the browser console: {severe}"
 
 
 def test_status_json_and_page_are_served_over_http(env, status):
-    launcher, app = status
+    launcher, url = status
     wait_for(lambda: ready_nodes(env), what="min-ready's spare")
-    with serving(app) as url:
-        code, headers, body = get(url)
-        assert code == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
-        assert "default-src 'none'" in headers["Content-Security-Policy"]
-        html = body.decode()
-        # Self-contained: nothing is loaded from another address.
-        assert "<script src" not in html and "<link rel=\"stylesheet\"" not in html
-        assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
-        assert "https://" not in html
+    code, headers, body = get(url)
+    assert code == 200 and headers["Content-Type"] == "text/html; charset=UTF-8"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    html = body.decode()
+    # Self-contained: nothing is loaded from another address.
+    assert "<script src" not in html and "<link rel=\"stylesheet\"" not in html
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in html
 
-        code, headers, body = get(url + "status.json")
-        assert code == 200 and headers["Content-Type"] == "application/json"
-        assert headers["Access-Control-Allow-Origin"] == "*"
-        data = json.loads(body)
-        assert data["launcher"] == launcher.hostname and data["connected"] is True
-        assert data["nodes"]["total"] == len(env.kazoo.get_children(NODES))
+    code, headers, body = get(url + "status.json")
+    assert code == 200 and headers["Content-Type"] == "application/json; charset=UTF-8"
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    data = json.loads(body)
+    assert data["launcher"] == launcher.hostname and data["connected"] is True
+    assert data["nodes"]["total"] == len(env.kazoo.get_children(NODES))
 
-        assert get(url + "status.json", method="HEAD")[2] == b""
-        code, _, body = get(url + "nowhere")
-        assert code == 404 and b"not found: /nowhere" in body
-        code, headers, _ = get(url + "status.json", method="POST")
-        assert code == 405 and headers["Allow"] == "GET, HEAD"
+    assert get(url + "status.json", method="HEAD")[2] == b""
+    code, _, body = get(url + "nowhere")
+    assert code == 404 and b"not found: /nowhere" in body
+    code, headers, _ = get(url + "status.json", method="POST")
+    assert code == 405 and headers["Allow"] == "GET, HEAD"
 
 
 @pytest.fixture
@@ -175,9 +151,10 @@ def ensemble_launcher(ensemble_tls, tmp_path):
                         ca=ensemble_tls["ca"])
     kazoo.start(timeout=10)
     env = EnsembleEnv(ensemble_tls, tmp_path, kazoo)
-    env.write_config(min_ready=1, max_servers=2)
+    env.write_config(min_ready=1, max_servers=2,
+                     extra="webapp:\n  listen_address: 127.0.0.1\n  port: 0\n")
     try:
-        yield env, env.start_launcher()
+        yield env, env.start_launcher(webapp=True)
     finally:
         env.stop()
         kazoo.stop()
@@ -188,31 +165,28 @@ def test_status_page_keeps_its_last_view_and_says_zookeeper_is_down(
         ensemble_launcher, zk_ensemble, browser, tmp_path):
     env, launcher = ensemble_launcher
     wait_for(lambda: ready_nodes(env), what="min-ready's spare")
-    app = StatusApp(launcher, max_age=0.0)
     from selenium.webdriver.support.ui import WebDriverWait
 
     def page(driver) -> dict:
         return driver.execute_script(
             "return {total: document.getElementById('nodes-total').textContent,"
-            " connection: document.getElementById('connection').textContent};")
+            " connection: document.getElementById('connection').textContent,"
+            " problem: document.getElementById('zk-problem').textContent};")
 
-    try:
-        with serving(app) as url:
-            browser.get(url)
-            WebDriverWait(browser, 30, poll_frequency=0.2).until(
-                lambda d: page(d) == {"total": "1", "connection": "connected"})
-            zk_ensemble.kill(0)   # two of three gone: no quorum, the last one serves nobody
-            zk_ensemble.kill(1)
-            WebDriverWait(browser, 60, poll_frequency=0.2).until(
-                lambda d: page(d)["connection"].startswith("ZooKeeper disconnected"))
-            assert page(browser)["total"] == "1"          # the cache's last view, still shown
-            assert "last view shown" in page(browser)["connection"]
-            browser.save_screenshot(str(tmp_path / "status-page-zookeeper-down.png"))
-            zk_ensemble.start_member(0)   # a quorum again (the fixture restarts the other)
-            WebDriverWait(browser, 90, poll_frequency=0.5).until(
-                lambda d: page(d)["connection"] == "connected")
-            log = browser.get_log("browser")
-    finally:
-        app.close()
+    browser.get(f"http://127.0.0.1:{launcher.web.port}/")
+    WebDriverWait(browser, 30, poll_frequency=0.2).until(
+        lambda d: page(d)["total"] == "1" and page(d)["connection"] == "connected")
+    zk_ensemble.kill(0)   # two of three gone: no quorum, the last one serves nobody
+    zk_ensemble.kill(1)
+    WebDriverWait(browser, 60, poll_frequency=0.2).until(
+        lambda d: page(d)["connection"].startswith("ZooKeeper disconnected"))
+    seen = page(browser)
+    assert seen["total"] == "1"                       # the cache's last view, still shown
+    assert "last view shown" in seen["connection"] and "ZooKeeper" in seen["problem"]
+    browser.save_screenshot(str(tmp_path / "status-page-zookeeper-down.png"))
+    zk_ensemble.start_member(0)   # a quorum again (the fixture restarts the other)
+    WebDriverWait(browser, 90, poll_frequency=0.5).until(
+        lambda d: page(d)["connection"] == "connected")
+    log = browser.get_log("browser")
     severe = [entry for entry in log if entry.get("level") == "SEVERE"]
     assert severe == [], f"the page logged errors in the browser console: {severe}"

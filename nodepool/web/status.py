@@ -4,7 +4,8 @@
 components), its config and its provider workers (pools' paused state, what
 their last walk deferred on), plus a `StatusFeed` for recent hand-overs and
 failures. No ZooKeeper round trip: it works the same while ZooKeeper is
-down (the figures are then the cache's last view, and `connected` says so).
+down (the figures are then the cache's last view; `connected` is False and
+`zookeeper_problem` says why, as /ready would).
 It costs one pass over the cached nodes and one over the cached requests;
 lists are capped so the JSON stays small with 10,000 nodes (see
 doc/operation-status.md for the figures).
@@ -18,6 +19,7 @@ import math
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from nodepool.model import NodeRequest, NodeState, RequestState
+from nodepool.web.endpoints import zookeeper_problem
 from nodepool.web.status_feed import StatusFeed
 
 if TYPE_CHECKING:
@@ -53,10 +55,12 @@ def summary(launcher: Launcher, reasons: Mapping[str, str] | None = None,
     nodes, pools_used, labels = _node_counts(cache)
     requests = cache.requests()
     live = _LiveView(launcher)
+    problem = zookeeper_problem(launcher)
     out: dict[str, Any] = {
         "launcher": launcher.hostname,
         "time": now,
-        "connected": bool(ctx.zk.connected),
+        "connected": problem is None,
+        "zookeeper_problem": problem,
         "disconnected_since": feed.disconnected_since if feed is not None else None,
         "nodes": nodes,
         "providers": _providers(ctx.config, live, pools_used),
