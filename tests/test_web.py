@@ -242,3 +242,36 @@ def test_no_webapp_binds_nothing(env):
         proc.wait(60)
         taken.close()
     assert proc.returncode == 0
+
+
+def test_ready_reasons_in_order():
+    """The decision over plain data: each condition in turn, the first failing one said."""
+    from types import SimpleNamespace as NS
+
+    from nodepool.web.endpoints import ready_reason
+
+    class Proof:
+        def __init__(self, ok):
+            self.ok = ok
+
+        def current_session(self):
+            return 1
+
+        def proven(self, session):
+            return self.ok
+
+    worker = NS(name="rax-dfw", passes=0)
+    launcher = NS(ctx=None, proof=None, stopping=False, passes=0, worker_snapshot=(worker,))
+    assert ready_reason(launcher) == "starting: not connected to ZooKeeper yet"
+    launcher.ctx = NS(zk=NS(connected=False))
+    assert ready_reason(launcher) == "ZooKeeper is not connected"
+    launcher.ctx.zk.connected, launcher.proof = True, Proof(False)
+    assert ready_reason(launcher) == "ZooKeeper is not answering (the session is not proven alive)"
+    launcher.proof = Proof(True)
+    assert ready_reason(launcher) == "the launcher loop has not finished its first pass"
+    launcher.passes = 1
+    assert ready_reason(launcher) == "provider(s) rax-dfw have not finished a loop pass yet"
+    worker.passes = 1
+    assert ready_reason(launcher) is None
+    launcher.stopping = True
+    assert ready_reason(launcher) == "stopping"

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Callable, Iterable
 
 from nodepool.web.http import (
@@ -29,9 +30,6 @@ log = logging.getLogger("nodepool.web")
 
 Handler = Callable[[Request], Response]
 
-_REASONS = {200: "OK", 304: "Not Modified", 400: "Bad Request", 404: "Not Found",
-            405: "Method Not Allowed", 500: "Internal Server Error",
-            503: "Service Unavailable"}
 CACHE_ENTRIES = 256   # distinct cached responses kept at most (path, params, format)
 
 
@@ -120,54 +118,49 @@ class WebApp:
         return None
 
     def __call__(self, environ, start_response):
-        response, stamp, request = self._respond(environ)
+        request, route, response, stamp = self._respond(environ)
         headers = [("Content-Type", f"{response.content_type}; charset=UTF-8"),
                    ("Access-Control-Allow-Origin", "*")]
         headers += list(response.headers.items())
         body = response.data()
         if stamp is not None and response.status == 200:
-            expiry = self._find_cache(request)
-            headers += [("Cache-Control", f"public, max-age={int(expiry) or 1}"),
+            headers += [("Cache-Control", f"public, max-age={max(1, int(route.cache))}"),
                         ("Last-Modified", http_date(stamp)),
-                        ("Expires", http_date(stamp + expiry))]
+                        ("Expires", http_date(stamp + route.cache))]
             since = parse_http_date(request.headers.get("if-modified-since"))
             if since is not None and int(stamp) <= since:
                 response, body = Response(status=304), b""
         elif "Cache-Control" not in response.headers:
             headers.append(("Cache-Control", "no-store"))
         headers.append(("Content-Length", str(len(body))))
-        start_response(f"{response.status} {_REASONS.get(response.status, 'Unknown')}",
-                       headers)
+        start_response(f"{response.status} {_phrase(response.status)}", headers)
         if request is not None and request.method == "HEAD":
             return [b""]
         return [body]
 
-    def _find_cache(self, request: Request) -> float:
-        route = self._find(request)
-        return route.cache if route is not None else 0.0
-
-    def _respond(self, environ) -> tuple[Response, float | None, Request | None]:
-        request = None
+    def _respond(self, environ) -> tuple[Request | None, Route | None, Response, float | None]:
+        """(request, route, response, when the cached copy was built or None)."""
+        request = route = None
         try:
             request = Request.from_environ(environ)
             if request.method not in ("GET", "HEAD"):
                 response = text(405, f"method {request.method} not allowed; only GET and HEAD")
                 response.headers["Allow"] = "GET, HEAD"
-                return response, None, request
+                return request, None, response, None
             route = self._find(request)
             if route is None:
-                return text(404, f"not found: {request.path}"), None, request
+                return request, None, text(404, f"not found: {request.path}"), None
             if route.cache <= 0:
-                return self._call(route, request), None, request
+                return request, route, self._call(route, request), None
             key = (request.path, request.remainder, request.wants_json,
                    tuple((p, tuple(request.params.get(p, ()))) for p in route.params))
             stamp, response = self.cache.get(key, route.cache,
                                              lambda: self._call(route, request))
-            return response, stamp, request
+            return request, route, response, stamp
         except HTTPError as e:
-            return text(e.status, e.message), None, request
+            return request, route, text(e.status, e.message), None
         except Exception as e:
-            return self._failed(request, e), None, request
+            return request, route, self._failed(request, e), None
 
     def _call(self, route: Route, request: Request) -> Response:
         try:
@@ -185,9 +178,18 @@ class WebApp:
         return text(500, f"internal error serving {path}: {type(e).__name__}")
 
 
-def negotiated(request: Request, data_json: str, data_text: str) -> Response:
-    """The JSON or the text form of one listing, as the client's Accept header prefers."""
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def negotiated(request: Request, as_json: Callable[[], str],
+               as_text: Callable[[], str]) -> Response:
+    """The JSON or the text form of one answer, as the client's Accept header prefers;
+    only the chosen form is built."""
     if request.wants_json:
-        return Response(body=data_json, content_type=JSON)
-    return Response(body=data_text if data_text.endswith("\n") else data_text + "\n",
-                    content_type=TEXT)
+        return Response(body=as_json(), content_type=JSON)
+    body = as_text()
+    return Response(body=body if body.endswith("\n") else body + "\n", content_type=TEXT)

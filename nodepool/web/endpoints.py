@@ -53,7 +53,7 @@ def ready_reason(launcher: "Launcher") -> str | None:
         return "stopping"
     if launcher.passes < 1:
         return "the launcher loop has not finished its first pass"
-    waiting = sorted(w.provider.name for w in launcher.worker_snapshot if w.passes < 1)
+    waiting = sorted(w.name for w in launcher.worker_snapshot if w.passes < 1)
     if waiting:
         return f"provider(s) {', '.join(waiting)} have not finished a loop pass yet"
     return None
@@ -96,6 +96,7 @@ class NodepoolEndpoints:
         return Response(body="OK") if reason is None else text(503, reason)
 
     def node_list(self, request: Request) -> Response:
+        columns = _columns(request, listings.NODES)
         node_id = request.param("node_id")
         cache = self._ctx.cache
         if node_id:
@@ -104,7 +105,7 @@ class NodepoolEndpoints:
             found, is_locked = self._read_node(node_id)
         else:
             found, is_locked = cache.nodes(), cache.is_node_locked
-        return _render(request, listings.NODES, listings.node_rows(found, is_locked))
+        return _render(request, columns, listings.node_rows(found, is_locked))
 
     def _read_node(self, node_id: str):
         kazoo = self._connected_kazoo()
@@ -116,20 +117,23 @@ class NodepoolEndpoints:
         return ([node] if node else []), (lambda _id: locked)
 
     def request_list(self, request: Request) -> Response:
+        columns = _columns(request, listings.REQUESTS)
         rows = listings.request_rows(self._ctx.cache.requests(), self.request_reasons())
-        return _render(request, listings.REQUESTS, rows)
+        return _render(request, columns, rows)
 
     def label_list(self, request: Request) -> Response:
-        rows = listings.label_rows(self._ctx.cache.pool_components())
-        return _render(request, listings.LABELS, rows)
+        columns = _columns(request, listings.LABELS)
+        return _render(request, columns, listings.label_rows(self._ctx.cache.pool_components()))
 
     def image_list(self, request: Request) -> Response:
+        columns = _columns(request, listings.IMAGES)
         rows = [listings.image_row(*u) for u in self._images(images.all_uploads)]
-        return _render(request, listings.IMAGES, rows)
+        return _render(request, columns, rows)
 
     def dib_image_list(self, request: Request) -> Response:
+        columns = _columns(request, listings.DIB_IMAGES)
         rows = [listings.dib_image_row(*b) for b in self._images(images.all_builds)]
-        return _render(request, listings.DIB_IMAGES, rows)
+        return _render(request, columns, rows)
 
     def _images(self, read):
         try:
@@ -145,11 +149,14 @@ def fields_of(request: Request) -> list[str] | None:
     return [f.strip() for f in raw.split(",") if f.strip()]
 
 
-def _render(request: Request, table: listings.Table, rows: list[dict]) -> Response:
+def _columns(request: Request, table: listings.Table) -> tuple[listings.Column, ...]:
+    """The columns `?fields=` asks for (checked before any row is built), else all."""
     try:
-        columns = table.select(fields_of(request))
+        return table.select(fields_of(request))
     except ValueError as e:
         raise HTTPError(400, str(e)) from None
-    if request.wants_json:
-        return negotiated(request, listings.table_json(columns, rows), "")
-    return negotiated(request, "", listings.table_text(columns, rows))
+
+
+def _render(request: Request, columns, rows: list[dict]) -> Response:
+    return negotiated(request, lambda: listings.table_json(columns, rows),
+                      lambda: listings.table_text(columns, rows))

@@ -60,7 +60,9 @@ class WebServer:
                 max_request_header_size=limits.max_request_header_size,
                 max_request_body_size=limits.max_request_body_size,
                 backlog=limits.backlog, asyncore_use_poll=True, expose_tracebacks=False,
-                clear_untrusted_proxy_headers=True)
+                # A client that resets its connection is the client's business: no
+                # traceback in our log for each one (a hostile client could flood it).
+                log_socket_errors=False, clear_untrusted_proxy_headers=True)
         except OSError as e:
             reason = "address already in use" if e.errno == errno.EADDRINUSE else \
                 (e.strerror or str(e))
