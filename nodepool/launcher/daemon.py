@@ -152,6 +152,8 @@ class Launcher:
         self.min_ready = MinReady(self.ctx, workers=lambda: list(self.workers.values()))
         self.min_ready.start()
         cache.subscribe(self._on_cache_event)
+        if self.web is not None:
+            self.web.watch(cache)   # the status page's feed of hand-overs and failures
         self.leases = Leases(zk, owner=f"{self.hostname}:{os.getpid()}",
                              on_acquired=self._lease_won, on_lost=self._lease_lost,
                              wake=self.wake)

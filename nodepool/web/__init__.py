@@ -8,7 +8,8 @@
     launcher.web.app.route_prefix("/request/", handler)
 
 and fill request-list's Reason column with `launcher.web.endpoints.request_reasons`
-(a callable returning {request id: text}).
+(a callable returning {request id: text}); the status page (`GET /`,
+`/status.json`, status_app.py) shows the same reasons.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from nodepool.web.app import WebApp
 from nodepool.web.endpoints import NodepoolEndpoints
 from nodepool.web.http import HTTPError, Request, Response
 from nodepool.web.server import Limits, WebBindError, WebServer
+from nodepool.web.status_app import StatusPage
 
 if TYPE_CHECKING:
     from nodepool.launcher.daemon import Launcher
+    from nodepool.zk.cache import ZooKeeperCache
 
 __all__ = ["HTTPError", "LauncherWeb", "Limits", "Request", "Response", "WebApp",
            "WebBindError", "WebServer"]
@@ -34,6 +37,10 @@ class LauncherWeb:
         self.app = WebApp()
         self.endpoints = NodepoolEndpoints(launcher)
         self.endpoints.install(self.app)
+        # The status page asks for the reasons through the endpoints: whoever fills
+        # request-list's Reason column fills the page's too.
+        self.status = StatusPage(launcher, reasons=lambda: self.endpoints.request_reasons())
+        self.status.install(self.app)
         where = launcher.config.webapp
         self.server = WebServer(self.app, where.listen_address, where.port, limits)
 
@@ -45,5 +52,11 @@ class LauncherWeb:
         self.server.start()
         return self
 
+    def watch(self, cache: "ZooKeeperCache") -> None:
+        """The launcher's cache is loaded: what follows its events starts (the status
+        page's hand-overs and failures)."""
+        self.status.attach(cache)
+
     def stop(self) -> None:
         self.server.stop()
+        self.status.close()
