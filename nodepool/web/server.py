@@ -87,13 +87,15 @@ class WebServer:
         if self._stopped:
             return
         self._stopped = True
+        # The workers first: one finishing a request wakes the I/O loop through its
+        # trigger, which must still be open (closed under it, waitress raises EBADF).
+        self._server.task_dispatcher.shutdown(timeout=timeout)
         if self._thread.is_alive():
             # Closed on the I/O thread itself, between two polls: its loop then ends.
             self._server.trigger.pull_trigger(self._close_all)
             self._thread.join(timeout)
         else:
             self._close_all()
-        self._server.task_dispatcher.shutdown(timeout=timeout)
         log.info("Web endpoints stopped")
 
     def _close_all(self) -> None:
