@@ -31,6 +31,7 @@ import time
 from typing import Callable
 
 from nodepool import errors
+from nodepool import timeline as tl
 from nodepool.config import ConfigError, Provider, load_config, provider_changes
 from nodepool.drivers import adapter_for
 from nodepool.drivers.adapter import Adapter
@@ -42,6 +43,7 @@ from nodepool.launcher.guarded import ZOOKEEPER_LOST
 from nodepool.launcher.minready import MinReady
 from nodepool.launcher.ownership import MIN_READY_LEASE, Leases
 from nodepool.launcher.provider import ProviderWorker
+from nodepool.launcher.timeline_flush import TimelineFlusher
 from nodepool.launcher.tuning import DEFAULT, Tuning
 from nodepool.model import NodeState, RequestState
 from nodepool.nodescan import NodeScanner
@@ -126,6 +128,7 @@ class Launcher:
         self._min_ready_due = 0.0
         self.scheduler = None
         self.proof: SessionProof | None = None   # proves our session alive (fencing)
+        self.timeline_flusher: TimelineFlusher | None = None
 
     # -- start and stop -----------------------------------------------------
 
@@ -146,6 +149,9 @@ class Launcher:
         self.min_ready = MinReady(self.ctx, workers=lambda: list(self.workers.values()))
         self.min_ready.start()
         cache.subscribe(self._on_cache_event)
+        self.timeline_flusher = TimelineFlusher(
+            self.ctx, owned=lambda: {w.name for w in self.worker_snapshot})
+        self.timeline_flusher.start()
         self.leases = Leases(zk, owner=f"{self.hostname}:{os.getpid()}",
                              on_acquired=self._lease_won, on_lost=self._lease_lost,
                              wake=self.wake)
@@ -172,6 +178,8 @@ class Launcher:
         if self.ctx is None:
             return
         # The loop has ended: the leases and workers are this thread's now.
+        if self.timeline_flusher is not None:
+            self.timeline_flusher.stop()
         if self.leases is not None:
             self.leases.release_all()
         self.ctx.scanner.stop()
@@ -389,6 +397,8 @@ class Launcher:
                 fresh.set_state(RequestState.REQUESTED)
                 requests.update_request(kazoo, fresh)
                 log.warning("request=%s Reset to requested: its launcher is gone", req.id)
+                self.ctx.timeline.record(req.id, self.ctx.timeline.launcher(self.hostname),
+                                         tl.RESET, "it was pending and its launcher is gone")
             except (errors.NotFound, errors.VersionConflict):
                 continue
             finally:
