@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from nodepool.cli import explain as explain_cmd
 from nodepool.cli import nodes as node_cmds
 from nodepool.cli import requests as request_cmds
 from nodepool.errors import LockFailed, NodepoolError, NotFound, ZooKeeperUnavailable
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("request-list", help="list node requests")
     p.add_argument("--json", action="store_true", help="JSON output for scripts")
+
+    explain_cmd.add_parser(sub)
 
     p = sub.add_parser("delete", help="mark a node for deletion (locks it, sets deleting)")
     p.add_argument("id", help="node id")
@@ -115,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             return request_cmds.cmd_request_list(args, zk)
         if args.command == "request":
             return request_cmds.cmd_request(args, zk)
+        if args.command == "request-explain":
+            return explain_cmd.cmd_request_explain(args, zk)
         raise AssertionError(args.command)
     finally:
         zk.disconnect()

@@ -21,6 +21,9 @@ from typing import Any, Callable
 from nodepool import timeline as tl
 
 LAUNCHER_PREFIX = "@"
+# A repeat that changes nothing a reader sees but its count and last time is written
+# at most this often: a request waiting an hour at quota costs a write per half minute.
+REPEAT_REFRESH = 30.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -33,6 +36,7 @@ class Timeline:
     dirty: bool = True                # changed since the last write
     ended: str | None = None          # FULFILLED or FAILED, once we recorded it
     last: float = 0.0                 # when we recorded its last entry
+    taken: float = 0.0                # when the flusher last took it for a write
     version: int | None = None        # of the znode as we last wrote or read it; None: unread
 
 
@@ -61,7 +65,7 @@ class Recorder:
                 t = self._timelines[key] = Timeline(entries=[], first=now)
             elif once and tl.has(t.entries, event, entry.get("provider"), pool):
                 return
-            if tl.append(t.entries, entry):
+            if tl.append(t.entries, entry) or now - t.taken >= REPEAT_REFRESH:
                 t.dirty = True
             if len(t.entries) > tl.MAX_ENTRIES:
                 t.entries, t.dropped = tl.bound(t.entries, t.dropped)
@@ -93,6 +97,7 @@ class Recorder:
             if t is None:
                 return None
             t.dirty = False
+            t.taken = self.clock()
             return [dict(e) for e in t.entries], t.dropped, t.version
 
     def merged(self, key: tuple[str, str], stored: list[tl.Entry], dropped: int,
