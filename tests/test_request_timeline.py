@@ -225,3 +225,22 @@ def test_recorder_coalesces_repeats_and_stays_bounded():
     assert len(tl.encode(entries, dropped)) <= tl.MAX_BYTES
     assert entries[0]["count"] == 10000               # where it started stays
     assert all(len(e.get("text", "")) <= tl.MAX_TEXT for e in entries)
+
+
+def test_reset_after_a_lost_launcher_is_in_the_timeline(env):
+    launcher, _, waiting = at_quota(env)
+    rq = env.requestor
+    body = rq.get(waiting)
+    body.update(state="pending")          # pending, and nobody holds it: its launcher died
+    lost = env.kazoo.create("/nodepool/requests/200-", json.dumps(body).encode(),
+                            sequence=True).rsplit("/", 1)[1]
+    launcher.reset_lost_requests()
+    entries = wait_stored(env.kazoo, lost,
+                          lambda es: tl.has(es, tl.RESET) and tl.has(es, tl.DEFERRED, "fake1",
+                                                                     "main"),
+                          "the reset and the deferral after it")
+    assert env.kazoo.exists(paths.request_timeline_entry(lost, "@nl01"))
+    reset = next(e for e in entries if e["event"] == tl.RESET)
+    assert "provider" not in reset and "its launcher is gone" in reset["text"]
+    assert "reset to requested: it was pending and its launcher is gone" in \
+        render_explain(explain(env.kazoo, lost))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 from kazoo.exceptions import (
@@ -29,6 +30,7 @@ from kazoo.exceptions import (
     NoNodeError,
     NotEmptyError,
 )
+from kazoo.handlers.threading import KazooTimeoutError
 
 from nodepool import timeline as tl
 from nodepool.launcher.context import LauncherContext
@@ -39,7 +41,7 @@ from nodepool.zk import timelines as zkt
 log = logging.getLogger("nodepool.launcher.timeline")
 
 ABSENT = -1          # Timeline.version once read and found missing: create it
-ANSWER_WAIT = 10.0   # longest a pass waits for one answer
+ANSWER_WAIT = 10.0   # longest a pass waits for the answers of one wave
 
 
 class TimelineFlusher:
@@ -69,7 +71,7 @@ class TimelineFlusher:
             try:
                 if self.ctx.zk.connected:
                     self.flush()
-            except (KazooException, OSError) as e:
+            except (KazooException, KazooTimeoutError, OSError) as e:
                 log.warning("Timeline flush pass failed (%s); entries kept for the next",
                             type(e).__name__)
             except Exception:
@@ -115,9 +117,10 @@ class TimelineFlusher:
     def _read_unread(self, keys: list[tuple[str, str]]) -> None:
         kazoo = self.ctx.kazoo
         sent = [(key, kazoo.get_async(zkt.entry_path(*key))) for key in keys]
+        deadline = time.monotonic() + ANSWER_WAIT
         for key, answer in sent:
             try:
-                raw, stat = answer.get(timeout=ANSWER_WAIT)
+                raw, stat = _answer(answer, deadline)
             except NoNodeError:
                 self.recorder.merged(key, [], 0, ABSENT)
                 continue
@@ -139,10 +142,12 @@ class TimelineFlusher:
             else:
                 sent.append((key, False, kazoo.set_async(path, data, version=version)))
             self.writes += 1
+        deadline = time.monotonic() + ANSWER_WAIT
         for key, created, answer in sent:
             try:
-                result = answer.get(timeout=ANSWER_WAIT)
-            except (NodeExistsError, BadVersionError, NoNodeError, KazooException):
+                result = _answer(answer, deadline)
+            except (NodeExistsError, BadVersionError, NoNodeError, KazooException,
+                    KazooTimeoutError):
                 # Someone else's write (merge it), or no answer: read and write again.
                 self.recorder.wrote(key, None, ok=False)
                 continue
@@ -155,8 +160,14 @@ class TimelineFlusher:
         for request_id, writer in gone:
             sent.append(kazoo.delete_async(zkt.entry_path(request_id, writer)))
             sent.append(kazoo.delete_async(zkt.request_dir(request_id)))
+        deadline = time.monotonic() + ANSWER_WAIT
         for answer in sent:
             try:
-                answer.get(timeout=ANSWER_WAIT)
+                _answer(answer, deadline)
             except (NoNodeError, NotEmptyError):
                 pass    # gone already, or another writer's entries remain (the sweep's)
+
+
+def _answer(answer, deadline: float):
+    """An async call's result, waiting no later than `deadline` (monotonic)."""
+    return answer.get(timeout=max(0.01, deadline - time.monotonic()))
