@@ -9,6 +9,7 @@ request list's Reason column) use these; no launcher is needed.
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any
 
@@ -29,28 +30,58 @@ def explain(kazoo: KazooClient, request_id: str, now: float | None = None) -> di
     req = requests.get_request(kazoo, request_id)
     if req is None:
         raise NotFound(f"no request {request_id} (unknown, or deleted by its requestor)")
-    entries, dropped = zkt.read_timeline(kazoo, request_id)
+    earlier = []
+    if req.state == RequestState.REQUESTED:    # who waits ahead of it, at the same pool
+        earlier = [r for r in requests.get_requests(kazoo)
+                   if r.state == RequestState.REQUESTED and r.sort_key < req.sort_key]
+    found = zkt.read_timelines(kazoo, [r.id for r in earlier] + [request_id])
+    entries, dropped = found.get(request_id, ([], 0))
+    queue = queues([(r, found.get(r.id, ([], 0))[0]) for r in earlier + [req]]).get(req.id)
     now = time.time() if now is None else now
     return {"id": req.id, "state": req.state.value, "age": round(_age(req, now), 3),
             "request": req.to_dict(), "entries": entries, "dropped": dropped,
-            "reason": current_reason(req, entries, now)}
+            "ahead": queue[1] if queue else None,
+            "reason": current_reason(req, entries, now, queue)}
 
 
 def current_reasons(kazoo: KazooClient, request_ids: list[str],
                     now: float | None = None) -> dict[str, str]:
     """One short reason per request that exists (requests and timelines read with async
-    calls, each wave sent whole before any answer is awaited)."""
+    calls, each wave sent whole before any answer is awaited). Requests ahead in line
+    are counted among `request_ids` (pass every waiting request for exact counts)."""
     now = time.time() if now is None else now
     reads = [(rid, kazoo.get_async(paths.request(rid))) for rid in request_ids]
     found = zkt.read_timelines(kazoo, list(request_ids))
-    out: dict[str, str] = {}
+    got: list[tuple[NodeRequest, list[tl.Entry]]] = []
     for rid, answer in reads:
         try:
             raw, stat = answer.get()
-            req = NodeRequest.from_json(rid, raw, stat.version)
+            got.append((NodeRequest.from_json(rid, raw, stat.version),
+                        found.get(rid, ([], 0))[0]))
         except (NoNodeError, ProtocolError):
             continue
-        out[rid] = current_reason(req, found.get(rid, ([], 0))[0], now)
+    lines = queues(got)
+    return {req.id: current_reason(req, entries, now, lines.get(req.id))
+            for req, entries in got}
+
+
+def queues(items: list[tuple[NodeRequest, list[tl.Entry]]]
+           ) -> dict[str, tuple[str | None, int]]:
+    """Waiting requests whose current entry is a deferral: the reason the first in line
+    at that pool gave (None: not known) and how many wait ahead of it. A pool at a limit
+    takes no later request, so the line is in service order."""
+    first: dict[tuple, str | None] = {}
+    ahead: collections.Counter = collections.Counter()
+    out: dict[str, tuple[str | None, int]] = {}
+    for req, entries in sorted(items, key=lambda item: item[0].sort_key):
+        entry = _current(entries) if req.state == RequestState.REQUESTED else None
+        if entry is None or entry.get("event") != tl.DEFERRED or entry.get("cause") == "tenant":
+            continue     # a request waiting for its tenant's limit waits alone
+        where = (entry.get("provider"), entry.get("pool"))
+        if entry.get("cause") != tl.BEHIND:
+            first.setdefault(where, entry.get("text"))
+        out[req.id] = (first.get(where), ahead[where])
+        ahead[where] += 1
     return out
 
 
@@ -65,7 +96,9 @@ def _current(entries: list[tl.Entry]) -> tl.Entry | None:
     return max(told, key=lambda e: (e.get("last", 0), e.get("time", 0))) if told else None
 
 
-def current_reason(req: NodeRequest, entries: list[tl.Entry], now: float) -> str:
+def current_reason(req: NodeRequest, entries: list[tl.Entry], now: float,
+                   queue: tuple[str | None, int] | None = None) -> str:
+    """Where the request stands; `queue` (from `queues`) adds the line it waits in."""
     age = _age(req, now)
     if req.state == RequestState.FULFILLED:
         return f"fulfilled with {', '.join(req.nodes) or 'no nodes'}"
@@ -83,7 +116,14 @@ def current_reason(req: NodeRequest, entries: list[tl.Entry], now: float) -> str
             return (f"waiting {age:.0f} s: declined by {len(req.declined_by)} pool(s), "
                     f"no other pool has taken it yet")
         return f"waiting {age:.0f} s: no launcher has recorded anything about it yet"
-    return f"{doing} {age:.0f} s: {sentence(entry, brief=True)}"
+    said = sentence(entry, brief=True)
+    if queue is not None and entry.get("event") == tl.DEFERRED:
+        reason, ahead = queue
+        if entry.get("cause") == tl.BEHIND and reason:
+            said = reason
+        if ahead:
+            said += f"; {ahead} request{'s' if ahead != 1 else ''} ahead of it"
+    return f"{doing} {age:.0f} s: {said}"
 
 
 def _where(entry: tl.Entry) -> str:
@@ -91,13 +131,6 @@ def _where(entry: tl.Entry) -> str:
     if pool and provider:
         return f"pool {pool} of provider {provider}"
     return f"provider {provider}" if provider else "the launcher"
-
-
-def _ahead(entry: tl.Entry) -> str:
-    ahead = (entry.get("detail") or {}).get("ahead") or 0
-    if not ahead:
-        return ""
-    return f"; {ahead} request{'s' if ahead != 1 else ''} ahead of it"
 
 
 def sentence(entry: tl.Entry, brief: bool = False) -> str:
@@ -110,7 +143,7 @@ def sentence(entry: tl.Entry, brief: bool = False) -> str:
         return f"declined by {_where(entry)}: {text}"
     if event == tl.DEFERRED:
         said = text or tl.CAUSES.get(entry.get("cause") or "", "waits")
-        return (said if brief else f"deferred: {said}") + _ahead(entry)
+        return said if brief else f"deferred: {said}"
     if event == tl.LAUNCH_STARTED:
         zone = f", zone {detail['az']}" if detail.get("az") else ""
         return f"launching node {node} in {_where(entry)}{zone}"

@@ -31,6 +31,8 @@ FULFILLED = "fulfilled"
 FAILED = "failed"                  # text: why (a failed request always says why)
 RESET = "reset"                    # its launcher was lost; it is requested again
 
+BEHIND = "behind"                  # deferral cause: in line behind a request that waits
+
 EVENTS = (SEEN, DECLINED, DEFERRED, LAUNCH_STARTED, LAUNCH_FAILED, NODE_READY, FULFILLED,
           FAILED, RESET)
 

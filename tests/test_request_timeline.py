@@ -81,6 +81,13 @@ def test_deferred_at_quota_says_the_numbers_and_who_is_ahead(env):
     assert reasons[waiting].startswith("waiting ")
     assert reasons[waiting].endswith(": pool main of provider fake1 is at quota, 1 of 1 servers")
     assert reasons[behind].endswith("1 of 1 servers; 1 request ahead of it")
+    # In line behind: said without figures (the queue moving rewrites only the first's).
+    line = next(e for e in stored(env.kazoo, behind) if e["event"] == tl.DEFERRED)
+    assert line["cause"] == tl.BEHIND and line["detail"] == {"waits_for": "pool"}
+    explained = explain(env.kazoo, behind)
+    assert explained["ahead"] == 1
+    assert explained["reason"].endswith(
+        ": pool main of provider fake1 is at quota, 1 of 1 servers; 1 request ahead of it")
 
 
 def test_waiting_request_timeline_stays_small_as_passes_repeat(env):
@@ -106,6 +113,8 @@ def test_launch_attempt_that_fails_then_succeeds_is_told(env):
     req = env.requestor.wait(rid)
     assert req["state"] == "fulfilled"
     (node_id,) = req["nodes"]
+    wait_for(lambda: tl.has(launcher.ctx.timeline.entries(rid), tl.FULFILLED, "fake1", "main"),
+             what="the fulfilment recorded (after its write's answer)")
     entries = launcher.ctx.timeline.entries(rid)
     events = [e["event"] for e in entries]
     assert events == [tl.SEEN, tl.LAUNCH_STARTED, tl.LAUNCH_FAILED, tl.NODE_READY,
@@ -128,7 +137,8 @@ def test_quick_hand_over_writes_no_timeline(env):
              what="a ready spare")
     rid = rq.submit(["small"])
     assert rq.wait(rid)["state"] == "fulfilled"
-    assert [e["event"] for e in launcher.ctx.timeline.entries(rid)] == [tl.SEEN, tl.FULFILLED]
+    wait_for(lambda: [e["event"] for e in launcher.ctx.timeline.entries(rid)] ==
+             [tl.SEEN, tl.FULFILLED], what="the hand-over recorded in memory")
     flusher_passes(launcher, 3)      # passes that began after the fulfilment
     assert not env.kazoo.exists(paths.request_timeline(rid))
     assert launcher.timeline_flusher.writes == 0
@@ -193,7 +203,9 @@ def test_cli_request_explain_text_and_json(env, capsys):
     assert data["id"] == waiting and data["state"] == "requested"
     assert [e["event"] for e in data["entries"]] == [tl.SEEN, tl.DEFERRED]
     assert data["reason"].endswith("1 of 1 servers")
-    assert set(data) == {"id", "state", "age", "request", "entries", "dropped", "reason"}
+    assert set(data) == {"id", "state", "age", "request", "entries", "dropped", "ahead",
+                         "reason"}
+    assert data["ahead"] == 0
     assert data["request"]["node_types"] == ["small"]
     assert explain(env.kazoo, waiting)["entries"][:1] == data["entries"][:1]
 

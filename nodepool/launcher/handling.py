@@ -84,6 +84,7 @@ class Requests:
         """(Loop thread) a request is gone: drop what the walks remembered of it."""
         self.finished.discard(request_id)
         self.retry_requests.discard(request_id)
+        self.notes.forget(request_id)
         for pool in self.scope.pools.values():
             self.declined.discard((request_id, pool.view.id))
             self.takeable.pop((request_id, pool.cfg.name), None)
@@ -143,7 +144,7 @@ class Requests:
             pending = sorted((r for r in found if r is not None), key=lambda r: r.sort_key)
         pools = sorted(self.scope.pools.values(), key=lambda p: p.cfg.priority)
         blocked = self.deferral.blocked_pools(walk, self.waiting_pools)
-        looked = _Look(self.scope.ctx.registered_pools(), blocked, self.notes.look(walk))
+        looked = _Look(self.scope.ctx.registered_pools(), blocked)
         for req in pending:
             if req.state != RequestState.REQUESTED or req.id in self.handlers \
                     or (req.id in self.finished and not self._back_to_requested(req.id)):
@@ -152,7 +153,6 @@ class Requests:
                 if self._consider(req, pool, looked):
                     looked.takes.append((req, pool))
                     break
-        self.notes.looked(looked.queued)
         self._take_all(looked.takes)
         for name, pool in self.scope.pools.items():
             pool.paused = name in blocked
@@ -164,7 +164,7 @@ class Requests:
         if (req.id, pool.view.id) in self.declined:
             return False
         if pool.cfg.name in blocked and self.takeable.get((req.id, pool.cfg.name)) == req.version:
-            self.notes.behind(req, pool, blocked[pool.cfg.name], looked.queued)
+            self.notes.behind(req, pool, blocked[pool.cfg.name])
             return False   # waits for this pool's quota, as in the last pass
         verdict = triage(req, pool.view, looked.registered,
                          self.capacity.fits_ever(pool, req.node_types))
@@ -180,11 +180,11 @@ class Requests:
             return False
         self.takeable[(req.id, pool.cfg.name)] = req.version
         if pool.cfg.name in blocked:
-            self.notes.behind(req, pool, blocked[pool.cfg.name], looked.queued)
+            self.notes.behind(req, pool, blocked[pool.cfg.name])
             return False
         blocker = self._blocker(req, pool, looked.promised)
         if blocker is not None:
-            self.notes.deferred(req, pool, blocker, None if blocker == "tenant" else looked.queued)
+            self.notes.deferred(req, pool, blocker)
         if blocker == "tenant":
             looked.tenant_waits = True
             return False   # this tenant is at its limit; others may go ahead
@@ -548,10 +548,8 @@ class Requests:
 class _Look:
     """What one look at the waiting requests gathers as it goes."""
 
-    def __init__(self, registered: list, blocked: dict[str, tuple[str, str]],
-                 queued: collections.Counter):
+    def __init__(self, registered: list, blocked: dict[str, tuple[str, str]]):
         self.registered = registered
-        self.queued = queued                   # requests deferred so far, by pool
         self.blocked = blocked                 # pool name -> (blocker kind, first in line)
         self.tenant_waits = False
         self.takes: list[tuple[NodeRequest, PoolState]] = []

@@ -9,8 +9,8 @@ a pool defers, from what the capacity part already reads.
 
 from __future__ import annotations
 
-import collections
 import math
+import time
 
 from nodepool import errors
 from nodepool import timeline as tl
@@ -18,6 +18,8 @@ from nodepool.drivers.adapter import Resources
 from nodepool.launcher import quota
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.scope import PoolState, ProviderScope
+
+LINE_REFRESH = 10.0   # seconds: a request waiting in line is noted again at most this often
 
 _UNITS = (("instances", "servers"), ("cores", "cores"), ("ram", "MiB of RAM"),
           ("volumes", "volumes"), ("volume_gb", "GB of volumes"))
@@ -85,17 +87,13 @@ class RequestNotes:
         self.scope = scope
         self.capacity = capacity
         self.record = scope.ctx.timeline.record
-        # Requests deferred at each pool so far in protocol order: the last walk's
-        # counts, carried into the passes over new requests between walks.
-        self.queued: collections.Counter = collections.Counter()
-        self.said: dict[str, str] = {}    # pool -> why it defers its first in line
+        # (request, pool) -> (what was said, when): a walk tells every request waiting
+        # in line again; the same words within LINE_REFRESH are not recorded again.
+        self._told: dict[tuple[str, str], tuple[str, str, float]] = {}
 
-    def look(self, walk: bool) -> collections.Counter:
-        """A look at waiting requests begins: the counts it starts from."""
-        return collections.Counter() if walk else collections.Counter(self.queued)
-
-    def looked(self, counts: collections.Counter) -> None:
-        self.queued = counts
+    def forget(self, request_id: str) -> None:
+        for pool in self.scope.pools:
+            self._told.pop((request_id, pool), None)
 
     def seen(self, request_id: str, pool: PoolState) -> None:
         self.record(request_id, self.scope.name, tl.SEEN, pool=pool.cfg.name, once=True)
@@ -106,32 +104,34 @@ class RequestNotes:
             self.record(request_id, self.scope.name, tl.FAILED,
                         f"declined by every pool (last: {reason})", pool=pool.cfg.name)
 
-    def deferred(self, req, pool: PoolState, kind: str,
-                 counts: collections.Counter | None) -> None:
+    def deferred(self, req, pool: PoolState, kind: str) -> None:
         """The request is first in line at `pool`, which waits for a limit of `kind`
-        (`counts` None: it waits alone, for its tenant; the pool takes later ones)."""
+        (or, for "tenant", it waits alone: the pool takes later requests). The figures
+        are said here only: readers count the requests in line behind it."""
         text = blocker_text(self.capacity, pool, kind, list(req.node_types), req.tenant_name)
-        name = pool.cfg.name
-        if counts is None:
-            self.record(req.id, self.scope.name, tl.DEFERRED, text, pool=name, cause=kind)
-            return
-        self.said[name] = text
-        self.record(req.id, self.scope.name, tl.DEFERRED, text, pool=name, cause=kind,
-                    ahead=counts[name])
-        counts[name] += 1
+        self.record(req.id, self.scope.name, tl.DEFERRED, text, pool=pool.cfg.name,
+                    cause=kind)
 
-    def behind(self, req, pool: PoolState, blocked: tuple[str, str],
-               counts: collections.Counter) -> None:
-        """The pool takes nothing now (a request ahead waits in it, or it is paused)."""
+    def behind(self, req, pool: PoolState, blocked: tuple[str, str]) -> None:
+        """The pool takes nothing now: a request ahead waits in it for a limit, or it is
+        paused. Said without figures, so that the queue moving rewrites nobody's
+        timeline but its first in line's; repeats within LINE_REFRESH cost a lookup."""
         kind, head = blocked
         name = pool.cfg.name
-        text = self.said.get(name) if head else None
-        if text is None:
+        if head:
+            cause, text = tl.BEHIND, f"pool {name} of provider {self.scope.name} waits " \
+                                     f"({kind}) for a request ahead of it"
+        else:
+            cause = kind
             text = blocker_text(self.capacity, pool, kind, list(req.node_types),
                                 req.tenant_name)
-        self.record(req.id, self.scope.name, tl.DEFERRED, text, pool=name, cause=kind,
-                    ahead=counts[name])
-        counts[name] += 1
+        now = time.monotonic()
+        told = self._told.get((req.id, name))
+        if told is not None and told[:2] == (cause, text) and now - told[2] < LINE_REFRESH:
+            return
+        self._told[(req.id, name)] = (cause, text, now)
+        self.record(req.id, self.scope.name, tl.DEFERRED, text, pool=name, cause=cause,
+                    waits_for=kind)
 
     def held_waiting(self, h) -> None:
         """A request we hold has empty slots the supply cannot fill now."""
