@@ -256,3 +256,33 @@ def test_reset_after_a_lost_launcher_is_in_the_timeline(env):
     assert "provider" not in reset and "its launcher is gone" in reset["text"]
     assert "reset to requested: it was pending and its launcher is gone" in \
         render_explain(explain(env.kazoo, lost))
+
+
+def test_request_whose_launches_all_fail_says_why_it_failed(env):
+    env.write_config(retries=2)
+    env.cloud.fail_next_create("error", count=2)
+    env.start_launcher()
+    rid = env.requestor.submit(["small"])
+    assert env.requestor.wait(rid)["state"] == "failed"
+    entries = wait_stored(env.kazoo, rid, lambda es: tl.has(es, tl.FAILED, "fake1", "main"),
+                          "the failure in ZooKeeper")
+    events = [e["event"] for e in entries]
+    assert events == [tl.SEEN, tl.LAUNCH_STARTED, tl.LAUNCH_FAILED, tl.DECLINED, tl.FAILED]
+    attempts = entries[2]      # consecutive failed attempts coalesce: the last one's detail
+    assert attempts["count"] == 2 and attempts["detail"]["attempt"] == 2
+    assert attempts["detail"]["of"] == 2
+    failed = entries[-1]["text"]
+    assert failed.startswith("declined by every pool (last: node ") and "failed: " in failed
+    assert explain(env.kazoo, rid)["reason"] == f"failed: {failed}"
+
+
+def test_transient_refusal_of_a_launch_is_noted_as_rate_limited(env):
+    env.write_config()
+    launcher = env.start_launcher()
+    env.cloud.fail_next_create("transient", count=1, retry_after=0.05)
+    rid = env.requestor.submit(["small"])
+    assert env.requestor.wait(rid)["state"] == "fulfilled"
+    wait_for(lambda: tl.has(launcher.ctx.timeline.entries(rid), tl.FULFILLED, "fake1", "main"),
+             what="the fulfilment recorded")
+    limited = [e for e in launcher.ctx.timeline.entries(rid) if e.get("cause") == "rate limited"]
+    assert len(limited) == 1 and limited[0]["text"].startswith("the cloud asked to retry: ")
