@@ -56,15 +56,16 @@ class Recorder:
         if not request_id:
             return
         now = self.clock()
-        entry = tl.new_entry(event, now, text, provider=None if writer.startswith(
-            LAUNCHER_PREFIX) else writer, pool=pool, cause=cause, detail=detail or None)
+        provider = None if writer.startswith(LAUNCHER_PREFIX) else writer
         key = (request_id, writer)
         with self._lock:
             t = self._timelines.get(key)
             if t is None:
                 t = self._timelines[key] = Timeline(entries=[], first=now)
-            elif once and tl.has(t.entries, event, entry.get("provider"), pool):
+            elif once and tl.has(t.entries, event, provider, pool):
                 return
+            entry = tl.new_entry(event, now, text, provider=provider, pool=pool, cause=cause,
+                                 detail=detail or None)
             if tl.append(t.entries, entry) or now - t.taken >= REPEAT_REFRESH:
                 t.dirty = True
             if len(t.entries) > tl.MAX_ENTRIES:
