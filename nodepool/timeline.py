@@ -130,9 +130,14 @@ def decode(raw: bytes | None) -> tuple[list[Entry], int]:
         return [], 0
     if not isinstance(doc, dict):
         return [], 0
-    entries = [e for e in doc.get("entries") or [] if isinstance(e, dict) and "event" in e]
+    entries = [e for e in doc.get("entries") or [] if _readable(e)]
     dropped = doc.get("dropped", 0)
     return entries, dropped if isinstance(dropped, int) else 0
+
+
+def _readable(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("event"), str) and all(
+        isinstance(entry.get(f, 0), (int, float)) for f in ("time", "last", "count"))
 
 
 def merge(stored: list[Entry], ours: list[Entry]) -> list[Entry]:

@@ -286,3 +286,11 @@ def test_transient_refusal_of_a_launch_is_noted_as_rate_limited(env):
              what="the fulfilment recorded")
     limited = [e for e in launcher.ctx.timeline.entries(rid) if e.get("cause") == "rate limited"]
     assert len(limited) == 1 and limited[0]["text"].startswith("the cloud asked to retry: ")
+
+
+def test_unreadable_stored_entries_are_skipped_not_fatal():
+    good = tl.new_entry(tl.SEEN, 5.0, provider="p", pool="main")
+    raw = json.dumps({"entries": [good, {"event": "seen", "time": "soon"}, "junk", {}]})
+    assert tl.decode(raw.encode()) == ([good], 0)
+    assert tl.decode(b"not json") == ([], 0)
+    assert tl.decode(b"[1, 2]") == ([], 0)
