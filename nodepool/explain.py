@@ -138,7 +138,8 @@ def sentence(entry: tl.Entry, brief: bool = False) -> str:
     event, text, detail = entry.get("event"), entry.get("text", ""), entry.get("detail") or {}
     node = detail.get("node")
     if event == tl.SEEN:
-        return f"seen by {_where(entry)}"
+        by = f" (launcher {detail['launcher']})" if detail.get("launcher") and not brief else ""
+        return f"seen by {_where(entry)}{by}"
     if event == tl.DECLINED:
         return f"declined by {_where(entry)}: {text}"
     if event == tl.DEFERRED:

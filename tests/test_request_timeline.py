@@ -185,6 +185,10 @@ def test_new_owner_continues_the_timeline_after_a_takeover(env):
     kept = {(e["event"], e["time"]) for e in after}
     assert {(e["event"], e["time"]) for e in before} <= kept
     assert [e["event"] for e in after if e["time"] > stopped][-1] == tl.DEFERRED
+    seen_by = [e["detail"]["launcher"] for e in after if e["event"] == tl.SEEN]
+    assert seen_by == ["nl01", "nl02"]
+    assert "seen by pool main of provider fake1 (launcher nl02)" in \
+        render_explain(explain(env.kazoo, waiting))
 
 
 def test_cli_request_explain_text_and_json(env, capsys):

@@ -96,7 +96,8 @@ class RequestNotes:
             self._told.pop((request_id, pool), None)
 
     def seen(self, request_id: str, pool: PoolState) -> None:
-        self.record(request_id, self.scope.name, tl.SEEN, pool=pool.cfg.name, once=True)
+        self.record(request_id, self.scope.name, tl.SEEN, pool=pool.cfg.name, once=True,
+                    launcher=self.scope.ctx.hostname)
 
     def declined(self, request_id: str, pool: PoolState, reason: str, failed: bool) -> None:
         self.record(request_id, self.scope.name, tl.DECLINED, reason, pool=pool.cfg.name)
