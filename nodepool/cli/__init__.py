@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from nodepool.cli import explain as explain_cmd
 from nodepool.cli import nodes as node_cmds
 from nodepool.cli import requests as request_cmds
 from nodepool.cli import tables as table_cmds
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON output for scripts")
 
     table_cmds.add_parsers(sub)
+    explain_cmd.add_parser(sub)
 
     p = sub.add_parser("delete", help="mark a node for deletion (locks it, sets deleting)")
     p.add_argument("id", help="node id")
@@ -120,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
             return request_cmds.cmd_request(args, zk)
         if args.command in table_cmds.COMMANDS:
             return table_cmds.COMMANDS[args.command][0](args, zk)
+        if args.command == "request-explain":
+            return explain_cmd.cmd_request_explain(args, zk)
         raise AssertionError(args.command)
     finally:
         zk.disconnect()

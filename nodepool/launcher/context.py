@@ -11,6 +11,7 @@ from kazoo.client import KazooClient
 
 from nodepool.config.model import Config
 from nodepool.launcher.planner import RegisteredPool
+from nodepool.launcher.recorder import Recorder
 from nodepool.launcher.tuning import DEFAULT, Tuning
 from nodepool.zk.cache import ZooKeeperCache
 from nodepool.zk.client import ZooKeeperClient
@@ -41,6 +42,8 @@ class LauncherContext:
     # Ids of requests some worker of this launcher is handling (guarded by `lock`).
     handled_requests: set[str] = dataclasses.field(default_factory=set)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    # Request timelines, in memory; the launcher's flusher writes them (timeline_flush.py).
+    timeline: Recorder = dataclasses.field(default_factory=Recorder)
 
     def registered_pools(self) -> list[RegisteredPool]:
         return [RegisteredPool.from_component(c) for c in self.cache.pool_components()]

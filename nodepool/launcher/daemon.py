@@ -31,6 +31,7 @@ import time
 from typing import Callable
 
 from nodepool import errors
+from nodepool import timeline as tl
 from nodepool.config import ConfigError, Provider, load_config, provider_changes
 from nodepool.drivers import adapter_for
 from nodepool.drivers.adapter import Adapter
@@ -42,6 +43,7 @@ from nodepool.launcher.guarded import ZOOKEEPER_LOST
 from nodepool.launcher.minready import MinReady
 from nodepool.launcher.ownership import MIN_READY_LEASE, Leases
 from nodepool.launcher.provider import ProviderWorker
+from nodepool.launcher.timeline_flush import TimelineFlusher
 from nodepool.launcher.tuning import DEFAULT, Tuning
 from nodepool.model import NodeState, RequestState
 from nodepool.nodescan import NodeScanner
@@ -129,6 +131,7 @@ class Launcher:
         self.proof: SessionProof | None = None   # proves our session alive (fencing)
         self.webapp = webapp
         self.web = None   # nodepool.web.LauncherWeb when webapp: its own threads
+        self.timeline_flusher: TimelineFlusher | None = None
 
     # -- start and stop -----------------------------------------------------
 
@@ -154,6 +157,9 @@ class Launcher:
         cache.subscribe(self._on_cache_event)
         if self.web is not None:
             self.web.watch(cache)   # the status page's feed of hand-overs and failures
+        self.timeline_flusher = TimelineFlusher(
+            self.ctx, owned=lambda: {w.name for w in self.worker_snapshot})
+        self.timeline_flusher.start()
         self.leases = Leases(zk, owner=f"{self.hostname}:{os.getpid()}",
                              on_acquired=self._lease_won, on_lost=self._lease_lost,
                              wake=self.wake)
@@ -182,6 +188,8 @@ class Launcher:
         if self.ctx is None:
             return
         # The loop has ended: the leases and workers are this thread's now.
+        if self.timeline_flusher is not None:
+            self.timeline_flusher.stop()
         if self.leases is not None:
             self.leases.release_all()
         self.ctx.scanner.stop()
@@ -399,6 +407,8 @@ class Launcher:
                 fresh.set_state(RequestState.REQUESTED)
                 requests.update_request(kazoo, fresh)
                 log.warning("request=%s Reset to requested: its launcher is gone", req.id)
+                self.ctx.timeline.record(req.id, self.ctx.timeline.launcher(self.hostname),
+                                         tl.RESET, "it was pending and its launcher is gone")
             except (errors.NotFound, errors.VersionConflict):
                 continue
             finally:

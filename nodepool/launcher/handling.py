@@ -22,6 +22,7 @@ from nodepool.launcher.effects import Claim
 from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.launches import Launches
 from nodepool.launcher.planner import Triage, Verdict, every_pool_declined, triage
+from nodepool.launcher.reasons import RequestNotes
 from nodepool.launcher.scope import PoolState, ProviderScope
 from nodepool.launcher.spares import Spares
 from nodepool.launcher.supply import AT_QUOTA
@@ -58,6 +59,7 @@ class Requests:
         self.new_requests: collections.deque = collections.deque()  # ids, on the cache thread
         self.retry_requests: set[str] = set()
         self.waiting_pools: set[str] = set()          # pools a request of ours waits in
+        self.notes = RequestNotes(scope, capacity)    # the requests' timelines (reasons.py)
 
     def handler_node_ids(self) -> set[str]:
         return {s for h in self.handlers.values() for s in h.slots if s is not None}
@@ -82,6 +84,7 @@ class Requests:
         """(Loop thread) a request is gone: drop what the walks remembered of it."""
         self.finished.discard(request_id)
         self.retry_requests.discard(request_id)
+        self.notes.forget(request_id)
         for pool in self.scope.pools.values():
             self.declined.discard((request_id, pool.view.id))
             self.takeable.pop((request_id, pool.cfg.name), None)
@@ -161,11 +164,13 @@ class Requests:
         if (req.id, pool.view.id) in self.declined:
             return False
         if pool.cfg.name in blocked and self.takeable.get((req.id, pool.cfg.name)) == req.version:
+            self.notes.behind(req, pool, blocked[pool.cfg.name])
             return False   # waits for this pool's quota, as in the last pass
         verdict = triage(req, pool.view, looked.registered,
                          self.capacity.fits_ever(pool, req.node_types))
         if verdict.verdict == Verdict.SKIP:
             return False
+        self.notes.seen(req.id, pool)
         if verdict.verdict == Verdict.TAKE:
             missing = self.cloud.missing_image(pool.cfg, req.node_types)
             if missing:
@@ -175,8 +180,11 @@ class Requests:
             return False
         self.takeable[(req.id, pool.cfg.name)] = req.version
         if pool.cfg.name in blocked:
+            self.notes.behind(req, pool, blocked[pool.cfg.name])
             return False
         blocker = self._blocker(req, pool, looked.promised)
+        if blocker is not None:
+            self.notes.deferred(req, pool, blocker)
         if blocker == "tenant":
             looked.tenant_waits = True
             return False   # this tenant is at its limit; others may go ahead
@@ -232,6 +240,7 @@ class Requests:
                 req.set_state(RequestState.REQUESTED)
                 log.info("request=%s Declined by %s: %s", request_id, pool.view.id, reason)
             effects.write_request(req, lock)
+            self.notes.declined(request_id, pool, reason, req.state == RequestState.FAILED)
         except (errors.NotFound, errors.VersionConflict, errors.LockFailed) as e:
             log.info("request=%s Not declined: %s", request_id, e)
         finally:
@@ -284,6 +293,7 @@ class Requests:
                 self.finished.add(h.request.id)
                 log.info("request=%s Fulfilled with ready %s", h.request.id,
                          ", ".join(h.request.nodes))
+                self.notes.fulfilled(h.request.id, h.pool, h.request.nodes, ready=True)
             else:
                 effects.unlock_async(h.lock)   # lost a race; the next pass tries again
                 self.retry_later(h.request.id)
@@ -399,6 +409,8 @@ class Requests:
         if not h.missing():
             return
         h.waiting = self.supply.fill(h, first)
+        if h.waiting:
+            self.notes.held_waiting(h)
         if h.waiting == AT_QUOTA:
             h.pool.paused, h.pool.pause_reason = True, AT_QUOTA
 
@@ -411,6 +423,7 @@ class Requests:
             return False
         h.ready.add(task.node.id)
         h.held[task.node.id] = task
+        self.notes.node_ready(h.request.id, h.pool, task.node.id)
         return True
 
     def launch_failed(self, task: LaunchTask, reason: str) -> None:
@@ -424,6 +437,7 @@ class Requests:
     def launch_aborted(self, task: LaunchTask, reason: str) -> None:
         """Quota: the pool pauses; the slot is launched again once quota frees."""
         task.pool.paused, task.pool.pause_reason = True, reason
+        self.notes.quota_refused(task.request_id, task.pool, reason)
         h = self.handlers.get(task.request_id or "")
         if h is not None:
             h.slots = [None if s == task.node.id else s for s in h.slots]
@@ -462,6 +476,7 @@ class Requests:
             if req.state == RequestState.FULFILLED and req.nodes == list(h.slots) and \
                     req is not h.request:
                 log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
+                self.notes.fulfilled(req.id, h.pool, req.nodes)
                 break   # our own write went through; only its answer was lost
             req.nodes = list(h.slots)
             if req.state != RequestState.FULFILLED:   # a retry after a lost answer
@@ -469,6 +484,7 @@ class Requests:
             try:
                 effects.write_request(req, h.lock)
                 log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
+                self.notes.fulfilled(req.id, h.pool, req.nodes)
                 break
             except errors.VersionConflict:
                 # Someone wrote it without our lock; write our fulfilment over what is there.

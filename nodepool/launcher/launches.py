@@ -17,10 +17,12 @@ import time
 from typing import Callable, Protocol
 
 from nodepool import errors
+from nodepool import timeline as tl
 from nodepool.drivers.adapter import Instance, LaunchContext
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.deletions import Deletions
+from nodepool.launcher.reasons import error_text
 from nodepool.launcher.scope import PoolState, ProviderScope
 from nodepool.launcher.tasks import LaunchTask, Phase, run_steps
 from nodepool.model import Node, NodeRequest, NodeState
@@ -76,6 +78,7 @@ class Launches:
         task.node.tenant_name = req.tenant_name
         task.node.requestor = req.requestor
         self.write(task)
+        self._note(task, tl.LAUNCH_STARTED, "adopted a launch under way", az=task.az)
 
     def disown(self, node_id: str) -> bool:
         """The request a launch served is gone: it finishes as a spare. False: no such
@@ -131,6 +134,7 @@ class Launches:
         # save writes `building` with the state it moved to: one write less per launch.
         task.unsaved = True
         self.tasks[node.id] = task
+        self._note(task, tl.LAUNCH_STARTED, az=az)
         self.scope.log.info("node=%s provider=%s Launching %s (request %s)", node.id,
                             self.scope.name, label_name, node.allocated_to)
         return task
@@ -273,6 +277,7 @@ class Launches:
             task.unsaved = True
         task.node.driver_data, task.node.external_id = data, sm.external_id
         if isinstance(error, errors.TransientError):
+            self._note(task, tl.DEFERRED, f"the cloud asked to retry: {error}", "rate limited")
             task.back_off(error, now, self.scope.tuning, self.scope.log)
             self._save(task)   # it waits out the backoff
             return
@@ -315,6 +320,7 @@ class Launches:
                            "node=%s provider=%s Launch attempt %d/%d failed: %s", task.node.id,
                            self.scope.name, task.attempt, retries, error,
                            exc_info=not isinstance(error, errors.NodepoolError))
+        self._note(task, tl.LAUNCH_FAILED, error_text(error), attempt=task.attempt, of=retries)
         if task.scan is not None:
             task.scan.cancel()
             task.scan = None
@@ -394,6 +400,13 @@ class Launches:
             task.write = self.scope.effects.write_and_unlock_async(task.node, task.lock)
         self.scope.log.info("node=%s provider=%s Ready at %s", task.node.id, self.scope.name,
                             task.node.interface_ip)
+
+    def _note(self, task: LaunchTask, event: str, text: str = "", cause: str | None = None,
+              **detail) -> None:
+        """An event of the timeline of the request this launch serves (in memory)."""
+        self.scope.ctx.timeline.record(task.request_id, self.scope.name, event, text,
+                                       pool=task.pool.cfg.name, cause=cause, node=task.node.id,
+                                       **detail)
 
     # -- stop --------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ motion: the work itself runs where its state, locks and executors live.
 - stale-request-locks is the exception: it does its ZooKeeper work here. It
   deletes only empty lock dirs of requests that no longer exist and shares no
   state with any loop, so running it elsewhere would only delay that loop.
+  request-timelines likewise deletes the timelines of requests that are gone,
+  on the launcher that owns min-ready only (one sweeper, not one per launcher).
 
 How often each runs is in `Launcher.tuning` (nodepool/launcher/tuning.py).
 """
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from nodepool.zk import requests
+from nodepool.zk import requests, timelines
 
 if TYPE_CHECKING:
     from nodepool.launcher.daemon import Launcher
@@ -65,5 +67,13 @@ def start(launcher: Launcher) -> BackgroundScheduler:
     job(lambda: requests.delete_stale_request_locks(launcher.ctx.kazoo,
                                                     tuning.request_lock_grace),
         tuning.request_locks, "stale-request-locks")
+    job(lambda: sweep_timelines(launcher), tuning.timeline_sweep, "request-timelines")
     scheduler.start()
     return scheduler
+
+
+def sweep_timelines(launcher: Launcher) -> list[str]:
+    """The orphan sweep of request timelines, by min-ready's owner only."""
+    if not launcher.min_ready_owner:
+        return []
+    return timelines.delete_orphans(launcher.ctx.kazoo)

@@ -75,6 +75,10 @@ class Tuning:
     leak_scan: float = 60.0            # leaked instances (deleted after two scans)
     request_locks: float = 300.0       # empty lock dirs of vanished requests ...
     request_lock_grace: float = 300.0  # ... gone at least this long
+    timeline_sweep: float = 60.0       # timelines of requests that are gone (min-ready owner)
+    # Request timelines (timeline_flush.py)
+    timeline_flush: float = 1.0        # the flusher's pass: changed timelines written
+    timeline_delay: float = 1.0        # a request still waiting this long gets its timeline
 
 
 DEFAULT = Tuning()

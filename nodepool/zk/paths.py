@@ -9,6 +9,8 @@ IMAGES = f"{ROOT}/images"
 # Ours, ignored by other clients: provider leases (one owner per provider).
 LAUNCHER_PRIVATE = f"{ROOT}/launcher"
 PROVIDER_LEASES = f"{LAUNCHER_PRIVATE}/provider-lease"
+# Ours: per-request timelines, outside the request znode (doc/internals.md, "Request timelines").
+REQUEST_TIMELINES = f"{ROOT}/request-timeline"
 
 LOCK_NODE_NAME = "lock"
 
@@ -26,6 +28,15 @@ def request_prefix(priority: int) -> str:
 
 def request_lock(request_id: str) -> str:
     return f"{REQUEST_LOCKS}/{request_id}"
+
+
+def request_timeline(request_id: str) -> str:
+    return f"{REQUEST_TIMELINES}/{request_id}"
+
+
+def request_timeline_entry(request_id: str, writer: str) -> str:
+    """One writer's timeline of a request: a provider's, or `@<hostname>` (a launcher's)."""
+    return f"{REQUEST_TIMELINES}/{request_id}/{writer}"
 
 
 def node(node_id: str) -> str:
