@@ -49,17 +49,24 @@ def current_reasons(kazoo: KazooClient, request_ids: list[str],
     """One short reason per request that exists (requests and timelines read with async
     calls, each wave sent whole before any answer is awaited). Requests ahead in line
     are counted among `request_ids` (pass every waiting request for exact counts)."""
-    now = time.time() if now is None else now
     reads = [(rid, kazoo.get_async(paths.request(rid))) for rid in request_ids]
-    found = zkt.read_timelines(kazoo, list(request_ids))
-    got: list[tuple[NodeRequest, list[tl.Entry]]] = []
+    got: list[NodeRequest] = []
     for rid, answer in reads:
         try:
             raw, stat = answer.get()
-            got.append((NodeRequest.from_json(rid, raw, stat.version),
-                        found.get(rid, ([], 0))[0]))
+            got.append(NodeRequest.from_json(rid, raw, stat.version))
         except (NoNodeError, ProtocolError):
             continue
+    return reasons_of(kazoo, got, now)
+
+
+def reasons_of(kazoo: KazooClient, reqs: list[NodeRequest],
+               now: float | None = None) -> dict[str, str]:
+    """As current_reasons for requests already read (a listing's, a launcher's cache):
+    only their timelines are read, with async calls."""
+    now = time.time() if now is None else now
+    found = zkt.read_timelines(kazoo, [r.id for r in reqs])
+    got = [(req, found.get(req.id, ([], 0))[0]) for req in reqs]
     lines = queues(got)
     return {req.id: current_reason(req, entries, now, lines.get(req.id))
             for req, entries in got}

@@ -12,6 +12,7 @@ from nodepool import listings
 from nodepool.cli.nodes import _json, nodes_table
 from nodepool.cli.output import age_of, print_json
 from nodepool.errors import LockFailed, NodepoolError, NotFound
+from nodepool.explain import reasons_of
 from nodepool.model import NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, paths, requests
 from nodepool.zk.client import ZooKeeperClient
@@ -28,11 +29,13 @@ def default_requestor() -> str:
 def cmd_request_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     reqs = requests.get_requests(zk.kazoo)
     now = time.time()
+    reasons = reasons_of(zk.kazoo, reqs, now)   # from the request timelines
     if args.json:
-        print_json([dict(r.to_dict(), id=r.id, age=round(age_of(r.state_time, now), 3))
-                    for r in reqs])
+        print_json([dict(r.to_dict(), id=r.id, age=round(age_of(r.state_time, now), 3),
+                         reason=reasons.get(r.id, "")) for r in reqs])
         return 0
-    print(listings.table_text(listings.REQUESTS.columns, listings.request_rows(reqs, now=now)))
+    print(listings.table_text(listings.REQUESTS.columns,
+                              listings.request_rows(reqs, reasons, now=now)))
     return 0
 
 

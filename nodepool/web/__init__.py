@@ -7,9 +7,9 @@
     launcher.web.app.route("/metrics", handler)
     launcher.web.app.route_prefix("/request/", handler)
 
-and fill request-list's Reason column with `launcher.web.endpoints.request_reasons`
-(a callable returning {request id: text}); the status page (`GET /`,
-`/status.json`, status_app.py) shows the same reasons.
+`GET /request/ID` and request-list's Reason column come from the request
+timelines (timelines.py); the status page (`GET /`, `/status.json`,
+status_app.py) shows the same reasons.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from nodepool.web.endpoints import NodepoolEndpoints
 from nodepool.web.http import HTTPError, Request, Response
 from nodepool.web.server import Limits, WebBindError, WebServer
 from nodepool.web.status_app import StatusPage
+from nodepool.web.timelines import RequestTimelines
 
 if TYPE_CHECKING:
     from nodepool.launcher.daemon import Launcher
@@ -35,7 +36,9 @@ class LauncherWeb:
 
     def __init__(self, launcher: "Launcher", limits: Limits = Limits()):
         self.app = WebApp()
-        self.endpoints = NodepoolEndpoints(launcher)
+        self.timelines = RequestTimelines(launcher)
+        self.timelines.install(self.app)
+        self.endpoints = NodepoolEndpoints(launcher, request_reasons=self.timelines.reasons)
         self.endpoints.install(self.app)
         # The status page asks for the reasons through the endpoints: whoever fills
         # request-list's Reason column fills the page's too.
