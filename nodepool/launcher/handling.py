@@ -282,6 +282,7 @@ class Requests:
             if effects.finish_commit(claims, h.lock, pending):
                 self._claimed(claims)
                 self.finished.add(h.request.id)
+                self.scope.ctx.metrics.handed_over(h.request, True, self.scope.ctx.clock())
                 log.info("request=%s Fulfilled with ready %s", h.request.id,
                          ", ".join(h.request.nodes))
             else:
@@ -454,6 +455,7 @@ class Requests:
 
     def _fulfil(self, h: RequestHandler) -> None:
         effects = self.scope.effects
+        launched = bool(h.held)          # some node was launched for it (metrics)
         for task in h.held.values():     # unlock every node first (hand-off step 4)
             effects.unlock_async(task.lock)
         h.held.clear()
@@ -462,6 +464,7 @@ class Requests:
             if req.state == RequestState.FULFILLED and req.nodes == list(h.slots) and \
                     req is not h.request:
                 log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
+                self.scope.ctx.metrics.handed_over(req, not launched, self.scope.ctx.clock())
                 break   # our own write went through; only its answer was lost
             req.nodes = list(h.slots)
             if req.state != RequestState.FULFILLED:   # a retry after a lost answer
@@ -469,6 +472,7 @@ class Requests:
             try:
                 effects.write_request(req, h.lock)
                 log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
+                self.scope.ctx.metrics.handed_over(req, not launched, self.scope.ctx.clock())
                 break
             except errors.VersionConflict:
                 # Someone wrote it without our lock; write our fulfilment over what is there.

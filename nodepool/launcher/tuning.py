@@ -75,6 +75,8 @@ class Tuning:
     leak_scan: float = 60.0            # leaked instances (deleted after two scans)
     request_locks: float = 300.0       # empty lock dirs of vanished requests ...
     request_lock_grace: float = 300.0  # ... gone at least this long
+    # Metrics (launcher/stats.py): the gauges are computed from the cache this often
+    metrics_interval: float = 15.0     # Nodepool's STATS_INTERVAL
 
 
 DEFAULT = Tuning()
