@@ -334,6 +334,7 @@ CLUSTER_GAUGES = {
                                       ("provider",)),
     "nodepool_tenant_limit": ("tenant-resource-limits, by tenant and resource",
                               ("tenant", "resource")),
+    "nodepool_label_min_ready": ("The label's min-ready (no statsd name)", ("label",)),
 }
 
 
@@ -345,8 +346,10 @@ class Gauges:
         self.statsd: dict[str, float] = {}
         self.prometheus: dict[str, dict[tuple, float]] = {n: {} for n in CLUSTER_GAUGES}
 
-    def set(self, statsd_name: str, family: str, labels: Iterable[str], value: float) -> None:
-        self.statsd[statsd_name] = value
+    def set(self, statsd_name: str | None, family: str, labels: Iterable[str],
+            value: float) -> None:
+        if statsd_name is not None:
+            self.statsd[statsd_name] = value
         self.prometheus[family][tuple(labels)] = value
 
     def add(self, statsd_name: str, family: str, labels: Iterable[str], n: float = 1) -> None:

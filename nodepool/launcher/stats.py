@@ -51,6 +51,8 @@ def cluster_gauges(ctx: LauncherContext) -> Gauges:
         p = node.provider or ""
         g.add(f"nodepool.provider.{norm(p)}.nodes.{s}", "nodepool_provider_nodes", (p, s))
     _requests(g, ctx, components)
+    for name, label in config.labels.items():
+        g.set(None, "nodepool_label_min_ready", (name,), label.min_ready)
     for name, provider in config.providers.items():
         total = sum(p.max_servers for p in provider.pools.values()
                     if p.max_servers and not math.isinf(p.max_servers))
