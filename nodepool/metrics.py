@@ -204,6 +204,7 @@ class Metrics:
                               ["provider", "kind"], registry=r)
         self._snapshot = _Snapshot(r)
         self._limits: dict[str, Mapping[str, float]] = {}
+        self._limits_lock = threading.Lock()   # providers' loops report their own limits
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Metrics:
@@ -294,11 +295,13 @@ class Metrics:
         """A provider's limits as the cloud last said (None: unlimited)."""
         values = {} if limits is None else {k: v for k, v in vars(limits).items()
                                             if v is not None and not math.isinf(v)}
-        self._limits = {**self._limits, provider: values}
-        self._set_family("nodepool_provider_quota_limit",
-                         "Quota limit per provider and resource, as the cloud last said",
-                         ("provider", "resource"),
-                         {(p, k): v for p, vals in self._limits.items() for k, v in vals.items()})
+        with self._limits_lock:   # once a minute per provider: not on the hand-over path
+            self._limits[provider] = values
+            self._set_family("nodepool_provider_quota_limit",
+                             "Quota limit per provider and resource, as the cloud last said",
+                             ("provider", "resource"),
+                             {(p, k): v for p, vals in self._limits.items()
+                              for k, v in vals.items()})
 
     # -- gauges (the reporter thread, launcher/stats.py) ------------------------------
 
