@@ -148,6 +148,21 @@ class StatsdSender:
                 return
 
 
+class _Children:
+    """A labelled metric with its children kept by label values: prometheus-client's
+    `labels()` validates and takes a lock on every call, which doubles an observation."""
+
+    def __init__(self, metric) -> None:
+        self.metric = metric
+        self.children: dict[tuple, object] = {}
+
+    def __call__(self, *labels: str):
+        child = self.children.get(labels)
+        if child is None:   # a race makes the same child twice: labels() returns one
+            child = self.children[labels] = self.metric.labels(*labels)
+        return child
+
+
 class _Snapshot:
     """Gauges computed elsewhere, swapped in whole, read at scrape time."""
 
@@ -175,33 +190,38 @@ class Metrics:
         self.statsd = sender
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self._launches = Counter("nodepool_launches", "Node launches finished, by result",
-                                 ["provider", "az", "label", "result"], registry=r)
-        self._launch_seconds = Histogram(
+
+        def counter(name: str, doc: str, labels: list[str]) -> _Children:
+            return _Children(Counter(name, doc, labels, registry=r))
+
+        def histogram(name: str, doc: str, labels: list[str], buckets) -> _Children:
+            return _Children(Histogram(name, doc, labels, buckets=buckets, registry=r))
+
+        self._launches = counter("nodepool_launches", "Node launches finished, by result",
+                                 ["provider", "az", "label", "result"])
+        self._launch_seconds = histogram(
             "nodepool_launch_duration_seconds", "From a launch's start to its result",
-            ["provider", "label", "result"], buckets=LAUNCH_BUCKETS, registry=r)
-        self._handover = Histogram(
+            ["provider", "label", "result"], LAUNCH_BUCKETS)
+        self._handover = histogram(
             "nodepool_request_handover_seconds",
             "From a request's creation to its fulfilment; from_ready: every node was ready",
-            ["label", "from_ready"], buckets=HANDOVER_BUCKETS, registry=r)
-        self._used_to_deleted = Histogram(
+            ["label", "from_ready"], HANDOVER_BUCKETS)
+        self._used_to_deleted = histogram(
             "nodepool_node_used_to_deleted_seconds",
             "From a node's release by its user (used) to its record's removal",
-            ["provider", "label"], buckets=LIFETIME_BUCKETS, registry=r)
-        self._pass = Histogram("nodepool_provider_loop_pass_seconds",
-                               "Wall time of one provider loop pass", ["provider"],
-                               buckets=PASS_BUCKETS, registry=r)
-        self._zk = Histogram("nodepool_zookeeper_round_trip_seconds",
+            ["provider", "label"], LIFETIME_BUCKETS)
+        self._pass = histogram("nodepool_provider_loop_pass_seconds",
+                               "Wall time of one provider loop pass", ["provider"], PASS_BUCKETS)
+        self._zk = histogram("nodepool_zookeeper_round_trip_seconds",
                              "ZooKeeper requests waited for: the session probe and the "
-                             "provider loops' blocking calls", ["op"],
-                             buckets=ROUND_TRIP_BUCKETS, registry=r)
-        self._cloud = Histogram("nodepool_cloud_api_call_seconds", "Cloud API calls",
-                                ["provider", "call"], buckets=CLOUD_BUCKETS, registry=r)
-        self._cloud_errors = Counter("nodepool_cloud_api_errors",
+                             "provider loops' blocking calls", ["op"], ROUND_TRIP_BUCKETS)
+        self._cloud = histogram("nodepool_cloud_api_call_seconds", "Cloud API calls",
+                                ["provider", "call"], CLOUD_BUCKETS)
+        self._cloud_errors = counter("nodepool_cloud_api_errors",
                                      "Cloud API calls that failed, by classified error",
-                                     ["provider", "call", "class"], registry=r)
-        self._leaks = Counter("nodepool_leaked_resources", "Leaked cloud objects deleted",
-                              ["provider", "kind"], registry=r)
+                                     ["provider", "call", "class"])
+        self._leaks = counter("nodepool_leaked_resources", "Leaked cloud objects deleted",
+                              ["provider", "kind"])
         self._snapshot = _Snapshot(r)
         self._limits: dict[str, Mapping[str, float]] = {}
         self._limits_lock = threading.Lock()   # providers' loops report their own limits
@@ -240,8 +260,8 @@ class Metrics:
         """A launch ended: `result` is Nodepool's (ready, error.quota, ...)."""
         seconds = max(0.0, now - (node.created_time or now))
         label = node.type[0] if node.type else ""
-        self._launches.labels(node.provider or "", node.az or "", label, result).inc()
-        self._launch_seconds.labels(node.provider or "", label, result).observe(seconds)
+        self._launches(node.provider or "", node.az or "", label, result).inc()
+        self._launch_seconds(node.provider or "", label, result).observe(seconds)
         if self.statsd is None:
             return
         provider = normalize_statsd_name(node.provider)
@@ -259,34 +279,34 @@ class Metrics:
         """A request was fulfilled."""
         created = request.created_time or now
         label = "+".join(sorted(set(request.node_types)))
-        self._handover.labels(label, "true" if from_ready else "false").observe(
+        self._handover(label, "true" if from_ready else "false").observe(
             max(0.0, now - created))
 
     def node_deleted(self, node, used_at: float | None, now: float) -> None:
         """A node's record is being removed; `used_at`: when its user released it."""
         if used_at:
             label = node.type[0] if node.type else ""
-            self._used_to_deleted.labels(node.provider or "", label).observe(
+            self._used_to_deleted(node.provider or "", label).observe(
                 max(0.0, now - used_at))
 
     def loop_pass(self, provider: str, seconds: float) -> None:
-        self._pass.labels(provider).observe(seconds)
+        self._pass(provider).observe(seconds)
 
     def zk_round_trip(self, op: str, seconds: float) -> None:
-        self._zk.labels(op).observe(seconds)
+        self._zk(op).observe(seconds)
 
     def cloud_call(self, provider: str, call: str, seconds: float,
                    error_class: str | None) -> None:
         """A cloud API call; `error_class` quota, capacity, transient or failure if it
         failed (the driver's classify())."""
-        self._cloud.labels(provider, call).observe(seconds)
+        self._cloud(provider, call).observe(seconds)
         if error_class is not None:
-            self._cloud_errors.labels(provider, call, error_class).inc()
+            self._cloud_errors(provider, call, error_class).inc()
 
     def leaked(self, provider: str, kind: str) -> None:
         """A leaked object found (a second time) and deleted; `kind` as the driver names it."""
         plural = LEAK_KINDS.get(kind, normalize_statsd_name(kind) + "s")
-        self._leaks.labels(provider, plural).inc()
+        self._leaks(provider, plural).inc()
         if self.statsd is not None:
             self.statsd.send([("c", f"nodepool.provider.{normalize_statsd_name(provider)}."
                                     f"leaked.{plural}", 1)])
