@@ -69,7 +69,7 @@ def cluster_gauges(ctx: LauncherContext) -> Gauges:
 
 def _requests(g: Gauges, ctx: LauncherContext, components: list[dict]) -> None:
     """nodepool.provider.<p>.pool.<pool>.addressable_requests, as Nodepool counts it: every
-    open request whose labels the pool offers, whoever serves it."""
+    request in the cache (any state) whose labels the pool offers, whoever serves it."""
     pools = {}
     for c in components:
         if c.get("name") is None:
