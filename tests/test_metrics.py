@@ -4,6 +4,9 @@ exposition parsed with prometheus_client's parser."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -74,6 +77,16 @@ def test_a_bad_statsd_port_leaves_prometheus_only(caplog):
     metrics = Metrics.from_environ({"STATSD_PORT": "nope"})
     assert metrics.statsd is None and metrics.enabled
     assert "statsd disabled: STATSD_PORT" in caplog.text
+
+
+def test_the_daemon_refuses_a_bad_statsd_port_with_a_clear_message(env):
+    env.write_config()
+    proc = subprocess.run([sys.executable, "-m", "nodepool.launcher.main", "-c",
+                           env.config_path, "-f"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "STATSD_PORT": "eighty"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("nodepool-launcher: invalid environment: STATSD_PORT: "
+                                   "expected a port number, got 'eighty'")
 
 
 def test_user_supplied_name_parts_are_sanitised_as_nodepool_does():
