@@ -39,9 +39,13 @@ class DriverError(NodepoolError):
 class QuotaError(DriverError):
     """The cloud refused for quota: abort the node, pause the provider, no failure counted."""
 
+    statsd_key = "error.quota"   # the launch result metrics report (Nodepool's name)
+
 
 class CapacityError(DriverError):
     """The cloud has no capacity for this shape here now: try elsewhere for a while."""
+
+    statsd_key = "error.capacity"
 
 
 class TransientError(DriverError):
@@ -62,6 +66,12 @@ class CostUnknown(DriverError):
 
 class LaunchFailure(DriverError):
     """This attempt failed for good: clean up the server, retry up to launch-retries."""
+
+
+class KeyscanFailure(LaunchFailure):
+    """The node's ssh host keys could not be scanned."""
+
+    statsd_key = "error.keyscan"
 
 
 class ConfigurationError(DriverError):

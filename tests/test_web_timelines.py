@@ -64,3 +64,15 @@ def test_cli_request_list_shows_the_reason(env, capsys):
     assert cli.main(["-c", env.config_path, "request-list", "--json"]) == 0
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[waiting]["reason"].endswith(QUOTA)
+
+
+def test_metrics_endpoint_serves_the_prometheus_exposition(env):
+    from prometheus_client.parser import text_string_to_metric_families
+    env.write_config(min_ready=1, web=True)
+    launcher = env.start_launcher(webapp=True)
+    wait_for(lambda: any(n.state.value == "ready" for n in launcher.ctx.cache.nodes()),
+             what="a ready node")
+    status, headers, body = get(launcher.web.port, "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=")
+    names = {f.name for f in text_string_to_metric_families(body)}
+    assert {"nodepool_launch_duration_seconds", "nodepool_launches"} <= names

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -127,10 +128,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", help="config, logs (default: a temp dir removed at exit)")
     p.add_argument("--log-file", help="launcher log (default: WORKDIR/launcher.log)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--metrics", choices=("on", "off"), default="on",
+                   help="on (default): Prometheus, and statsd to STATSD_HOST/STATSD_PORT or, "
+                        "when unset, to a UDP socket of this process that reads nothing; "
+                        "off: no metrics at all (NullMetrics)")
     p.add_argument("--count-ops", metavar="FILE",
                    help="count the launcher's ZooKeeper requests by type and path; JSON to FILE "
                         "at exit (also BENCH_COUNT_OPS in the environment)")
     return p.parse_args(argv)
+
+
+def bench_metrics(args: argparse.Namespace):
+    """--metrics: off is NullMetrics; on is what nodepool-launcher has, with statsd sent to
+    a socket nobody reads unless STATSD_HOST/STATSD_PORT name a server."""
+    from nodepool.metrics import Metrics, NullMetrics
+    if args.metrics == "off":
+        return NullMetrics()
+    if not (os.environ.get("STATSD_HOST") or os.environ.get("STATSD_PORT")):
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        _SINKS.append(sink)   # kept open: the kernel drops what overflows its buffer
+        os.environ["STATSD_HOST"], os.environ["STATSD_PORT"] = "127.0.0.1", \
+            str(sink.getsockname()[1])
+    return Metrics.from_environ()
+
+
+_SINKS: list = []
 
 
 def write_config(args: argparse.Namespace, workdir: Path, cloud_name: str | None) -> Path:
@@ -318,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         prefill_s = prefill(config, cloud, args.label, args.prefill, args.hold_pool) \
             if cloud is not None and (args.prefill or args.hold_pool) else 0.0
         started = time.monotonic()
-        launcher = Launcher(str(config), hostname="bench-launcher",
+        launcher = Launcher(str(config), hostname="bench-launcher", metrics=bench_metrics(args),
                             **({"adapter_factory": factory} if factory else {}))
         launcher.start()
         provider = PROVIDER[args.cloud]

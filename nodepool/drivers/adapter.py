@@ -207,6 +207,13 @@ class Adapter(abc.ABC):
         # raises errors.TransientError (the launcher's LeaseUnsure) when the provider's
         # lease may be lost. The launcher sets it; it does nothing elsewhere.
         self.fence: Callable[[], None] = lambda: None
+        # Called by the driver after each cloud call with (call, seconds, error class or
+        # None): a bounded call name ("list servers"), and quota, capacity, transient or
+        # failure as its classify() said. The launcher sets it (metrics).
+        self.observe_call: Callable[[str, float, str | None], None] = lambda *_: None
+        # For an SDK that reports its own calls to statsd (openstacksdk): host, port,
+        # prefix; None when statsd is off. The launcher sets it before the first call.
+        self.statsd: dict | None = None
 
     # Drivers whose nodes are not launched (static hosts) say so: the core
     # then registers `standing_instances()` as ready nodes instead of launching.

@@ -83,6 +83,7 @@ class CloudView:
             future, self._limits_future = self._limits_future, None
             try:
                 self.limits = future.result()
+                self.scope.ctx.metrics.quota_limits(self.scope.name, self.limits)
                 self._limits_stale = False
                 self._limits_failures = 0
             except Exception as e:

@@ -13,6 +13,7 @@ from nodepool.config.model import Config
 from nodepool.launcher.planner import RegisteredPool
 from nodepool.launcher.recorder import Recorder
 from nodepool.launcher.tuning import DEFAULT, Tuning
+from nodepool.metrics import Metrics
 from nodepool.zk.cache import ZooKeeperCache
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.components import ComponentRegistry
@@ -39,6 +40,8 @@ class LauncherContext:
     hostname: str
     clock: Callable[[], float] = time.time
     tuning: Tuning = DEFAULT
+    # statsd-less unless the Launcher makes one from the environment (nodepool/metrics.py)
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
     # Ids of requests some worker of this launcher is handling (guarded by `lock`).
     handled_requests: set[str] = dataclasses.field(default_factory=set)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)

@@ -43,8 +43,10 @@ from nodepool.launcher.guarded import ZOOKEEPER_LOST
 from nodepool.launcher.minready import MinReady
 from nodepool.launcher.ownership import MIN_READY_LEASE, Leases
 from nodepool.launcher.provider import ProviderWorker
+from nodepool.launcher.stats import StatsReporter
 from nodepool.launcher.timeline_flush import TimelineFlusher
 from nodepool.launcher.tuning import DEFAULT, Tuning
+from nodepool.metrics import Metrics
 from nodepool.model import NodeState, RequestState
 from nodepool.nodescan import NodeScanner
 from nodepool.zk import locks, requests
@@ -98,17 +100,20 @@ class Launcher:
     """Everything one `nodepool-launcher` process runs.
 
     `tuning` holds its timings (nodepool/launcher/tuning.py); the parts read it
-    from the context, `ctx.tuning`.
+    from the context, `ctx.tuning`. `metrics`: statsd from STATSD_HOST/STATSD_PORT and
+    Prometheus when not given (`Metrics.from_environ`); `NullMetrics()` turns them off.
     """
 
     def __init__(self, config_path: str,
                  adapter_factory: Callable[[Provider], Adapter] = adapter_for,
                  hostname: str | None = None, tuning: Tuning = DEFAULT,
-                 webapp: bool = False):
+                 webapp: bool = False, metrics: Metrics | None = None):
         self.config_path = config_path
         self.adapter_factory = adapter_factory
         self.hostname = hostname or socket.getfqdn()
         self.tuning = tuning
+        self.metrics = metrics if metrics is not None else Metrics.from_environ()
+        self.stats: StatsReporter | None = None
         self.config = load_config(config_path)
         self._config_stamp = self._stamp()
         # The loop's own (see the module docstring); other threads read worker_snapshot,
@@ -147,11 +152,11 @@ class Launcher:
         registry.register_launcher()
         scanner = NodeScanner()
         scanner.start()
-        self.proof = SessionProof(zk)
+        self.proof = SessionProof(zk, on_round_trip=self.metrics.zk_round_trip)
         self.proof.start()
         self.ctx = LauncherContext(zk=zk, cache=cache, registry=registry, scanner=scanner,
                                    config=self.config, hostname=self.hostname,
-                                   tuning=self.tuning)
+                                   tuning=self.tuning, metrics=self.metrics)
         self.min_ready = MinReady(self.ctx, workers=lambda: list(self.workers.values()))
         self.min_ready.start()
         cache.subscribe(self._on_cache_event)
@@ -167,6 +172,11 @@ class Launcher:
         self.thread = threading.Thread(target=self._run, name="launcher", daemon=True)
         self.thread.start()
         self.scheduler = maintenance.start(self)
+        if self.metrics.enabled:
+            self.stats = StatsReporter(self.ctx, lambda: self.min_ready_owner,
+                                       lambda: [w.name for w in self.worker_snapshot],
+                                       self.tuning.metrics_interval)
+            self.stats.start()
         log.info("Launcher %s started with %d provider(s)", self.hostname,
                  len(self.config.providers))
 
@@ -178,6 +188,8 @@ class Launcher:
         log.info("Launcher stopping")
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        if self.stats is not None:
+            self.stats.stop()
         self.wake()
         if self.thread is not None:
             self.thread.join(self.tuning.loop_call_timeout if timeout is None else timeout)
@@ -198,6 +210,7 @@ class Launcher:
         self.ctx.registry.close()
         self.ctx.cache.stop()
         self.ctx.zk.disconnect()
+        self.metrics.stop()
         log.info("Launcher stopped")
 
     def wake(self) -> None:

@@ -54,7 +54,8 @@ class Deletions:
     def start(self, node: Node, lock, reason: str, check_version: bool = False) -> None:
         """Delete a node we hold locked: mark it deleting, then run the driver's machine."""
         task = DeleteTask(node=node, lock=lock, sm=self.scope.adapter.delete(node),
-                          started=time.monotonic())
+                          started=time.monotonic(),
+                          used_at=node.state_time if node.state == NodeState.USED else None)
         if node.state != NodeState.DELETING or check_version:
             node.set_state(NodeState.DELETING)
             task.write = self.scope.effects.write_node_async(node, check_version, lock)
@@ -141,6 +142,7 @@ class Deletions:
         self.scope.effects.remove_node_async(task.node, task.lock,
                                              lambda node_id=task.node.id: self._retry(node_id))
         self.scope.log.info("node=%s provider=%s Deleted", task.node.id, self.scope.name)
+        self.scope.ctx.metrics.node_deleted(task.node, task.used_at, self.scope.ctx.clock())
         # Our own usage is counted from our nodes, so a deletion needs no new limits,
         # unless the cloud lately refused a launch our count let through (it counts
         # something we do not): then re-read them while a pool waits.

@@ -13,7 +13,9 @@ only in `nodepool/zk/locks.py`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import time
 from typing import Callable
 
 from kazoo.exceptions import BadVersionError, NoNodeError, RolledBackError
@@ -45,11 +47,27 @@ def _failed(result) -> BaseException | None:
         return e
 
 
+def _waits(op: str):
+    """A call that waits for ZooKeeper: its time goes to `on_round_trip` (metrics)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def timed(self, *args, **kwargs):
+            started = time.monotonic()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                self._on_round_trip(op, time.monotonic() - started)
+        return timed
+    return wrap
+
+
 class ZkEffects:
     """The ZooKeeper writes of one provider worker, as `identifier` (our lock name)."""
 
     def __init__(self, cache: ZooKeeperCache, kazoo_of: Callable, identifier: str,
-                 wake: Callable[[], None]):
+                 wake: Callable[[], None],
+                 on_round_trip: Callable[[str, float], None] = lambda op, seconds: None):
+        self._on_round_trip = on_round_trip   # (op, seconds) of each call that waits
         self.cache = cache
         self._kazoo_of = kazoo_of    # the session may be replaced: look it up per call
         self.identifier = identifier
@@ -136,10 +154,12 @@ class ZkEffects:
                 on_failure()
         self.cache.commit_own(tx, [], removes=(node.id,), then=done)
 
+    @_waits("remove_node")
     def remove_node(self, node_id: str) -> None:
         """Remove a node record and its lock dir (waits; raises VersionConflict if in use)."""
         nodes.delete_node(self.kazoo, node_id)
 
+    @_waits("create_node")
     def create_node(self, node: Node) -> Lock:
         """Write a new node and lock it (waits for both)."""
         nodes.create_node(self.kazoo, node)
@@ -156,6 +176,7 @@ class ZkEffects:
         attempt.on_answer(self.wake)
         return attempt
 
+    @_waits("finish_fresh_node_lock")
     def finish_fresh_node_lock(self, attempt: locks.FreshLockAttempt, node_id: str) -> Lock:
         """The lock `lock_fresh_node_async` sent, taken the general way if the fresh
         transaction lost (waits then). Raises LockFailed or NotFound."""
@@ -163,6 +184,7 @@ class ZkEffects:
             return attempt.lock
         return locks.lock_new_node(self.kazoo, node_id, identifier=self.identifier)
 
+    @_waits("lock_node")
     def lock_node(self, node_id: str) -> Lock:
         """Lock a node now (waits; raises LockFailed or NotFound)."""
         return locks.lock_node(self.kazoo, node_id, identifier=self.identifier)
@@ -176,6 +198,7 @@ class ZkEffects:
     def settle_node_lock(self, attempt: locks.LockAttempt, node_id: str) -> Lock | None:
         return locks.settle_node_lock(self.kazoo, attempt, node_id, self.identifier)
 
+    @_waits("read_node")
     def read_node(self, node_id: str) -> Node | None:
         return nodes.get_node(self.kazoo, node_id)
 
@@ -220,6 +243,7 @@ class ZkEffects:
 
     # -- requests -----------------------------------------------------------------------
 
+    @_waits("lock_request")
     def lock_request(self, request_id: str) -> Lock:
         """Lock a request now (waits; raises LockFailed)."""
         return locks.lock_request(self.kazoo, request_id, identifier=self.identifier)
@@ -227,17 +251,21 @@ class ZkEffects:
     def lock_request_async(self, request_id: str) -> locks.FreshLockAttempt:
         return locks.start_request_lock(self.kazoo, request_id, self.identifier)
 
+    @_waits("finish_request_lock")
     def finish_request_lock(self, request_id: str, attempt: locks.FreshLockAttempt) -> Lock:
         """The held lock (may wait a round trip more). Raises LockFailed."""
         return locks.finish_request_lock(self.kazoo, request_id, self.identifier, attempt)
 
+    @_waits("request_exists")
     def request_exists(self, request_id: str) -> bool:
         """Is the request there now (waits a round trip)?"""
         return self.kazoo.exists(paths.request(request_id)) is not None
 
+    @_waits("read_request")
     def read_request(self, request_id: str) -> NodeRequest | None:
         return requests.get_request(self.kazoo, request_id)
 
+    @_waits("write_request")
     def write_request(self, req: NodeRequest, lock: Lock | None = None) -> None:
         """Write a request we hold locked, over the version we read (waits).
 
@@ -303,6 +331,7 @@ class ZkEffects:
                 tx.delete(contender)
         return self.cache.commit_own(tx, writes)
 
+    @_waits("finish_commit")
     def finish_commit(self, claims: list[Claim], request_lock: Lock | None, pending) -> bool:
         """True when the transaction was applied; otherwise the node locks are let go."""
         try:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 from kazoo.protocol.states import KazooState
 
@@ -59,9 +60,11 @@ class LeaseUnsure(errors.TransientError):
 class SessionProof:
     """Keeps proving the ZooKeeper session alive; answers "is this session proven now?"."""
 
-    def __init__(self, zk: ZooKeeperClient, probe_path: str = "/"):
+    def __init__(self, zk: ZooKeeperClient, probe_path: str = "/",
+                 on_round_trip: Callable[[str, float], None] | None = None):
         self.zk = zk
         self.probe_path = probe_path
+        self._on_round_trip = on_round_trip   # metrics: each answered probe's round trip
         self.session_id: int | None = None   # the session the last proof was for
         self.proven_until = 0.0               # monotonic
         self.probes_answered = 0
@@ -131,6 +134,8 @@ class SessionProof:
         except Exception as e:   # connection lost or slow: no proof this time
             log.debug("Session probe failed: %r", e)
             return
+        if self._on_round_trip is not None:
+            self._on_round_trip("probe", time.monotonic() - sent_at)
         if self.current_session() != session:   # answered, but a new session meanwhile
             return
         with self._cond:

@@ -291,6 +291,7 @@ class Requests:
             if effects.finish_commit(claims, h.lock, pending):
                 self._claimed(claims)
                 self.finished.add(h.request.id)
+                self.scope.ctx.metrics.handed_over(h.request, True, self.scope.ctx.clock())
                 log.info("request=%s Fulfilled with ready %s", h.request.id,
                          ", ".join(h.request.nodes))
                 self.notes.fulfilled(h.request.id, h.pool, h.request.nodes, ready=True)
@@ -466,8 +467,15 @@ class Requests:
             pool.paused = pool.cfg.name in waiting_pools or pool.cfg.name in deferring
         self.waiting_pools = waiting_pools
 
+    def _told_fulfilled(self, req: NodeRequest, h: RequestHandler, launched: bool) -> None:
+        """Our fulfilment is in ZooKeeper: the log, the request's timeline, the metrics."""
+        log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
+        self.notes.fulfilled(req.id, h.pool, req.nodes)
+        self.scope.ctx.metrics.handed_over(req, not launched, self.scope.ctx.clock())
+
     def _fulfil(self, h: RequestHandler) -> None:
         effects = self.scope.effects
+        launched = bool(h.held)          # some node was launched for it (metrics)
         for task in h.held.values():     # unlock every node first (hand-off step 4)
             effects.unlock_async(task.lock)
         h.held.clear()
@@ -475,16 +483,14 @@ class Requests:
         for _ in range(3):
             if req.state == RequestState.FULFILLED and req.nodes == list(h.slots) and \
                     req is not h.request:
-                log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
-                self.notes.fulfilled(req.id, h.pool, req.nodes)
+                self._told_fulfilled(req, h, launched)
                 break   # our own write went through; only its answer was lost
             req.nodes = list(h.slots)
             if req.state != RequestState.FULFILLED:   # a retry after a lost answer
                 req.set_state(RequestState.FULFILLED)
             try:
                 effects.write_request(req, h.lock)
-                log.info("request=%s Fulfilled with %s", req.id, ", ".join(req.nodes))
-                self.notes.fulfilled(req.id, h.pool, req.nodes)
+                self._told_fulfilled(req, h, launched)
                 break
             except errors.VersionConflict:
                 # Someone wrote it without our lock; write our fulfilment over what is there.

@@ -239,6 +239,7 @@ class Launches:
             # A leaked server is found by its tags on the next leak scan.
             self.tasks.pop(task.node.id, None)
             self.scope.effects.unlock_async(task.lock)
+            self.scope.ctx.metrics.launched(task.node, "error.zksession", self.scope.ctx.clock())
         return state == "done"
 
     def collect(self, now: float) -> None:
@@ -310,6 +311,7 @@ class Launches:
         self.scope.log.info("node=%s provider=%s Quota exceeded, aborting: %s", task.node.id,
                             self.scope.name, error)
         self.cloud.quota_refused()
+        self.scope.ctx.metrics.launched(task.node, "error.quota", self.scope.ctx.clock())
         self.outcomes.launch_aborted(task, f"quota: {error}")
         self._finish(task, NodeState.ABORTED, f"quota exceeded: {error}")
 
@@ -325,6 +327,8 @@ class Launches:
             task.scan.cancel()
             task.scan = None
         if final:
+            self.scope.ctx.metrics.launched(task.node, getattr(error, "statsd_key", "error.unknown"),
+                                            self.scope.ctx.clock())
             self.outcomes.launch_failed(task, str(error))
             self._finish(task, NodeState.FAILED, str(error))
             return
@@ -388,12 +392,13 @@ class Launches:
             del self.tasks[task.node.id]
             self.deletions.start(task.node, task.lock, "static host unreachable")
         else:
-            self._attempt_failed(task, errors.LaunchFailure(f"keyscan failed: {scan.error}"))
+            self._attempt_failed(task, errors.KeyscanFailure(f"keyscan failed: {scan.error}"))
 
     def _ready(self, task: LaunchTask) -> None:
         del self.tasks[task.node.id]
         task.phase = Phase.DONE
         task.node.set_state(NodeState.READY)
+        self.scope.ctx.metrics.launched(task.node, "ready", self.scope.ctx.clock())
         if self.outcomes.launch_ready(task):
             self.write(task)            # stays locked until its request is fulfilled
         else:                           # a spare: nobody waits for it

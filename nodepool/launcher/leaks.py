@@ -79,6 +79,7 @@ class Leaks:
         for key, obj in confirmed.items():
             log.warning("provider=%s Deleting leaked %s (node %s is not in ZooKeeper)",
                         self.scope.name, key, getattr(obj, "node_id", None))
+            self.scope.ctx.metrics.leaked(self.scope.name, key.split(":", 1)[0])
             self.scope.call(self._delete_leak, obj, instances)
 
     def _delete_leak(self, obj, instances) -> None:

@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: {len(config.providers)} provider(s), "
               f"{len(config.labels)} label(s): valid")
         return 0
+    from nodepool.metrics import statsd_from_environ
+    try:
+        statsd_from_environ()   # the SDKs read them too: a bad one must not start
+    except ValueError as e:
+        print(f"nodepool-launcher: invalid environment: {e}", file=sys.stderr)
+        return 1
     return run(args.config, webapp=not args.no_webapp)
 
 

@@ -60,12 +60,15 @@ class ProviderWorker:
             ctx=ctx, provider=provider, adapter=adapter, pools={},
             index=ProviderIndex(provider.name, lambda node: self.capacity.node_cost(node)),
             effects=ZkEffects(ctx.cache, lambda: ctx.kazoo, f"{ctx.hostname}:{provider.name}",
-                              self.wake),
+                              self.wake, on_round_trip=ctx.metrics.zk_round_trip),
             executor=ThreadPoolExecutor(max_workers=ctx.tuning.executor_workers,
                                         thread_name_prefix=f"cloud-{provider.name}"),
             wake=self.wake, log=logging.LoggerAdapter(log, {"provider": provider.name}),
             fence=fence or NoFence())
         adapter.fence = scope.fence.check   # every cloud call waits for proof of the lease
+        adapter.observe_call = lambda call, seconds, error: ctx.metrics.cloud_call(
+            provider.name, call, seconds, error)
+        adapter.statsd = ctx.metrics.statsd_config(f"nodepool.task.{provider.name}")
         self.cloud = CloudView(scope, reads_limits=adapter.launches)
         self.deletions = Deletions(scope, self.cloud)
         self.capacity = Capacity(
@@ -201,7 +204,9 @@ class ProviderWorker:
             if not self._lease_proven():
                 continue  # may have lost the lease: neither decide nor write (fence.py)
             try:
-                self.steps.run(time.monotonic())
+                started = time.monotonic()
+                self.steps.run(started)
+                scope.ctx.metrics.loop_pass(self.name, time.monotonic() - started)
                 self._zk_lost_said = False
             except ZOOKEEPER_LOST as e:
                 # Expected at a leader loss or after a pause; recovery is the session's.

@@ -182,3 +182,4 @@ class DeleteTask(StepRunner):
 
     sm: DeleteStateMachine | None = None
     started: float = 0.0
+    used_at: float | None = None    # wall time its user released it (metrics), if it did

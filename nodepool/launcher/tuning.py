@@ -79,6 +79,8 @@ class Tuning:
     # Request timelines (timeline_flush.py)
     timeline_flush: float = 1.0        # the flusher's pass: changed timelines written
     timeline_delay: float = 1.0        # a request still waiting this long gets its timeline
+    # Metrics (launcher/stats.py): the gauges are computed from the cache this often
+    metrics_interval: float = 15.0     # Nodepool's STATS_INTERVAL
 
 
 DEFAULT = Tuning()

@@ -1,4 +1,4 @@
-"""Nodepool's web endpoints over one launcher: /ready and the listings.
+"""Nodepool's web endpoints over one launcher: /ready, the listings, and /metrics.
 
 Listings read the launcher's ZooKeeper cache (no round trip per request);
 only the image lists and `/node-list?node_id=` read ZooKeeper itself.
@@ -75,6 +75,7 @@ class NodepoolEndpoints:
         app.route("/image-list", self.image_list, cache=LIST_CACHE, params=("fields",))
         app.route("/dib-image-list", self.dib_image_list, cache=LIST_CACHE,
                   params=("fields",))
+        app.route("/metrics", self.metrics)
 
     @property
     def _ctx(self):
@@ -94,6 +95,12 @@ class NodepoolEndpoints:
         reason = ready_reason(self.launcher)
         # Exactly "OK", as Nodepool's (probes may compare the body).
         return Response(body="OK") if reason is None else text(503, reason)
+
+    def metrics(self, request: Request) -> Response:
+        """Prometheus' exposition of the launcher's series (nodepool/metrics.py): served
+        from memory, so it answers with the last values while ZooKeeper is away."""
+        body, content_type = self.launcher.metrics.exposition()
+        return Response(body=body, content_type=content_type)
 
     def node_list(self, request: Request) -> Response:
         columns = _columns(request, listings.NODES)

@@ -304,7 +304,7 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, zk: zookeeper.ZooKeeper
     sc_dir.mkdir()
     launcher = stack.start([py, str(REPO / "tools" / "bench_launcher.py"), "--zk-hosts", hosts,
                             "--zk-chroot", chroot, *tls, "--workdir", str(sc_dir),
-                            *sc.launcher(args.quick)],
+                            "--metrics", args.metrics, *sc.launcher(args.quick)],
                            sc_dir / "launcher.stderr", env=env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, text=True)
     profiler = None
@@ -441,6 +441,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="measure a cold ZooKeeper (by default, unreported rounds of load run "
                         "first until its JIT compiler is mostly done)")
     p.add_argument("--plain", action="store_true", help="plain ZooKeeper port instead of TLS")
+    p.add_argument("--metrics", choices=("on", "off"), default="on",
+                   help="the launchers' metrics: on (default; Prometheus, and statsd to a local "
+                        "socket nobody reads) or off (none), to compare their cost")
     p.add_argument("--keep", metavar="DIR", help="keep logs, configs and profiles in DIR")
     args = p.parse_args(argv)
     args.only = [n for n in args.only.split(",") if n]

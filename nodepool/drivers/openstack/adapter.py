@@ -46,7 +46,9 @@ class OpenStackAdapter(Adapter):
 
     def __init__(self, provider: Any):
         super().__init__(provider)
-        self.cloud = Cloud(provider, fence=lambda: self.fence())
+        self.cloud = Cloud(provider, fence=lambda: self.fence(),
+                           observe=lambda *call: self.observe_call(*call),
+                           statsd=lambda: self.statsd)
         self.catalog = Catalog(self.cloud)
         self.leaks = LeakScanner(self)
         self._lock = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import urllib.parse
 from typing import Any, Callable, TypeVar
 
@@ -16,6 +17,7 @@ from openstack import utils as sdk_utils
 from nodepool.drivers.openstack.errors import classify, is_not_found
 from nodepool.drivers.openstack.ratelimit import RateLimiter
 from nodepool.errors import DriverError, TransientError
+from nodepool.metrics import call_name, error_class
 
 log = logging.getLogger("nodepool.drivers.openstack")
 
@@ -40,9 +42,13 @@ class Cloud:
     """
 
     def __init__(self, provider: Any, limiter: RateLimiter | None = None,
-                 fence: Callable[[], None] = lambda: None):
+                 fence: Callable[[], None] = lambda: None,
+                 observe: Callable[[str, float, str | None], None] = lambda *_: None,
+                 statsd: Callable[[], dict | None] = lambda: None):
         self.provider = provider
         self.fence = fence      # raises when the provider's lease may be lost (no call then)
+        self.observe = observe  # (call, seconds, error class or None) of each call: metrics
+        self.statsd = statsd    # openstacksdk's own statsd: host, port, prefix (or None)
         self.limiter = limiter or RateLimiter(getattr(provider, "rate", 0.0))
         self._lock = threading.Lock()
         self._conn: openstack.connection.Connection | None = None
@@ -52,10 +58,15 @@ class Cloud:
     # -- the connection --------------------------------------------------
 
     def _connect(self) -> openstack.connection.Connection:
-        kwargs: dict[str, Any] = {"app_name": "nodepool"}
+        kwargs: dict[str, Any] = {}
         if getattr(self.provider, "region_name", None):
             kwargs["region_name"] = self.provider.region_name
-        region = openstack.config.get_cloud_region(cloud=self.provider.cloud, **kwargs)
+        # openstacksdk times every request itself and sends it to statsd under our
+        # prefix (nodepool.task.<provider>.<service>.<method>.<path>.<status>), as
+        # Nodepool has it do.
+        loader = openstack.config.OpenStackConfig(app_name="nodepool",
+                                                  statsd_config=self.statsd())
+        region = loader.get_one(cloud=self.provider.cloud, **kwargs)
         config = region.config
         for key in list(config):
             if key.endswith(("status_code_retries", "connect_retries")):
@@ -107,12 +118,18 @@ class Cloud:
         """
         self.limiter.wait()
         self.fence()   # last, right before the request: a wait above may have been long
+        started = time.monotonic()
         try:
-            return fn(self.connection())
+            result = fn(self.connection())
         except Exception as e:
             if not_found is not ... and is_not_found(e):
+                self.observe(call_name(what), time.monotonic() - started, None)
                 return not_found
-            raise classify(e, f"provider {self.provider.name}: {what}", default) from e
+            error = classify(e, f"provider {self.provider.name}: {what}", default)
+            self.observe(call_name(what), time.monotonic() - started, error_class(error))
+            raise error from e
+        self.observe(call_name(what), time.monotonic() - started, None)
+        return result
 
     def compute_json(self, conn: openstack.connection.Connection, path: str,
                      params: dict[str, Any] | None = None) -> dict[str, Any]:
