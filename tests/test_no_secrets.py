@@ -4,11 +4,13 @@ web endpoint or metric of a launcher that used them.
 The run: a launcher on the OpenStack simulator whose clouds.yaml password is a planted value,
 over ZooKeeper TLS (its private key is the second secret, the cloud's tokens the third),
 logging at DEBUG into a handler that keeps every record; a request is served and its node
-deleted; then every CLI listing and every web endpoint is read. Each output is searched for each secret.
+deleted; then every CLI listing, every web endpoint (the status page,
+/metrics and the request's timeline among them) is read. Each output is searched for each secret.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 from collections.abc import Iterator
@@ -89,14 +91,36 @@ def outputs_of_cli(capsys: Any, config: str) -> dict[str, str]:
     return found
 
 
+WEB = "webapp:\n  listen_address: 127.0.0.1\n  port: 0\n"
+
+
+def outputs_of_web(port: int, request_id: str, node_id: str) -> dict[str, str]:
+    """Every endpoint, in text and JSON; each must answer."""
+    found = {}
+    for path in ("/", "/status.json", "/ready", "/metrics", "/node-list",
+                 f"/node-list?node_id={node_id}", "/request-list", "/label-list",
+                 "/image-list", "/dib-image-list", f"/request/{request_id}"):
+        for accept in ("text/plain", "application/json"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", path, headers={"Accept": accept})
+                resp = conn.getresponse()
+                body = resp.read().decode()
+            finally:
+                conn.close()
+            assert resp.status == 200, (path, resp.status, body)
+            found[f"GET {path} ({accept})"] = body
+    return found
+
+
 def test_no_planted_secret_in_logs_or_cli_output(
         secret_cloud: Any, zk_tls: dict, zk_client: Any, tmp_path: Path, capsys: Any,
         debug_log: KeepAll) -> None:
     sim, clouds_yaml = secret_cloud
     assert PASSWORD in Path(clouds_yaml).read_text()   # the launcher really used it
     config = tmp_path / "nodepool.yaml"
-    config.write_text(nodepool_yaml(zk_tls, LAUNCHER_CONFIG))
-    launcher = Launcher(str(config), hostname="nl-secrets")
+    config.write_text(nodepool_yaml(zk_tls, LAUNCHER_CONFIG) + WEB)
+    launcher = Launcher(str(config), hostname="nl-secrets", webapp=True)
     launcher.start()
     try:
         rq = Requestor(zk_client)
@@ -104,6 +128,7 @@ def test_no_planted_secret_in_logs_or_cli_output(
         request = rq.wait(rid)
         assert request["state"] == "fulfilled", request
         outputs = outputs_of_cli(capsys, str(config))
+        outputs.update(outputs_of_web(launcher.web.port, rid, request["nodes"][0]))
         rq.finish(rq.accept(rid, request))
         wait_for(lambda: all(rq.node(n) is None for n in request["nodes"]), what="node deleted")
     finally:

@@ -70,7 +70,7 @@ class WebServer:
         except ValueError as e:   # waitress refuses a malformed host
             raise WebBindError(f"cannot listen on {address}:{port}: {e}") from None
         self.address = address
-        self.port: int = self._server.effective_port
+        self.port: int = int(self._server.effective_port)   # waitress gives a str
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
         self._stopped = False
 
