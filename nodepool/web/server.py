@@ -22,7 +22,7 @@ log = logging.getLogger("nodepool.web")
 
 @dataclass(frozen=True)
 class Limits:
-    """The server's settings (doc/operation-web.md says why each)."""
+    """The server's settings (doc/operation.md, "Web endpoints" says why each)."""
 
     # Workers running handlers. Handlers are short and CPU-bound over the cache
     # (the GIL makes more threads no faster); 4 keeps /ready answering while a

@@ -8,7 +8,7 @@ down (the figures are then the cache's last view; `connected` is False and
 `zookeeper_problem` says why, as /ready would).
 It costs one pass over the cached nodes and one over the cached requests;
 lists are capped so the JSON stays small with 10,000 nodes (see
-doc/operation-status.md for the figures).
+doc/operation.md, "The status page" for the figures).
 """
 
 from __future__ import annotations

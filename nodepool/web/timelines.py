@@ -3,7 +3,7 @@
 Both read ZooKeeper (the timelines live there, written by every launcher's
 flusher), with async calls, and refuse at once with a 503 (or an empty
 Reason column) while ZooKeeper cannot be relied on, so a web worker never
-waits on a dead connection. See doc/operation-timeline.md.
+waits on a dead connection. See doc/operation.md, "Request timelines".
 """
 
 from __future__ import annotations
