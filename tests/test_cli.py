@@ -119,7 +119,31 @@ def test_hold_with_reason(capsys, cfg, zk_client):
     assert held.state == NodeState.HOLD and held.comment == "debug boot"
     # Held twice is an illegal edge: a clear error, nothing changed.
     code, _, err = run_cli(capsys, "-c", cfg, "hold", node.id)
-    assert code == cli.EXIT_FAILED and "is hold; cannot hold it" in err
+    assert code == cli.EXIT_FAILED and f"node {node.id} is already held" in err
+    code, _, err = run_cli(capsys, "-c", cfg, "delete", node.id)
+    assert code == 0
+    code, _, err = run_cli(capsys, "-c", cfg, "hold", node.id)
+    assert code == cli.EXIT_FAILED and f"node {node.id} is deleting; cannot hold it" in err
+
+
+def test_version_of_both_commands():
+    from nodepool import __version__
+    for module in ("nodepool.cli", "nodepool.launcher.main"):
+        proc = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.strip().endswith(__version__), proc
+
+
+def test_a_closed_pipe_ends_the_command_quietly(cfg, zk_client):
+    """`nodepool list | head -1`: the reader went away; no traceback, exit 141 as GNU tools."""
+    for _ in range(3):
+        ready_node(zk_client)
+    proc = subprocess.Popen([sys.executable, "-m", "nodepool.cli", "-c", cfg, "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    proc.stdout.close()   # before it writes: its first write meets a closed pipe
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == cli.EXIT_PIPE, err
+    assert err == b""
 
 
 def test_request_list_in_service_order(capsys, cfg, zk_client):

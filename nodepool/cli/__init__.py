@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
+from nodepool import __version__
 from nodepool.cli import explain as explain_cmd
 from nodepool.cli import nodes as node_cmds
 from nodepool.cli import requests as request_cmds
@@ -20,12 +22,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1        # the operation failed: not found, locked, invalid config, request failed
 EXIT_USAGE = 2         # argparse's own code for bad arguments
 EXIT_ZOOKEEPER = 3     # ZooKeeper could not be reached
+EXIT_PIPE = 141        # the reader of our output went away (`| head`): 128 + SIGPIPE, as GNU tools
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nodepool", description=__doc__)
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                         help=f"path to nodepool.yaml (default {DEFAULT_CONFIG})")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="log debug output to stderr")
     parser.add_argument("--zk-timeout", type=float, default=None, metavar="SECONDS",
                         help="give up connecting to ZooKeeper after this long "
@@ -147,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nodepool: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `nodepool list | head -1`: the reader has all it wanted. Nothing more is
+        # written (the interpreter's own flush at exit would fail again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":

@@ -44,6 +44,14 @@ def cmd_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     return 0
 
 
+_STATE_WORDS = {NodeState.HOLD: "held", NodeState.IN_USE: "in use"}
+
+
+def _said(state: NodeState) -> str:
+    """A node state as a sentence says it ("held", not "hold")."""
+    return _STATE_WORDS.get(state, state.value)
+
+
 def _change_state(zk: ZooKeeperClient, node_id: str, new: NodeState, verb: str,
                   **fields) -> Node:
     """Lock the node, set `new` (and fields) over the version read under the lock, unlock."""
@@ -62,7 +70,9 @@ def _change_state(zk: ZooKeeperClient, node_id: str, new: NodeState, verb: str,
         try:
             node.set_state(new)
         except InvalidTransition:
-            raise NodepoolError(f"node {node_id} is {node.state.value}; cannot {verb} it") \
+            if node.state == new:
+                raise NodepoolError(f"node {node_id} is already {_said(new)}") from None
+            raise NodepoolError(f"node {node_id} is {_said(node.state)}; cannot {verb} it") \
                 from None
         for key, value in fields.items():
             setattr(node, key, value)

@@ -10,6 +10,8 @@ import signal
 import sys
 import threading
 
+from nodepool import __version__
+
 DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
 
 
@@ -21,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--foreground", action="store_true",
                         help="run in the foreground (logs to stderr)")
     parser.add_argument("-l", "--logconfig", help="a Python logging config file (INI or YAML)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="debug logging")
     parser.add_argument("--check-config", action="store_true",
                         help="load and validate the config, then exit")
