@@ -111,6 +111,16 @@ def test_unknown_node_id_fails_clearly(capsys, cfg, zk_client):
     assert zk_client.exists(paths.node("0000099999")) is None
 
 
+@pytest.mark.parametrize("bad", ["..", "", "../requests", "12a"])
+def test_an_id_that_is_not_a_node_id_is_a_usage_error(capsys, cfg, zk_client, bad):
+    for command in ("delete", "hold"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["-c", cfg, command, bad])
+        err = capsys.readouterr().err
+        assert exit_.value.code == cli.EXIT_USAGE and "is not a node id" in err, err
+        assert "Traceback" not in err
+
+
 def test_hold_with_reason(capsys, cfg, zk_client):
     node = ready_node(zk_client)
     code, out, _ = run_cli(capsys, "-c", cfg, "hold", node.id, "--reason", "debug boot")
@@ -203,10 +213,11 @@ def test_request_waits_prints_nodes_and_returns_them_used(capsys, cfg, zk_client
 
 def test_request_hold_keeps_nodes_for_login(capsys, cfg, zk_client):
     FakeLauncher(zk_client)
-    code, out, _ = run_cli(capsys, "-c", cfg, "request", "small", "--hold", "try it")
+    # --hold takes no value: a label after it is a label (it once became the reason).
+    code, out, _ = run_cli(capsys, "-c", cfg, "request", "--hold", "small", "--reason", "try it")
     assert code == 0 and "ssh zuul@203.0.113.9" in out
     (node,) = nodes.get_nodes(zk_client)
-    assert node.state == NodeState.HOLD and node.comment == "try it"
+    assert node.state == NodeState.HOLD and node.comment == "try it" and node.type == ["small"]
 
 
 def test_failed_request_exits_non_zero_and_is_removed(capsys, cfg, zk_client):

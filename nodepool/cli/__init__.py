@@ -25,6 +25,14 @@ EXIT_ZOOKEEPER = 3     # ZooKeeper could not be reached
 EXIT_PIPE = 141        # the reader of our output went away (`| head`): 128 + SIGPIPE, as GNU tools
 
 
+def node_id(text: str) -> str:
+    """A node id as ZooKeeper names nodes: digits (`nodepool list` shows them)."""
+    if not text.isdigit() or len(text) > 20:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node id (node ids are digits, "
+                                         f"as `nodepool list` shows them)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nodepool", description=__doc__)
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
@@ -47,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd.add_parser(sub)
 
     p = sub.add_parser("delete", help="mark a node for deletion (locks it, sets deleting)")
-    p.add_argument("id", help="node id")
+    p.add_argument("id", type=node_id, help="node id")
 
     p = sub.add_parser("hold", help="hold a node (kept until deleted or max-hold-age)")
-    p.add_argument("id", help="node id")
+    p.add_argument("id", type=node_id, help="node id")
     p.add_argument("--reason", help="comment recorded on the node")
 
     p = sub.add_parser("info", help="show a provider's pools, pool workers and nodes")
@@ -74,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="priority prefix, lower is served first (default 200)")
     p.add_argument("--provider", help="preferred provider")
     p.add_argument("--no-reuse", action="store_true", help="ask for freshly launched nodes")
-    p.add_argument("--hold", metavar="REASON", nargs="?", const="held by nodepool request",
+    p.add_argument("--hold", action="store_true",
                    help="keep the nodes in hold (to log in) instead of returning them as used")
+    p.add_argument("--reason", default="held by nodepool request",
+                   help="with --hold: the comment recorded on the held nodes")
     p.add_argument("--json", action="store_true", help="JSON output for scripts")
     return parser
 

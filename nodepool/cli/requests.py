@@ -119,7 +119,7 @@ def cmd_request(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
                             f"launcher pool declined it: is the label served by any provider?")
     elapsed = time.monotonic() - started
     try:
-        taken = _take_nodes(zk, final, args.hold)
+        taken = _take_nodes(zk, final, args.reason if args.hold else None)
     except (LockFailed, NotFound) as e:
         requests.delete_request(zk.kazoo, req.id)
         raise RequestFailed(f"request {req.id} was fulfilled but its nodes could not be "
@@ -131,7 +131,7 @@ def cmd_request(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
         return 0
     print(f"Request {req.id} fulfilled in {elapsed:.3f}s:")
     print(nodes_table(taken, set(), now=now))
-    if args.hold is not None:
+    if args.hold:
         for n in taken:
             print(f"Node {n.id} is held: ssh {n.username}@{n.interface_ip} -p "
                   f"{n.connection_port}; release it with `nodepool delete {n.id}`.")

@@ -106,7 +106,7 @@ def request_node(s: Settings) -> dict:
     if node is not None:
         say(f"      node {node['id']} is already held for you (from an earlier start); not requesting another")
         return node
-    cmd = nodepool_argv(s, "request", s.label, "--hold", HOLD_REASON, "--timeout", f"{REQUEST_TIMEOUT:g}")
+    cmd = nodepool_argv(s, "request", s.label, "--hold", "--reason", HOLD_REASON, "--timeout", f"{REQUEST_TIMEOUT:g}")
     say(f"      $ {nodepool_command(s, *cmd[3:])}")
     if subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode != 0:
         raise QuickstartError(f"`nodepool request {s.label}` failed (see above and {show(s.log('launcher'))})")
