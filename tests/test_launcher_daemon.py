@@ -34,6 +34,21 @@ def test_launcher_registers_launcher_and_pool_components(env):
     assert pool["id"].startswith("nl01-PoolWorker.fake1-main-")
 
 
+def test_components_are_named_by_the_host_name_as_nodepool_names_them(env, zk):
+    """socket.gethostname(), as Nodepool: getfqdn() is often just "localhost"."""
+    import socket
+
+    from nodepool.launcher.daemon import Launcher
+    from nodepool.zk.components import ComponentRegistry
+    env.write_config()
+    assert Launcher(env.config_path).hostname == socket.gethostname()
+    registry = ComponentRegistry(zk)
+    try:
+        assert registry.hostname == socket.gethostname()
+    finally:
+        registry.close()
+
+
 def test_one_owner_per_provider_and_takeover_when_it_stops(env, monkeypatch):
     # Count each launcher's lease polls that ran on a live session: the first such poll
     # tries for every lease it wants (fake1 included), so after two nl02 has tried and lost.

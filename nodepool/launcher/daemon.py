@@ -110,7 +110,7 @@ class Launcher:
                  webapp: bool = False, metrics: Metrics | None = None):
         self.config_path = config_path
         self.adapter_factory = adapter_factory
-        self.hostname = hostname or socket.getfqdn()
+        self.hostname = hostname or socket.gethostname()   # as Nodepool names its components
         self.tuning = tuning
         self.metrics = metrics if metrics is not None else Metrics.from_environ()
         self.stats: StatsReporter | None = None

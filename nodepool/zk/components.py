@@ -63,7 +63,7 @@ class ComponentRegistry:
 
     def __init__(self, zk: ZooKeeperClient, hostname: str | None = None):
         self.zk = zk
-        self.hostname = hostname or socket.getfqdn()
+        self.hostname = hostname or socket.gethostname()   # as Nodepool names its components
         self._components: list[Component] = []
         self._lock = threading.Lock()
         zk.add_listener(self._on_state)
