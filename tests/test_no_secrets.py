@@ -10,7 +10,6 @@ deleted; then every CLI listing, every web endpoint (the status page,
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from plugins.ossim import LAUNCHER_CONFIG
 from requestor import Requestor, wait_for
+from test_web import get
 from zkhelpers import nodepool_yaml
 
 from nodepool import cli
@@ -101,14 +101,8 @@ def outputs_of_web(port: int, request_id: str, node_id: str) -> dict[str, str]:
                  f"/node-list?node_id={node_id}", "/request-list", "/label-list",
                  "/image-list", "/dib-image-list", f"/request/{request_id}"):
         for accept in ("text/plain", "application/json"):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            try:
-                conn.request("GET", path, headers={"Accept": accept})
-                resp = conn.getresponse()
-                body = resp.read().decode()
-            finally:
-                conn.close()
-            assert resp.status == 200, (path, resp.status, body)
+            status, _, body = get(port, path, accept=accept)
+            assert status == 200, (path, status, body)
             found[f"GET {path} ({accept})"] = body
     return found
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
+from collections.abc import Iterator
 
 from kazoo.exceptions import NoNodeError, NotEmptyError
 from kazoo.recipe.lock import Lock
@@ -13,6 +15,17 @@ from requestor import NODES, REQUESTS, wait_for
 
 from nodepool.web import status
 from nodepool.web.status_feed import StatusFeed
+
+
+@contextlib.contextmanager
+def following(cache) -> Iterator[StatusFeed]:
+    """A StatusFeed attached to the cache for the block's length."""
+    feed = StatusFeed()
+    feed.attach(cache)
+    try:
+        yield feed
+    finally:
+        feed.detach()
 
 
 def pool_of(summary: dict, provider: str = "fake1", pool: str = "main") -> dict:
@@ -29,9 +42,7 @@ def label_of(summary: dict, name: str) -> dict:
 def test_summary_counts_labels_pools_and_says_why_a_request_waits(env):
     env.write_config(min_ready=1, max_servers=1)
     launcher = env.start_launcher()
-    feed = StatusFeed()
-    feed.attach(launcher.ctx.cache)
-    try:
+    with following(launcher.ctx.cache) as feed:
         wait_for(lambda: label_of(status.summary(launcher), "small")["spare"] == 1,
                  what="min-ready's spare in the summary")
         waiting = env.requestor.submit(["large"])   # the pool is full with the spare
@@ -39,8 +50,6 @@ def test_summary_counts_labels_pools_and_says_why_a_request_waits(env):
         passes_go_by(launcher, "fake1")
         wait_for(lambda: pool_of(status.summary(launcher))["paused"], what="the pool paused")
         data = status.summary(launcher, feed=feed)
-    finally:
-        feed.detach()
     assert env.requestor.get(waiting)["state"] in ("requested", "pending")
     assert data["connected"] is True and data["nodes"]["total"] == 1
     assert pool_of(data) | {"launcher": None} == {
@@ -66,17 +75,13 @@ def test_summary_counts_labels_pools_and_says_why_a_request_waits(env):
 def test_feed_notes_hand_overs_and_failures_from_cache_events(env):
     env.write_config(min_ready=0, max_servers=2)
     launcher = env.start_launcher()
-    feed = StatusFeed()
-    feed.attach(launcher.ctx.cache)
-    try:
+    with following(launcher.ctx.cache) as feed:
         handed = env.requestor.submit(["small"])
         assert env.requestor.wait(handed)["state"] == "fulfilled"
         failed = env.requestor.submit(["other"])   # no pool offers it
         assert env.requestor.wait(failed)["state"] == "failed"
         wait_for(lambda: feed.failures(), what="the failure in the feed")
         data = status.summary(launcher, feed=feed)
-    finally:
-        feed.detach()
     ((when, seconds, labels),) = feed.handovers()
     assert labels == "small" and 0 <= seconds < 60 and when > 0
     assert data["handovers"]["count"] == 1 and data["handovers"]["p50"] == seconds
@@ -145,9 +150,7 @@ def test_summary_stays_small_at_10000_nodes_and_2000_waiting_requests(env, capsy
     cache = launcher.ctx.cache
     wait_for(lambda: len(cache.nodes()) == NODES_TOTAL and len(cache.requests()) ==
              WAITING_TOTAL, timeout=60, what="the cache loaded")
-    feed = StatusFeed()
-    feed.attach(cache)
-    try:
+    with following(cache) as feed:
         wait_for(lambda: pool_of(status.summary(launcher))["paused"], timeout=30,
                  what="fake1/main at max-servers")
         times, cpu = [], []
@@ -157,8 +160,6 @@ def test_summary_stays_small_at_10000_nodes_and_2000_waiting_requests(env, capsy
             body = json.dumps(data, separators=(",", ":"), allow_nan=False)
             times.append(time.perf_counter() - t)
             cpu.append(time.thread_time() - c)
-    finally:
-        feed.detach()
         for lock in locks:
             lock.release()
         env.stop()   # then clear the chroot quickly (the launcher would act on deletions)

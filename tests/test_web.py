@@ -202,7 +202,8 @@ def test_stop_closes_the_port(env):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-def test_port_in_use_is_one_line_and_exit_4(env, tmp_path):
+def config_on_a_taken_port(env) -> tuple[socket.socket, int]:
+    """A listening socket on a free loopback port, and the config's webapp on that port."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -210,6 +211,11 @@ def test_port_in_use_is_one_line_and_exit_4(env, tmp_path):
     env.write_config()
     with open(env.config_path, "a") as f:
         f.write(f"webapp:\n  listen_address: 127.0.0.1\n  port: {port}\n")
+    return taken, port
+
+
+def test_port_in_use_is_one_line_and_exit_4(env, tmp_path):
+    taken, port = config_on_a_taken_port(env)
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "nodepool.launcher.main", "-f", "-c",
                            env.config_path], capture_output=True, text=True, timeout=60)
@@ -222,13 +228,7 @@ def test_port_in_use_is_one_line_and_exit_4(env, tmp_path):
 
 
 def test_no_webapp_binds_nothing(env):
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
-    env.write_config()
-    with open(env.config_path, "a") as f:
-        f.write(f"webapp:\n  listen_address: 127.0.0.1\n  port: {port}\n")
+    taken, port = config_on_a_taken_port(env)
     proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "--no-webapp",
                              "-c", env.config_path], stderr=subprocess.PIPE, text=True)
     try:
