@@ -61,7 +61,7 @@ def test_provider_pool_and_label_defaults_match_nodepool() -> None:
 def test_top_level_defaults_match_nodepool() -> None:
     config = load_config(fixture("defaults.yaml"))
     [server] = config.zookeeper_servers
-    assert (server.host, server.port, server.chroot) == ("zk.example.org", 2181, None)
+    assert (server.host, server.port, server.chroot) == ("zk.example.org", 2281, None)
     assert config.zookeeper_tls is None
     assert config.zookeeper_timeout == 10.0
     assert (config.webapp.port, config.webapp.listen_address) == (8005, "0.0.0.0")

@@ -63,10 +63,10 @@ def build_config(data: Mapping[str, Any], source_path: str) -> Config:
     max_hold_age = data.get("max-hold-age")
     return Config(
         zookeeper_servers=tuple(
-            ZooKeeperServer(host=s["host"], port=s.get("port", 2181), chroot=s.get("chroot"))
+            ZooKeeperServer(host=s["host"], port=s.get("port", 2281), chroot=s.get("chroot"))
             for s in data["zookeeper-servers"]),
-        zookeeper_tls=ZooKeeperTLS(cert=tls["cert"], key=tls["key"], ca=tls["ca"])
-        if tls else None,
+        zookeeper_tls=ZooKeeperTLS(cert=tls["cert"], key=tls["key"], ca=tls["ca"],
+                                   source=source_path) if tls else None,
         zookeeper_timeout=float(data.get("zookeeper-timeout", 10.0)),
         labels=labels,
         providers=by_name(providers),
@@ -122,6 +122,8 @@ def resolve_diskimages(raws: list[Mapping[str, Any]]) -> Mapping[str, DiskImage]
             name=name,
             # Being abstract is a property of the image itself, not inherited.
             abstract=raw.get("abstract", False),
+            # Nodepool sets it from each config in the chain: the image's own wins, even empty.
+            metadata=freeze(raw.get("metadata", {})),
             parent=parent_name,
             elements=base.elements + tuple(raw.get("elements", ())),
             env_vars=freeze({**base.env_vars, **raw.get("env-vars", {})}),

@@ -90,6 +90,7 @@ def check_top_level(data: Mapping[str, Any]) -> list[Finding]:
     found: list[Finding] = []
     if data.get("zookeeper-servers") == []:
         found.append(("zookeeper-servers", "expected at least one server"))
+    found += _check_chroots(data)
     found += duplicates(((p, text(i, "name")) for p, i in entries(data, "labels", "")),
                         "label")
     found += duplicates(((p, text(i, "name")) for p, i in entries(data, "providers", "")),
@@ -98,6 +99,28 @@ def check_top_level(data: Mapping[str, Any]) -> list[Finding]:
                          for p, i in entries(data, "tenant-resource-limits", "")),
                         "tenant", key="tenant-name")
     found += _check_diskimages(data)
+    return found
+
+
+def _check_chroots(data: Mapping[str, Any]) -> list[Finding]:
+    """One chroot for the ensemble: it may be written on any server, and every
+    server that sets one must set the same (Nodepool's hosts string would make
+    a chroot on any server but the last swallow the servers after it)."""
+    found: list[Finding] = []
+    first: tuple[str, str] | None = None
+    for path, server in entries(data, "zookeeper-servers", ""):
+        chroot = text(server, "chroot")
+        if not chroot:
+            continue
+        where = join_path(path, "chroot")
+        if not chroot.startswith("/"):
+            found.append((where, f"a chroot is a ZooKeeper path and starts with '/', "
+                                 f"got {chroot!r}"))
+        elif first is None:
+            first = (where, chroot.rstrip("/") or "/")
+        elif (chroot.rstrip("/") or "/") != first[1]:
+            found.append((where, f"chroot {chroot!r} differs from {first[1]!r} at {first[0]}; "
+                                 f"the servers of one ensemble share one chroot"))
     return found
 
 

@@ -1,4 +1,4 @@
-"""Read nodepool.yaml: YAML, %(NODEPOOL_...) substitution, schema, checks, values."""
+"""Read nodepool.yaml (and a secure file): substitution, YAML, schema, checks, values."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
-
-import voluptuous as v
-import yaml
 
 from nodepool.config.build import build_config
 from nodepool.config.checks import (
@@ -19,150 +16,109 @@ from nodepool.config.checks import (
     entries,
 )
 from nodepool.config.drivers import driver_for, validate_provider
-from nodepool.config.errors import ConfigError, Problem, format_path, join_path
+from nodepool.config.errors import ConfigError, Problem, join_path
 from nodepool.config.model import Config
-from nodepool.config.schema import describe, top_level_schema
-
-# %(NODEPOOL_NAME), optionally written %(NODEPOOL_NAME)s as in Python's %
-# formatting; %%( escapes a literal "%(". Only NODEPOOL_ names are looked up
-# so that a config cannot read arbitrary secrets from the environment.
-_ENV_REF = re.compile(r"%%(?=\()|%\((NODEPOOL_[A-Za-z0-9_]+)\)s?")
-
-# voluptuous' own wording, adjusted to read naturally for one key.
-_MESSAGES = {"extra keys not allowed": "extra key not allowed"}
+from nodepool.config.reading import parse, read_text
+from nodepool.config.schema import schema_findings, top_level_schema
+from nodepool.config.secure import SecureFile, owned_by, read_secure
 
 _SCHEMA = top_level_schema(validate_provider)
+
+# The keys a command that only talks to ZooKeeper needs (nodepool/config/files.py).
+ZOOKEEPER_KEYS = ("zookeeper-servers", "zookeeper-tls", "zookeeper-timeout")
 
 # The last ".key" or "[index]" of a formatted key path.
 _LAST_PART = re.compile(r"(\.[^.\[]*|\[[^\]]*\])$")
 
 
-def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str, env: Mapping[str, str] | None = None,
+                secure: str | None = None) -> Config:
     """Load and validate a nodepool.yaml; raise ConfigError listing every problem.
 
-    ``env`` defaults to os.environ and feeds %(NODEPOOL_...) substitution.
+    ``env`` defaults to os.environ and feeds %(NODEPOOL_...) substitution;
+    ``secure`` is the path of a secure file (nodepool/config/secure.py).
     """
-    config, problems = _load_file(path, env)
+    config, problems = load_file(path, env, secure)
     if problems or config is None:
         raise ConfigError(problems)
     return config
 
 
-def validate_config_file(path: str, env: Mapping[str, str] | None = None) -> list[Problem]:
-    """Every problem of a nodepool.yaml; an empty list means it is valid."""
-    return _load_file(path, env)[1]
+def validate_config_file(path: str, env: Mapping[str, str] | None = None,
+                         secure: str | None = None) -> list[Problem]:
+    """Every problem of a nodepool.yaml (and secure file); an empty list means valid."""
+    return load_file(path, env, secure)[1]
 
 
 def parse_config(text: str, source: str = "<string>",
                  env: Mapping[str, str] | None = None) -> Config:
     """Like load_config, for YAML text already in memory (``source`` names it)."""
-    config, problems = _load_text(text, source, env)
+    config, problems = load_text(text, source, env)
     if problems or config is None:
         raise ConfigError(problems)
     return config
 
 
-def _load_file(path: str, env: Mapping[str, str] | None) -> tuple[Config | None, list[Problem]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        return None, [Problem(path, "", f"cannot read the file: {reason}")]
-    return _load_text(text, path, env)
+def load_file(path: str, env: Mapping[str, str] | None, secure: str | None = None,
+              only: tuple[str, ...] | None = None) -> tuple[Config | None, list[Problem]]:
+    """The Config (None when there are problems) and every problem.
 
-
-def _load_text(text: str, source: str,
-               env: Mapping[str, str] | None) -> tuple[Config | None, list[Problem]]:
-    def problems(findings: list[Finding]) -> list[Problem]:
-        # Never print the same line twice, whichever checks produced it.
-        return [Problem(source, p, m) for p, m in dict.fromkeys(findings)]
-
-    data, findings = _parse_yaml(text)
-    if data is None:
-        return None, problems(findings)
-    data, findings = substitute_env(data, os.environ if env is None else env)
-    findings += _schema_findings(data)
-    findings += _semantic_findings(data)
-    if findings:
-        return None, problems(_in_file_order(findings, data))
-    return build_config(data, source), []
-
-
-def _parse_yaml(text: str) -> tuple[RawMap | None, list[Finding]]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        return None, [("", _yaml_message(e))]
-    except yaml.YAMLError as e:
-        return None, [("", f"YAML syntax error: {e}")]
-    expected = "a mapping with keys such as zookeeper-servers, labels and providers"
-    if data is None:
-        return None, [("", f"the file is empty; expected {expected}")]
-    if not isinstance(data, dict):
-        return None, [("", f"the top level must be {expected}, got {describe(data)}")]
-    return data, []
-
-
-def _yaml_message(e: yaml.MarkedYAMLError) -> str:
-    """PyYAML's error as one line, with 1-based line and column numbers."""
-    def at(mark: Any) -> str:
-        return f"line {mark.line + 1}, column {mark.column + 1}"
-
-    mark = e.problem_mark or e.context_mark
-    text = f"YAML syntax error at {at(mark)}: " if mark else "YAML syntax error: "
-    text += e.problem or e.context or "invalid YAML"
-    if e.problem and e.context:
-        started = f" started at {at(e.context_mark)}" if e.context_mark else ""
-        text += f" ({e.context}{started})"
-    return text
-
-
-def substitute_env(data: Any, env: Mapping[str, str],
-                   path: str = "") -> tuple[Any, list[Finding]]:
-    """A copy of ``data`` with %(NODEPOOL_...) replaced in every string value.
-
-    Mapping keys are left alone. A reference to an unset variable is a
-    finding at the value's key path, and the value is kept unreplaced.
+    ``only`` restricts the load to those top-level keys (the rest is not read).
     """
-    findings: list[Finding] = []
-
-    def walk(value: Any, where: str) -> Any:
-        if isinstance(value, dict):
-            return {k: walk(item, join_path(where, k)) for k, item in value.items()}
-        if isinstance(value, list):
-            return [walk(item, join_path(where, i)) for i, item in enumerate(value)]
-        if isinstance(value, str) and "%" in value:
-            return _ENV_REF.sub(lambda m: replace(m, where), value)
-        return value
-
-    def replace(match: re.Match[str], where: str) -> str:
-        name = match.group(1)
-        if name is None:
-            return "%"
-        if name not in env:
-            message = f"environment variable {name} is not set (referenced as {match.group(0)})"
-            findings.append((where, message))
-            return match.group(0)
-        return env[name]
-
-    return walk(data, path), findings
+    text, why = read_text(path)
+    if text is None:
+        return None, [Problem(path, "", why or "cannot read the file")]
+    return load_text(text, path, env, secure, only)
 
 
-def _schema_findings(data: RawMap) -> list[Finding]:
-    try:
-        _SCHEMA(data)
-    except v.MultipleInvalid as e:
-        return [_finding(error) for error in e.errors]
-    except v.Invalid as e:
-        return [_finding(e)]
-    return []
+def load_text(text: str, source: str, env: Mapping[str, str] | None,
+              secure: str | None = None,
+              only: tuple[str, ...] | None = None) -> tuple[Config | None, list[Problem]]:
+    env = os.environ if env is None else env
+    data, findings = parse(text, env)
+    if data is None:
+        return None, _problems(source, findings)
+    part = read_secure(secure, env) if secure else None
+    if part is not None and not part.data and part.problems:
+        # Unusable (missing, YAML): nodepool.yaml's own ZooKeeper keys would mislead.
+        return None, list(part.problems) + _problems(source, findings)
+    if only is not None:
+        data = {k: data[k] for k in only if k in data}
+        findings = [f for f in findings if top_key(f[0]) in only]
+    return _check(data, findings, source, part, only)
 
 
-def _finding(error: v.Invalid) -> Finding:
-    # A missing key shows up in the path as its v.Required marker.
-    parts = [p.schema if isinstance(p, v.Marker) else p for p in error.path]
-    return format_path(parts), _MESSAGES.get(error.msg, error.msg)
+def top_key(path: str) -> str:
+    """The top-level key a key path starts with ('' for the file as a whole)."""
+    return path.split(".", 1)[0].split("[", 1)[0]
+
+
+def _check(data: RawMap, findings: list[Finding], source: str, part: SecureFile | None,
+           only: tuple[str, ...] | None) -> tuple[Config | None, list[Problem]]:
+    given: frozenset[str] = frozenset()
+    if part is not None:
+        data, given = part.overlay(data)
+    # A value with an unset variable in it: that is its problem, not its type.
+    unset = {path for path, _ in findings}
+    findings = findings + [f for f in schema_findings(_SCHEMA, data) + _semantic_findings(data)
+                           if f[0] not in unset]
+    ordered = _in_file_order(list(dict.fromkeys(findings)), data)
+    problems = [Problem(part.path if part and owned_by(f, given) else source, *f)
+                for f in ordered]
+    if part is not None:
+        problems = [p for p in part.problems
+                    if only is None or not p.path or top_key(p.path) in only] + problems
+        if only is None:
+            problems += part.check_diskimages(data)
+    if problems:
+        return None, problems
+    config = build_config(data, source)
+    return (part.apply(config) if part else config), []
+
+
+def _problems(source: str, findings: list[Finding]) -> list[Problem]:
+    # Never print the same line twice, whichever checks produced it.
+    return [Problem(source, p, m) for p, m in dict.fromkeys(findings)]
 
 
 def _in_file_order(findings: list[Finding], data: RawMap) -> list[Finding]:

@@ -42,7 +42,8 @@ class ZooKeeperServer:
     """One ``zookeeper-servers`` entry."""
 
     host: str
-    port: int = 2181
+    # Nodepool's loader defaults to 2281 (its TLS port), not ZooKeeper's 2181.
+    port: int = 2281
     chroot: str | None = None
 
     def address(self) -> str:
@@ -60,6 +61,8 @@ class ZooKeeperTLS:
     cert: str
     key: str
     ca: str
+    # The file these paths were written in (nodepool.yaml or the secure file), for messages.
+    source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +122,9 @@ class DiskImage:
     keep_formats: tuple[str, ...] = ()
     # Free-form block-device description, kept as given (frozen).
     block_device: Any = None
+    # Default metadata of this image's uploads (builder); the image's own, as in
+    # Nodepool (a child does not take its parent's).
+    metadata: Mapping[str, Any] = field(default_factory=empty_map)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,13 +206,14 @@ class Config:
     # The file this was loaded from; excluded from equality so that the same
     # content at another path compares equal.
     source_path: str = field(default="", compare=False)
+    # The secure file merged in, if any (nodepool/config/secure.py).
+    secure_path: str = field(default="", compare=False)
 
     def zookeeper_hosts(self) -> str:
         """The servers as a kazoo hosts string: "host:port,host:port"."""
         return ",".join(s.address() for s in self.zookeeper_servers)
 
     def zookeeper_chroot(self) -> str | None:
-        """The chroot of the first server (Nodepool uses one chroot for all)."""
-        if not self.zookeeper_servers:
-            return None
-        return self.zookeeper_servers[0].chroot
+        """The ensemble's one chroot: written on any of the servers (the checks
+        refuse two different ones), as ZooKeeper's "h1,h2,h3/chroot" has one."""
+        return next((s.chroot for s in self.zookeeper_servers if s.chroot), None)

@@ -227,6 +227,11 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
             if name is not None and name not in ctx.diskimages:
                 message = f"diskimage '{name}' is not defined in the top-level diskimages section"
                 found.append((join_path(ipath, "name"), message))
+            elif name is not None and ctx.diskimages[name].get("abstract") is True:
+                # As Nodepool's loader: an abstract image is only a parent, never built.
+                message = (f"diskimage '{name}' is abstract (only a parent for other images, "
+                           f"never built); a provider cannot use it")
+                found.append((join_path(ipath, "name"), message))
     for cpath, image in clouds:
         if "image-id" in image and "image-name" in image:
             found.append((cpath, "image-id and image-name are mutually exclusive"))

@@ -7,6 +7,8 @@ from typing import Any
 
 import voluptuous as v
 
+from nodepool.config.errors import format_path
+
 Validator = Callable[[Any], Any]
 
 _TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool",
@@ -220,6 +222,8 @@ DISKIMAGE = Struct({
     "delete-after-upload": Bool,
     "keep-formats": ListOf(Str),
     "block-device": Anything,
+    # Defaults for the provider-specific upload metadata (builder); not inherited.
+    "metadata": FreeMap,
 })
 
 WEBAPP = Struct({
@@ -255,3 +259,24 @@ def top_level_schema(provider: Validator) -> Validator:
         "build-log-dir": Str,
         "build-log-retention": Int,
     })
+
+
+# voluptuous' own wording, adjusted to read naturally for one key.
+_MESSAGES = {"extra keys not allowed": "extra key not allowed"}
+
+
+def schema_findings(schema: Validator, data: Any) -> list[tuple[str, str]]:
+    """Every (key path, message) the schema finds wrong with ``data``."""
+    try:
+        schema(data)
+    except v.MultipleInvalid as e:
+        return [_finding(error) for error in e.errors]
+    except v.Invalid as e:
+        return [_finding(e)]
+    return []
+
+
+def _finding(error: v.Invalid) -> tuple[str, str]:
+    # A missing key shows up in the path as its v.Required marker.
+    parts = [p.schema if isinstance(p, v.Marker) else p for p in error.path]
+    return format_path(parts), _MESSAGES.get(error.msg, error.msg)
