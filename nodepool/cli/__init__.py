@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nodepool", description=__doc__)
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                         help=f"path to nodepool.yaml (default {DEFAULT_CONFIG})")
+    parser.add_argument("-s", "--secure", metavar="FILE",
+                        help="secure file with zookeeper-servers, zookeeper-tls and diskimage "
+                             "env-vars (none by default)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="log debug output to stderr")
     parser.add_argument("--zk-timeout", type=float, default=None, metavar="SECONDS",
@@ -90,12 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_config(path: str):
-    from nodepool.config import ConfigError, load_config
+def _load_config(args: argparse.Namespace):
+    """The config for a command: only its ZooKeeper keys must be valid (nodepool/config/files.py)."""
+    from nodepool.config import ConfigError, ConfigFiles
     try:
-        return load_config(path)
+        config, problems = ConfigFiles(args.config, args.secure).load_for_zookeeper()
     except ConfigError as e:
         raise _ConfigInvalid(str(e)) from None
+    if problems:
+        where = ", ".join(dict.fromkeys(p.file for p in problems))
+        summary = (f"{where} has {len(problems)} problem(s) (run `nodepool config-validate` "
+                   f"for details)")
+        if args.command in NEEDS_WHOLE_CONFIG:
+            raise _ConfigInvalid(f"{args.command} reads the providers of the configuration, "
+                                 f"and {summary}")
+        print(f"nodepool: warning: {summary}; only its ZooKeeper settings are used",
+              file=sys.stderr)
+    return config
+
+
+# Commands that read more of the config than its ZooKeeper keys.
+NEEDS_WHOLE_CONFIG = frozenset({"info"})
 
 
 class _ConfigInvalid(NodepoolError):
@@ -103,8 +121,8 @@ class _ConfigInvalid(NodepoolError):
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    from nodepool.config import validate_config_file
-    problems = validate_config_file(args.config)
+    from nodepool.config import ConfigFiles
+    problems = ConfigFiles(args.config, args.secure).problems()
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -117,7 +135,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.command == "config-validate":
         return cmd_config_validate(args)
-    config = _load_config(args.config)
+    config = _load_config(args)
     zk = ZooKeeperClient.from_config(config)
     timeout = args.zk_timeout if args.zk_timeout is not None else min(zk.timeout, 10.0)
     zk.connect(timeout=timeout)

@@ -2,6 +2,7 @@
 
 from nodepool.config.diff import ProviderChanges, provider_changes
 from nodepool.config.errors import ConfigError, Problem
+from nodepool.config.files import ConfigFiles
 from nodepool.config.loader import load_config, parse_config, validate_config_file
 from nodepool.config.model import (
     UNLIMITED,
@@ -30,6 +31,7 @@ __all__ = [
     "CloudImage",
     "Config",
     "ConfigError",
+    "ConfigFiles",
     "DiskImage",
     "Label",
     "OpenStackLabel",

@@ -76,7 +76,9 @@ class SecureFile:
         """The built config with this file's diskimage env-vars merged in."""
         images = dict(config.diskimages)
         for item in self.data.get("diskimages") or ():
-            image = images[item["name"]]
+            image = images.get(item["name"])
+            if image is None:   # a load of the ZooKeeper keys only: no diskimages
+                continue
             env = freeze({**image.env_vars, **item["env-vars"]})
             images[image.name] = dataclasses.replace(image, env_vars=env)
         tls = config.zookeeper_tls

@@ -32,7 +32,7 @@ from typing import Callable
 
 from nodepool import errors
 from nodepool import timeline as tl
-from nodepool.config import ConfigError, Provider, load_config, provider_changes
+from nodepool.config import ConfigError, ConfigFiles, Provider, provider_changes
 from nodepool.drivers import adapter_for
 from nodepool.drivers.adapter import Adapter
 from nodepool.launcher import maintenance
@@ -104,17 +104,20 @@ class Launcher:
     Prometheus when not given (`Metrics.from_environ`); `NullMetrics()` turns them off.
     """
 
-    def __init__(self, config_path: str,
+    def __init__(self, config_path: str | ConfigFiles,
                  adapter_factory: Callable[[Provider], Adapter] = adapter_for,
                  hostname: str | None = None, tuning: Tuning = DEFAULT,
                  webapp: bool = False, metrics: Metrics | None = None):
-        self.config_path = config_path
+        # nodepool.yaml and the secure file (-s), both watched for changes.
+        self.files = config_path if isinstance(config_path, ConfigFiles) \
+            else ConfigFiles(config_path)
+        self.config_path = self.files.config
         self.adapter_factory = adapter_factory
         self.hostname = hostname or socket.gethostname()   # as Nodepool names its components
         self.tuning = tuning
         self.metrics = metrics if metrics is not None else Metrics.from_environ()
         self.stats: StatsReporter | None = None
-        self.config = load_config(config_path)
+        self.config = self.files.load()
         self._config_stamp = self._stamp()
         # The loop's own (see the module docstring); other threads read worker_snapshot,
         # a tuple the loop replaces whole whenever `workers` changes.
@@ -354,12 +357,8 @@ class Launcher:
 
     # -- the loop's maintenance work (asked for by maintenance.py's jobs) ---------------
 
-    def _stamp(self) -> tuple[float, int] | None:
-        try:
-            st = os.stat(self.config_path)
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size)
+    def _stamp(self) -> object:
+        return self.files.stamp()
 
     def _check_config(self) -> None:
         """Re-read the config when the file changed; keep the last good one on errors.
@@ -372,7 +371,7 @@ class Launcher:
             return
         self._config_stamp = stamp
         try:
-            new = load_config(self.config_path)
+            new = self.files.load()
         except (ConfigError, OSError) as e:
             log.error("New configuration %s rejected, keeping the last good one:\n%s",
                       self.config_path, e)

@@ -9,8 +9,12 @@ import logging.config
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from nodepool import __version__
+
+if TYPE_CHECKING:
+    from nodepool.config import ConfigFiles
 
 DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
 
@@ -20,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Launch and delete single-use CI nodes.")
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                         help=f"path to nodepool.yaml (default {DEFAULT_CONFIG})")
+    parser.add_argument("-s", "--secure", metavar="FILE",
+                        help="secure file: zookeeper-servers, zookeeper-tls and diskimage "
+                             "env-vars kept out of nodepool.yaml (none by default)")
     parser.add_argument("-f", "--foreground", action="store_true",
                         help="run in the foreground (logs to stderr)")
     parser.add_argument("-l", "--logconfig", help="a Python logging config file (INI or YAML)")
@@ -48,9 +55,10 @@ def setup_logging(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args)
-    from nodepool.config import ConfigError, load_config
+    from nodepool.config import ConfigError, ConfigFiles
+    files = ConfigFiles(args.config, args.secure)
     try:
-        config = load_config(args.config)
+        config = files.load()
     except ConfigError as e:
         print(f"nodepool-launcher: invalid configuration:\n{e}", file=sys.stderr)
         return 1
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"nodepool-launcher: invalid environment: {e}", file=sys.stderr)
         return 1
-    return run(args.config, webapp=not args.no_webapp)
+    return run(files, webapp=not args.no_webapp)
 
 
 # Cyclic garbage collection, tuned for a long-running daemon: almost everything the
@@ -88,7 +96,7 @@ def tune_gc() -> None:
 EXIT_WEB = 4   # the web endpoints' address cannot be bound
 
 
-def run(config_path: str, stop_timeout: float = 30.0, webapp: bool = True) -> int:
+def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool = True) -> int:
     """Run the daemon until SIGTERM or SIGINT, then stop in a bounded time and exit 0."""
     from nodepool.errors import ZooKeeperUnavailable
     from nodepool.launcher.daemon import Launcher
