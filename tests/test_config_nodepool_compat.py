@@ -182,3 +182,10 @@ def test_named_secure_file_that_is_missing_is_a_clear_error(tmp_path: Path) -> N
 def test_empty_secure_file_changes_nothing(tmp_path: Path) -> None:
     path = write(tmp_path, BASE)
     assert load_config(path, secure=write(tmp_path, "", "secure.conf")) == load_config(path)
+
+
+def test_example_secure_file_in_etc_goes_with_the_example_config() -> None:
+    etc = Path(__file__).resolve().parents[1] / "etc"
+    config = load_config(str(etc / "nodepool.yaml"), secure=str(etc / "secure.conf"))
+    assert (config.zookeeper_hosts(), config.zookeeper_chroot()) == (
+        "zk01.example.org:2281", "/nodepool")
