@@ -54,6 +54,7 @@ from nodepool.zk.cache import ZooKeeperCache
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.components import ComponentRegistry
 
+ZK_RETRY_MAX = 30.0   # seconds: the longest wait between start-up connection attempts
 log = logging.getLogger("nodepool.launcher")
 
 
@@ -107,7 +108,8 @@ class Launcher:
     def __init__(self, config_path: str | ConfigFiles,
                  adapter_factory: Callable[[Provider], Adapter] = adapter_for,
                  hostname: str | None = None, tuning: Tuning = DEFAULT,
-                 webapp: bool = False, metrics: Metrics | None = None):
+                 webapp: bool = False, metrics: Metrics | None = None,
+                 zk_retry: bool = False):
         # nodepool.yaml and the secure file (-s), both watched for changes.
         self.files = config_path if isinstance(config_path, ConfigFiles) \
             else ConfigFiles(config_path)
@@ -140,6 +142,11 @@ class Launcher:
         self.webapp = webapp
         self.web = None   # nodepool.web.LauncherWeb when webapp: its own threads
         self.timeline_flusher: TimelineFlusher | None = None
+        # Start-up with ZooKeeper away: retried with a bounded backoff when zk_retry (the
+        # daemon), else ZooKeeperUnavailable at once; zk_waiting says why (/ready shows it).
+        self.zk_retry = zk_retry
+        self.zk_waiting: str | None = None
+        self._interrupted = threading.Event()
 
     # -- start and stop -----------------------------------------------------
 
@@ -147,8 +154,9 @@ class Launcher:
         if self.webapp:   # first: a port in use fails the start before anything runs
             from nodepool.web import LauncherWeb
             self.web = LauncherWeb(self).start()
-        zk = ZooKeeperClient.from_config(self.config)
-        zk.connect()
+        zk = self._connect()
+        if zk is None:
+            return   # interrupted while waiting for ZooKeeper
         cache = ZooKeeperCache(zk)
         cache.start()
         registry = ComponentRegistry(zk, self.hostname)
@@ -183,11 +191,37 @@ class Launcher:
         log.info("Launcher %s started with %d provider(s)", self.hostname,
                  len(self.config.providers))
 
+    def _connect(self) -> ZooKeeperClient | None:
+        """A connected client; while ZooKeeper is away, retry every 1, 2, 4 ... 30 s
+        (zk_retry) until it answers or interrupt() is called (then None)."""
+        delay = 1.0
+        while True:
+            zk = ZooKeeperClient.from_config(self.config)
+            try:
+                zk.connect()
+                if self.zk_waiting is not None:
+                    log.info("ZooKeeper answered: starting")
+                self.zk_waiting = None
+                return zk
+            except errors.ZooKeeperUnavailable as e:
+                if not self.zk_retry:
+                    raise
+                self.zk_waiting = f"waiting for ZooKeeper: {e}"
+                log.warning("%s; retrying in %gs", e, delay)
+            if self._interrupted.wait(delay):
+                return None
+            delay = min(delay * 2, ZK_RETRY_MAX)
+
+    def interrupt(self) -> None:
+        """Any thread or a signal handler: give up a start still waiting for ZooKeeper."""
+        self._interrupted.set()
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop taking requests, hand back pending ones, leave launches resumable."""
         if self.stopping:
             return
         self.stopping = True
+        self.interrupt()
         log.info("Launcher stopping")
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)

@@ -9,6 +9,7 @@ import logging.config
 import signal
 import sys
 import threading
+import traceback
 from typing import TYPE_CHECKING
 
 from nodepool import __version__
@@ -50,6 +51,26 @@ def setup_logging(args: argparse.Namespace) -> None:
         return
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Libraries whose INFO lines drown the launcher's own without -l or --debug: apscheduler
+# logs every job run (two lines a second), kazoo every connection state, waitress its
+# serving line, openstacksdk and keystoneauth their discovery (etc/logging.yaml agrees).
+QUIET_LIBRARIES = ("apscheduler", "kazoo", "waitress", "openstack", "keystoneauth",
+                   "urllib3", "stevedore", "asyncssh")
+
+
+def dump_stacks(*_) -> None:
+    """SIGUSR2: every thread's stack to the log (as Nodepool's stack dump does)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    lines = ["Thread stack dump (SIGUSR2):"]
+    for ident, frame in sys._current_frames().items():
+        lines.append(f"Thread {names.get(ident, '?')} ({ident}):")
+        lines.extend(line.rstrip("\n") for line in traceback.format_stack(frame))
+    logging.getLogger("nodepool.stack_dump").warning("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,15 +118,31 @@ EXIT_WEB = 4   # the web endpoints' address cannot be bound
 
 
 def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool = True) -> int:
-    """Run the daemon until SIGTERM or SIGINT, then stop in a bounded time and exit 0."""
+    """Run the daemon until SIGTERM or SIGINT, then stop in a bounded time and exit 0.
+
+    SIGHUP has the config files checked now (a reload when they changed; never a stop),
+    SIGUSR2 logs every thread's stack. ZooKeeper away at start is retried (1 s doubling
+    to 30 s) until it answers or a stop signal comes."""
     from nodepool.errors import ZooKeeperUnavailable
     from nodepool.launcher.daemon import Launcher
     from nodepool.web import WebBindError
 
+    log = logging.getLogger("nodepool.launcher")
     stop = threading.Event()
+    launcher = Launcher(config_path, webapp=webapp, zk_retry=True)
+
+    def on_stop(signum, _frame) -> None:
+        stop.set()
+        launcher.interrupt()
+
+    def on_hup(*_) -> None:
+        log.info("SIGHUP: checking the configuration files now")
+        launcher.want_config_check()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    launcher = Launcher(config_path, webapp=webapp)
+        signal.signal(sig, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGUSR2, dump_stacks)
     try:
         launcher.start()
     except WebBindError as e:
@@ -118,7 +155,7 @@ def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool
         return 3
     tune_gc()
     stop.wait()
-    logging.getLogger("nodepool.launcher").info("Signal received: stopping")
+    log.info("Signal received: stopping")
     done = threading.Thread(target=launcher.stop, args=(stop_timeout,), daemon=True)
     done.start()
     done.join(stop_timeout + 5)

@@ -30,7 +30,7 @@ def zookeeper_problem(launcher: "Launcher") -> str | None:
     """
     ctx = launcher.ctx
     if ctx is None:
-        return "starting: not connected to ZooKeeper yet"
+        return getattr(launcher, "zk_waiting", None) or "starting: not connected to ZooKeeper yet"
     if not ctx.zk.connected:
         return "ZooKeeper is not connected"
     proof = launcher.proof
