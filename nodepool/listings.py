@@ -91,6 +91,7 @@ NODES = Table("node-list", (
     Column("username", "Username"), Column("connection_port", "Port"),
     Column("launcher", "Launcher"), Column("allocated_to", "Allocated To"),
     Column("hold_job", "Hold Job"), Column("comment", "Comment"),
+    Column("user_data", "User Data"), Column("driver_data", "Driver Data"),
 ))
 # What `nodepool list` shows without --detail.
 NODE_BRIEF_KEYS = ("id", "provider", "label", "server_id", "public_ipv4", "ipv6", "state",
@@ -134,6 +135,7 @@ def node_row(node: Node, locked: bool, now: float | None = None) -> dict[str, An
         "username": node.username, "connection_port": node.connection_port,
         "launcher": node.launcher, "allocated_to": node.allocated_to,
         "hold_job": node.hold_job, "comment": node.comment,
+        "user_data": node.user_data, "driver_data": node.driver_data,
     }
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 from nodepool import __version__
+from nodepool.cli import admin as admin_cmds
 from nodepool.cli import explain as explain_cmd
 from nodepool.cli import nodes as node_cmds
 from nodepool.cli import requests as request_cmds
@@ -33,6 +34,14 @@ def node_id(text: str) -> str:
     return text
 
 
+def field_list(text: str) -> list[str]:
+    """`--fields id,state`: column keys (checked against the table by the command)."""
+    fields = [f.strip() for f in text.split(",") if f.strip()]
+    if not fields:
+        raise argparse.ArgumentTypeError("no field named")
+    return fields
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nodepool", description=__doc__)
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
@@ -42,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "env-vars (none by default)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="log debug output to stderr")
+    parser.add_argument("-l", "--logconfig", metavar="FILE",
+                        help="a Python logging config file (INI, or YAML as dictConfig)")
     parser.add_argument("--zk-timeout", type=float, default=None, metavar="SECONDS",
                         help="give up connecting to ZooKeeper after this long "
                              "(default: zookeeper-timeout from the config, at most 10)")
@@ -49,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list nodes")
     p.add_argument("--detail", action="store_true", help="more columns")
+    p.add_argument("--fields", type=field_list, metavar="A,B",
+                   help="only these columns, by key (id,label,state...; as /node-list?fields=)")
     p.add_argument("--json", action="store_true", help="JSON output for scripts")
 
     p = sub.add_parser("request-list", help="list node requests")
@@ -59,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("delete", help="mark a node for deletion (locks it, sets deleting)")
     p.add_argument("id", type=node_id, help="node id")
+    p.add_argument("--now", action="store_true",
+                   help="wait until the launcher has deleted the node (its record is gone)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="with --now: give up waiting after this long (default 300)")
 
     p = sub.add_parser("hold", help="hold a node (kept until deleted or max-hold-age)")
     p.add_argument("id", type=node_id, help="node id")
@@ -67,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show a provider's pools, pool workers and nodes")
     p.add_argument("provider", help="provider name")
     p.add_argument("--json", action="store_true", help="JSON output for scripts")
+
+    admin_cmds.add_parsers(sub)
 
     sub.add_parser("config-validate", help="validate the config file and exit")
 
@@ -154,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
             return request_cmds.cmd_request(args, zk)
         if args.command in table_cmds.COMMANDS:
             return table_cmds.COMMANDS[args.command][0](args, zk)
+        if args.command in admin_cmds.COMMANDS:
+            return admin_cmds.COMMANDS[args.command](args, zk)
         if args.command == "request-explain":
             return explain_cmd.cmd_request_explain(args, zk)
         raise AssertionError(args.command)
@@ -161,13 +182,26 @@ def run(args: argparse.Namespace) -> int:
         zk.disconnect()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def setup_logging(args: argparse.Namespace) -> None:
+    """-l FILE as the launcher reads it; else errors only (--debug: everything) on stderr."""
+    if args.logconfig:
+        from nodepool.launcher.main import load_logging_config
+        load_logging_config(args.logconfig)
+        return
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.debug:
         # kazoo logs every failed connection attempt with a traceback.
         logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        setup_logging(args)
+    except Exception as e:   # whatever the logging module or YAML says of a bad file
+        print(f"nodepool: logging config {args.logconfig}: {e}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         return run(args)
     except ZooKeeperUnavailable as e:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 
 from nodepool import listings
 from nodepool.cli.output import age_of, print_json, print_table
 from nodepool.errors import InvalidTransition, LockFailed, NodepoolError, NotFound
 from nodepool.model import Node, NodeState
-from nodepool.zk import components, locks, nodes
+from nodepool.zk import components, locks, nodes, paths
 from nodepool.zk.client import ZooKeeperClient
 
 
 def nodes_table(found: list[Node], locked: set[str], detail: bool = False,
-                now: float | None = None) -> str:
-    """`nodepool list`'s table: the web's /node-list columns (listings.NODES)."""
-    columns = listings.NODES.select(None if detail else listings.NODE_BRIEF_KEYS)
+                now: float | None = None, fields: list[str] | None = None) -> str:
+    """`nodepool list`'s table: the web's /node-list columns (listings.NODES); `fields`
+    (column keys) chooses them instead of `detail`."""
+    columns = listings.NODES.select(fields or (None if detail else listings.NODE_BRIEF_KEYS))
     return listings.table_text(columns, listings.node_rows(found, locked.__contains__, now))
 
 
@@ -35,12 +37,21 @@ def _nodes_with_locks(zk: ZooKeeperClient, provider: str | None = None):
 
 
 def cmd_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
+    fields = getattr(args, "fields", None)
+    if fields:
+        try:
+            listings.NODES.select(fields)   # before reading anything
+        except ValueError as e:
+            raise NodepoolError(str(e)) from None
     found, locked = _nodes_with_locks(zk)
     now = time.time()
     if args.json:
-        print_json([_json(n, n.id in locked, now) for n in found])
+        rows = [_json(n, n.id in locked, now) for n in found]
+        if fields:
+            rows = [{k: v for k, v in row.items() if k in fields} for row in rows]
+        print_json(rows)
         return 0
-    print(nodes_table(found, locked, args.detail, now))
+    print(nodes_table(found, locked, args.detail, now, fields))
     return 0
 
 
@@ -84,9 +95,32 @@ def _change_state(zk: ZooKeeperClient, node_id: str, new: NodeState, verb: str,
 
 def cmd_delete(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     node = _change_state(zk, args.id, NodeState.DELETING, "delete")
-    print(f"Node {node.id} marked for deletion; the launcher of provider "
-          f"{node.provider or '?'} deletes its server and record.")
+    if not getattr(args, "now", False):
+        print(f"Node {node.id} marked for deletion; the launcher of provider "
+              f"{node.provider or '?'} deletes its server and record.")
+        return 0
+    print(f"Node {node.id} marked for deletion; waiting up to {args.timeout:g}s for the "
+          f"launcher of provider {node.provider or '?'} to delete it", flush=True)
+    if not _wait_gone(zk, node.id, args.timeout):
+        raise NodepoolError(f"node {node.id} still exists after {args.timeout:g}s (is a "
+                            f"launcher serving provider {node.provider}? see `nodepool info "
+                            f"{node.provider}`); it stays marked for deletion")
+    print(f"Node {node.id} deleted.")
     return 0
+
+
+def _wait_gone(zk: ZooKeeperClient, node_id: str, timeout: float) -> bool:
+    """Wait on a data watch (not a poll) until the node's record is gone."""
+    gone = threading.Event()
+
+    def watch(data, stat, event=None):
+        if stat is None:
+            gone.set()
+            return False
+        return True
+
+    zk.kazoo.DataWatch(paths.node(node_id), watch)
+    return gone.wait(timeout)
 
 
 def cmd_hold(args: argparse.Namespace, zk: ZooKeeperClient) -> int:

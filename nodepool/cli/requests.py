@@ -91,6 +91,20 @@ def _take_nodes(zk: ZooKeeperClient, req: NodeRequest, hold: str | None) -> list
             locks.release(lock)
 
 
+def _why_failed(zk: ZooKeeperClient, req: NodeRequest) -> str:
+    """The launchers' reason from the request's timeline (written within about a second of
+    the failure, so read again once if it is not there yet); else who declined it."""
+    for attempt in range(2):
+        reason = reasons_of(zk.kazoo, [req]).get(req.id, "")
+        if reason.startswith("failed: ") and "declined by every pool" not in reason:
+            return reason
+        if attempt == 0:
+            time.sleep(1.5)
+    declined = ", ".join(req.declined_by) or "no pool"
+    return (f"failed (declined by: {declined}); no launcher recorded why: is the label "
+            f"served by any provider?")
+
+
 def cmd_request(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     req = NodeRequest(node_types=list(args.labels), requestor=args.requestor,
                       provider=args.provider, reuse=not args.no_reuse,
@@ -114,9 +128,7 @@ def cmd_request(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
         raise RequestFailed(f"request {req.id} was deleted by someone else")
     if final.state == RequestState.FAILED:
         requests.delete_request(zk.kazoo, req.id)
-        declined = ", ".join(final.declined_by) or "no pool"
-        raise RequestFailed(f"request {req.id} failed (declined by: {declined}); every "
-                            f"launcher pool declined it: is the label served by any provider?")
+        raise RequestFailed(f"request {req.id} {_why_failed(zk, final)}")
     elapsed = time.monotonic() - started
     try:
         taken = _take_nodes(zk, final, args.reason if args.hold else None)

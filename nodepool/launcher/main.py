@@ -40,14 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_logging_config(path: str) -> None:
+    """A Python logging config: `.yaml`/`.yml` as dictConfig, else INI as fileConfig."""
+    open(path).close()   # a missing file is an OSError naming it (fileConfig says KeyError)
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+        with open(path) as f:
+            logging.config.dictConfig(yaml.safe_load(f))
+    else:
+        logging.config.fileConfig(path, disable_existing_loggers=False)
+
+
 def setup_logging(args: argparse.Namespace) -> None:
     if args.logconfig:
-        if args.logconfig.endswith((".yaml", ".yml")):
-            import yaml
-            with open(args.logconfig) as f:
-                logging.config.dictConfig(yaml.safe_load(f))
-        else:
-            logging.config.fileConfig(args.logconfig, disable_existing_loggers=False)
+        load_logging_config(args.logconfig)
         return
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

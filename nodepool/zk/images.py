@@ -114,3 +114,14 @@ def all_uploads(kazoo: KazooClient) -> list[tuple[str, str, str, str, dict]]:
                     if upload is not None:
                         found.append((image, build_id, provider, upload_id, upload))
     return found
+
+
+def provider_build_paths(kazoo: KazooClient, provider: str) -> list[str]:
+    """Each build's `.../builds/<build>/providers/<provider>` that exists (for `erase`)."""
+    found = []
+    for image in _children(kazoo, paths.IMAGES):
+        for build_id in _children(kazoo, paths.image_builds(image)):
+            path = f"{paths.image_builds(image)}/{build_id}/providers/{provider}"
+            if kazoo.exists(path) is not None:
+                found.append(path)
+    return found
