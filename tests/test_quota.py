@@ -30,6 +30,9 @@ tenant-resource-limits:
     max-ram: 32768
   - tenant-name: cores-only
     max-cores: 8
+  - tenant-name: volumes
+    max-volumes: 2
+    max-volume-gb: 100
 providers:
   - name: cloud-a
     cloud: a
@@ -124,6 +127,13 @@ def test_tenant_limits_left_unset_are_unlimited():
     limits = tenant_limits(CONFIG.tenant_resource_limits["cores-only"])
     assert limits == Resources(instances=math.inf, cores=8, ram=math.inf, volumes=math.inf,
                                volume_gb=math.inf)
+
+
+def test_tenant_volume_limits_are_read():
+    limits = tenant_limits(CONFIG.tenant_resource_limits["volumes"])
+    assert (limits.volumes, limits.volume_gb) == (2, 100)
+    assert not fits(Resources(instances=1, volumes=1, volume_gb=60),
+                    Resources(instances=1, volumes=1, volume_gb=50), limits)
 
 
 def test_tenant_without_limits_is_unlimited():

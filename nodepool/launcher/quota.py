@@ -23,10 +23,15 @@ def pool_limits(pool: Pool) -> Resources:
 
 
 def tenant_limits(limits: TenantLimits | None) -> Resources:
+    """A tenant's limits on the five amounts we count; `max-volumes` and `max-volume-gb`
+    come from the entry's other keys, as Nodepool reads them (custom keys are not
+    counted yet: issue 16)."""
     if limits is None:
         return UNLIMITED
+    extra = limits.extra
     return Resources(instances=limits.max_servers, cores=limits.max_cores, ram=limits.max_ram,
-                     volumes=math.inf, volume_gb=math.inf)
+                     volumes=extra.get("max-volumes", math.inf),
+                     volume_gb=extra.get("max-volume-gb", math.inf))
 
 
 def node_cost(node: Node, fallback: Callable[[Node], Resources]) -> Resources:
