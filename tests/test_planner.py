@@ -60,7 +60,7 @@ def test_request_declined_by_this_pool_already_is_skipped():
 def test_declined_check_comes_before_every_other_check():
     # Even a request it could never serve is not declined twice by the same pool.
     req = request("unknown", declined_by=[POOL.id])
-    assert triage(req, POOL, [SELF], fits_ever=False).verdict == Verdict.SKIP
+    assert triage(req, POOL, [SELF], never_fits="the request needs 12 cores (limit 10)").verdict == Verdict.SKIP
 
 
 def test_request_for_a_label_the_pool_lacks_is_declined_naming_the_label():
@@ -105,9 +105,9 @@ def test_unlimited_max_servers_never_declines_for_size():
 
 
 def test_request_that_never_fits_the_pool_quota_is_declined():
-    result = triage(request("small"), POOL, [SELF], fits_ever=False)
-    assert result.verdict == Verdict.DECLINE
-    assert "quota" in result.reason
+    why = "the request needs 12 cores (limit 10): more than the whole quota of provider a"
+    result = triage(request("small"), POOL, [SELF], never_fits=why)
+    assert result == Triage(Verdict.DECLINE, why)
 
 
 def test_servable_request_with_no_competition_is_taken():

@@ -54,6 +54,13 @@ class Resources:
                 and self.ram <= limit.ram and self.volumes <= limit.volumes
                 and self.volume_gb <= limit.volume_gb)
 
+    def over(self, limit: Resources) -> str:
+        """The amounts past `limit`, in words ("12 cores (limit 10)"); empty if none."""
+        past = [f"{getattr(self, k):g} {k.replace('_', '-')} (limit {getattr(limit, k):g})"
+                for k in ("instances", "cores", "ram", "volumes", "volume_gb")
+                if getattr(self, k) > getattr(limit, k)]
+        return ", ".join(past)
+
     def to_dict(self) -> dict[str, float]:
         """The node's `resources` JSON (`cores`, `ram`, `instances` + extras)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v}

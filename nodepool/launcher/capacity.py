@@ -91,15 +91,26 @@ class Capacity:
                 return "tenant"
         return None
 
-    def fits_ever(self, pool: PoolState, labels: list[str]) -> bool:
-        """Could the pool hold these labels at all, empty? (True while costs are unknown:
-        a request is declined only for certain.)"""
+    def never_fits(self, pool: PoolState, labels: list[str]) -> str | None:
+        """Why the pool could never hold these labels, even empty: past its own absolute
+        limits, or past the cloud's whole quota (Nodepool's hasProviderQuota), so the
+        request is declined rather than left waiting for ever. None while costs or the
+        cloud's limits are unknown: a request is declined only for certain."""
         need = Resources()
         for label in labels:
             if label not in pool.cfg.labels:
-                return True  # the label check declines it with a better reason
+                return None  # the label check declines it with a better reason
             try:
                 need = need + self.label_cost(pool.cfg, label)
             except errors.CostUnknown:
-                return True
-        return need.fits_in(quota.pool_limits(pool.cfg))
+                return None
+        over = need.over(quota.pool_limits(pool.cfg))
+        if over:
+            return f"the request needs {over}: more than pool {pool.cfg.name} allows"
+        limits = self.cloud.limits
+        if limits is not None and not pool.cfg.ignore_provider_quota:
+            over = need.over(limits)
+            if over:
+                return (f"the request needs {over}: more than the whole quota of provider "
+                        f"{self.scope.name}")
+        return None

@@ -167,7 +167,7 @@ class Requests:
             self.notes.behind(req, pool, blocked[pool.cfg.name])
             return False   # waits for this pool's quota, as in the last pass
         verdict = triage(req, pool.view, looked.registered,
-                         self.capacity.fits_ever(pool, req.node_types))
+                         self.capacity.never_fits(pool, req.node_types))
         if verdict.verdict == Verdict.SKIP:
             return False
         self.notes.seen(req.id, pool)

@@ -57,11 +57,11 @@ class Triage:
 
 
 def triage(request: NodeRequest, pool: PoolView, registered: Iterable[RegisteredPool],
-           fits_ever: bool = True) -> Triage:
+           never_fits: str | None = None) -> Triage:
     """Decide what `pool` does with a `requested` request.
 
-    `fits_ever` is False when the request's total cost exceeds what the pool
-    could ever hold (its absolute limits), which is a decline, not a wait.
+    `never_fits` says why the request's total cost exceeds what the pool could ever
+    hold (its absolute limits, the cloud's whole quota), which is a decline, not a wait.
     """
     if pool.id in request.declined_by:
         return Triage(Verdict.SKIP, "declined by this pool already")
@@ -74,8 +74,8 @@ def triage(request: NodeRequest, pool: PoolView, registered: Iterable[Registered
     if len(request.node_types) > pool.max_servers:
         return Triage(Verdict.DECLINE, f"{len(request.node_types)} nodes exceed pool "
                                        f"max-servers {pool.max_servers:g}")
-    if not fits_ever:
-        return Triage(Verdict.DECLINE, "request exceeds the pool's total quota")
+    if never_fits:
+        return Triage(Verdict.DECLINE, never_fits)
     wanted = set(request.node_types)
     others = [p for p in registered if p.id != pool.id and p.id not in request.declined_by
               and wanted <= p.labels]
