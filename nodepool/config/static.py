@@ -72,6 +72,8 @@ NODE = Struct({
     "host-key-checking": Bool,
     "host-key": StrOrList,
     "connection-port": Int,
+    # The old name of connection-port; Nodepool's loader still reads it.
+    "ssh-port": Int,
     "connection-type": Str,
     "shell-type": Str,
     "max-parallel-jobs": Int,
@@ -98,8 +100,9 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
 
 
 def _port(node: Mapping[str, Any]) -> Any:
+    """connection-port, else the legacy ssh-port (Nodepool's precedence), else the default."""
     kind = node.get("connection-type", "ssh")
-    return node.get("connection-port", DEFAULT_PORTS.get(kind, 22))
+    return node.get("connection-port", node.get("ssh-port", DEFAULT_PORTS.get(kind, 22)))
 
 
 def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:

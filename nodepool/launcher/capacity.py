@@ -93,7 +93,11 @@ class Capacity:
 
     def fits_ever(self, pool: PoolState, labels: list[str]) -> bool:
         """Could the pool hold these labels at all, empty? (True while costs are unknown:
-        a request is declined only for certain.)"""
+        a request is declined only for certain.) A static pool is as big as its host
+        slots, whatever its max-servers (Nodepool reads max-servers there only as `0`:
+        disabled); the supply's pool size already says so."""
+        if not self.scope.adapter.launches:
+            return True
         need = Resources()
         for label in labels:
             if label not in pool.cfg.labels:

@@ -110,7 +110,10 @@ class StaticSupply:
         self._retry_at: dict[str, float] = {}      # host slot -> when to try it again
 
     def pool_max_servers(self, pool_cfg) -> float:
-        """A static pool holds as many nodes as its hosts have slots."""
+        """A static pool holds as many nodes as its hosts have slots; `max-servers: 0`
+        (or less) disables it, as in Nodepool: it declines every request."""
+        if pool_cfg.max_servers <= 0:
+            return 0
         return sum(1 for i in self.standing.values() if i.pool == pool_cfg.name)
 
     def reuses_ready(self, req: NodeRequest) -> bool:

@@ -1,0 +1,122 @@
+"""Static driver keys read as Nodepool reads them (issue 16): network_cli is keyscanned,
+`max-servers: 0` disables a pool, the legacy `ssh-port` is read. Real sshd and ZooKeeper."""
+
+import pytest
+from plugins.launcher_env import LauncherEnv
+from requestor import wait_for
+from sshd import SshServer, ensure_sshd
+from zkhelpers import ZK_HEADER, nodepool_yaml
+
+from nodepool.config import parse_config
+from nodepool.launcher.daemon import Launcher
+
+ONE_HOST = ZK_HEADER + """
+labels:
+  - name: metal
+providers:
+  - name: lab
+    driver: static
+    pools:
+      - name: main
+{pool_extra}
+        nodes:
+          - name: {addr}
+            labels: metal
+            connection-port: {sshport}
+            connection-type: {kind}
+            timeout: 2
+            max-parallel-jobs: {slots}
+"""
+
+
+@pytest.fixture
+def host(tmp_path):
+    ensure_sshd()
+    server = SshServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def start(zk_tls, zk_client, tmp_path, host, kind="ssh", pool_extra="", slots=1) -> LauncherEnv:
+    env = LauncherEnv(zk_tls, tmp_path, zk_client)
+    with open(env.config_path, "w") as f:
+        f.write(nodepool_yaml(zk_tls, ONE_HOST, addr=host.address, sshport=host.port, kind=kind,
+                              pool_extra=pool_extra, slots=slots))
+    launcher = Launcher(env.config_path, hostname="nl-static")
+    launcher.start()
+    env.launchers.append(launcher)
+    return env
+
+
+def nodes(env):
+    if not env.kazoo.exists("/nodepool/nodes"):
+        return []
+    found = (env.requestor.node(i) for i in env.kazoo.get_children("/nodepool/nodes"))
+    return [n for n in found if n]
+
+
+def test_network_cli_static_host_is_keyscanned_like_ssh(zk_tls, zk_client, tmp_path, host):
+    env = start(zk_tls, zk_client, tmp_path, host, kind="network_cli")
+    try:
+        wait_for(lambda: [n for n in nodes(env) if n["state"] == "ready"], timeout=20,
+                 what="the network_cli host registered")
+        (node,) = [n for n in nodes(env) if n["state"] == "ready"]
+        assert node["connection_type"] == "network_cli"
+        assert sorted(node["host_keys"]) == sorted(host.public_keys)
+    finally:
+        env.stop()
+
+
+def test_max_servers_zero_disables_the_static_pool(zk_tls, zk_client, tmp_path, host):
+    env = start(zk_tls, zk_client, tmp_path, host, pool_extra="        max-servers: 0")
+    try:
+        wait_for(lambda: [n for n in nodes(env) if n["state"] == "ready"], timeout=20,
+                 what="the host registered (Nodepool registers it too)")
+        rq = env.requestor
+        rid = rq.submit(["metal"])
+        request = rq.wait(rid)
+        assert request["state"] == "failed" and request["nodes"] == []
+        assert [n["state"] for n in nodes(env)] == ["ready"]   # not handed out
+    finally:
+        env.stop()
+
+
+def test_positive_max_servers_does_not_limit_a_static_pool(zk_tls, zk_client, tmp_path, host):
+    """Nodepool's static driver ignores max-servers above 0: the slots are the limit."""
+    env = start(zk_tls, zk_client, tmp_path, host, pool_extra="        max-servers: 1", slots=2)
+    try:
+        wait_for(lambda: len([n for n in nodes(env) if n["state"] == "ready"]) == 2,
+                 timeout=20, what="both slots registered")
+        rq = env.requestor
+        rid = rq.submit(["metal", "metal"])
+        request = rq.wait(rid)
+        assert request["state"] == "fulfilled" and len(request["nodes"]) == 2
+    finally:
+        env.stop()
+
+
+SSH_PORT = """
+zookeeper-servers:
+  - host: zk.example.org
+labels:
+  - name: metal
+providers:
+  - name: lab
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: old.example.org
+            labels: metal
+            ssh-port: 2022
+          - name: both.example.org
+            labels: metal
+            ssh-port: 2022
+            connection-port: 2222
+"""
+
+
+def test_legacy_ssh_port_is_read_and_connection_port_wins():
+    pool = parse_config(SSH_PORT, "static.yaml").providers["lab"].pools["main"]
+    ports = {n.name: n.connection_port for n in pool.nodes}
+    assert ports == {"old.example.org": 2022, "both.example.org": 2222}
