@@ -120,3 +120,50 @@ def test_legacy_ssh_port_is_read_and_connection_port_wins():
     pool = parse_config(SSH_PORT, "static.yaml").providers["lab"].pools["main"]
     ports = {n.name: n.connection_port for n in pool.nodes}
     assert ports == {"old.example.org": 2022, "both.example.org": 2222}
+
+
+TWO_USERS = """
+zookeeper-servers:
+  - host: zk.example.org
+labels:
+  - name: metal
+providers:
+  - name: lab
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: shared.example.org
+            labels: metal
+          - name: shared.example.org
+            labels: metal
+            username: ops
+"""
+
+
+def test_one_host_with_two_users_is_two_hosts_with_distinct_slot_ids():
+    from nodepool.drivers.static import StaticAdapter
+
+    provider = parse_config(TWO_USERS, "static.yaml").providers["lab"]
+    ids = [i.external_id for i in StaticAdapter(provider).standing_instances()]
+    # The default user keeps the id written before the user was part of the key.
+    assert ids == ["shared.example.org-0", "ops@shared.example.org-0"]
+
+
+def test_a_node_under_its_pre_upgrade_id_still_occupies_its_slot():
+    from nodepool.drivers.static import StaticAdapter
+    from nodepool.launcher.standing import occupied, outdated
+    from nodepool.model import Node
+
+    ops_only = TWO_USERS.replace("""          - name: shared.example.org
+            labels: metal
+          - name""", "          - name")
+    provider = parse_config(ops_only, "static.yaml").providers["lab"]
+    standing = {i.external_id: i for i in StaticAdapter(provider).standing_instances()}
+    assert list(standing) == ["ops@shared.example.org-0"]
+    # Written with the old (name, port) key, the slot's id was shared.example.org-0.
+    old = Node(state="in-use", type=["metal"], interface_ip="shared.example.org",
+               username="ops", connection_port=22, slot=0,
+               driver_data={"standing": "shared.example.org-0"})
+    assert occupied([old], standing) == {"ops@shared.example.org-0"}   # not registered twice
+    assert outdated(old, standing) is not None   # a ready one would be unregistered

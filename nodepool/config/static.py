@@ -111,8 +111,8 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
     found = duplicates(((p, text(i, "name")) for p, i in pools), "pool")
     nodes = [(npath, node) for ppath, pool in pools
              for npath, node in entries(pool, "nodes", ppath)]
-    # Nodepool tells static hosts apart by name and port, so the same host
-    # may appear twice with different ports.
+    # Nodepool tells static hosts apart by (name, username, port), so the same
+    # host may appear twice with different users or ports.
     found += duplicates(((p, _node_key(n)) for p, n in nodes), "static node")
     for npath, node in nodes:
         labels = node.get("labels")
@@ -128,12 +128,15 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
 
 
 def _node_key(node: Mapping[str, Any]) -> str | None:
+    """`[user@]name[:port]`: the user and port only where they are not the defaults."""
     name = text(node, "name")
     if name is None:
         return None
     port = _port(node)
-    return name if port == DEFAULT_PORTS.get(node.get("connection-type", "ssh"), 22) \
+    user = node.get("username", "zuul")
+    where = name if port == DEFAULT_PORTS.get(node.get("connection-type", "ssh"), 22) \
         else f"{name}:{port}"
+    return where if user == "zuul" else f"{user}@{where}"
 
 
 def build(raw: RawMap, ctx: BuildContext) -> StaticProvider:

@@ -42,3 +42,23 @@ def outdated(node: Node, standing: Mapping[str, Instance]) -> str | None:
             sorted(node.host_keys or []) != sorted(instance.host_keys):
         return f"static host slot {slot} changed in the config (host-key)"
     return None
+
+
+def occupied(nodes: list[Node], standing: Mapping[str, Instance]) -> set[str]:
+    """The configured slots some node stands on: its recorded slot id, or, for a node
+    recorded under an id the config no longer has (removed, or an id from before an
+    upgrade), the configured slot with its host, user, port and slot number, so one
+    host slot never has two nodes."""
+    by_place = {(i.interface_ip, i.username, i.connection_port, i.slot): key
+                for key, i in standing.items()}
+    out: set[str] = set()
+    for node in nodes:
+        slot = standing_id(node)
+        if slot is None:
+            continue
+        if slot not in standing:
+            slot = by_place.get((node.interface_ip, node.username, node.connection_port,
+                                 node.slot))
+        if slot is not None:
+            out.add(slot)
+    return out

@@ -17,7 +17,7 @@ from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.launches import Launches
 from nodepool.launcher.scope import PoolState, ProviderScope
-from nodepool.launcher.standing import outdated, standing_id
+from nodepool.launcher.standing import occupied, outdated
 from nodepool.launcher.tasks import LaunchTask
 from nodepool.model import Node, NodeRequest, NodeState
 
@@ -142,7 +142,7 @@ class StaticSupply:
         slots removed or changed in the config are unregistered."""
         nodes = self._provider_nodes()
         self._unregister_outdated(nodes)
-        present = {standing_id(n) for n in nodes}
+        present = occupied(nodes, self.standing)
         for ext_id, instance in self.standing.items():
             if ext_id in present or self._retry_at.get(ext_id, 0) > now:
                 continue
