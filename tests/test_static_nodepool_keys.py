@@ -167,3 +167,14 @@ def test_a_node_under_its_pre_upgrade_id_still_occupies_its_slot():
                driver_data={"standing": "shared.example.org-0"})
     assert occupied([old], standing) == {"ops@shared.example.org-0"}   # not registered twice
     assert outdated(old, standing) is not None   # a ready one would be unregistered
+
+
+def test_provider_keys_a_static_provider_ignores_are_warned_with_their_path(caplog):
+    text = SSH_PORT.replace("    driver: static\n",
+                            "    driver: static\n    rate: 2\n    boot-timeout: 30\n")
+    with caplog.at_level("WARNING", logger="nodepool.config"):
+        parse_config(text, "static.yaml")
+    lines = [r.getMessage() for r in caplog.records if r.name == "nodepool.config"]
+    assert any(line.startswith("providers[0].rate: has no effect") for line in lines), lines
+    assert any(line.startswith("providers[0].boot-timeout: has no effect") for line in lines)
+    assert not any("launch-timeout" in line for line in lines)

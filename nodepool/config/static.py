@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,12 @@ from nodepool.config.schema import (
     StrOrList,
     Struct,
 )
+
+log = logging.getLogger("nodepool.config")
+
+# Common provider keys that mean nothing for standing hosts; Nodepool's schema
+# refuses them for a static provider, so a migrated file has none of them.
+IGNORED_PROVIDER_KEYS = ("rate", "boot-timeout", "launch-timeout", "launch-retries")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,8 +112,17 @@ def _port(node: Mapping[str, Any]) -> Any:
     return node.get("connection-port", node.get("ssh-port", DEFAULT_PORTS.get(kind, 22)))
 
 
+def warnings(raw: RawMap, path: str) -> list[str]:
+    """One line per key of this static providers[] entry that is accepted and ignored."""
+    return [f"{join_path(path, key)}: has no effect for a static provider (Nodepool "
+            f"refuses it); remove it" for key in IGNORED_PROVIDER_KEYS if key in raw]
+
+
 def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
-    """Duplicate pools and hosts, and labels missing from the top level."""
+    """Duplicate pools and hosts, and labels missing from the top level; the keys that
+    are ignored are logged as warnings (nodepool.config logger)."""
+    for line in warnings(raw, path):
+        log.warning("%s", line)
     pools = list(entries(raw, "pools", path))
     found = duplicates(((p, text(i, "name")) for p, i in pools), "pool")
     nodes = [(npath, node) for ppath, pool in pools
