@@ -102,7 +102,7 @@ def test_one_instance_per_max_parallel_jobs_slot(adapter: StaticAdapter) -> None
     assert list(instances) == [
         "host1.example.org-0",
         "host1.example.org:2022-0", "host1.example.org:2022-1", "host1.example.org:2022-2",
-        "192.0.2.10-0", "win01.example.org-0", "2001:db8::5-0"]
+        "admin@192.0.2.10-0", "Administrator@win01.example.org-0", "2001:db8::5-0"]
     assert [instances[f"host1.example.org:2022-{n}"].slot for n in range(3)] == [0, 1, 2]
     assert {i.pool for i in instances.values()} == {"main", "windows"}
 
@@ -111,7 +111,7 @@ def test_labels_given_as_a_string_or_a_list(adapter: StaticAdapter) -> None:
     instances = by_id(adapter)
     assert instances["host1.example.org-0"].metadata["labels"] == ["metal"]
     assert instances["host1.example.org:2022-1"].metadata["labels"] == ["metal", "big-metal"]
-    assert instances["win01.example.org-0"].metadata["labels"] == ["win"]
+    assert instances["Administrator@win01.example.org-0"].metadata["labels"] == ["win"]
 
 
 def test_host_keys_come_from_config_or_are_left_to_the_keyscan(adapter: StaticAdapter) -> None:
@@ -121,19 +121,19 @@ def test_host_keys_come_from_config_or_are_left_to_the_keyscan(adapter: StaticAd
     assert instances["host1.example.org:2022-0"].host_keys == []
     assert instances["host1.example.org:2022-0"].metadata["host_key_checking"] is False
     # Checked, and no key configured: None asks the core to keyscan.
-    assert instances["192.0.2.10-0"].host_keys is None
+    assert instances["admin@192.0.2.10-0"].host_keys is None
     # winrm has no ssh host keys.
-    assert instances["win01.example.org-0"].host_keys == []
+    assert instances["Administrator@win01.example.org-0"].host_keys == []
 
 
 def test_connection_facts_come_from_config(adapter: StaticAdapter) -> None:
     instances = by_id(adapter)
-    host = instances["192.0.2.10-0"]
+    host = instances["admin@192.0.2.10-0"]
     assert (host.interface_ip, host.hostname, host.username, host.python_path,
             host.connection_type, host.connection_port) == (
         "192.0.2.10", "192.0.2.10", "admin", "/usr/bin/python3", "ssh", 22)
     assert host.public_ipv4 == "192.0.2.10" and host.public_ipv6 is None
-    win = instances["win01.example.org-0"]
+    win = instances["Administrator@win01.example.org-0"]
     assert (win.connection_type, win.connection_port, win.shell_type, win.username) == (
         "winrm", 5986, "cmd", "Administrator")
     assert win.public_ipv4 is None and win.public_ipv6 is None  # a name: no DNS lookup here
@@ -154,10 +154,10 @@ def test_create_finds_a_slot_recorded_the_nodepool_way(loop: Loop) -> None:
 
 def test_create_resumes_from_the_cores_standing_record(adapter: StaticAdapter) -> None:
     ctx = make_context("win", "windows")
-    machine = adapter.create(ctx, {"standing": "win01.example.org-0"})
+    machine = adapter.create(ctx, {"standing": "Administrator@win01.example.org-0"})
     machine.advance(None)
     assert machine.complete and machine.instance is not None
-    assert machine.instance.external_id == "win01.example.org-0"
+    assert machine.instance.external_id == "Administrator@win01.example.org-0"
 
 
 def test_create_for_a_host_removed_from_config_is_a_launch_failure(loop: Loop) -> None:
@@ -187,7 +187,7 @@ def test_standing_instances_are_copies(adapter: StaticAdapter) -> None:
 
 def test_delete_makes_no_change_to_the_standing_hosts(adapter: StaticAdapter, loop: Loop) -> None:
     before = adapter.list_instances()
-    deletion = loop.delete(Node(id="0000000001", provider="lab", external_id="192.0.2.10-0"))
+    deletion = loop.delete(Node(id="0000000001", provider="lab", external_id="admin@192.0.2.10-0"))
     assert deletion.complete and adapter.list_instances() == before
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,12 @@ from nodepool.config.schema import (
     StrOrList,
     Struct,
 )
+
+log = logging.getLogger("nodepool.config")
+
+# Common provider keys that mean nothing for standing hosts; Nodepool's schema
+# refuses them for a static provider, so a migrated file has none of them.
+IGNORED_PROVIDER_KEYS = ("rate", "boot-timeout", "launch-timeout", "launch-retries")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +79,8 @@ NODE = Struct({
     "host-key-checking": Bool,
     "host-key": StrOrList,
     "connection-port": Int,
+    # The old name of connection-port; Nodepool's loader still reads it.
+    "ssh-port": Int,
     "connection-type": Str,
     "shell-type": Str,
     "max-parallel-jobs": Int,
@@ -98,18 +107,28 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
 
 
 def _port(node: Mapping[str, Any]) -> Any:
+    """connection-port, else the legacy ssh-port (Nodepool's precedence), else the default."""
     kind = node.get("connection-type", "ssh")
-    return node.get("connection-port", DEFAULT_PORTS.get(kind, 22))
+    return node.get("connection-port", node.get("ssh-port", DEFAULT_PORTS.get(kind, 22)))
+
+
+def warnings(raw: RawMap, path: str) -> list[str]:
+    """One line per key of this static providers[] entry that is accepted and ignored."""
+    return [f"{join_path(path, key)}: has no effect for a static provider (Nodepool "
+            f"refuses it); remove it" for key in IGNORED_PROVIDER_KEYS if key in raw]
 
 
 def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
-    """Duplicate pools and hosts, and labels missing from the top level."""
+    """Duplicate pools and hosts, and labels missing from the top level; the keys that
+    are ignored are logged as warnings (nodepool.config logger)."""
+    for line in warnings(raw, path):
+        log.warning("%s", line)
     pools = list(entries(raw, "pools", path))
     found = duplicates(((p, text(i, "name")) for p, i in pools), "pool")
     nodes = [(npath, node) for ppath, pool in pools
              for npath, node in entries(pool, "nodes", ppath)]
-    # Nodepool tells static hosts apart by name and port, so the same host
-    # may appear twice with different ports.
+    # Nodepool tells static hosts apart by (name, username, port), so the same
+    # host may appear twice with different users or ports.
     found += duplicates(((p, _node_key(n)) for p, n in nodes), "static node")
     for npath, node in nodes:
         labels = node.get("labels")
@@ -125,12 +144,15 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
 
 
 def _node_key(node: Mapping[str, Any]) -> str | None:
+    """`[user@]name[:port]`: the user and port only where they are not the defaults."""
     name = text(node, "name")
     if name is None:
         return None
     port = _port(node)
-    return name if port == DEFAULT_PORTS.get(node.get("connection-type", "ssh"), 22) \
+    user = node.get("username", "zuul")
+    where = name if port == DEFAULT_PORTS.get(node.get("connection-type", "ssh"), 22) \
         else f"{name}:{port}"
+    return where if user == "zuul" else f"{user}@{where}"
 
 
 def build(raw: RawMap, ctx: BuildContext) -> StaticProvider:

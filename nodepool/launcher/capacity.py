@@ -95,7 +95,11 @@ class Capacity:
         """Why the pool could never hold these labels, even empty: past its own absolute
         limits, or past the cloud's whole quota (Nodepool's hasProviderQuota), so the
         request is declined rather than left waiting for ever. None while costs or the
-        cloud's limits are unknown: a request is declined only for certain."""
+        cloud's limits are unknown: a request is declined only for certain. A static pool
+        is as big as its host slots, whatever its max-servers (Nodepool reads max-servers
+        there only as `0`: disabled); the supply's pool size already says so."""
+        if not self.scope.adapter.launches:
+            return None
         need = Resources()
         for label in labels:
             if label not in pool.cfg.labels:

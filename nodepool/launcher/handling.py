@@ -377,7 +377,8 @@ class Requests:
         # spares): enough to fill the slots past those other requests are claiming.
         limit = len(missing) + len(claiming) + self.scope.tuning.spare_candidates
         index, name = self.scope.index, h.pool.cfg.name
-        candidates = [n for label in set(missing) for n in index.spares(name, label, limit)]
+        candidates = [n for label in set(missing) for n in index.spares(name, label, limit)
+                      if self.supply.usable(n)]
         if not candidates:
             return []
         attempts, az = handover.start_claims(self.scope.effects, self.scope.ctx.cache,

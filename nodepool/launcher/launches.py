@@ -27,6 +27,10 @@ from nodepool.launcher.scope import PoolState, ProviderScope
 from nodepool.launcher.tasks import LaunchTask, Phase, run_steps
 from nodepool.model import Node, NodeRequest, NodeState
 
+# Connection types whose host keys are scanned, as Nodepool scans them (ssh and
+# network_cli both speak ssh); winrm and others have no ssh host keys.
+SCANNED_CONNECTIONS = frozenset({"ssh", "network_cli"})
+
 _BOOTED_FIELDS = ("interface_ip", "public_ipv4", "private_ipv4", "public_ipv6", "private_ipv6",
                   "az", "host_id", "hostname", "external_id", "username", "connection_port",
                   "connection_type", "shell_type", "python_path", "slot")
@@ -373,7 +377,7 @@ class Launches:
         # check), None means scan them.
         if inst.host_keys is not None or not checking:
             node.host_keys = list(inst.host_keys or [])
-        elif node.connection_type == "ssh" and node.interface_ip:
+        elif node.connection_type in SCANNED_CONNECTIONS and node.interface_ip:
             task.phase = Phase.SCAN
             self._save(task)
             timeout = float(meta.get("timeout") or self.scope.provider.boot_timeout)

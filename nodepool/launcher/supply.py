@@ -17,8 +17,9 @@ from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.launches import Launches
 from nodepool.launcher.scope import PoolState, ProviderScope
+from nodepool.launcher.standing import occupied, outdated
 from nodepool.launcher.tasks import LaunchTask
-from nodepool.model import NodeRequest
+from nodepool.model import Node, NodeRequest, NodeState
 
 AT_QUOTA = "at quota"
 HOSTS_BUSY = "every host of the pool is busy"
@@ -39,6 +40,9 @@ class CloudSupply:
 
     def reuses_ready(self, req: NodeRequest) -> bool:
         return req.reuse
+
+    def usable(self, node: Node) -> bool:
+        return True
 
     def shortfall(self, req: NodeRequest, pool: PoolState, need: list[str]) -> str | None:
         """Why `need` cannot be launched now: launches for nobody count first."""
@@ -110,11 +114,19 @@ class StaticSupply:
         self._retry_at: dict[str, float] = {}      # host slot -> when to try it again
 
     def pool_max_servers(self, pool_cfg) -> float:
-        """A static pool holds as many nodes as its hosts have slots."""
+        """A static pool holds as many nodes as its hosts have slots; `max-servers: 0`
+        (or less) disables it, as in Nodepool: it declines every request."""
+        if pool_cfg.max_servers <= 0:
+            return 0
         return sum(1 for i in self.standing.values() if i.pool == pool_cfg.name)
 
     def reuses_ready(self, req: NodeRequest) -> bool:
         return True
+
+    def usable(self, node: Node) -> bool:
+        """A ready node whose host slot the config no longer has as it was is not
+        handed out (it is being unregistered)."""
+        return outdated(node, self.standing) is None
 
     def shortfall(self, req: NodeRequest, pool: PoolState, need: list[str]) -> str | None:
         return "hosts busy"
@@ -126,8 +138,11 @@ class StaticSupply:
         return HOSTS_BUSY if h.missing() else None
 
     def act(self, now: float) -> None:
-        """Every free slot becomes a ready node once its host answers."""
-        present = {(n.driver_data or {}).get("standing") for n in self._provider_nodes()}
+        """Every free slot becomes a ready node once its host answers; ready nodes of
+        slots removed or changed in the config are unregistered."""
+        nodes = self._provider_nodes()
+        self._unregister_outdated(nodes)
+        present = occupied(nodes, self.standing)
         for ext_id, instance in self.standing.items():
             if ext_id in present or self._retry_at.get(ext_id, 0) > now:
                 continue
@@ -137,6 +152,18 @@ class StaticSupply:
                 continue
             self._retry_at.pop(ext_id, None)
             self.launches.start(pool, labels[0], instance=instance)
+
+    def _unregister_outdated(self, nodes: list[Node]) -> None:
+        """Delete the idle ready nodes of removed or changed slots (the host itself is
+        untouched); one in use is left to its user and deleted when returned, as
+        every used node is, and its slot is registered again only if still configured."""
+        for node in nodes:
+            if node.state != NodeState.READY or node.allocated_to or node.id is None or \
+                    node.id in self.launches.tasks:
+                continue
+            reason = outdated(node, self.standing)
+            if reason is not None:
+                self.launches.deletions.lock_for_deletion(node.id, reason)
 
     def timers(self) -> list[float]:
         return list(self._retry_at.values())

@@ -29,13 +29,18 @@ COMPLETE = "complete"
 
 
 def slot_id(host: StaticNode, slot: int) -> str:
-    """The external_id of one slot: `<name>-<slot>`, or `<name>:<port>-<slot>` on a non-default port.
+    """The id of one slot: `[<user>@]<name>[:<port>]-<slot>`, the user only when it is not
+    `zuul` and the port only when it is not the connection type's default.
 
-    Nodepool tells hosts apart by name and port, so the same name on two
-    ports is two hosts with distinct ids.
+    Nodepool tells hosts apart by (name, username, port). Ids of hosts with the
+    default user are those written before the user was part of the key, so an
+    upgrade keeps them; a host with another user gets a new id (its old ready
+    nodes are unregistered and the slot registered again; see launcher/standing.py).
     """
     default = DEFAULT_PORTS.get(host.connection_type, 22)
     where = host.name if host.connection_port == default else f"{host.name}:{host.connection_port}"
+    if host.username != "zuul":
+        where = f"{host.username}@{where}"
     return f"{where}-{slot}"
 
 
@@ -122,13 +127,14 @@ class StaticAdapter(Adapter):
 
     def find_slot(self, node: Node, external_id: str | None) -> Instance | None:
         """The standing instance a node stands for: by our external_id, else by
-        (host name, port, slot) as Nodepool recorded static nodes (external_id = host name)."""
+        (host name, username, port, slot) as Nodepool recorded static nodes
+        (external_id = host name)."""
         if external_id in self._standing:
             return _copy(self._standing[external_id])
         name = node.hostname or external_id
         for instance in self._standing.values():
-            if ((instance.hostname, instance.connection_port, instance.slot)
-                    == (name, node.connection_port, node.slot)):
+            if ((instance.hostname, instance.username, instance.connection_port, instance.slot)
+                    == (name, node.username, node.connection_port, node.slot)):
                 return _copy(instance)
         return None
 

@@ -1,0 +1,64 @@
+"""Whether a registered standing (static) node still matches the config's host slot.
+
+After a reload a static host may be gone (removed, or fewer max-parallel-jobs)
+or changed (labels, user, port...). Nodepool unregisters the ready nodes of a
+removed host and updates those of a changed one; here both are unregistered
+(deleted, which frees nothing on the host) and a changed slot is registered
+again with the new attributes and a fresh keyscan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nodepool.drivers.adapter import Instance
+from nodepool.model import Node
+
+# Node fields that come from the host's config entry.
+_FIELDS = ("interface_ip", "username", "connection_port", "connection_type", "shell_type",
+           "python_path")
+
+
+def standing_id(node: Node) -> str | None:
+    """The host slot a node was registered for (None: not registered by us)."""
+    return (node.driver_data or {}).get("standing")
+
+
+def outdated(node: Node, standing: Mapping[str, Instance]) -> str | None:
+    """Why `node` no longer stands for a configured slot, or None when it still does."""
+    slot = standing_id(node)
+    if slot is None:
+        return None
+    instance = standing.get(slot)
+    if instance is None:
+        return f"static host slot {slot} removed from the config"
+    labels = list((instance.metadata or {}).get("labels") or [])
+    if labels and list(node.type) != labels:
+        return f"static host slot {slot} changed in the config (labels)"
+    for field in _FIELDS:
+        if getattr(node, field, None) != getattr(instance, field, None):
+            return f"static host slot {slot} changed in the config ({field})"
+    if instance.host_keys is not None and \
+            sorted(node.host_keys or []) != sorted(instance.host_keys):
+        return f"static host slot {slot} changed in the config (host-key)"
+    return None
+
+
+def occupied(nodes: list[Node], standing: Mapping[str, Instance]) -> set[str]:
+    """The configured slots some node stands on: its recorded slot id, or, for a node
+    recorded under an id the config no longer has (removed, or an id from before an
+    upgrade), the configured slot with its host, user, port and slot number, so one
+    host slot never has two nodes."""
+    by_place = {(i.interface_ip, i.username, i.connection_port, i.slot): key
+                for key, i in standing.items()}
+    out: set[str] = set()
+    for node in nodes:
+        slot = standing_id(node)
+        if slot is None:
+            continue
+        if slot not in standing:
+            slot = by_place.get((node.interface_ip, node.username, node.connection_port,
+                                 node.slot))
+        if slot is not None:
+            out.add(slot)
+    return out

@@ -1,0 +1,180 @@
+"""Static driver keys read as Nodepool reads them (issue 16): network_cli is keyscanned,
+`max-servers: 0` disables a pool, the legacy `ssh-port` is read. Real sshd and ZooKeeper."""
+
+import pytest
+from plugins.launcher_env import LauncherEnv
+from requestor import wait_for
+from sshd import SshServer, ensure_sshd
+from zkhelpers import ZK_HEADER, nodepool_yaml
+
+from nodepool.config import parse_config
+from nodepool.launcher.daemon import Launcher
+
+ONE_HOST = ZK_HEADER + """
+labels:
+  - name: metal
+providers:
+  - name: lab
+    driver: static
+    pools:
+      - name: main
+{pool_extra}
+        nodes:
+          - name: {addr}
+            labels: metal
+            connection-port: {sshport}
+            connection-type: {kind}
+            timeout: 2
+            max-parallel-jobs: {slots}
+"""
+
+
+@pytest.fixture
+def host(tmp_path):
+    ensure_sshd()
+    server = SshServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def start(zk_tls, zk_client, tmp_path, host, kind="ssh", pool_extra="", slots=1) -> LauncherEnv:
+    env = LauncherEnv(zk_tls, tmp_path, zk_client)
+    with open(env.config_path, "w") as f:
+        f.write(nodepool_yaml(zk_tls, ONE_HOST, addr=host.address, sshport=host.port, kind=kind,
+                              pool_extra=pool_extra, slots=slots))
+    launcher = Launcher(env.config_path, hostname="nl-static")
+    launcher.start()
+    env.launchers.append(launcher)
+    return env
+
+
+def nodes(env):
+    if not env.kazoo.exists("/nodepool/nodes"):
+        return []
+    found = (env.requestor.node(i) for i in env.kazoo.get_children("/nodepool/nodes"))
+    return [n for n in found if n]
+
+
+def test_network_cli_static_host_is_keyscanned_like_ssh(zk_tls, zk_client, tmp_path, host):
+    env = start(zk_tls, zk_client, tmp_path, host, kind="network_cli")
+    try:
+        wait_for(lambda: [n for n in nodes(env) if n["state"] == "ready"], timeout=20,
+                 what="the network_cli host registered")
+        (node,) = [n for n in nodes(env) if n["state"] == "ready"]
+        assert node["connection_type"] == "network_cli"
+        assert sorted(node["host_keys"]) == sorted(host.public_keys)
+    finally:
+        env.stop()
+
+
+def test_max_servers_zero_disables_the_static_pool(zk_tls, zk_client, tmp_path, host):
+    env = start(zk_tls, zk_client, tmp_path, host, pool_extra="        max-servers: 0")
+    try:
+        wait_for(lambda: [n for n in nodes(env) if n["state"] == "ready"], timeout=20,
+                 what="the host registered (Nodepool registers it too)")
+        rq = env.requestor
+        rid = rq.submit(["metal"])
+        request = rq.wait(rid)
+        assert request["state"] == "failed" and request["nodes"] == []
+        assert [n["state"] for n in nodes(env)] == ["ready"]   # not handed out
+    finally:
+        env.stop()
+
+
+def test_positive_max_servers_does_not_limit_a_static_pool(zk_tls, zk_client, tmp_path, host):
+    """Nodepool's static driver ignores max-servers above 0: the slots are the limit."""
+    env = start(zk_tls, zk_client, tmp_path, host, pool_extra="        max-servers: 1", slots=2)
+    try:
+        wait_for(lambda: len([n for n in nodes(env) if n["state"] == "ready"]) == 2,
+                 timeout=20, what="both slots registered")
+        rq = env.requestor
+        rid = rq.submit(["metal", "metal"])
+        request = rq.wait(rid)
+        assert request["state"] == "fulfilled" and len(request["nodes"]) == 2
+    finally:
+        env.stop()
+
+
+SSH_PORT = """
+zookeeper-servers:
+  - host: zk.example.org
+labels:
+  - name: metal
+providers:
+  - name: lab
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: old.example.org
+            labels: metal
+            ssh-port: 2022
+          - name: both.example.org
+            labels: metal
+            ssh-port: 2022
+            connection-port: 2222
+"""
+
+
+def test_legacy_ssh_port_is_read_and_connection_port_wins():
+    pool = parse_config(SSH_PORT, "static.yaml").providers["lab"].pools["main"]
+    ports = {n.name: n.connection_port for n in pool.nodes}
+    assert ports == {"old.example.org": 2022, "both.example.org": 2222}
+
+
+TWO_USERS = """
+zookeeper-servers:
+  - host: zk.example.org
+labels:
+  - name: metal
+providers:
+  - name: lab
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: shared.example.org
+            labels: metal
+          - name: shared.example.org
+            labels: metal
+            username: ops
+"""
+
+
+def test_one_host_with_two_users_is_two_hosts_with_distinct_slot_ids():
+    from nodepool.drivers.static import StaticAdapter
+
+    provider = parse_config(TWO_USERS, "static.yaml").providers["lab"]
+    ids = [i.external_id for i in StaticAdapter(provider).standing_instances()]
+    # The default user keeps the id written before the user was part of the key.
+    assert ids == ["shared.example.org-0", "ops@shared.example.org-0"]
+
+
+def test_a_node_under_its_pre_upgrade_id_still_occupies_its_slot():
+    from nodepool.drivers.static import StaticAdapter
+    from nodepool.launcher.standing import occupied, outdated
+    from nodepool.model import Node
+
+    ops_only = TWO_USERS.replace("""          - name: shared.example.org
+            labels: metal
+          - name""", "          - name")
+    provider = parse_config(ops_only, "static.yaml").providers["lab"]
+    standing = {i.external_id: i for i in StaticAdapter(provider).standing_instances()}
+    assert list(standing) == ["ops@shared.example.org-0"]
+    # Written with the old (name, port) key, the slot's id was shared.example.org-0.
+    old = Node(state="in-use", type=["metal"], interface_ip="shared.example.org",
+               username="ops", connection_port=22, slot=0,
+               driver_data={"standing": "shared.example.org-0"})
+    assert occupied([old], standing) == {"ops@shared.example.org-0"}   # not registered twice
+    assert outdated(old, standing) is not None   # a ready one would be unregistered
+
+
+def test_provider_keys_a_static_provider_ignores_are_warned_with_their_path(caplog):
+    text = SSH_PORT.replace("    driver: static\n",
+                            "    driver: static\n    rate: 2\n    boot-timeout: 30\n")
+    with caplog.at_level("WARNING", logger="nodepool.config"):
+        parse_config(text, "static.yaml")
+    lines = [r.getMessage() for r in caplog.records if r.name == "nodepool.config"]
+    assert any(line.startswith("providers[0].rate: has no effect") for line in lines), lines
+    assert any(line.startswith("providers[0].boot-timeout: has no effect") for line in lines)
+    assert not any("launch-timeout" in line for line in lines)
