@@ -178,3 +178,13 @@ def test_provider_keys_a_static_provider_ignores_are_warned_with_their_path(capl
     assert any(line.startswith("providers[0].rate: has no effect") for line in lines), lines
     assert any(line.startswith("providers[0].boot-timeout: has no effect") for line in lines)
     assert not any("launch-timeout" in line for line in lines)
+
+
+def test_config_validate_prints_the_warnings_and_the_file_stays_valid(capsys, tmp_path):
+    from nodepool import cli
+    path = tmp_path / "static.yaml"
+    path.write_text(SSH_PORT.replace("    driver: static\n", "    driver: static\n    rate: 2\n"))
+    code = cli.main(["-c", str(path), "config-validate"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "configuration is valid" in out
+    assert f"{path}: warning: providers[0].rate: has no effect" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -139,9 +140,31 @@ class _ConfigInvalid(NodepoolError):
     pass
 
 
+@contextlib.contextmanager
+def _config_warnings():
+    """The loader's warnings (keys that load but do nothing; the `nodepool.config`
+    logger, which the daemon logs) gathered for config-validate to print."""
+    warned: list[str] = []
+
+    class Gather(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warned.append(record.getMessage())
+
+    logger = logging.getLogger("nodepool.config")
+    handler = Gather(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield warned
+    finally:
+        logger.removeHandler(handler)
+
+
 def cmd_config_validate(args: argparse.Namespace) -> int:
     from nodepool.config import ConfigFiles
-    problems = ConfigFiles(args.config, args.secure).problems()
+    with _config_warnings() as warned:
+        problems = ConfigFiles(args.config, args.secure).problems()
+    for line in dict.fromkeys(warned):
+        print(f"{args.config}: warning: {line}", file=sys.stderr)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
