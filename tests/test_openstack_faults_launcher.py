@@ -11,6 +11,7 @@ from plugins.ossim import LAUNCHER_CONFIG
 from requestor import Requestor, wait_for
 from zkhelpers import nodepool_yaml
 
+from nodepool.explain import current_reasons
 from nodepool.launcher.daemon import Launcher
 
 pytestmark = [pytest.mark.filterwarnings("ignore::openstack.warnings._RemovedInSDKWarning"),
@@ -152,3 +153,24 @@ def test_rate_limited_flavors_back_off_alone_while_ready_nodes_are_handed_over(
         wait_for(ready, timeout=30, what="a new spare once the flavors can be read")
     finally:
         second.stop()
+
+
+def test_request_larger_than_the_whole_cloud_quota_is_declined_not_left_waiting(
+        zk_tls, tmp_path, zk_client, ctl):
+    ctl.set_quotas(instances=2)   # the pool allows 4; the cloud never more than 2
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(nodepool_yaml(zk_tls, LAUNCHER_CONFIG))
+    daemon = Launcher(str(path), hostname="nl-quota")
+    daemon.start()
+    try:
+        rq = Requestor(zk_client)
+        rid = rq.submit(["small"] * 3)
+        req = rq.wait(rid, timeout=20)
+        assert req["state"] == "failed" and len(req["declined_by"]) == 1
+        assert ctl.servers() == []
+        wait_for(lambda: "more than the whole quota of provider sim-cloud" in
+                 current_reasons(zk_client, [rid]).get(rid, ""),
+                 timeout=10, what="the decline's reason in the timeline")
+        assert "3 instances (limit 2)" in current_reasons(zk_client, [rid])[rid]
+    finally:
+        daemon.stop()
