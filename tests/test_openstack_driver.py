@@ -308,9 +308,13 @@ def test_delete_issues_the_call_in_its_first_advance(adapter: OpenStackAdapter, 
     from nodepool.drivers.adapter import Listing
     from nodepool.model import Node
     server_id = SimFaults(ctl, conn, "sim-fip").create_leaked_server("0000000077")
+    ctl.clear_calls()
     adapter.delete(Node(id="0000000077", provider="sim-fip", external_id=server_id)).advance(
         Listing({}, 0.0))
-    assert ctl.server(server_id)["deleting"]
+    # What the simulator received, not the server's state: with its short delete delay the
+    # server may already be gone (ctl.server() is None) when a loaded machine asks.
+    deletes = [r["path"] for r in ctl.requests() if r["method"] == "DELETE"]
+    assert deletes == [f"/compute/v2.1/servers/{server_id}"], ctl.requests()
 
 
 # -- listings ------------------------------------------------------------------

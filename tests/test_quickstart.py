@@ -190,13 +190,36 @@ def test_ctrl_c_in_the_foreground_stops_everything(quickstart: Quickstart) -> No
     assert [ns for ns in namespaces() if ns.startswith(f"ossim-{sim_id}-")] == []
 
 
-def test_a_taken_port_fails_before_anything_starts_and_says_which(quickstart: Quickstart) -> None:
+def test_taken_ports_fail_before_anything_starts_and_are_named_all_at_once(quickstart: Quickstart) -> None:
     qs = quickstart
-    with socket.socket() as taken:
+    with socket.socket() as taken, socket.socket() as also_taken:
         taken.bind(("127.0.0.1", qs.sim_port))
         taken.listen()
+        also_taken.bind(("127.0.0.1", qs.zk_port))
+        also_taken.listen()
         result = qs.run()
     assert result.returncode == 1
+    assert f"127.0.0.1:{qs.zk_port} (ZooKeeper plain port) is already in use" in result.stderr
     assert f"127.0.0.1:{qs.sim_port} (OpenStack simulator) is already in use" in result.stderr
-    assert "--sim-port" in result.stderr
+    assert "--sim-port" in result.stderr and "--zk-port" in result.stderr
     assert qs.run("status").returncode == 3  # ZooKeeper was not started either
+
+
+def test_a_launcher_that_died_is_started_alone_and_its_log_is_kept(quickstart: Quickstart) -> None:
+    qs = quickstart
+    first = qs.run()
+    assert first.returncode == 0, f"tools/quickstart failed:\n{first.stdout}\n{first.stderr}"
+    pids = qs.pids()
+    os.kill(pids["launcher"], signal.SIGKILL)  # dies without a word of its own
+    wait_for(lambda: not alive(pids["launcher"]), timeout=10, what="the killed launcher to go")
+    dead_log = (qs.state / "launcher.log").read_text()
+    assert dead_log
+    again = qs.run()
+    assert again.returncode == 0, f"second start failed:\n{again.stdout}\n{again.stderr}"
+    # As doc/quickstart.md says: ZooKeeper and the simulator run on; only the launcher starts again.
+    assert again.stdout.count("already running") == 2, again.stdout
+    now = qs.pids()
+    assert now["zookeeper"] == pids["zookeeper"] and now["ossim"] == pids["ossim"]
+    assert now["launcher"] != pids["launcher"]
+    assert (qs.state / "launcher.log.1").read_text() == dead_log  # the dead one's evidence
+    assert "launcher.log.1" in again.stdout

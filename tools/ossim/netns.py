@@ -67,6 +67,22 @@ def free_slash16() -> str:
     raise RuntimeError("no free 10.x.0.0/16 (x in 200-254) on this machine; pass real_cidr explicitly")
 
 
+def mac_for(address: str) -> str:
+    """A fixed, locally administered MAC for an IPv4 address: 02:00 and the address's four bytes.
+
+    An address that comes back (a server deleted and the next one created on its address) comes
+    back with the same MAC, so the neighbour (ARP) entries that outlived the old node stay true.
+    With random MACs the host kept sending to the gone node's MAC until its REACHABLE entry timed
+    out (15-45 s): sshd 'did not listen within 15s', keyscans hung.
+    """
+    return "02:00:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
+
+
+def forget_neighbour(bridge: str, address: str) -> None:
+    """Drop the host's neighbour entry for an address that leaves its node (a floating IP may move)."""
+    run(["ip", "neigh", "flush", "to", address, "dev", bridge], check=False)
+
+
 def write_sshd_files(workdir: str, host_key: str, keys: list[str]) -> str:
     """Write sshd_config and authorized_keys for one node; return the config path."""
     authorized = os.path.join(workdir, "authorized_keys")

@@ -76,8 +76,11 @@ class RealNodes:
             os.makedirs(self.workdir)
             with open(os.path.join(self.workdir, "owner"), "w") as fh:
                 fh.write(f"{os.getpid()} {self.bridge}\n")
-            netns.run(["ip", "link", "add", self.bridge, "type", "bridge"])
-            netns.run(["ip", "addr", "add", f"{net.network_address + 1}/{net.prefixlen}", "dev", self.bridge])
+            gateway = str(net.network_address + 1)
+            # A MAC of its own: a bridge without one takes its lowest port's, so it changed as nodes came
+            # and went, and every node's neighbour entry for the gateway then named a MAC gone with a port.
+            netns.run(["ip", "link", "add", self.bridge, "address", netns.mac_for(gateway), "type", "bridge"])
+            netns.run(["ip", "addr", "add", f"{gateway}/{net.prefixlen}", "dev", self.bridge])
             netns.run(["ip", "link", "set", self.bridge, "up"])
         log.info("real nodes on bridge %s, %s", self.bridge, self.cidr)
         return self.cidr
@@ -136,6 +139,8 @@ class RealNodes:
                 return
             verb = "add" if add else "del"
             netns.run(["ip", "-n", node.namespace, "addr", verb, f"{address}/32", "dev", "eth0"], check=False)
+            if not add:
+                netns.forget_neighbour(self.bridge, address)  # it names this node's MAC; the next holder has another
             (node.extra.add if add else node.extra.discard)(address)
 
     def _boot_logged(self, node: Node) -> None:
@@ -153,7 +158,7 @@ class RealNodes:
             os.makedirs(node.workdir)
             netns.run(["ip", "netns", "add", node.namespace])
             netns.run(["ip", "link", "add", node.veth, "type", "veth", "peer", "name", "eth0",
-                       "netns", node.namespace])
+                       "address", netns.mac_for(node.ip), "netns", node.namespace])
             netns.run(["ip", "link", "set", node.veth, "master", self.bridge, "up"])
             # No default route inside: the node reaches only this bridge's /16, nothing beyond this machine.
             netns.batch(node.namespace, [f"addr add {node.ip}/{net.prefixlen} dev eth0",
@@ -194,6 +199,8 @@ class RealNodes:
                 netns.kill_namespace_pids(node.namespace)
                 netns.run(["ip", "netns", "del", node.namespace], check=False)
             netns.run(["ip", "link", "del", node.veth], check=False, quiet=True)
+            for address in node.extra:  # floating IPs: their next node has another MAC (its own address keeps it)
+                netns.forget_neighbour(self.bridge, address)
             shutil.rmtree(node.workdir, ignore_errors=True)
             node.gone = True
         with self._lock:

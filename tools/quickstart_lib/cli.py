@@ -181,6 +181,8 @@ def start_services(s: Settings) -> tuple[dict, int, float | None]:
     if launcher:
         say(f"      already running (pid {launcher})")
         return zk, launcher, None
+    if s.log("launcher").is_file() and s.log("launcher").stat().st_size > 0:
+        say(f"      its previous log is kept as {show(s.log('launcher'))}.1")
     since = time.time()
     launcher = services.start_launcher(s)
     say(f"      started (pid {launcher}); log {show(s.log('launcher'))}")

@@ -37,13 +37,21 @@ def _unblock() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+def rotate(log: Path) -> None:
+    """Keep the previous run's log as <log>.1 (one generation): a service that died leaves its evidence."""
+    if log.is_file() and log.stat().st_size > 0:
+        log.replace(log.with_name(log.name + ".1"))
+
+
 def start_detached(argv: Sequence[str], log: Path, pid_file: Path, marker: str,
                    env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
     """Start argv in its own session (a terminal's Ctrl-C reaches only us, and we stop it in order).
 
-    Output goes to log; pid_file records the pid and `marker`, an argument that only our
-    process has on its command line (its state-dir path), so a recycled pid never passes for it.
+    Output goes to log (the previous one becomes <log>.1); pid_file records the pid and `marker`, an
+    argument that only our process has on its command line (its state-dir path), so a recycled pid
+    never passes for it.
     """
+    rotate(log)
     # Ctrl-C between the start and the pid file would leave a process nobody can find: hold signals till then.
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:

@@ -34,15 +34,15 @@ def venv_bin(name: str) -> str:
 
 
 def check_ports(s: Settings, zk: bool, sim: bool) -> None:
-    """Before starting anything: fail if a port we are about to listen on is taken."""
+    """Before starting anything: fail if a port we are about to listen on is taken, naming every such port."""
     wanted = [(s.zk_port, "ZooKeeper plain port", "--zk-port or QUICKSTART_ZK_PORT"),
               (s.zk_tls_port, "ZooKeeper TLS port", "--zk-tls-port or QUICKSTART_ZK_TLS_PORT")] if zk else []
     wanted += [(s.sim_port, "OpenStack simulator", "--sim-port or QUICKSTART_SIM_PORT")] if sim else []
-    for port, what, option in wanted:
-        if port_in_use(port):
-            raise QuickstartError(
-                f"127.0.0.1:{port} ({what}) is already in use by another process (see `ss -ltnp "
-                f"'sport = :{port}'`): stop it, or choose another port with {option}")
+    taken = [(port, what, option) for port, what, option in wanted if port_in_use(port)]
+    if taken:  # all of them at once: fixing one at a time and re-running is tedious
+        raise QuickstartError("\n".join(
+            f"127.0.0.1:{port} ({what}) is already in use by another process (see `ss -ltnp "
+            f"'sport = :{port}'`): stop it, or choose another port with {option}" for port, what, option in taken))
 
 
 # -- ZooKeeper ------------------------------------------------------------------------------------
