@@ -12,7 +12,7 @@ from nodepool import listings
 from nodepool.cli.nodes import _json, nodes_table
 from nodepool.cli.output import age_of, print_json
 from nodepool.errors import LockFailed, NodepoolError, NotFound
-from nodepool.explain import reasons_of
+from nodepool.explain import decline_reasons, reasons_of
 from nodepool.model import NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, paths, requests
 from nodepool.zk.client import ZooKeeperClient
@@ -113,10 +113,12 @@ def cmd_request(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     if final is None:
         raise RequestFailed(f"request {req.id} was deleted by someone else")
     if final.state == RequestState.FAILED:
+        why = decline_reasons(zk.kazoo, req.id)    # before the delete takes the timeline
         requests.delete_request(zk.kazoo, req.id)
         declined = ", ".join(final.declined_by) or "no pool"
-        raise RequestFailed(f"request {req.id} failed (declined by: {declined}); every "
-                            f"launcher pool declined it: is the label served by any provider?")
+        hint = "; ".join(why) if why else \
+            "no launcher recorded why: is the label served by any provider?"
+        raise RequestFailed(f"request {req.id} failed (declined by: {declined}): {hint}")
     elapsed = time.monotonic() - started
     try:
         taken = _take_nodes(zk, final, args.reason if args.hold else None)
