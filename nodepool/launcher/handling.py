@@ -48,8 +48,7 @@ class Requests:
         self.capacity = capacity
         self.cloud = cloud
         self._absorb = absorb      # fold the cache's changes in before a look at requests
-        self.deferral = Deferral(scope, launches, capacity, cloud,
-                                 lambda: len(spares.starting))
+        self.deferral = Deferral(scope, launches, capacity, cloud, lambda: len(self.handlers))
         self.handlers: dict[str, RequestHandler] = {}
         self.finished: set[str] = set()
         self.declined: set[tuple[str, str]] = set()
@@ -133,8 +132,8 @@ class Requests:
         starved by small ones behind it). `only`: look at just these requests;
         pools still deferring since the last walk take none of them.
         """
-        if self.scope.stopping:
-            return
+        if self.scope.stopping or self.scope.provider.max_concurrency == 0:
+            return   # max-concurrency 0: as Nodepool, the provider handles no request at all
         walk = only is None
         cache = self.scope.ctx.cache
         if walk:
@@ -182,7 +181,8 @@ class Requests:
         if pool.cfg.name in blocked:
             self.notes.behind(req, pool, blocked[pool.cfg.name])
             return False
-        blocker = self._blocker(req, pool, looked.promised)
+        blocker = "concurrency" if self._at_concurrency(looked) else \
+            self._blocker(req, pool, looked.promised)
         if blocker is not None:
             self.notes.deferred(req, pool, blocker)
         if blocker == "tenant":
@@ -192,6 +192,12 @@ class Requests:
             blocked[pool.cfg.name] = (blocker, req.id)
             return False
         return True
+
+    def _at_concurrency(self, looked: _Look) -> bool:
+        """max-concurrency, as Nodepool counts it: requests handled at once (held by us,
+        or taken in this pass), from their take until their nodes are ready or failed."""
+        limit = self.scope.provider.max_concurrency
+        return limit > 0 and len(self.handlers) + len(looked.takes) >= limit
 
     def _blocker(self, req: NodeRequest, pool: PoolState,
                  promised: collections.Counter) -> str | None:
