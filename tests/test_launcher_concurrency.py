@@ -56,3 +56,28 @@ def test_max_concurrency_defaults_to_no_limit(env):
     rq = env.requestor
     rids = [rq.submit(["small"]) for _ in range(3)]
     assert [rq.wait(r)["state"] for r in rids] == ["fulfilled"] * 3
+
+
+def test_a_pool_at_quota_logs_once_that_it_pauses_and_once_that_it_resumes(env, caplog):
+    """Issue 16: a pool paused at quota logged nothing. Once each way, with why."""
+    import logging
+    caplog.set_level(logging.INFO, logger="nodepool.launcher.requests")
+    env.write_config(max_servers=1)
+    launcher = env.start_launcher()
+    rq = env.requestor
+    first = rq.submit(["small"])
+    nodes = rq.accept(first, rq.wait(first))
+    second = rq.submit(["small"])
+
+    def said(text):
+        return [r for r in caplog.records if r.name == "nodepool.launcher.requests"
+                and text in r.getMessage() and r.levelno == logging.INFO]
+    wait_for(lambda: said("Pool main of provider fake1 paused"), what="pause logged")
+    passes_go_by(launcher, "fake1", count=5)
+    (paused,) = said("Pool main of provider fake1 paused")
+    assert "max-servers" in paused.getMessage() and second in paused.getMessage()
+    rq.finish(nodes)
+    assert rq.wait(second)["state"] == "fulfilled"
+    wait_for(lambda: said("Pool main of provider fake1 resumed"), what="resume logged")
+    passes_go_by(launcher, "fake1", count=3)
+    assert len(said("resumed")) == 1 and len(said("paused")) == 1

@@ -14,6 +14,7 @@ import collections
 import logging
 
 from nodepool import errors
+from nodepool import timeline as tl
 from nodepool.launcher import handover
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.cloudview import CloudView
@@ -59,6 +60,7 @@ class Requests:
         self.retry_requests: set[str] = set()
         self.waiting_pools: set[str] = set()          # pools a request of ours waits in
         self.notes = RequestNotes(scope, capacity)    # the requests' timelines (reasons.py)
+        self._said_paused: dict[str, bool] = {}       # pool -> paused, as last logged
 
     def handler_node_ids(self) -> set[str]:
         return {s for h in self.handlers.values() for s in h.slots if s is not None}
@@ -113,6 +115,25 @@ class Requests:
             self.serve_requests()
         else:
             self.serve_new_requests()
+        self._say_pauses()
+
+    def _say_pauses(self) -> None:
+        """Log (INFO) a pool pausing and resuming, once each, with why; not every pass."""
+        for name, pool in self.scope.pools.items():
+            if pool.paused == self._said_paused.get(name, False):
+                continue
+            self._said_paused[name] = pool.paused
+            where = f"pool {name} of provider {self.scope.name}"
+            if not pool.paused:
+                log.info("%s resumed: it takes requests again", where.capitalize())
+                continue
+            deferring = self.deferral.deferring.get(name)
+            if deferring is not None and deferring.kind != "paused":
+                why = tl.CAUSES.get(deferring.kind, deferring.kind) + \
+                    f" (first in line: request {deferring.head})"
+            else:
+                why = pool.pause_reason or tl.CAUSES["paused"]
+            log.info("%s paused: %s", where.capitalize(), why)
 
     def serve_new_requests(self) -> None:
         """Requests that arrived or changed (or whose take failed) since the last look."""
