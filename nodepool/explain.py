@@ -92,6 +92,22 @@ def queues(items: list[tuple[NodeRequest, list[tl.Entry]]]
     return out
 
 
+def decline_reasons(kazoo: KazooClient, request_id: str, wait: float = 3.0) -> list[str]:
+    """Why the pools declined a failed request, one sentence per pool, from its timeline.
+
+    A launcher writes a failed request's timeline within its flush interval (a
+    second by default) of the failure: read again, for at most `wait` seconds,
+    until its `failed` entry is there. [] when no launcher recorded why."""
+    deadline = time.monotonic() + wait
+    while True:
+        entries, _ = zkt.read_timeline(kazoo, request_id)
+        if any(e.get("event") == tl.FAILED for e in entries) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    said = [sentence(e) for e in entries if e.get("event") == tl.DECLINED]
+    return list(dict.fromkeys(said))
+
+
 def _age(req: NodeRequest, now: float) -> float:
     return max(0.0, now - (req.created_time or req.state_time or now))
 

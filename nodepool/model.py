@@ -151,7 +151,8 @@ class Node(_Record):
     image_id: str | None = None
     slot: int | None = None
     attributes: dict | None = None
-    node_properties: list | None = None
+    # Zuul's default is {} (a job's `'spot' in node_properties` must work); null reads as {}.
+    node_properties: dict = dataclasses.field(default_factory=dict)
     resources: dict | None = None
     tenant_name: str | None = None
     requestor: str | None = None
@@ -274,7 +275,7 @@ def _from_dict(cls, obj_id, data, version):
 
 # How keys that need it are read; every other known key is taken as it is.
 Node._PARSERS = {"state": NodeState, "type": _label_list, "host_keys": _list,
-                 "connection_port": _port}
+                 "connection_port": _port, "node_properties": lambda value: dict(value or {})}
 NodeRequest._PARSERS = {"state": RequestState, "node_types": _list, "nodes": _list,
                         "declined_by": _list,
                         "reuse": lambda value: True if value is None else bool(value),

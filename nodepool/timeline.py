@@ -41,7 +41,7 @@ CAUSES = {
     "pool": "the pool is at its limits (max-servers, max-cores, max-ram)",
     "provider": "the cloud's quota for the provider is used up",
     "tenant": "the request's tenant is at its resource limit",
-    "concurrency": "the provider launches max-concurrency nodes already",
+    "concurrency": "the provider handles max-concurrency requests already",
     "cost": "the labels' cost is not known yet (the flavors are being read)",
     "hosts busy": "every host of the static pool is in use",
     "paused": "the pool is paused (a launch hit the cloud's quota)",

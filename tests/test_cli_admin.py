@@ -7,13 +7,11 @@ import threading
 import time
 
 import pytest
-from test_cli import FakeLauncher, ready_node, run_cli, write_config
+from test_cli import ready_node, run_cli, write_config
 
 from nodepool import cli
-from nodepool import timeline as tl
 from nodepool.model import NodeState
 from nodepool.zk import nodes, paths, requests
-from nodepool.zk import timelines as zkt
 
 
 @pytest.fixture
@@ -114,15 +112,3 @@ def test_logconfig_option_configures_the_cli_logging(capsys, cfg, zk_client, tmp
     code, _, err = run_cli(capsys, "-c", cfg, "-l", str(tmp_path / "missing.yaml"), "list")
     assert code == cli.EXIT_FAILED and "missing.yaml" in err and "Traceback" not in err
 
-
-def test_failed_request_says_the_reason_its_timeline_records(capsys, cfg, zk_client):
-    class Recording(FakeLauncher):
-        def _serve(self, rid: str) -> None:
-            entry = tl.new_entry(tl.FAILED, time.time(), "11 nodes exceed pool max-servers 10",
-                                 provider="cloud1")
-            zk_client.create(zkt.entry_path(rid, "cloud1"), tl.encode([entry]), makepath=True)
-            super()._serve(rid)
-    Recording(zk_client, fail=True)
-    code, _, err = run_cli(capsys, "-c", cfg, "request", "small")
-    assert code == cli.EXIT_FAILED and "11 nodes exceed pool max-servers 10" in err
-    assert "is the label served" not in err

@@ -37,7 +37,7 @@ def test_provider_pool_and_label_defaults_match_nodepool() -> None:
     assert isinstance(provider, OpenStackProvider)
     assert (provider.driver, provider.rate, provider.boot_timeout, provider.launch_timeout,
             provider.launch_retries, provider.max_concurrency, provider.priority) == \
-        ("openstack", 1.0, 60, 3600, 3, 0, 100)
+        ("openstack", 1.0, 60, 3600, 3, -1, 100)
     assert (provider.region_name, provider.image_name_format, provider.clean_floating_ips,
             provider.port_cleanup_interval, provider.image_upload_timeout,
             provider.hostname_format, provider.post_upload_hook) == \

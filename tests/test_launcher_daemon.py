@@ -2,6 +2,7 @@
 
 import collections
 import json
+import logging
 import time
 
 from requestor import wait_for
@@ -176,3 +177,34 @@ def test_lost_session_re_registers_and_keeps_serving(env):
     wait_for(lambda: "fake1" in launcher.workers, timeout=20, what="lease won again")
     assert env.requestor.wait(env.requestor.submit(["small"]), timeout=20)["state"] == \
         "fulfilled"
+
+
+def test_a_standby_launcher_says_once_that_it_stands_by_and_once_that_it_stops(
+        env, monkeypatch, caplog):
+    """Issue 16: a standby launcher logged nothing; it must not log on every retry either."""
+    caplog.set_level(logging.INFO, logger="nodepool.launcher.ownership")
+    polls: collections.Counter = collections.Counter()
+    poll = Leases.poll
+
+    def retrying_poll(self):
+        self._retry.set()     # every poll tries for the lease again, as after many watch events
+        poll(self)
+        if self.zk.connected:
+            polls[self.owner.split(":")[0]] += 1
+    monkeypatch.setattr(Leases, "poll", retrying_poll)
+    env.write_config()
+    first = env.start_launcher("nl01")
+    wait_for(lambda: "fake1" in first.workers, what="nl01 owns fake1")
+    second = env.start_launcher("nl02")
+
+    def said(text):
+        return [r for r in caplog.records if r.name == "nodepool.launcher.ownership"
+                and text in r.getMessage()]
+    wait_for(lambda: said("Standing by for fake1: launcher nl01"), what="nl02 stands by")
+    start = polls["nl02"]
+    wait_for(lambda: (second.wake(), polls["nl02"] >= start + 5)[1], what="five more polls")
+    assert len(said("Standing by for fake1")) == 1
+    assert all(r.levelno == logging.INFO for r in said("Standing by"))
+    first.stop()
+    wait_for(lambda: "fake1" in second.workers, what="nl02 took fake1 over")
+    assert len(said("No longer standing by for fake1: its lease is ours now")) == 1

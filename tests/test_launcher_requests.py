@@ -118,6 +118,18 @@ def test_request_larger_than_pool_is_declined(env):
     assert req["state"] == "failed"
 
 
+def test_cli_request_declined_for_size_says_why(env, capsys):
+    """`nodepool request` names the pools' reasons from the timeline (issue 16: it said
+    "is the label served by any provider?" when the launcher knew better)."""
+    from nodepool import cli
+    env.write_config(max_servers=2)
+    env.start_launcher()
+    code = cli.main(["-c", env.config_path, "request", "small", "small", "small"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILED, err
+    assert "3 nodes exceed pool max-servers 2" in err and "any provider" not in err, err
+
+
 def test_cancelled_request_keeps_built_node_as_ready_spare(env):
     env.write_config()
     env.cloud.boot_delay = 0.5

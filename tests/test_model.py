@@ -144,3 +144,9 @@ def test_service_order_is_priority_then_relative_priority_then_sequence():
                                      ("0000000001", False), ("lock", False), ("20-00000001", False)])
 def test_request_id_recognised_by_dash_at_index_3(name, ok):
     assert is_request_id(name) is ok
+
+
+def test_node_properties_default_to_an_empty_mapping_and_null_reads_as_one() -> None:
+    """Zuul's default is {}: `'spot' in node_properties` must work on our nodes."""
+    assert json.loads(Node().to_json())["node_properties"] == {}
+    assert Node.from_json("0000000001", b'{"node_properties": null}').node_properties == {}

@@ -112,3 +112,70 @@ def test_diskimage_label_boots_the_latest_ready_upload(
     assert node["image_id"] == upload and node["username"] == "ubuntu"
     server = {s["id"]: s for s in ctl.servers()}[node["external_id"]]
     assert server["image"] == image_id
+
+
+DYNAMIC_CONFIG = LAUNCHER_CONFIG.replace("""            flavor-name: m1.tiny
+""", """            flavor-name: m1.tiny
+            dynamic-instance-properties:
+              r-id: "{{request.id}}"
+              r-labels: "{{request.labels}}"
+              r-requestor: "{{request.requestor}}"
+              r-data: "{{request.requestor_data[job]}}"
+              r-priority: "{{request.relative_priority}}"
+              r-event: "{{request.event_id}}"
+              r-created: "{{request.created_time}}"
+              r-tenant: "{{request.tenant_name}}"
+""")
+
+
+def test_dynamic_instance_properties_format_every_field_of_the_request(
+        zk_tls: dict, tmp_path: Any, zk_client: Any, ctl: Any) -> None:
+    """As Nodepool's getSafeAttributes: the request's own fields, labels being all of
+    its node_types (issue 16: four of them formatted as None)."""
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(nodepool_yaml(zk_tls, DYNAMIC_CONFIG))
+    daemon = Launcher(str(path), hostname="nl-openstack")
+    daemon.start()
+    try:
+        rq = Requestor(zk_client)
+        rid = rq.submit(["small", "small"], relative_priority=3, event_id="ev-42",
+                        created_time=1700000000.5, tenant_name="tenant-a")
+        request = rq.wait(rid)
+        assert request["state"] == "fulfilled", request
+        server = next(s for s in ctl.servers()
+                      if s["metadata"]["nodepool_node_id"] == request["nodes"][0])
+        meta = server["metadata"]
+        assert {k: v for k, v in meta.items() if k.startswith("r-")} == {
+            "r-id": rid, "r-labels": "['small', 'small']", "r-requestor": rq.name,
+            "r-data": "test", "r-priority": "3", "r-event": "ev-42",
+            "r-created": "1700000000.5", "r-tenant": "tenant-a"}
+        rq.finish(rq.accept(rid, request))
+    finally:
+        daemon.stop()
+
+
+def test_a_ready_node_carries_nodepools_fields_with_nodepools_types(
+        launcher: Launcher, zk_client: Any) -> None:
+    """Every key Nodepool writes for a launched node, with its type and default: jobs
+    and Zuul read them (issue 16: node_properties was null where Zuul expects {})."""
+    rq = Requestor(zk_client)
+    rid = rq.submit(["small"], tenant_name="tenant-a")
+    request = rq.wait(rid)
+    assert request["state"] == "fulfilled", request
+    node = rq.node(request["nodes"][0])
+    varying = {"state_time", "created_time", "external_id", "hostname", "interface_ip",
+               "public_ipv4", "private_ipv4", "host_id", "launcher", "driver_data"}
+    assert isinstance(node["state_time"], float) and isinstance(node["created_time"], float)
+    assert isinstance(node["hostname"], str) and node["launcher"]
+    assert node["interface_ip"] and node["private_ipv4"] and node["external_id"]
+    assert {k: v for k, v in node.items() if k not in varying} == {
+        "state": "ready", "type": ["small"], "provider": "sim-cloud", "pool": "main",
+        "cloud": "simcloud", "region": "RegionOne", "az": "nova",
+        "allocated_to": rid, "public_ipv6": None, "private_ipv6": None,
+        "connection_type": "ssh", "connection_port": 22, "ssh_port": 22,
+        "username": "cirros", "python_path": "auto", "shell_type": None, "host_keys": [],
+        "image_id": "cirros", "slot": None, "attributes": None, "node_properties": {},
+        "resources": {"instances": 1, "cores": 1, "ram": 512}, "tenant_name": "tenant-a",
+        "requestor": rq.name, "user_data": None, "hold_job": None, "comment": None,
+        "hold_expiration": None}
+    rq.finish(rq.accept(rid, request))

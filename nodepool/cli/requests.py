@@ -12,7 +12,7 @@ from nodepool import listings
 from nodepool.cli.nodes import _json, nodes_table
 from nodepool.cli.output import age_of, print_json
 from nodepool.errors import LockFailed, NodepoolError, NotFound
-from nodepool.explain import reasons_of
+from nodepool.explain import decline_reasons, reasons_of
 from nodepool.model import NodeRequest, NodeState, RequestState
 from nodepool.zk import locks, nodes, paths, requests
 from nodepool.zk.client import ZooKeeperClient
@@ -91,20 +91,6 @@ def _take_nodes(zk: ZooKeeperClient, req: NodeRequest, hold: str | None) -> list
             locks.release(lock)
 
 
-def _why_failed(zk: ZooKeeperClient, req: NodeRequest) -> str:
-    """The launchers' reason from the request's timeline (written within about a second of
-    the failure, so read again once if it is not there yet); else who declined it."""
-    for attempt in range(2):
-        reason = reasons_of(zk.kazoo, [req]).get(req.id, "")
-        if reason.startswith("failed: ") and "declined by every pool" not in reason:
-            return reason
-        if attempt == 0:
-            time.sleep(1.5)
-    declined = ", ".join(req.declined_by) or "no pool"
-    return (f"failed (declined by: {declined}); no launcher recorded why: is the label "
-            f"served by any provider?")
-
-
 def cmd_request(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     req = NodeRequest(node_types=list(args.labels), requestor=args.requestor,
                       provider=args.provider, reuse=not args.no_reuse,
@@ -127,8 +113,12 @@ def cmd_request(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     if final is None:
         raise RequestFailed(f"request {req.id} was deleted by someone else")
     if final.state == RequestState.FAILED:
+        why = decline_reasons(zk.kazoo, req.id)    # before the delete takes the timeline
         requests.delete_request(zk.kazoo, req.id)
-        raise RequestFailed(f"request {req.id} {_why_failed(zk, final)}")
+        declined = ", ".join(final.declined_by) or "no pool"
+        hint = "; ".join(why) if why else \
+            "no launcher recorded why: is the label served by any provider?"
+        raise RequestFailed(f"request {req.id} failed (declined by: {declined}): {hint}")
     elapsed = time.monotonic() - started
     try:
         taken = _take_nodes(zk, final, args.reason if args.hold else None)

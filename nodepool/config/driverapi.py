@@ -41,7 +41,7 @@ def provider_common(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "name": raw["name"],
         "driver": raw.get("driver", DEFAULT_DRIVER),
-        "max_concurrency": raw.get("max-concurrency", 0),
+        "max_concurrency": raw.get("max-concurrency", -1),
         "priority": raw.get("priority", 100),
         "rate": float(raw.get("rate", 1.0)),
         "boot_timeout": raw.get("boot-timeout", 60),

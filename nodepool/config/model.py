@@ -172,8 +172,8 @@ class Provider:
 
     name: str
     driver: str
-    # 0 means no limit on launches in progress at once.
-    max_concurrency: int = 0
+    # As Nodepool: most requests handled at once; negative: no limit; 0: handles none.
+    max_concurrency: int = -1
     priority: int = 100
     # Seconds between cloud API calls.
     rate: float = 1.0

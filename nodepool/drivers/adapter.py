@@ -130,6 +130,7 @@ class LaunchContext:
     label: Any          # the pool label's frozen config value
     image: Any = None   # a resolved image (driver-specific: e.g. an upload's external id)
     az: str | None = None  # an availability zone the request is constrained to
+    request: Any = None    # the NodeRequest the node is launched for, if any (as cached)
 
 
 class CreateStateMachine(abc.ABC):

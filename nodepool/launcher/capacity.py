@@ -1,4 +1,4 @@
-"""Whether a provider worker may launch more: concurrency, pool, provider and tenant limits.
+"""Whether a provider worker may launch more: pool, provider and tenant limits.
 
 A part of ProviderWorker that holds no state of its own: it reads the
 index of our nodes, the launches under way (including those the cache has
@@ -23,11 +23,10 @@ class Capacity:
     """Launch limits of one provider, from the index, the launches and the limits."""
 
     def __init__(self, scope: ProviderScope, cloud: CloudView,
-                 in_flight: Callable[[], list[Node]], launching: Callable[[], int]):
+                 in_flight: Callable[[], list[Node]]):
         self.scope = scope
         self.cloud = cloud
         self._in_flight = in_flight     # nodes of launches under way (and spares starting)
-        self._launching = launching     # how many launches are under way
 
     def label_cost(self, pool_cfg, label_name: str) -> Resources:
         label = pool_cfg.labels.get(label_name)
@@ -60,8 +59,10 @@ class Capacity:
     def launch_blocker(self, pool: PoolState, labels: list[str], tenant: str | None
                        ) -> str | None:
         """Which limit launching `labels` in `pool` would break right now, if any:
-        "concurrency", "pool", "provider", "tenant", or "cost" while the labels' cost
-        is unknown (the limits read that tells it is asked for)."""
+        "concurrency" (max-concurrency 0: the provider launches nothing), "pool",
+        "provider", "tenant", or "cost" while the labels' cost is unknown (the limits
+        read that tells it is asked for). A max-concurrency above 0 limits the
+        requests handled at once, not launches (the request part checks it)."""
         need = Resources()
         try:
             for label in labels:
@@ -69,9 +70,8 @@ class Capacity:
         except errors.CostUnknown:
             self.cloud.refresh_limits()   # reads the flavors too, on the executor, backed off
             return "cost"
-        mc = self.scope.provider.max_concurrency
-        if mc and mc > 0 and self._launching() + len(labels) > mc:
-            return "concurrency"
+        if self.scope.provider.max_concurrency == 0:
+            return "concurrency"    # the provider handles no requests: it launches nothing
         index, pending = self.scope.index, self.pending_nodes()
         in_pool = index.usage(pool.cfg.name) + quota.usage(
             [n for n in pending if n.pool == pool.cfg.name], self.node_cost)

@@ -46,12 +46,12 @@ class Deferral:
     """Walk bookkeeping of the request part: what decided the last walk, and whether it moved."""
 
     def __init__(self, scope: ProviderScope, launches: Launches, capacity: Capacity,
-                 cloud: CloudView, starting: Callable[[], int]):
+                 cloud: CloudView, handling: Callable[[], int]):
         self.scope = scope
         self.launches = launches
         self.capacity = capacity
         self.cloud = cloud
-        self._starting = starting          # spare launches whose create is in flight
+        self._handling = handling          # requests the provider handles (max-concurrency)
         self.walk_wanted = True            # set on the cache thread too (a bool: atomic)
         self.walk_config = None
         self.deferring: dict[str, Deferring] = {}     # pool name -> why it waits
@@ -108,7 +108,7 @@ class Deferral:
         unassigned = len(self.launches.unassigned(pool))
         common = (pool_name in waiting_pools, index.spare_total(pool_name), unassigned)
         if kind == "concurrency":
-            return common + (len(self.launches) + self._starting(),)
+            return common + (self._handling(),)
         pending = self.capacity.pending_nodes()
         if kind in ("provider", "cost"):   # "cost": the limits read also reads the flavors
             return common + (index.usage(), self.cloud.limits, len(pending))

@@ -14,6 +14,7 @@ import collections
 import logging
 
 from nodepool import errors
+from nodepool import timeline as tl
 from nodepool.launcher import handover
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.cloudview import CloudView
@@ -48,8 +49,7 @@ class Requests:
         self.capacity = capacity
         self.cloud = cloud
         self._absorb = absorb      # fold the cache's changes in before a look at requests
-        self.deferral = Deferral(scope, launches, capacity, cloud,
-                                 lambda: len(spares.starting))
+        self.deferral = Deferral(scope, launches, capacity, cloud, lambda: len(self.handlers))
         self.handlers: dict[str, RequestHandler] = {}
         self.finished: set[str] = set()
         self.declined: set[tuple[str, str]] = set()
@@ -60,6 +60,7 @@ class Requests:
         self.retry_requests: set[str] = set()
         self.waiting_pools: set[str] = set()          # pools a request of ours waits in
         self.notes = RequestNotes(scope, capacity)    # the requests' timelines (reasons.py)
+        self._said_paused: dict[str, bool] = {}       # pool -> paused, as last logged
 
     def handler_node_ids(self) -> set[str]:
         return {s for h in self.handlers.values() for s in h.slots if s is not None}
@@ -114,6 +115,25 @@ class Requests:
             self.serve_requests()
         else:
             self.serve_new_requests()
+        self._say_pauses()
+
+    def _say_pauses(self) -> None:
+        """Log (INFO) a pool pausing and resuming, once each, with why; not every pass."""
+        for name, pool in self.scope.pools.items():
+            if pool.paused == self._said_paused.get(name, False):
+                continue
+            self._said_paused[name] = pool.paused
+            where = f"pool {name} of provider {self.scope.name}"
+            if not pool.paused:
+                log.info("%s resumed: it takes requests again", where.capitalize())
+                continue
+            deferring = self.deferral.deferring.get(name)
+            if deferring is not None and deferring.kind != "paused":
+                why = tl.CAUSES.get(deferring.kind, deferring.kind) + \
+                    f" (first in line: request {deferring.head})"
+            else:
+                why = pool.pause_reason or tl.CAUSES["paused"]
+            log.info("%s paused: %s", where.capitalize(), why)
 
     def serve_new_requests(self) -> None:
         """Requests that arrived or changed (or whose take failed) since the last look."""
@@ -133,8 +153,8 @@ class Requests:
         starved by small ones behind it). `only`: look at just these requests;
         pools still deferring since the last walk take none of them.
         """
-        if self.scope.stopping:
-            return
+        if self.scope.stopping or self.scope.provider.max_concurrency == 0:
+            return   # max-concurrency 0: as Nodepool, the provider handles no request at all
         walk = only is None
         cache = self.scope.ctx.cache
         if walk:
@@ -182,7 +202,8 @@ class Requests:
         if pool.cfg.name in blocked:
             self.notes.behind(req, pool, blocked[pool.cfg.name])
             return False
-        blocker = self._blocker(req, pool, looked.promised)
+        blocker = "concurrency" if self._at_concurrency(looked) else \
+            self._blocker(req, pool, looked.promised)
         if blocker is not None:
             self.notes.deferred(req, pool, blocker)
         if blocker == "tenant":
@@ -192,6 +213,12 @@ class Requests:
             blocked[pool.cfg.name] = (blocker, req.id)
             return False
         return True
+
+    def _at_concurrency(self, looked: _Look) -> bool:
+        """max-concurrency, as Nodepool counts it: requests handled at once (held by us,
+        or taken in this pass), from their take until their nodes are ready or failed."""
+        limit = self.scope.provider.max_concurrency
+        return limit > 0 and len(self.handlers) + len(looked.takes) >= limit
 
     def _blocker(self, req: NodeRequest, pool: PoolState,
                  promised: collections.Counter) -> str | None:

@@ -157,8 +157,10 @@ class Launches:
         return task
 
     def _context(self, task: LaunchTask) -> LaunchContext:
+        request = self.scope.ctx.cache.get_request(task.request_id) if task.request_id \
+            else None
         return LaunchContext(node=task.node, provider=self.scope.provider, pool=task.pool.cfg,
-                             label=task.label, az=task.az,
+                             label=task.label, az=task.az, request=request,
                              image=self.cloud.resolve_image(task.label))
 
     def resume(self, node_id: str) -> None:

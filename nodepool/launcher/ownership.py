@@ -47,6 +47,7 @@ class Leases:
         self.wanted: set[str] = set()
         self.held: set[str] = set()
         self.sessions: dict[str, int] = {}   # held lease -> the session id that won it
+        self.standing_by: set[str] = set()   # wanted leases another launcher holds (logged)
         self._retry = threading.Event()
         self._retry.set()
         self._session_lost = False
@@ -64,6 +65,9 @@ class Leases:
         """Set which leases we should hold; released ones call on_lost."""
         for name in sorted(self.held - names):
             self.release(name)
+        for name in sorted(self.standing_by - names):
+            self.standing_by.discard(name)
+            log.info("No longer standing by for %s: it is not ours to run any more", name)
         self.wanted = set(names)
         self._retry.set()
         self.wake()
@@ -102,13 +106,30 @@ class Leases:
                 if self.zk.kazoo.exists(path, watch=self._watch) is None:
                     self._retry.set()
                     self.wake()
+                else:
+                    self._stand_by(name, path)
                 continue
+            if name in self.standing_by:
+                self.standing_by.discard(name)
+                log.info("No longer standing by for %s: its lease is ours now", name)
             self.held.add(name)
             # The session the znode belongs to (not the client's current one, which may
             # have been replaced since): the fence holds the lease to it (fence.py).
             self.sessions[name] = stat.ephemeralOwner
             log.info("Won lease %s (session %#x)", name, stat.ephemeralOwner)
             self.on_acquired(name)
+
+    def _stand_by(self, name: str, path: str) -> None:
+        """Log once that another launcher holds the lease (not on every retry)."""
+        if name in self.standing_by:
+            return
+        self.standing_by.add(name)
+        try:
+            owner = json.loads(self.zk.kazoo.get(path)[0] or b"{}").get("owner", "?")
+        except Exception:   # gone or unreadable: who holds it is only for the log line
+            owner = "?"
+        log.info("Standing by for %s: launcher %s holds its lease; taking over when it "
+                 "lets go", name, owner)
 
     def _watch(self, event) -> None:
         self._retry.set()

@@ -73,8 +73,7 @@ class ProviderWorker:
         self.deletions = Deletions(scope, self.cloud)
         self.capacity = Capacity(
             scope, self.cloud,
-            in_flight=lambda: self.launches.nodes() + self.spares.starting_nodes(),
-            launching=lambda: len(self.launches) + len(self.spares.starting))
+            in_flight=lambda: self.launches.nodes() + self.spares.starting_nodes())
         self.launches = Launches(scope, self.cloud, self.capacity, self.deletions,
                                  unreachable=lambda task, e: self.supply.unreachable(task, e))
         self.supply = CloudSupply(scope, self.launches, self.capacity) if adapter.launches \

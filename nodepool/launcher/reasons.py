@@ -68,8 +68,11 @@ def blocker_text(capacity: Capacity, pool: PoolState, kind: str, labels: list[st
                      quota.tenant_limits(limits))
         return f"tenant {tenant} is at its resource limit" + (f", {over}" if over else "")
     if kind == "concurrency":
-        return (f"provider {scope.name} is launching {scope.provider.max_concurrency} nodes "
-                f"already, its max-concurrency")
+        limit = scope.provider.max_concurrency
+        if limit == 0:
+            return f"provider {scope.name} has max-concurrency 0: it handles no requests"
+        return (f"provider {scope.name} is handling {limit} requests already, "
+                f"its max-concurrency")
     if kind == "cost":
         return (f"the cost of {', '.join(sorted(set(labels)))} in provider {scope.name} is "
                 f"not known yet (its flavors are being read)")

@@ -119,10 +119,9 @@ def flavor_amounts(server: Mapping[str, Any]) -> tuple[str | None, int | None, i
 
 @dataclasses.dataclass(frozen=True)
 class RequestAttributes:
-    """`{request.*}` in dynamic-instance-properties: the request fields a node carries.
-
-    Nodepool also offers requestor_data, relative_priority, event_id and
-    created_time; the driver sees only the node, so those format as None.
+    """`{request.*}` in dynamic-instance-properties: the fields of the request the node
+    is launched for, as Nodepool offers them (its getSafeAttributes). A node launched
+    for no request (a min-ready spare) has only its own labels, requestor and tenant.
     """
 
     id: str | None
@@ -133,6 +132,18 @@ class RequestAttributes:
     relative_priority: int | None = None
     event_id: str | None = None
     created_time: float | None = None
+
+
+def request_attributes(ctx: LaunchContext) -> RequestAttributes:
+    """What `{request.*}` formats from: the request when known, else the node's fields."""
+    req, node = ctx.request, ctx.node
+    if req is None:
+        return RequestAttributes(id=node.allocated_to, labels=list(node.type),
+                                 requestor=node.requestor, tenant_name=node.tenant_name)
+    return RequestAttributes(id=req.id, labels=list(req.node_types), requestor=req.requestor,
+                             tenant_name=req.tenant_name, requestor_data=req.requestor_data,
+                             relative_priority=req.relative_priority, event_id=req.event_id,
+                             created_time=req.created_time)
 
 
 def hostname_for(ctx: LaunchContext) -> str:
@@ -155,8 +166,7 @@ def metadata_for(ctx: LaunchContext, image_name: str | None) -> dict[str, str]:
     meta: dict[str, str] = {}
     for key, value in (label.instance_properties or {}).items():
         meta[str(key)] = _text(value)
-    request = RequestAttributes(id=node.allocated_to, labels=list(node.type),
-                                requestor=node.requestor, tenant_name=node.tenant_name)
+    request = request_attributes(ctx)
     for key, value in (label.dynamic_instance_properties or {}).items():
         try:
             text = str(value).format(request=request)
