@@ -1,6 +1,6 @@
 """CLI commands and options added for Nodepool parity (issue 16): list --fields and
---detail's data columns, delete --now, erase, request-delete, -l, and the reason a
-failed request gives. Against a real ZooKeeper."""
+--detail's data columns, delete --now, erase, request-delete, -l. Against a real
+ZooKeeper."""
 
 import json
 import threading
