@@ -171,6 +171,9 @@ def test_resources_we_write_are_read_back_unchanged():
     cost = Resources(instances=1, cores=4, ram=8192, volumes=1, volume_gb=40)
     n = node("0000000001", resources=cost.to_dict())
     assert node_cost(n, label_cost) == cost
+    # Nodepool's keys (its OpenStack adapter writes `volume-gb`), which Zuul reads too.
+    assert cost.to_dict() == {"instances": 1, "cores": 4, "ram": 8192, "volumes": 1,
+                              "volume-gb": 40}
 
 
 def test_node_without_recorded_resources_costs_its_label():

@@ -62,8 +62,9 @@ class Resources:
         return ", ".join(past)
 
     def to_dict(self) -> dict[str, float]:
-        """The node's `resources` JSON (`cores`, `ram`, `instances` + extras)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v}
+        """The node's `resources` JSON with Nodepool's keys (`cores`, `ram`, `instances`,
+        `volumes`, `volume-gb`; zero amounts left out)."""
+        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items() if v}
 
 
 class InstanceStatus(str, enum.Enum):
