@@ -26,6 +26,7 @@ tenant-resource-limits:
   - tenant-name: tenant.a
     max-servers: 5
     max-cores: 40
+    max-volume-gb: 500
 """
 
 
@@ -145,6 +146,8 @@ def test_gauges_come_from_the_min_ready_owner_only(env, statsd):
     statsd.wait("nodepool.provider.fake1.pool.main.addressable_requests", "g")
     assert statsd.wait("nodepool.tenant_limits.tenant_a.instances", "g")[0].value == "5"
     assert statsd.wait("nodepool.tenant_limits.tenant_a.cores", "g")[0].value == "40"
+    # Nodepool's key for max-volume-gb (setTenantResourceLimits): volume-gb.
+    assert statsd.wait("nodepool.tenant_limits.tenant_a.volume-gb", "g")[0].value == "500"
     wait_for(lambda: any(s.value == "1" for s in statsd.seen("nodepool.nodes.ready", "g")),
              what="the ready node counted")
     # The other launcher reports too (quota used), and sends no gauge meanwhile.

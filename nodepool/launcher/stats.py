@@ -24,6 +24,8 @@ log = logging.getLogger("nodepool.launcher.stats")
 
 # Nodepool's `tenant_limits` keys for our TenantLimits fields.
 TENANT_KEYS = (("max_servers", "instances"), ("max_cores", "cores"), ("max_ram", "ram"))
+# ... and for the config keys kept as extras (Nodepool's setTenantResourceLimits).
+TENANT_EXTRA_KEYS = {"max-volumes": "volumes", "max-volume-gb": "volume-gb"}
 
 
 def cluster_gauges(ctx: LauncherContext) -> Gauges:
@@ -60,7 +62,8 @@ def cluster_gauges(ctx: LauncherContext) -> Gauges:
               (name,), total)
     for tenant, limits in config.tenant_resource_limits.items():
         pairs = [(key, getattr(limits, field)) for field, key in TENANT_KEYS]
-        for key, value in [*pairs, *limits.extra.items()]:
+        extra = [(TENANT_EXTRA_KEYS.get(k, k), v) for k, v in limits.extra.items()]
+        for key, value in [*pairs, *extra]:
             if value is not None and not math.isinf(value):   # unlimited: nothing to graph
                 g.set(f"nodepool.tenant_limits.{norm(tenant)}.{norm(key)}",
                       "nodepool_tenant_limit", (tenant, key), value)
