@@ -6,6 +6,8 @@ import time
 from plugins.launcher_env import cache_has_request, passes_go_by
 from requestor import wait_for
 
+from nodepool.explain import current_reasons
+
 
 def node_ids(kazoo):
     return sorted(kazoo.get_children("/nodepool/nodes")) if kazoo.exists("/nodepool/nodes") else []
@@ -280,3 +282,23 @@ def test_when_the_request_first_in_line_at_quota_goes_the_next_one_is_served(env
     assert served["state"] == "fulfilled"
     rq.finish(in_use)
     rq.finish(rq.accept(small, served))
+
+
+def test_tenant_limits_count_ready_nodes_too(env):
+    # Two spares are ready, but tenant-a may hold one server: its request for two waits
+    # (Nodepool checks the whole request against the tenant's limits, spares included).
+    env.write_config(min_ready=2, extra="""
+tenant-resource-limits:
+  - tenant-name: tenant-a
+    max-servers: 1
+""")
+    env.start_launcher()
+    rq = env.requestor
+    wait_for(lambda: len([n for n in node_ids(env.kazoo)
+                          if (rq.node(n) or {}).get("state") == "ready"]) == 2, what="2 spares")
+    big = rq.submit(["small", "small"], tenant_name="tenant-a")
+    wait_for(lambda: "tenant-a" in current_reasons(env.kazoo, [big]).get(big, ""),
+             timeout=15, what="the request deferred at its tenant's limit")
+    assert rq.get(big)["state"] == "requested" and rq.get(big)["nodes"] == []
+    one = rq.wait(rq.submit(["small"], tenant_name="tenant-a"))   # within its limit
+    assert one["state"] == "fulfilled"

@@ -82,14 +82,30 @@ class Capacity:
             total = index.usage() + quota.usage(pending, self.node_cost)
             if not quota.fits(need, total, limits):
                 return "provider"
+        if self._past_tenant_limits(need, tenant):
+            return "tenant"
+        return None
+
+    def request_past_tenant_limits(self, pool: PoolState, labels: list[str],
+                                   tenant: str | None) -> bool:
+        """Would the whole request take its tenant past a tenant-resource-limits key,
+        however its nodes are had (spares too)? Nodepool checks this before it accepts a
+        request; a claimed spare then counts as the tenant's (it carries tenant_name)."""
+        if not tenant or tenant not in self.scope.ctx.config.tenant_resource_limits:
+            return False
+        need = Resources()
+        for label in labels:
+            need = need + self._known_cost(pool.cfg, label)
+        return self._past_tenant_limits(need, tenant)
+
+    def _past_tenant_limits(self, need: Resources, tenant: str | None) -> bool:
         ctx = self.scope.ctx
         tenant_limits = ctx.config.tenant_resource_limits.get(tenant) if tenant else None
-        if tenant_limits is not None:
-            tenant_nodes = [n for n in ctx.cache.nodes() if n.tenant_name == tenant]
-            if not quota.fits(need, quota.usage(tenant_nodes, self.node_cost),
-                              quota.tenant_limits(tenant_limits)):
-                return "tenant"
-        return None
+        if tenant_limits is None:
+            return False
+        tenant_nodes = [n for n in ctx.cache.nodes() if n.tenant_name == tenant]
+        return not quota.fits(need, quota.usage(tenant_nodes, self.node_cost),
+                              quota.tenant_limits(tenant_limits))
 
     def never_fits(self, pool: PoolState, labels: list[str]) -> str | None:
         """Why the pool could never hold these labels, even empty: past its own absolute

@@ -227,6 +227,8 @@ class Requests:
         Ready nodes count first (spares promised to requests taken earlier in
         this pass excepted); the supply says why the rest cannot be had.
         """
+        if self.capacity.request_past_tenant_limits(pool, req.node_types, req.tenant_name):
+            return "tenant"   # spares count: a tenant may not pass its limit by taking them
         need = list(req.node_types)
         if self.supply.reuses_ready(req):
             index, name = self.scope.index, pool.cfg.name
