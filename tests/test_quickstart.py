@@ -214,7 +214,8 @@ def test_a_launcher_that_died_is_started_alone_and_its_log_is_kept(quickstart: Q
     wait_for(lambda: not alive(pids["launcher"]), timeout=10, what="the killed launcher to go")
     dead_log = (qs.state / "launcher.log").read_text()
     assert dead_log
-    again = qs.run()
+    # The new launcher may wait for the killed one's ZooKeeper session (and its leases) to expire.
+    again = qs.run(timeout=150)
     assert again.returncode == 0, f"second start failed:\n{again.stdout}\n{again.stderr}"
     # As doc/quickstart.md says: ZooKeeper and the simulator run on; only the launcher starts again.
     assert again.stdout.count("already running") == 2, again.stdout
