@@ -95,7 +95,8 @@ def test_positive_max_servers_does_not_limit_a_static_pool(zk_tls, zk_client, tm
         env.stop()
 
 
-SSH_PORT = """
+# One static pool of the "lab" provider; its hosts follow.
+POOL_HEAD = """
 zookeeper-servers:
   - host: zk.example.org
 labels:
@@ -106,6 +107,9 @@ providers:
     pools:
       - name: main
         nodes:
+"""
+
+SSH_PORT = POOL_HEAD + """
           - name: old.example.org
             labels: metal
             ssh-port: 2022
@@ -122,17 +126,7 @@ def test_legacy_ssh_port_is_read_and_connection_port_wins():
     assert ports == {"old.example.org": 2022, "both.example.org": 2222}
 
 
-TWO_USERS = """
-zookeeper-servers:
-  - host: zk.example.org
-labels:
-  - name: metal
-providers:
-  - name: lab
-    driver: static
-    pools:
-      - name: main
-        nodes:
+TWO_USERS = POOL_HEAD + """
           - name: shared.example.org
             labels: metal
           - name: shared.example.org
