@@ -4,7 +4,6 @@ ZooKeeper."""
 
 import json
 import threading
-import time
 
 import pytest
 from test_cli import ready_node, run_cli, write_config
@@ -37,16 +36,22 @@ def test_list_detail_has_nodepools_user_data_and_driver_data_columns(capsys, cfg
     assert code == 0 and "User Data" in out and "Driver Data" in out and "srv-1" in out
 
 
-def deleter(kazoo) -> threading.Thread:
-    """Stands in for the provider's launcher: deletes a node record once it is `deleting`."""
+def deleter(kazoo, node_id: str) -> threading.Thread:
+    """Stands in for the provider's launcher: deletes the node's record once a data watch
+    sees it `deleting` (the delete runs on this thread, not kazoo's callback thread)."""
+    deleting = threading.Event()
+
+    def watch(data, stat, event=None):
+        if data and json.loads(data).get("state") == NodeState.DELETING.value:
+            deleting.set()
+            return False
+        return data is not None
+
+    kazoo.DataWatch(paths.node(node_id), watch)
+
     def run():
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for node in nodes.get_nodes(kazoo):
-                if node.state == NodeState.DELETING:
-                    nodes.delete_node(kazoo, node.id)
-                    return
-            time.sleep(0.05)
+        if deleting.wait(30):
+            nodes.delete_node(kazoo, node_id)
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
@@ -54,7 +59,7 @@ def deleter(kazoo) -> threading.Thread:
 
 def test_delete_now_returns_once_the_launcher_has_deleted_the_node(capsys, cfg, zk_client):
     node = ready_node(zk_client)
-    launcher = deleter(zk_client)
+    launcher = deleter(zk_client, node.id)
     code, out, _ = run_cli(capsys, "-c", cfg, "delete", "--now", node.id)
     assert code == 0 and f"Node {node.id} deleted." in out
     assert nodes.get_node(zk_client, node.id) is None

@@ -79,12 +79,18 @@ def daemons() -> Iterator[list[Daemon]]:
         d.proc.wait()
 
 
-def test_hup_checks_the_config_and_usr2_dumps_stacks_and_neither_stops_it(
-        zk_tls: dict, tmp_path: Path, daemons: list[Daemon]) -> None:
+def ready_daemon(zk_tls: dict, tmp_path: Path, daemons: list[Daemon]) -> tuple[Daemon, int]:
+    """A launcher on the test's ZooKeeper whose /ready says OK, and its web port."""
     web = free_port()
     daemon = Daemon(write_config(tmp_path / "nodepool.yaml", zk_tls, web), tmp_path / "log")
     daemons.append(daemon)
     wait_for(lambda: get(web, "/ready") == (200, "OK"), timeout=30, what="/ready OK")
+    return daemon, web
+
+
+def test_hup_checks_the_config_and_usr2_dumps_stacks_and_neither_stops_it(
+        zk_tls: dict, tmp_path: Path, daemons: list[Daemon]) -> None:
+    daemon, web = ready_daemon(zk_tls, tmp_path, daemons)
     daemon.signal(signal.SIGHUP)
     daemon.wait_log("SIGHUP: checking the configuration files now")
     daemon.signal(signal.SIGUSR2)
@@ -96,10 +102,7 @@ def test_hup_checks_the_config_and_usr2_dumps_stacks_and_neither_stops_it(
 
 def test_default_log_has_no_info_lines_of_apscheduler_or_kazoo(
         zk_tls: dict, tmp_path: Path, daemons: list[Daemon]) -> None:
-    web = free_port()
-    daemon = Daemon(write_config(tmp_path / "nodepool.yaml", zk_tls, web), tmp_path / "log")
-    daemons.append(daemon)
-    wait_for(lambda: get(web, "/ready") == (200, "OK"), timeout=30, what="/ready OK")
+    daemon, _ = ready_daemon(zk_tls, tmp_path, daemons)
     daemon.signal(signal.SIGUSR2)   # a line of ours after the scheduler's jobs were added
     daemon.wait_log("Thread stack dump (SIGUSR2):")
     assert daemon.stop() == 0
