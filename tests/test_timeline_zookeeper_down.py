@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from requestor import wait_for
-from test_launcher_ensemble import EnsembleEnv, ens_env  # noqa: F401 (the fixture)
+from test_launcher_ensemble import SESSION_TIMEOUT, EnsembleEnv, ens_env  # noqa: F401 (the fixture)
 
 from nodepool import timeline as tl
 from nodepool.zk import timelines as zkt
@@ -20,7 +20,14 @@ def stored_texts(kazoo, request_id: str) -> list[str]:
 
 def test_entries_noted_during_an_outage_are_written_after_it(
         ens_env: EnsembleEnv, zk_ensemble: Any) -> None:  # noqa: F811
-    ens_env.write_config(max_servers=1)
+    path = ens_env.write_config(max_servers=1)
+    # The session must outlive the outage however slowly a loaded machine restarts a server
+    # (an expired session takes the provider lease and its unwritten entries with it, by design).
+    with open(path) as f:
+        text = f.read()
+    assert f"zookeeper-timeout: {SESSION_TIMEOUT}\n" in text
+    with open(path, "w") as f:
+        f.write(text.replace(f"zookeeper-timeout: {SESSION_TIMEOUT}\n", "zookeeper-timeout: 15\n"))
     launcher = ens_env.start_launcher()
     rq = ens_env.requestor
     assert rq.wait(rq.submit(["small"]))["state"] == "fulfilled"   # holds the only server
