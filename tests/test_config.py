@@ -191,9 +191,9 @@ def test_duplicate_pool_and_duplicate_label_in_pool(tmp_path: Path) -> None:
 
 def test_unknown_driver(tmp_path: Path) -> None:
     data = real(NL05)
-    data["providers"][0]["driver"] = "aws"
+    data["providers"][0]["driver"] = "no-such-driver"
     assert found(write(tmp_path, data)) == [(
-        "providers[0].driver", "unknown driver 'aws'; known drivers: openstack, static")]
+        "providers[0].driver", "unknown driver 'no-such-driver'; installed drivers: openstack, static")]
 
 
 def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
