@@ -8,7 +8,7 @@ from typing import Any
 import voluptuous as v
 
 from nodepool.config.driverapi import DEFAULT_DRIVER, Driver
-from nodepool.config.schema import describe
+from nodepool.config.schema import BadValue
 from nodepool.drivers.plugins import installed
 
 
@@ -22,13 +22,12 @@ def driver_for(raw: Mapping[str, Any]) -> Driver | None:
 def validate_provider(raw: Any) -> Any:
     """voluptuous validator for one providers[] entry, dispatched on ``driver``."""
     if not isinstance(raw, dict):
-        raise v.Invalid(f"expected a mapping, got {describe(raw)}")
+        raise BadValue("a mapping", raw)
     driver = driver_for(raw)
     if driver is None:
         name = raw.get("driver", DEFAULT_DRIVER)
         if not isinstance(name, str):
-            raise v.Invalid(f"expected a driver name (str), got {describe(name)}; "
-                            f"installed drivers: {', '.join(installed().names())}",
-                            path=["driver"])
+            raise BadValue("a driver name (str)", name, path=["driver"],
+                           hint=f"; installed drivers: {', '.join(installed().names())}")
         raise v.Invalid(installed().unknown(name), path=["driver"])
     return driver.schema(raw)
