@@ -308,3 +308,27 @@ class StandingAdapterContract(AdapterContract):
         deletion = loop.delete(node_for_delete(ctx, run))
         assert deletion.complete, deletion.describe()
         assert standing.external_id in {i.external_id for i in adapter.list_instances()}
+
+    def registered_node(self, standing: Instance) -> Node:
+        """A node as the core registers it for a standing instance."""
+        return Node(id="0000000001", type=list(standing.metadata["labels"]),
+                    provider=standing.provider, pool=standing.pool,
+                    interface_ip=standing.interface_ip, username=standing.username,
+                    connection_port=standing.connection_port,
+                    connection_type=standing.connection_type, shell_type=standing.shell_type,
+                    python_path=standing.python_path, host_keys=list(standing.host_keys or []),
+                    slot=standing.slot, driver_data={"standing": standing.external_id})
+
+    def test_a_registered_node_occupies_its_slot_and_is_current(self, adapter: Adapter) -> None:
+        for standing in adapter.standing_instances():
+            node = self.registered_node(standing)
+            assert adapter.standing_slot(node) == standing.external_id, standing
+            assert adapter.standing_outdated(node) is None, standing
+
+    def test_a_node_of_a_slot_no_longer_configured_is_outdated(self, adapter: Adapter) -> None:
+        node = self.registered_node(adapter.standing_instances()[0])
+        node.interface_ip = "gone.invalid"
+        node.driver_data = {"standing": "no-such-slot"}
+        assert adapter.standing_slot(node) is None
+        assert adapter.standing_outdated(node)
+        assert adapter.standing_outdated(Node(type=["x"])) is None   # not registered by us
