@@ -148,6 +148,19 @@ def test_discovery_refuses_a_second_provider_of_a_name_and_what_is_no_plugin(
             monkeypatch.delitem(sys.modules, name)
 
 
+def test_a_third_party_package_runs_the_contract_suite_on_its_driver(
+        site: Path, env: dict[str, str], tmp_path: Path) -> None:
+    tests = shutil.copytree(SOURCE / "tests", tmp_path / "np_memdriver_tests")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")   # its own project, not this one
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "--rootdir", str(tmp_path), "-c", str(tmp_path / "pytest.ini"),
+                          str(tests)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = out.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary and "skipped" not in summary, summary
+
+
 class Daemon:
     """`nodepool-launcher -f` with the test's packages on its path; stopped by pid."""
 
