@@ -37,7 +37,7 @@ def describe(value: Any) -> str:
 _SECRET_PARTS = ("password", "passwd", "secret", "token", "credential", "apikey",
                  "private")
 # Whole words only ("keyscan", "passenger" are not secrets; "api-key", "DIB_PASS" are).
-_SECRET_WORDS = frozenset({"pass", "pwd", "pw", "key", "auth", "env-vars"})
+_SECRET_WORDS = frozenset({"pass", "pwd", "pw", "key", "auth"})
 _WORDS = re.compile(r"[A-Za-z0-9]+")
 
 
