@@ -274,7 +274,9 @@ class Adapter(abc.ABC):
         """For drivers that do not launch: the `standing_instances()` external_id whose
         slot `node` occupies, or None (the core may then register that slot again).
         The core records the slot a node was registered for as driver_data
-        {"standing": <external_id>}; by default that slot, while it is configured."""
+        {"standing": <external_id>}; by default that slot, while it is configured.
+        Called on the provider loop for every node of a pass: it must not call the
+        cloud (drivers with many slots override it with an index)."""
         slot = (node.driver_data or {}).get("standing")
         return slot if slot in self._standing_ids() else None
 
@@ -283,7 +285,8 @@ class Adapter(abc.ABC):
         matches it (removed or changed in the config), or None while it does or the node
         is not a registered one. The core hands none of those out and unregisters the
         idle ones (the slot is registered again if still configured). By default: its
-        slot is gone; a driver that can tell a changed slot says so."""
+        slot is gone; a driver that can tell a changed slot says so. Called on the
+        provider loop, like `standing_slot`: no cloud call."""
         slot = (node.driver_data or {}).get("standing")
         if slot is None or slot in self._standing_ids():
             return None
