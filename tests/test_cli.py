@@ -266,3 +266,16 @@ def test_zookeeper_unreachable_names_servers_without_traceback(tmp_path, zk_tls)
     assert time.monotonic() - t0 < 45   # gave up after --zk-timeout 2, did not hang to the 60 s kill
     assert proc.returncode == cli.EXIT_ZOOKEEPER
     assert f"127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_validate_process_prints_the_loaders_warnings_once(tmp_path):
+    # The command logs errors only; the loader's warnings must reach its output anyway.
+    path = tmp_path / "nodepool.yaml"
+    path.write_text("zookeeper-servers:\n  - host: localhost\nlabels:\n  - name: a\n"
+                    "providers:\n  - name: s\n    driver: static\n    rate: 3\n    pools:\n"
+                    "      - name: p\n        nodes:\n          - name: h\n            labels: a\n")
+    proc = subprocess.run([sys.executable, "-m", "nodepool.cli", "-c", str(path),
+                           "config-validate"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == (f"{path}: warning: providers[0].rate: has no effect for a static "
+                           "provider (Nodepool refuses it); remove it\n")

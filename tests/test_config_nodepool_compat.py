@@ -168,7 +168,8 @@ def test_secure_file_problems_name_the_secure_file(tmp_path: Path) -> None:
                    .replace("name: ubuntu", "name: base") + "labels: []\n", "secure.conf")
     assert found(write(tmp_path, BASE), secure=secure) == [
         f"{secure}: labels: extra key not allowed",
-        f"{secure}: zookeeper-servers[0].port: expected int, got str 'high'",
+        f"{secure}: zookeeper-servers[0].port: expected int, got str (its value is not "
+        f"shown: the secure file holds secrets)",
         f"{secure}: diskimages[0].name: diskimage 'base' is abstract; env-vars apply to the "
         f"image itself, so set them on the images built from it"]
 

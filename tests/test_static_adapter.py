@@ -80,6 +80,19 @@ class TestStaticAdapterContract(StandingAdapterContract):
         return context_factory(PROVIDER)
 
 
+class DefaultSlots(StaticAdapter):
+    """A standing driver that leaves which slot a node occupies to the Adapter's defaults."""
+
+    standing_slot = Adapter.standing_slot
+    standing_outdated = Adapter.standing_outdated
+
+
+class TestAdapterDefaultsForStandingSlotsKeepTheContract(TestStaticAdapterContract):
+    @pytest.fixture
+    def adapter_factory(self) -> Callable[[], Adapter]:
+        return lambda: DefaultSlots(PROVIDER)
+
+
 @pytest.fixture
 def adapter() -> StaticAdapter:
     return StaticAdapter(PROVIDER)

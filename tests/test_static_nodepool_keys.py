@@ -146,21 +146,20 @@ def test_one_host_with_two_users_is_two_hosts_with_distinct_slot_ids():
 
 def test_a_node_under_its_pre_upgrade_id_still_occupies_its_slot():
     from nodepool.drivers.static import StaticAdapter
-    from nodepool.launcher.standing import occupied, outdated
     from nodepool.model import Node
 
     ops_only = TWO_USERS.replace("""          - name: shared.example.org
             labels: metal
           - name""", "          - name")
     provider = parse_config(ops_only, "static.yaml").providers["lab"]
-    standing = {i.external_id: i for i in StaticAdapter(provider).standing_instances()}
-    assert list(standing) == ["ops@shared.example.org-0"]
+    adapter = StaticAdapter(provider)
+    assert [i.external_id for i in adapter.standing_instances()] == ["ops@shared.example.org-0"]
     # Written with the old (name, port) key, the slot's id was shared.example.org-0.
     old = Node(state="in-use", type=["metal"], interface_ip="shared.example.org",
                username="ops", connection_port=22, slot=0,
                driver_data={"standing": "shared.example.org-0"})
-    assert occupied([old], standing) == {"ops@shared.example.org-0"}   # not registered twice
-    assert outdated(old, standing) is not None   # a ready one would be unregistered
+    assert adapter.standing_slot(old) == "ops@shared.example.org-0"   # not registered twice
+    assert adapter.standing_outdated(old) is not None   # a ready one would be unregistered
 
 
 def test_provider_keys_a_static_provider_ignores_are_warned_with_their_path(caplog):

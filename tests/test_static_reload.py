@@ -113,7 +113,7 @@ def test_reload_unregisters_removed_hosts_and_updates_changed_ones(zk_tls, zk_cl
 
 def test_outdated_names_what_changed_and_passes_what_did_not():
     from nodepool.drivers.adapter import Instance, InstanceStatus
-    from nodepool.launcher.standing import outdated
+    from nodepool.drivers.static.standing import outdated
     from nodepool.model import Node
 
     inst = Instance(external_id="h-0", status=InstanceStatus.READY, interface_ip="h",

@@ -142,21 +142,31 @@ class _ConfigInvalid(NodepoolError):
 
 @contextlib.contextmanager
 def _config_warnings():
-    """The loader's warnings (keys that load but do nothing; the `nodepool.config`
-    logger, which the daemon logs) gathered for config-validate to print."""
+    """The loader's warnings (keys that load but do nothing, on the `nodepool.config`
+    logger; driver plug-ins that fail to load, on `nodepool.drivers`; the daemon logs
+    both) gathered for config-validate to print."""
     warned: list[str] = []
 
     class Gather(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             warned.append(record.getMessage())
 
-    logger = logging.getLogger("nodepool.config")
+    loggers = [logging.getLogger(name) for name in ("nodepool.config", "nodepool.drivers")]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
     handler = Gather(logging.WARNING)
-    logger.addHandler(handler)
+    for logger in loggers:
+        # Gathered whatever the log level (the command logs errors only), and printed
+        # once, by config-validate, not also by the root logger's handler.
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+        logger.addHandler(handler)
     try:
         yield warned
     finally:
-        logger.removeHandler(handler)
+        for logger, (level, propagate) in zip(loggers, saved):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:

@@ -18,9 +18,9 @@ from nodepool.config.checks import (
 from nodepool.config.drivers import driver_for, validate_provider
 from nodepool.config.errors import ConfigError, Problem, join_path
 from nodepool.config.model import Config
-from nodepool.config.reading import parse, read_text
+from nodepool.config.reading import parse, read_text, substituted
 from nodepool.config.schema import schema_findings, top_level_schema
-from nodepool.config.secure import SecureFile, owned_by, read_secure
+from nodepool.config.secure import SECRET_VALUES, SecureFile, given_by, owned_by, read_secure
 
 _SCHEMA = top_level_schema(validate_provider)
 
@@ -85,7 +85,7 @@ def load_text(text: str, source: str, env: Mapping[str, str] | None,
     if only is not None:
         data = {k: data[k] for k in only if k in data}
         findings = [f for f in findings if top_key(f[0]) in only]
-    return _check(data, findings, source, part, only)
+    return _check(data, findings, source, part, only, substituted(text, env))
 
 
 def top_key(path: str) -> str:
@@ -94,14 +94,23 @@ def top_key(path: str) -> str:
 
 
 def _check(data: RawMap, findings: list[Finding], source: str, part: SecureFile | None,
-           only: tuple[str, ...] | None) -> tuple[Config | None, list[Problem]]:
+           only: tuple[str, ...] | None, from_env: frozenset[str] = frozenset(),
+           ) -> tuple[Config | None, list[Problem]]:
     given: frozenset[str] = frozenset()
     if part is not None:
         data, given = part.overlay(data)
     # A value with an unset variable in it: that is its problem, not its type.
     unset = {path for path, _ in findings}
-    findings = findings + [f for f in schema_findings(_SCHEMA, data) + _semantic_findings(data)
-                           if f[0] not in unset]
+
+    def hidden(path: str, value: Any) -> str | None:
+        if given_by(path, given):
+            return SECRET_VALUES
+        if any(part in str(value) for part in from_env):
+            return "it comes from an environment variable"
+        return None
+
+    findings = findings + [f for f in schema_findings(_SCHEMA, data, hidden)
+                           + _semantic_findings(data) if f[0] not in unset]
     ordered = _in_file_order(list(dict.fromkeys(findings)), data)
     problems = [Problem(part.path if part and owned_by(f, given) else source, *f)
                 for f in ordered]

@@ -20,7 +20,7 @@ import yaml
 
 from nodepool.config.checks import Finding, RawMap
 from nodepool.config.errors import join_path
-from nodepool.config.schema import describe
+from nodepool.config.schema import type_name
 
 _REF = re.compile(r"%\((NODEPOOL_[^()\s]*)\)")
 
@@ -57,7 +57,8 @@ def parse(text: str, env: Mapping[str, str], expected: str = _EXPECTED,
     if data is None:
         return None, [("", f"the file is empty; expected {expected}")]
     if not isinstance(data, dict):
-        return None, [("", f"the top level must be {expected}, got {describe(data)}")]
+        # Its type only: the text of a secure file is secret.
+        return None, [("", f"the top level must be {expected}, got {type_name(data)}")]
     return unset.restore(data)
 
 
@@ -99,6 +100,12 @@ class _Unset:
             return text(value, where) if isinstance(value, str) else value
 
         return walk(data, ""), findings
+
+
+def substituted(text: str, env: Mapping[str, str]) -> frozenset[str]:
+    """The values the text takes from the environment (no message may quote them)."""
+    return frozenset(env[m.group(1)] for m in _REF.finditer(text)
+                     if m.group(1) in env and env[m.group(1)])
 
 
 def _substitute(text: str, env: Mapping[str, str]) -> tuple[str, _Unset]:

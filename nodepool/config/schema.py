@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,20 +16,56 @@ _TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool",
                dict: "mapping", list: "list", type(None): "null"}
 
 
+def type_name(value: Any) -> str:
+    """What kind of YAML value it is: "str", "int", "mapping", "null"..."""
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def describe(value: Any) -> str:
     """Say what a YAML value is, for messages: "str 'abc'", "int 12", "null"."""
     if value is None:
         return "null"
-    name = _TYPE_NAMES.get(type(value), type(value).__name__)
     text = repr(value)
     # Long values (ssh keys, whole mappings) would drown the message.
     if len(text) > 60:
         text = text[:57] + "..."
-    return f"{name} {text}"
+    return f"{type_name(value)} {text}"
+
+
+# A key path holding one of these is a place for secrets: its values are never quoted
+# in a message (messages reach logs). Matched within a key's words, any case.
+_SECRET_PARTS = ("password", "passwd", "secret", "token", "credential", "apikey",
+                 "private")
+# Whole words only ("keyscan", "passenger" are not secrets; "api-key", "DIB_PASS" are).
+_SECRET_WORDS = frozenset({"pass", "pwd", "pw", "key", "auth"})
+_WORDS = re.compile(r"[A-Za-z0-9]+")
+
+
+def secret_path(path: str) -> bool:
+    """Whether a key path may hold a secret: a key that names one (password, token,
+    key...), or anything under a diskimage's env-vars (a build's environment)."""
+    lowered = path.lower()
+    if "env-vars" in lowered or any(part in lowered for part in _SECRET_PARTS):
+        return True
+    return any(word in _SECRET_WORDS for word in _WORDS.findall(lowered))
+
+
+class BadValue(v.Invalid):
+    """A value of the wrong kind. Its message quotes the value only where the key path
+    cannot hold a secret (`schema_findings` decides, knowing the path)."""
+
+    def __init__(self, what: str, value: Any, path: list | None = None, hint: str = ""):
+        self.what, self.value, self.hint = what, value, hint
+        super().__init__(self.message(True), path=path)
+
+    def message(self, quoted: bool, why: str = "the key may hold a secret") -> str:
+        got = describe(self.value) if quoted or self.value is None else \
+            f"{type_name(self.value)} (its value is not shown: {why})"
+        return f"expected {self.what}, got {got}{self.hint}"
 
 
 def _expected(what: str, value: Any) -> v.Invalid:
-    return v.Invalid(f"expected {what}, got {describe(value)}")
+    return BadValue(what, value)
 
 
 def Str(value: Any) -> str:
@@ -265,18 +302,33 @@ def top_level_schema(provider: Validator) -> Validator:
 _MESSAGES = {"extra keys not allowed": "extra key not allowed"}
 
 
-def schema_findings(schema: Validator, data: Any) -> list[tuple[str, str]]:
-    """Every (key path, message) the schema finds wrong with ``data``."""
+Hidden = Callable[[str, Any], "str | None"]
+
+
+def schema_findings(schema: Validator, data: Any,
+                    hidden: Hidden | None = None) -> list[tuple[str, str]]:
+    """Every (key path, message) the schema finds wrong with ``data``.
+
+    A wrong value is quoted in its message unless its key path may hold a secret
+    (`secret_path`) or ``hidden(path, value)`` gives a reason not to (a secure
+    file's keys, a value from the environment).
+    """
     try:
         schema(data)
     except v.MultipleInvalid as e:
-        return [_finding(error) for error in e.errors]
+        return [_finding(error, hidden) for error in e.errors]
     except v.Invalid as e:
-        return [_finding(e)]
+        return [_finding(e, hidden)]
     return []
 
 
-def _finding(error: v.Invalid) -> tuple[str, str]:
+def _finding(error: v.Invalid, hidden: Hidden | None) -> tuple[str, str]:
     # A missing key shows up in the path as its v.Required marker.
     parts = [p.schema if isinstance(p, v.Marker) else p for p in error.path]
-    return format_path(parts), _MESSAGES.get(error.msg, error.msg)
+    path = format_path(parts)
+    if isinstance(error, BadValue):
+        why = hidden(path, error.value) if hidden else None
+        if why is not None:
+            return path, error.message(False, why)
+        return path, error.message(not secret_path(path))
+    return path, _MESSAGES.get(error.msg, error.msg)

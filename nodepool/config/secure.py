@@ -38,6 +38,9 @@ _SCHEMA = Struct({
     })),
 })
 
+# Why no value of the secure file is quoted in a message.
+SECRET_VALUES = "the secure file holds secrets"
+
 _EXPECTED = "a mapping with keys zookeeper-servers, zookeeper-tls or diskimages"
 
 
@@ -96,11 +99,15 @@ def read_secure(path: str, env: Mapping[str, str]) -> SecureFile:
     data, findings = parse(content, env, expected=_EXPECTED, empty_ok=True)
     if data is None:
         return SecureFile(path, {}, tuple(Problem(path, p, m) for p, m in findings))
-    findings += schema_findings(_SCHEMA, data)
+    findings += schema_findings(_SCHEMA, data, hidden=lambda *_: SECRET_VALUES)
     return SecureFile(path, data, tuple(Problem(path, p, m) for p, m in dict.fromkeys(findings)))
 
 
 def owned_by(finding: Finding, given: frozenset[str]) -> bool:
     """Whether a finding on the merged data is about a key the secure file gave."""
-    path = finding[0]
+    return given_by(finding[0], given)
+
+
+def given_by(path: str, given: frozenset[str]) -> bool:
+    """Whether a key path of the merged data is under a key the secure file gave."""
     return any(path == k or path.startswith((f"{k}.", f"{k}[")) for k in given)

@@ -1,25 +1,17 @@
-"""Drivers: the Adapter contract (adapter.py) and one package per cloud kind."""
+"""Drivers: the Adapter contract (adapter.py), plug-in discovery (plugins.py) and one
+package per cloud kind; `adapter_for` builds a provider's Adapter from its driver's plug-in."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable
+from typing import Any
 
 from nodepool.drivers.adapter import Adapter
-
-# Imported lazily so that a launcher without boto3 (say) still runs OpenStack.
-_BUILTIN = {
-    "openstack": "nodepool.drivers.openstack:OpenStackAdapter",
-    "static": "nodepool.drivers.static:StaticAdapter",
-}
-
-AdapterFactory = Callable[[Any], Adapter]
+from nodepool.drivers.plugins import installed
 
 
 def adapter_for(provider: Any) -> Adapter:
     """Build the adapter of a provider's config value from its `driver` name."""
-    target = _BUILTIN.get(provider.driver)
-    if target is None:
-        raise ValueError(f"provider {provider.name}: no adapter for driver {provider.driver!r}")
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)(provider)
+    plugin = installed().get(provider.driver)
+    if plugin is None:
+        raise ValueError(f"provider {provider.name}: {installed().unknown(provider.driver)}")
+    return plugin.make_adapter(provider)

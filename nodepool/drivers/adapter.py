@@ -270,5 +270,30 @@ class Adapter(abc.ABC):
         """For drivers that do not launch: the slots that should exist as ready nodes."""
         return []
 
+    def standing_slot(self, node: Node) -> str | None:
+        """For drivers that do not launch: the `standing_instances()` external_id whose
+        slot `node` occupies, or None (the core may then register that slot again).
+        The core records the slot a node was registered for as driver_data
+        {"standing": <external_id>}; by default that slot, while it is configured.
+        Called on the provider loop for every node of a pass: it must not call the
+        cloud (drivers with many slots override it with an index)."""
+        slot = (node.driver_data or {}).get("standing")
+        return slot if slot in self._standing_ids() else None
+
+    def standing_outdated(self, node: Node) -> str | None:
+        """For drivers that do not launch: why a node registered for a slot no longer
+        matches it (removed or changed in the config), or None while it does or the node
+        is not a registered one. The core hands none of those out and unregisters the
+        idle ones (the slot is registered again if still configured). By default: its
+        slot is gone; a driver that can tell a changed slot says so. Called on the
+        provider loop, like `standing_slot`: no cloud call."""
+        slot = (node.driver_data or {}).get("standing")
+        if slot is None or slot in self._standing_ids():
+            return None
+        return f"slot {slot} is no longer configured"
+
+    def _standing_ids(self) -> set[str]:
+        return {i.external_id for i in self.standing_instances()}
+
     def stop(self) -> None:
         """Release connections when the provider stops."""

@@ -36,7 +36,7 @@ from nodepool.launcher.leaks import Leaks
 from nodepool.launcher.planner import PoolView
 from nodepool.launcher.scope import PoolState, ProviderScope
 from nodepool.launcher.spares import Spares, SpareStatus
-from nodepool.launcher.supply import CloudSupply, StaticSupply
+from nodepool.launcher.supply import CloudSupply, StandingSupply
 from nodepool.launcher.sweep import Sweep
 from nodepool.model import Node, RequestState
 from nodepool.zk import cache as zkcache
@@ -77,7 +77,7 @@ class ProviderWorker:
         self.launches = Launches(scope, self.cloud, self.capacity, self.deletions,
                                  unreachable=lambda task, e: self.supply.unreachable(task, e))
         self.supply = CloudSupply(scope, self.launches, self.capacity) if adapter.launches \
-            else StaticSupply(scope, self.launches, self.provider_nodes)
+            else StandingSupply(scope, self.launches, self.provider_nodes)
         self._build_pools()
         self.spares = Spares(scope, self.launches, self.capacity, self.cloud,
                              launches_spares=self.supply.launches_nodes)
@@ -89,7 +89,7 @@ class ProviderWorker:
         # Wired once: how launches end is an event for the request part; a static
         # supply claims freed hosts through it; the listing's pace follows the waits.
         self.launches.outcomes = self.requests
-        if isinstance(self.supply, StaticSupply):
+        if isinstance(self.supply, StandingSupply):
             self.supply.claim_ready = self.requests.claim_ready
         self.cloud.follow_waits(lambda: self.launches.waits() + self.deletions.waits())
         self.steps = self._pass_steps()

@@ -1,4 +1,4 @@
-"""Where a provider's nodes come from: launched in a cloud, or standing static hosts.
+"""Where a provider's nodes come from: launched in a cloud, or standing slots (static hosts).
 
 A part of ProviderWorker, chosen once when the worker is built (by the
 adapter's `launches`), so the rest of the core has no static branches. The
@@ -17,7 +17,6 @@ from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.launches import Launches
 from nodepool.launcher.scope import PoolState, ProviderScope
-from nodepool.launcher.standing import occupied, outdated
 from nodepool.launcher.tasks import LaunchTask
 from nodepool.model import Node, NodeRequest, NodeState
 
@@ -97,9 +96,11 @@ class CloudSupply:
         return False   # a launched node that does not answer is a failed attempt
 
 
-class StaticSupply:
-    """Standing hosts: each free slot is registered as a ready node once its host answers;
-    a request is served from those ready nodes only."""
+class StandingSupply:
+    """Standing slots of a driver that launches nothing (static hosts): each free slot is
+    registered as a ready node once its host answers; a request is served from those
+    ready nodes only. Which slot a node occupies and whether it still matches the
+    config is the driver's to say (Adapter.standing_slot, standing_outdated)."""
 
     launches_nodes = False
 
@@ -126,7 +127,7 @@ class StaticSupply:
     def usable(self, node: Node) -> bool:
         """A ready node whose host slot the config no longer has as it was is not
         handed out (it is being unregistered)."""
-        return outdated(node, self.standing) is None
+        return self.scope.adapter.standing_outdated(node) is None
 
     def shortfall(self, req: NodeRequest, pool: PoolState, need: list[str]) -> str | None:
         return "hosts busy"
@@ -142,7 +143,7 @@ class StaticSupply:
         slots removed or changed in the config are unregistered."""
         nodes = self._provider_nodes()
         self._unregister_outdated(nodes)
-        present = occupied(nodes, self.standing)
+        present = {self.scope.adapter.standing_slot(node) for node in nodes}
         for ext_id, instance in self.standing.items():
             if ext_id in present or self._retry_at.get(ext_id, 0) > now:
                 continue
@@ -161,7 +162,7 @@ class StaticSupply:
             if node.state != NodeState.READY or node.allocated_to or node.id is None or \
                     node.id in self.launches.tasks:
                 continue
-            reason = outdated(node, self.standing)
+            reason = self.scope.adapter.standing_outdated(node)
             if reason is not None:
                 self.launches.deletions.lock_for_deletion(node.id, reason)
 

@@ -19,6 +19,7 @@ from nodepool.drivers.adapter import (
     Listing,
     Resources,
 )
+from nodepool.drivers.static.standing import occupied_slot, outdated, place
 from nodepool.errors import LaunchFailure
 from nodepool.model import Node
 
@@ -35,7 +36,7 @@ def slot_id(host: StaticNode, slot: int) -> str:
     Nodepool tells hosts apart by (name, username, port). Ids of hosts with the
     default user are those written before the user was part of the key, so an
     upgrade keeps them; a host with another user gets a new id (its old ready
-    nodes are unregistered and the slot registered again; see launcher/standing.py).
+    nodes are unregistered and the slot registered again; see standing.py).
     """
     default = DEFAULT_PORTS.get(host.connection_type, 22)
     where = host.name if host.connection_port == default else f"{host.name}:{host.connection_port}"
@@ -105,9 +106,16 @@ class StaticAdapter(Adapter):
                 for slot in range(host.max_parallel_jobs):
                     instance = standing_instance(provider, pool, host, slot)
                     self._standing[instance.external_id] = instance
+        self._by_place = {place(i): key for key, i in self._standing.items()}
 
     def standing_instances(self) -> list[Instance]:
         return [_copy(i) for i in self._standing.values()]
+
+    def standing_slot(self, node: Node) -> str | None:
+        return occupied_slot(node, self._standing, self._by_place)
+
+    def standing_outdated(self, node: Node) -> str | None:
+        return outdated(node, self._standing)
 
     def list_instances(self) -> list[Instance]:
         return self.standing_instances()

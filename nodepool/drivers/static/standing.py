@@ -1,4 +1,5 @@
-"""Whether a registered standing (static) node still matches the config's host slot.
+"""The static driver's judgement of registered nodes: which host slot each occupies, and
+whether it still matches the config's slot (behind Adapter.standing_slot/standing_outdated).
 
 After a reload a static host may be gone (removed, or fewer max-parallel-jobs)
 or changed (labels, user, port...). Nodepool unregisters the ready nodes of a
@@ -19,9 +20,18 @@ _FIELDS = ("interface_ip", "username", "connection_port", "connection_type", "sh
            "python_path")
 
 
+Place = tuple[str | None, str | None, int | None, int | None]
+
+
 def standing_id(node: Node) -> str | None:
-    """The host slot a node was registered for (None: not registered by us)."""
+    """The host slot a node was registered for (None: not registered by us); the
+    launcher core records it as driver_data {"standing": <external_id>}."""
     return (node.driver_data or {}).get("standing")
+
+
+def place(item: Node | Instance) -> Place:
+    """Where a slot is: host, user, port and slot number."""
+    return (item.interface_ip, item.username, item.connection_port, item.slot)
 
 
 def outdated(node: Node, standing: Mapping[str, Instance]) -> str | None:
@@ -44,21 +54,14 @@ def outdated(node: Node, standing: Mapping[str, Instance]) -> str | None:
     return None
 
 
-def occupied(nodes: list[Node], standing: Mapping[str, Instance]) -> set[str]:
-    """The configured slots some node stands on: its recorded slot id, or, for a node
+def occupied_slot(node: Node, standing: Mapping[str, Instance],
+                  by_place: Mapping[Place, str]) -> str | None:
+    """The configured slot `node` stands on: its recorded slot id, or, for a node
     recorded under an id the config no longer has (removed, or an id from before an
     upgrade), the configured slot with its host, user, port and slot number, so one
-    host slot never has two nodes."""
-    by_place = {(i.interface_ip, i.username, i.connection_port, i.slot): key
-                for key, i in standing.items()}
-    out: set[str] = set()
-    for node in nodes:
-        slot = standing_id(node)
-        if slot is None:
-            continue
-        if slot not in standing:
-            slot = by_place.get((node.interface_ip, node.username, node.connection_port,
-                                 node.slot))
-        if slot is not None:
-            out.add(slot)
-    return out
+    host slot never has two nodes. `by_place` maps `place()` of each standing slot
+    to its id."""
+    slot = standing_id(node)
+    if slot is None or slot in standing:
+        return slot
+    return by_place.get(place(node))
