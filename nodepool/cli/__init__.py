@@ -10,6 +10,7 @@ import sys
 
 from nodepool import __version__
 from nodepool.cli import admin as admin_cmds
+from nodepool.cli import alien as alien_cmd
 from nodepool.cli import explain as explain_cmd
 from nodepool.cli import images as image_cmds
 from nodepool.cli import nodes as node_cmds
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin_cmds.add_parsers(sub)
     image_cmds.add_parsers(sub)
+    alien_cmd.add_parser(sub)
 
     sub.add_parser("config-validate", help="validate the config file and exit")
 
@@ -201,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
             return table_cmds.COMMANDS[args.command][0](args, zk)
         if args.command in admin_cmds.COMMANDS:
             return admin_cmds.COMMANDS[args.command](args, zk)
+        if args.command == "alien-image-list":
+            return alien_cmd.cmd_alien_image_list(args, zk, config)
         if args.command in image_cmds.COMMANDS:
             return image_cmds.COMMANDS[args.command](args, zk, config)
         if args.command == "request-explain":
