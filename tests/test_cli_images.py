@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -221,3 +222,10 @@ def test_image_commands_run_as_a_command(cfg, zk_client):
                            "--json"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 2
+
+
+def test_every_command_is_documented_in_doc_cli_md():
+    commands = re.findall(r"^    ([a-z][a-z-]+)  ", cli.build_parser().format_help(), re.M)
+    assert "alien-image-list" in commands and "list" in commands
+    doc = (Path(__file__).resolve().parent.parent / "doc" / "cli.md").read_text()
+    assert [name for name in commands if f"`{name}" not in doc] == []

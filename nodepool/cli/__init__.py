@@ -1,4 +1,5 @@
-"""The `nodepool` command: talks only to ZooKeeper (and reads the config file)."""
+"""The `nodepool` command: talks to ZooKeeper (and reads the config file; only
+alien-image-list also lists a cloud's images)."""
 
 from __future__ import annotations
 
