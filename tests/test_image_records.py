@@ -108,3 +108,27 @@ def test_state_changes_stamp_time_and_refuse_illegal_edges():
     with pytest.raises(InvalidTransition, match="failed -> ready"):
         build.with_state(BuildState.READY)
     assert build.with_state(BuildState.DELETING).state is BuildState.DELETING
+
+
+def test_records_made_here_are_the_bytes_nodepool_writes():
+    """What a builder of ours writes first for a build and an upload is what Nodepool's
+    builder writes for the same facts (the recorded state_time stands in for the clock)."""
+    first = next(r for r in RECORDED["records"] if "_buildWrapper" in r["how"])
+    stamp = json.loads(first["data"])["state_time"]
+    ours = new_build("ubuntu-noble", "8c5a0f1e2d3b4c5d9e8f7a6b5c4d3e2f", now=stamp,
+                     formats=["vhd", "raw", "qcow2"], builder="nb01.opendev.org",
+                     builder_id="3f2a1c9e-7b6d-4e5f-8a9b-0c1d2e3f4a5b")
+    assert ours.to_bytes() == first["data"].encode() and ours.path == first["path"]
+
+    uploading = next(r for r in RECORDED["records"] if "state uploading" in r["how"])
+    stamp = json.loads(uploading["data"])["state_time"]
+    ours = new_upload("ubuntu-noble", "8c5a0f1e2d3b4c5d9e8f7a6b5c4d3e2f", "rax-dfw", now=stamp,
+                      username="zuul", python_path="auto")
+    assert ours.to_bytes() == uploading["data"].encode()
+
+    ready = next(r for r in RECORDED["records"] if "_uploadImage: state ready" in r["how"])
+    stamp = json.loads(ready["data"])["state_time"]
+    done = ours.with_state(UploadState.READY, now=stamp,
+                           external_id="9d2e4c1a-5b7f-4e3d-8c6a-1f0e9d8c7b6a",
+                           external_name="ubuntu-noble-1733140000", format="vhd")
+    assert done.to_bytes() == ready["data"].encode()
