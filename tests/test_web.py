@@ -136,11 +136,26 @@ def test_request_list_label_list_and_image_lists(web, env, zk_client):
     assert "glance-1" in body and "00:00:00:00" not in body   # text shows the age
 
 
+def test_image_status_shows_pause_and_build_request(web, zk_client):
+    port = web.web.port
+    assert get_json(port, "/image-status") == []
+    zk_client.create("/nodepool/images/ubuntu/pause", makepath=True)
+    zk_client.create("/nodepool/images/ubuntu/request-build")
+    _, stat = zk_client.get("/nodepool/images/ubuntu/request-build")
+    rows = wait_for(lambda: get_json(port, "/image-status"), what="the image listed")
+    assert rows == [{"image": "ubuntu", "paused": True, "build_request": "pending",
+                     "build_request_age": int(stat.created)}]
+    status, _, body = get(port, "/image-status?fields=image,build_request")
+    assert status == 200 and header_line(body) == ["Image", "Build Request"]
+    assert "pending" in body and "True" not in body
+
+
 def test_the_cli_lists_the_same_columns_as_the_web(web, env, capsys):
     port = web.web.port
     for command, path in (("list --detail", "/node-list"), ("request-list", "/request-list"),
                           ("label-list", "/label-list"), ("image-list", "/image-list"),
-                          ("dib-image-list", "/dib-image-list")):
+                          ("dib-image-list", "/dib-image-list"),
+                          ("image-status", "/image-status")):
         assert cli.main(["-c", env.config_path, *command.split()]) == 0
         out = capsys.readouterr().out
         assert header_line(out) == header_line(get(port, path)[2]), command

@@ -39,8 +39,9 @@ def test_ready_is_503_while_zookeeper_is_down_and_lists_keep_the_last_view(
         status, body = get(port, "/node-list")
         assert status == 200
         assert {n["id"] for n in json.loads(body)} >= {n["id"] for n in nodes}
-        status, body = get(port, "/image-list")   # needs a fresh read: refused at once
-        assert status == 503 and "ZooKeeper is not" in body
+        for path in ("/image-list", "/dib-image-list", "/image-status"):
+            status, body = get(port, path)   # needs a fresh read: refused at once
+            assert status == 503 and "ZooKeeper is not" in body, path
     finally:
         zk_ensemble.restore()
     wait_for(lambda: get(port, "/ready") == (200, "OK"), timeout=60, what="ready again")

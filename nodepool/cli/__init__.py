@@ -1,4 +1,5 @@
-"""The `nodepool` command: talks only to ZooKeeper (and reads the config file)."""
+"""The `nodepool` command: talks to ZooKeeper (and reads the config file; only
+alien-image-list also lists a cloud's images)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import sys
 
 from nodepool import __version__
 from nodepool.cli import admin as admin_cmds
+from nodepool.cli import alien as alien_cmd
 from nodepool.cli import explain as explain_cmd
+from nodepool.cli import images as image_cmds
 from nodepool.cli import nodes as node_cmds
 from nodepool.cli import requests as request_cmds
 from nodepool.cli import tables as table_cmds
@@ -82,11 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=node_id, help="node id")
     p.add_argument("--reason", help="comment recorded on the node")
 
-    p = sub.add_parser("info", help="show a provider's pools, pool workers and nodes")
+    p = sub.add_parser("info", help="show a provider's pools, pool workers, images and nodes")
     p.add_argument("provider", help="provider name")
     p.add_argument("--json", action="store_true", help="JSON output for scripts")
 
     admin_cmds.add_parsers(sub)
+    image_cmds.add_parsers(sub)
+    alien_cmd.add_parser(sub)
 
     sub.add_parser("config-validate", help="validate the config file and exit")
 
@@ -125,15 +130,16 @@ def _load_config(args: argparse.Namespace):
         summary = (f"{where} has {len(problems)} problem(s) (run `nodepool config-validate` "
                    f"for details)")
         if args.command in NEEDS_WHOLE_CONFIG:
-            raise _ConfigInvalid(f"{args.command} reads the providers of the configuration, "
-                                 f"and {summary}")
+            raise _ConfigInvalid(f"{args.command} reads the {NEEDS_WHOLE_CONFIG[args.command]} "
+                                 f"of the configuration, and {summary}")
         print(f"nodepool: warning: {summary}; only its ZooKeeper settings are used",
               file=sys.stderr)
     return config
 
 
-# Commands that read more of the config than its ZooKeeper keys.
-NEEDS_WHOLE_CONFIG = frozenset({"info"})
+# Commands that read more of the config than its ZooKeeper keys, and what they read.
+NEEDS_WHOLE_CONFIG = {"info": "providers", "image-build": "diskimages",
+                      "alien-image-list": "providers"}
 
 
 class _ConfigInvalid(NodepoolError):
@@ -208,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
             return table_cmds.COMMANDS[args.command][0](args, zk)
         if args.command in admin_cmds.COMMANDS:
             return admin_cmds.COMMANDS[args.command](args, zk)
+        if args.command == "alien-image-list":
+            return alien_cmd.cmd_alien_image_list(args, zk, config)
+        if args.command in image_cmds.COMMANDS:
+            return image_cmds.COMMANDS[args.command](args, zk, config)
         if args.command == "request-explain":
             return explain_cmd.cmd_request_explain(args, zk)
         raise AssertionError(args.command)

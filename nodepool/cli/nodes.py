@@ -1,4 +1,4 @@
-"""CLI commands on nodes: list, delete, hold, info."""
+"""CLI commands on nodes: list, delete, hold, info (a provider: pools, images, nodes)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from nodepool import listings
 from nodepool.cli.output import age_of, print_json, print_table
 from nodepool.errors import InvalidTransition, LockFailed, NodepoolError, NotFound
 from nodepool.model import Node, NodeState
-from nodepool.zk import components, locks, nodes, paths
+from nodepool.zk import components, images, locks, nodes, paths
 from nodepool.zk.client import ZooKeeperClient
 
 
@@ -131,15 +131,24 @@ def cmd_hold(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     return 0
 
 
+def _image_rows(zk: ZooKeeperClient, provider: str) -> list[tuple[str, str, list[str]]]:
+    """(image, build id, upload ids) of each build with records for `provider`, as
+    Nodepool's `info` lists its image data."""
+    found = images.provider_uploads(zk.kazoo, provider)
+    return [(image, build_id, sorted(u.id for u in found[image][build_id]))
+            for image in sorted(found) for build_id in sorted(found[image])]
+
+
 def cmd_info(args: argparse.Namespace, zk: ZooKeeperClient, config) -> int:
     """Show a provider: its configured pools and labels, pool workers, and nodes."""
     provider = config.providers.get(args.provider) if config is not None else None
     pools = [c for c in components.list_components(zk, components.POOL)
              if c.get("provider_name") == args.provider]
     found, locked = _nodes_with_locks(zk, args.provider)
-    if provider is None and not pools and not found:
+    uploads = _image_rows(zk, args.provider)
+    if provider is None and not pools and not found and not uploads:
         raise NotFound(f"provider {args.provider!r} is not in the configuration "
-                       f"and has no nodes or pool workers in ZooKeeper")
+                       f"and has no nodes, images or pool workers in ZooKeeper")
     now = time.time()
     if args.json:
         print_json({
@@ -150,6 +159,7 @@ def cmd_info(args: argparse.Namespace, zk: ZooKeeperClient, config) -> int:
                        "labels": sorted(p.labels)} for p in (provider.pools.values()
                                                               if provider else [])],
             "pool_workers": pools,
+            "images": [{"image": i, "build_id": b, "upload_ids": u} for i, b, u in uploads],
             "nodes": [_json(n, n.id in locked, now) for n in found],
         })
         return 0
@@ -166,6 +176,8 @@ def cmd_info(args: argparse.Namespace, zk: ZooKeeperClient, config) -> int:
                       p.get("supported_labels")] for p in pools])
     else:
         print("No pool worker of this provider is registered (no launcher serves it).")
+    print("Image data:")
+    print_table(["Image Name", "Build ID", "Upload IDs"], uploads)
     print(f"Nodes ({len(found)}):")
     print(nodes_table(found, locked, now=now))
     return 0

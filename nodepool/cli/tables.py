@@ -1,4 +1,4 @@
-"""CLI listings with the web's columns: label-list, image-list, dib-image-list."""
+"""CLI listings with the web's columns: label-list, image-list, dib-image-list, image-status."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def cmd_label_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
 
 
 def cmd_image_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
-    rows = [listings.image_row(*u) for u in images.all_uploads(zk.kazoo)]
+    rows = [listings.image_row(u) for u in images.all_uploads(zk.kazoo)]
     return _show(args, listings.IMAGES, rows)
 
 
@@ -34,9 +34,15 @@ def cmd_dib_image_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
     return _show(args, listings.DIB_IMAGES, rows)
 
 
+def cmd_image_status(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
+    rows = [listings.image_status_row(*s) for s in images.image_statuses(zk.kazoo)]
+    return _show(args, listings.IMAGE_STATUS, rows)
+
+
 COMMANDS = {"label-list": (cmd_label_list, "list the labels registered launcher pools offer"),
             "image-list": (cmd_image_list, "list image uploads (built images in providers)"),
-            "dib-image-list": (cmd_dib_image_list, "list built diskimage-builder images")}
+            "dib-image-list": (cmd_dib_image_list, "list built diskimage-builder images"),
+            "image-status": (cmd_image_status, "list each image's pause flag and build request")}
 
 
 def add_parsers(sub) -> None:

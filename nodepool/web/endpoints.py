@@ -75,6 +75,7 @@ class NodepoolEndpoints:
         app.route("/image-list", self.image_list, cache=LIST_CACHE, params=("fields",))
         app.route("/dib-image-list", self.dib_image_list, cache=LIST_CACHE,
                   params=("fields",))
+        app.route("/image-status", self.image_status, cache=LIST_CACHE, params=("fields",))
         app.route("/metrics", self.metrics)
 
     @property
@@ -134,12 +135,17 @@ class NodepoolEndpoints:
 
     def image_list(self, request: Request) -> Response:
         columns = _columns(request, listings.IMAGES)
-        rows = [listings.image_row(*u) for u in self._images(images.all_uploads)]
+        rows = [listings.image_row(u) for u in self._images(images.all_uploads)]
         return _render(request, columns, rows)
 
     def dib_image_list(self, request: Request) -> Response:
         columns = _columns(request, listings.DIB_IMAGES)
         rows = [listings.dib_image_row(*b) for b in self._images(images.all_builds)]
+        return _render(request, columns, rows)
+
+    def image_status(self, request: Request) -> Response:
+        columns = _columns(request, listings.IMAGE_STATUS)
+        rows = [listings.image_status_row(*s) for s in self._images(images.image_statuses)]
         return _render(request, columns, rows)
 
     def _images(self, read):
