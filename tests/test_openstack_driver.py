@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import math
 from typing import Any, Callable
 
 import pytest
@@ -375,14 +374,15 @@ def test_resumed_submit_without_a_listing_finds_the_server_with_one_filtered_cal
 def test_quota_is_the_limit_minus_what_others_use(loop: Loop, adapter: OpenStackAdapter, ctl: Any,
                                                   conn: Any, images: dict,
                                                   make_context: Callable) -> None:
+    # Cinder's defaults: 10 volumes, 1000 GB (see test_openstack_volume_quota.py).
     assert adapter.quota_limits() == Resources(instances=10, cores=20, ram=51200,
-                                               volumes=math.inf, volume_gb=math.inf)
+                                               volumes=10, volume_gb=1000)
     conn.compute.create_server(name="someone-else", flavor_id="3", networks="auto",
                                image_id=images["cirros-0.6.2"])  # m1.medium: 2 cores, 4096 MiB
     launched(loop, make_context("roomy"))  # ours: the core counts it from ZooKeeper
     assert adapter.quota_limits() == Resources(instances=9, cores=18, ram=47104,
-                                               volumes=math.inf, volume_gb=math.inf)
-    ctl.set_quotas(instances=-1, cores=-1, ram=-1)
+                                               volumes=10, volume_gb=1000)
+    ctl.set_quotas(instances=-1, cores=-1, ram=-1, volumes=-1, gigabytes=-1)
     assert adapter.quota_limits() is None
 
 

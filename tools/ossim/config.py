@@ -26,18 +26,21 @@ DEFAULT_FLAVORS = (
 
 @dataclass
 class Quotas:
-    """Project limits; -1 means unlimited, as in Nova and Neutron."""
+    """Project limits; -1 means unlimited, as in Nova, Neutron and Cinder."""
 
     instances: int = 10  # Nova's defaults
     cores: int = 20
     ram: int = 51200
     floating_ips: int = 50  # Neutron's default
     ports: int = 500
+    volumes: int = 10  # Cinder's defaults (maxTotalVolumes, maxTotalVolumeGigabytes)
+    gigabytes: int = 1000
 
     def update(self, values: dict[str, int]) -> None:
         for key, value in values.items():
             if not hasattr(self, key):
-                raise ValueError(f"unknown quota {key!r}; known: instances, cores, ram, floating_ips, ports")
+                raise ValueError(f"unknown quota {key!r}; known: instances, cores, ram, floating_ips, "
+                                 "ports, volumes, gigabytes")
             setattr(self, key, int(value))
 
 
@@ -85,6 +88,8 @@ class SimConfig:
     # room for benchmarks with thousands of servers (a TEST-NET /24 runs out at 253).
     fixed_cidr: str = "198.18.0.0/16"
     floating_cidr: str = "198.19.0.0/16"
+    # A block-storage (Cinder v3) service in the catalog; off: a cloud without one.
+    block_storage: bool = True
     real_nodes: bool = False
     # A private /16 that exists only on this machine; None picks a free 10.x.0.0/16.
     real_cidr: str | None = None

@@ -139,7 +139,7 @@ def service_of(path: str) -> str:
     """Which service's error format applies to a path (for 404s no route matched)."""
     first = path.strip("/").split("/", 1)[0]
     return {"identity": "identity", "compute": "compute", "image": "image",
-            "network": "network", "_sim": "control"}.get(first, "compute")
+            "network": "network", "volume": "volume", "_sim": "control"}.get(first, "compute")
 
 
 ERROR_FORMATTERS: dict[str, Callable[[ApiError], Response]] = {
@@ -147,6 +147,7 @@ ERROR_FORMATTERS: dict[str, Callable[[ApiError], Response]] = {
     "compute": nova_error,
     "image": glance_error,
     "network": neutron_error,
+    "volume": nova_error,   # Cinder's faults are shaped as Nova's
     "control": lambda exc: Response(exc.status, {"error": exc.message, "kind": exc.kind}, exc.headers),
 }
 

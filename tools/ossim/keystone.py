@@ -105,8 +105,12 @@ class KeystoneApi:
         return token
 
     def _catalog(self, base: str) -> list[dict[str, Any]]:
-        services = (("identity", "keystone", "/identity"), ("compute", "nova", "/compute/v2.1"),
-                    ("image", "glance", "/image"), ("network", "neutron", "/network"))
+        services = [("identity", "keystone", "/identity"), ("compute", "nova", "/compute/v2.1"),
+                    ("image", "glance", "/image"), ("network", "neutron", "/network")]
+        if self.config.block_storage:
+            # Registered under both types, as devstack and most clouds do.
+            volume = f"/volume/v3/{self.state.project_id}"
+            services += [("block-storage", "cinder", volume), ("volumev3", "cinderv3", volume)]
         catalog = []
         for service_type, name, path in services:
             endpoints = [{"id": uuid.uuid5(uuid.NAMESPACE_URL, f"{service_type}-{iface}").hex,

@@ -189,7 +189,8 @@ class ServersApi:
                                                       "specified")
             if dest == "volume":
                 volumes.append({"id": bdm.get("uuid") if source == "volume" else new_id(),
-                                "delete_on_termination": bool(bdm.get("delete_on_termination", False))})
+                                "delete_on_termination": bool(bdm.get("delete_on_termination", False)),
+                                "size": int(bdm.get("volume_size") or 0)})
                 if str(bdm.get("boot_index", "")) == "0":
                     boot_from_volume = True
         if image_ref:

@@ -15,6 +15,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .cinder import CinderApi
 from .config import SimConfig
 from .control import ControlApi
 from .glance import GlanceApi
@@ -128,7 +129,7 @@ class Simulator:
             self.state.realnodes = self._realnodes
             nova = NovaApi(self.state)
             for api in (KeystoneApi(self.state), nova, ServersApi(self.state, nova), GlanceApi(self.state),
-                        NeutronApi(self.state), ControlApi(self.state, self.reset)):
+                        NeutronApi(self.state), CinderApi(self.state), ControlApi(self.state, self.reset)):
                 api.register(self.router)
             self._httpd = _Server((self.config.host, self.config.port), self)
         except BaseException:

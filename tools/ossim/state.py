@@ -150,6 +150,11 @@ class CloudState:
             used["ram"] += flavor.ram if flavor else 0
         return used
 
+    def volume_usage(self) -> dict[str, int]:
+        """What counts against Cinder quota: the volumes of every server not yet gone."""
+        volumes = [v for server in self.servers.values() for v in server.volumes]
+        return {"volumes": len(volumes), "gigabytes": sum(int(v.get("size") or 0) for v in volumes)}
+
     # -- ports and addresses ---------------------------------------------------------------
 
     def create_port(self, network_id: str, device_id: str = "", device_owner: str = "",

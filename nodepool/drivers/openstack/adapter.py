@@ -7,6 +7,9 @@ import threading
 import time
 from typing import Any, Mapping
 
+from keystoneauth1 import exceptions as ksa_exc
+from openstack import exceptions as sdk_exc
+
 from nodepool.drivers.adapter import (
     Adapter,
     CloudResource,
@@ -129,12 +132,14 @@ class OpenStackAdapter(Adapter):
     # -- quota ------------------------------------------------------------
 
     def quota_limits(self) -> Resources | None:
-        """Nova's absolute limits minus what servers not tagged with us use.
+        """Nova's and Cinder's absolute limits minus what servers not tagged with us
+        (and volumes not theirs) use.
 
         Also warms the flavor cache, so label_cost() (called on the loop
         thread) rarely has to ask the cloud itself.
         """
         limits = self.cloud.call("get limits", lambda conn: conn.compute.get_limits())
+        volume = self.cloud.call("get volume limits", _volume_limits)
         self.catalog.flavors()
         with self._lock:
             age = None if self._listed_at is None else time.monotonic() - self._listed_at
@@ -144,7 +149,9 @@ class OpenStackAdapter(Adapter):
             servers = self.cloud.list_servers()
             self._remember(servers)
         others = quota.others_usage(servers, self.provider.name, self.catalog.flavor_by_id)
-        return quota.quota_limits(limits.absolute, others)
+        volume_absolute = volume.absolute if volume is not None else None
+        others = others + quota.others_volumes(volume_absolute, servers, self.provider)
+        return quota.quota_limits(limits.absolute, others, volume_absolute)
 
     def label_cost(self, pool: Any, label: Any) -> Resources:
         if self.catalog.cached_flavors() is None:   # read by quota_limits, off the loop
@@ -165,3 +172,12 @@ class OpenStackAdapter(Adapter):
 
     def stop(self) -> None:
         self.cloud.close()
+
+
+def _volume_limits(conn: Any) -> Any:
+    """Cinder's limits through the SDK's public API; None when the cloud has no
+    block-storage service in its catalog (volumes are then unlimited, as in Nodepool)."""
+    try:
+        return conn.block_storage.get_limits()
+    except (sdk_exc.ServiceDisabledException, ksa_exc.EndpointNotFound):
+        return None
