@@ -164,3 +164,12 @@ def test_boot_from_volume_request_waits_at_the_volume_quota(launcher, zk_client,
     rq.finish(taken)          # its volume goes with its server
     req = rq.wait(waiting, timeout=30)
     assert req["state"] == "fulfilled"
+
+
+def test_simulator_command_line_sets_the_volume_quota_and_the_switch():
+    from ossim.cli import build_config, parse_args
+
+    config = build_config(parse_args(["--volumes", "3", "--volume-gigabytes", "90",
+                                      "--no-block-storage"]))
+    assert (config.quotas.volumes, config.quotas.gigabytes, config.block_storage) == (3, 90, False)
+    assert build_config(parse_args([])).block_storage is True

@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--instances", type=int, default=Quotas.instances, help="instances quota (-1 unlimited)")
     parser.add_argument("--cores", type=int, default=Quotas.cores, help="cores quota (-1 unlimited)")
     parser.add_argument("--ram", type=int, default=Quotas.ram, help="RAM quota in MiB (-1 unlimited)")
+    parser.add_argument("--volumes", type=int, default=Quotas.volumes,
+                        help="Cinder maxTotalVolumes (-1 unlimited)")
+    parser.add_argument("--volume-gigabytes", type=int, default=Quotas.gigabytes,
+                        help="Cinder maxTotalVolumeGigabytes (-1 unlimited)")
+    parser.add_argument("--no-block-storage", action="store_true",
+                        help="no block-storage service in the catalog (a cloud without Cinder)")
     parser.add_argument("--region", default="RegionOne")
     parser.add_argument("--clouds-yaml", metavar="PATH", help="write a clouds.yaml for this simulator to PATH")
     parser.add_argument("--cloud-name", default="local", help="cloud name in the written clouds.yaml")
@@ -41,8 +47,9 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         with open(path) as fh:
             keys.append(fh.read().strip())
     return SimConfig(port=args.port, region=args.region, real_nodes=args.real_nodes, real_cidr=args.real_cidr,
-                     authorized_keys=tuple(keys),
-                     quotas=Quotas(instances=args.instances, cores=args.cores, ram=args.ram),
+                     authorized_keys=tuple(keys), block_storage=not args.no_block_storage,
+                     quotas=Quotas(instances=args.instances, cores=args.cores, ram=args.ram,
+                                   volumes=args.volumes, gigabytes=args.volume_gigabytes),
                      timings=Timings(boot_delay=args.boot_delay, delete_delay=args.delete_delay))
 
 
