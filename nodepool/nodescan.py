@@ -212,7 +212,16 @@ class NodeScanner:
              key_types: Sequence[str] | None = None,
              on_done: Callable[[ScanRequest], None] | None = None) -> ScanRequest:
         """Start scanning host:port and return at once; `on_done` runs in the scanner thread."""
-        req = ScanRequest(host, port, timeout, normalize_key_types(key_types), on_done)
+        return self._submit(ScanRequest(host, port, timeout, normalize_key_types(key_types),
+                                        on_done))
+
+    def probe(self, host: str, port: int, timeout: float = 60.0,
+              on_done: Callable[[ScanRequest], None] | None = None) -> ScanRequest:
+        """Wait until host:port accepts a TCP connection, speaking no ssh: the check of
+        a connection without host keys (winrm), as Nodepool makes it. `result` is []."""
+        return self._submit(ScanRequest(host, port, timeout, (), on_done))
+
+    def _submit(self, req: ScanRequest) -> ScanRequest:
         with self._lock:
             if not self._running or self._loop is None:
                 raise RuntimeError("NodeScanner is not running: call start() first")
@@ -285,7 +294,8 @@ class NodeScanner:
         deadline = req.started + req.timeout
         log.debug("host=%s port=%s scanning for %s", req.host, req.port, ",".join(req.key_types))
         try:
-            keys = await self._gather(req, deadline)
+            keys = await (self._gather(req, deadline) if req.key_types
+                          else self._connect(req, deadline))
         except asyncio.CancelledError:
             why = self._why()
             log.info("host=%s port=%s scan %s after %.3fs", req.host, req.port, why, req.duration)
@@ -370,9 +380,38 @@ class NodeScanner:
                 await asyncio.sleep(sleep)
             delay = min(delay * 2, self.backoff_max)
 
+    async def _connect(self, req: ScanRequest, deadline: float) -> list[str]:
+        """A probe: connect until one TCP connection succeeds, with backoff until `deadline`."""
+        assert self._slots is not None
+        delay = self.backoff_initial
+        last: BaseException | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout(req, last)
+            req.attempts += 1
+            try:
+                async with self._slots, asyncio.timeout(min(self.attempt_timeout, remaining)):
+                    _, writer = await asyncio.open_connection(req.host, req.port)
+                writer.close()
+                return []
+            except OSError as exc:  # TimeoutError is an OSError
+                last = exc
+                log.debug("host=%s port=%s not accepting yet: %s", req.host, req.port,
+                          _describe(exc))
+            sleep = min(delay, deadline - time.monotonic())
+            if sleep > 0:
+                await asyncio.sleep(sleep)
+            delay = min(delay * 2, self.backoff_max)
+
     def _timeout(self, req: ScanRequest, last: BaseException | None) -> NodeScanTimeout:
         where = _hostport(req.host, req.port)
         why = _describe(last) if last is not None else "no attempt was made"
+        if not req.key_types:
+            return NodeScanTimeout(
+                f"port check of {where} timed out after {req.timeout:g}s"
+                f" ({req.attempts} connection attempts); last error: {why}",
+                req.host, req.port, last)
         hint = ""
         if last is not None and _server_closed(last):
             hint = (" (a server that closes every handshake may have no host key of the"

@@ -107,7 +107,8 @@ make_context = context_factory(PROVIDER)
 
 
 def by_id(adapter: StaticAdapter) -> dict:
-    return {i.external_id: i for i in adapter.standing_instances()}
+    """The standing instances by slot key."""
+    return {i.metadata["standing"]: i for i in adapter.standing_instances()}
 
 
 def test_one_instance_per_max_parallel_jobs_slot(adapter: StaticAdapter) -> None:
@@ -118,6 +119,18 @@ def test_one_instance_per_max_parallel_jobs_slot(adapter: StaticAdapter) -> None
         "admin@192.0.2.10-0", "Administrator@win01.example.org-0", "2001:db8::5-0"]
     assert [instances[f"host1.example.org:2022-{n}"].slot for n in range(3)] == [0, 1, 2]
     assert {i.pool for i in instances.values()} == {"main", "windows"}
+
+
+def test_external_id_is_the_host_name_as_nodepool_writes_it(adapter: StaticAdapter) -> None:
+    instances = by_id(adapter)
+    assert {k: i.external_id for k, i in instances.items()} == {
+        "host1.example.org-0": "host1.example.org",
+        "host1.example.org:2022-0": "host1.example.org",
+        "host1.example.org:2022-1": "host1.example.org",
+        "host1.example.org:2022-2": "host1.example.org",
+        "admin@192.0.2.10-0": "192.0.2.10",
+        "Administrator@win01.example.org-0": "win01.example.org",
+        "2001:db8::5-0": "2001:db8::5"}
 
 
 def test_labels_given_as_a_string_or_a_list(adapter: StaticAdapter) -> None:
@@ -147,8 +160,12 @@ def test_connection_facts_come_from_config(adapter: StaticAdapter) -> None:
         "192.0.2.10", "192.0.2.10", "admin", "/usr/bin/python3", "ssh", 22)
     assert host.public_ipv4 == "192.0.2.10" and host.public_ipv6 is None
     win = instances["Administrator@win01.example.org-0"]
+    # Port 22 when none is given, whatever the connection type, as Nodepool's loader.
     assert (win.connection_type, win.connection_port, win.shell_type, win.username) == (
-        "winrm", 5986, "cmd", "Administrator")
+        "winrm", 22, "cmd", "Administrator")
+    # A winrm host's port is checked before it is registered; an ssh host's is scanned.
+    assert win.metadata["check_port"] is True
+    assert instances["admin@192.0.2.10-0"].metadata["check_port"] is False
     assert win.public_ipv4 is None and win.public_ipv6 is None  # a name: no DNS lookup here
     assert instances["2001:db8::5-0"].public_ipv6 == "2001:db8::5"
     assert instances["host1.example.org-0"].username == "zuul"
@@ -161,8 +178,10 @@ def test_create_finds_a_slot_recorded_the_nodepool_way(loop: Loop) -> None:
                        hostname="host1.example.org", connection_port=2022, slot=2)
     run = loop.create(ctx)
     assert run.complete and run.instance is not None, run.describe()
-    assert run.instance.external_id == run.external_id == "host1.example.org:2022-2"
-    assert run.saves[-1] == {"state": "complete", "external_id": "host1.example.org:2022-2"}
+    assert run.instance.external_id == run.external_id == "host1.example.org"
+    assert run.instance.metadata["standing"] == "host1.example.org:2022-2"
+    assert run.saves[-1] == {"state": "complete", "external_id": "host1.example.org",
+                             "standing": "host1.example.org:2022-2"}
 
 
 def test_create_resumes_from_the_cores_standing_record(adapter: StaticAdapter) -> None:
@@ -170,7 +189,16 @@ def test_create_resumes_from_the_cores_standing_record(adapter: StaticAdapter) -
     machine = adapter.create(ctx, {"standing": "Administrator@win01.example.org-0"})
     machine.advance(None)
     assert machine.complete and machine.instance is not None
-    assert machine.instance.external_id == "Administrator@win01.example.org-0"
+    assert machine.instance.external_id == "win01.example.org"
+    assert machine.driver_data()["standing"] == "Administrator@win01.example.org-0"
+
+
+def test_create_finds_a_slot_recorded_under_the_old_external_id(loop: Loop) -> None:
+    # Before external_id was the host name, it held the slot key.
+    run = loop.create(make_context("big-metal", external_id="host1.example.org:2022-1"))
+    assert run.complete and run.instance is not None, run.describe()
+    assert run.instance.metadata["standing"] == "host1.example.org:2022-1"
+    assert run.instance.external_id == "host1.example.org"
 
 
 def test_create_for_a_host_removed_from_config_is_a_launch_failure(loop: Loop) -> None:
@@ -200,7 +228,8 @@ def test_standing_instances_are_copies(adapter: StaticAdapter) -> None:
 
 def test_delete_makes_no_change_to_the_standing_hosts(adapter: StaticAdapter, loop: Loop) -> None:
     before = adapter.list_instances()
-    deletion = loop.delete(Node(id="0000000001", provider="lab", external_id="admin@192.0.2.10-0"))
+    deletion = loop.delete(Node(id="0000000001", provider="lab", external_id="192.0.2.10",
+                                driver_data={"standing": "admin@192.0.2.10-0"}))
     assert deletion.complete and adapter.list_instances() == before
 
 

@@ -139,7 +139,7 @@ def test_one_host_with_two_users_is_two_hosts_with_distinct_slot_ids():
     from nodepool.drivers.static import StaticAdapter
 
     provider = parse_config(TWO_USERS, "static.yaml").providers["lab"]
-    ids = [i.external_id for i in StaticAdapter(provider).standing_instances()]
+    ids = [i.metadata["standing"] for i in StaticAdapter(provider).standing_instances()]
     # The default user keeps the id written before the user was part of the key.
     assert ids == ["shared.example.org-0", "ops@shared.example.org-0"]
 
@@ -153,7 +153,8 @@ def test_a_node_under_its_pre_upgrade_id_still_occupies_its_slot():
           - name""", "          - name")
     provider = parse_config(ops_only, "static.yaml").providers["lab"]
     adapter = StaticAdapter(provider)
-    assert [i.external_id for i in adapter.standing_instances()] == ["ops@shared.example.org-0"]
+    assert [i.metadata["standing"] for i in adapter.standing_instances()] == [
+        "ops@shared.example.org-0"]
     # Written with the old (name, port) key, the slot's id was shared.example.org-0.
     old = Node(state="in-use", type=["metal"], interface_ip="shared.example.org",
                username="ops", connection_port=22, slot=0,

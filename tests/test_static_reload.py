@@ -116,15 +116,19 @@ def test_outdated_names_what_changed_and_passes_what_did_not():
     from nodepool.drivers.static.standing import outdated
     from nodepool.model import Node
 
-    inst = Instance(external_id="h-0", status=InstanceStatus.READY, interface_ip="h",
+    inst = Instance(external_id="h", status=InstanceStatus.READY, interface_ip="h",
                     username="zuul", connection_port=22, connection_type="ssh",
-                    python_path="auto", host_keys=None, metadata={"labels": ["metal"]})
+                    python_path="auto", host_keys=None,
+                    metadata={"labels": ["metal"], "standing": "h-0"})
     node = Node(type=["metal"], interface_ip="h", username="zuul", connection_port=22,
-                connection_type="ssh", python_path="auto", driver_data={"standing": "h-0"})
+                connection_type="ssh", python_path="auto", external_id="h",
+                driver_data={"standing": "h-0"})
     assert outdated(node, {"h-0": inst}) is None
     assert "removed" in outdated(node, {})
     node.username = "other"
     assert "(username)" in outdated(node, {"h-0": inst})
     node.username, node.type = "zuul", ["metal", "big"]
     assert "(labels)" in outdated(node, {"h-0": inst})
+    node.type, node.external_id = ["metal"], "h-0"     # written before external_id = host
+    assert "registered again as 'h'" in outdated(node, {"h-0": inst})
     assert outdated(Node(type=["metal"]), {}) is None    # not a node we registered

@@ -20,7 +20,7 @@ from nodepool.config.checks import (
 )
 from nodepool.config.driverapi import BuildContext, Driver, pool_common, provider_common
 from nodepool.config.errors import join_path
-from nodepool.config.model import DEFAULT_PORTS, Pool, PoolLabel, Provider, by_name
+from nodepool.config.model import Pool, PoolLabel, Provider, by_name
 from nodepool.config.schema import (
     POOL_COMMON,
     PROVIDER_COMMON,
@@ -38,6 +38,11 @@ log = logging.getLogger("nodepool.config")
 # refuses them for a static provider, so a migrated file has none of them.
 IGNORED_PROVIDER_KEYS = ("rate", "boot-timeout", "launch-timeout", "launch-retries")
 
+# A static host's connection-port when none is given, whatever its connection-type:
+# Nodepool's loader reads `connection-port`, else `ssh-port`, else 22 (its
+# documentation says 5986 for winrm; the code is what runs).
+DEFAULT_PORT = 22
+
 
 @dataclass(frozen=True, kw_only=True)
 class StaticNode:
@@ -52,7 +57,7 @@ class StaticNode:
     host_key_checking: bool = True
     host_keys: tuple[str, ...] = ()
     connection_type: str = "ssh"
-    connection_port: int = 22
+    connection_port: int = DEFAULT_PORT
     shell_type: str | None = None
     # How many jobs may use this host at the same time.
     max_parallel_jobs: int = 1
@@ -107,15 +112,24 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
 
 
 def _port(node: Mapping[str, Any]) -> Any:
-    """connection-port, else the legacy ssh-port (Nodepool's precedence), else the default."""
-    kind = node.get("connection-type", "ssh")
-    return node.get("connection-port", node.get("ssh-port", DEFAULT_PORTS.get(kind, 22)))
+    """connection-port, else the legacy ssh-port (Nodepool's precedence), else 22."""
+    return node.get("connection-port", node.get("ssh-port", DEFAULT_PORT))
 
 
 def warnings(raw: RawMap, path: str) -> list[str]:
-    """One line per key of this static providers[] entry that is accepted and ignored."""
-    return [f"{join_path(path, key)}: has no effect for a static provider (Nodepool "
-            f"refuses it); remove it" for key in IGNORED_PROVIDER_KEYS if key in raw]
+    """One line per key of this static providers[] entry that is accepted and ignored,
+    and per non-ssh host that gets port 22 only because it names no port."""
+    out = [f"{join_path(path, key)}: has no effect for a static provider (Nodepool "
+           f"refuses it); remove it" for key in IGNORED_PROVIDER_KEYS if key in raw]
+    for ppath, pool in entries(raw, "pools", path):
+        for npath, node in entries(pool, "nodes", ppath):
+            kind = node.get("connection-type", "ssh")
+            if kind not in ("ssh", "network_cli") and isinstance(kind, str) and \
+                    "connection-port" not in node and "ssh-port" not in node:
+                out.append(f"{join_path(npath, 'connection-type')}: {kind} host without "
+                           f"connection-port gets port {DEFAULT_PORT}, as in Nodepool (whose "
+                           f"documentation says 5986 for winrm); set connection-port")
+    return out
 
 
 def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
@@ -150,8 +164,7 @@ def _node_key(node: Mapping[str, Any]) -> str | None:
         return None
     port = _port(node)
     user = node.get("username", "zuul")
-    where = name if port == DEFAULT_PORTS.get(node.get("connection-type", "ssh"), 22) \
-        else f"{name}:{port}"
+    where = name if port == DEFAULT_PORT else f"{name}:{port}"
     return where if user == "zuul" else f"{user}@{where}"
 
 

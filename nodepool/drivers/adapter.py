@@ -207,6 +207,18 @@ class CloudResource:
     detail: str = ""
 
 
+# Where a standing instance may carry its slot's key, when slots share an external_id
+# (a static host's slots all show the host name); the core records the key in the
+# node's driver_data under the same name.
+STANDING = "standing"
+
+
+def standing_key(instance: Instance) -> str:
+    """A standing instance's slot key, unique in its provider: `metadata["standing"]`,
+    else its external_id."""
+    return (instance.metadata or {}).get(STANDING) or instance.external_id
+
+
 class Adapter(abc.ABC):
     """One provider's connection to its cloud. Built from the provider's frozen config."""
 
@@ -271,10 +283,10 @@ class Adapter(abc.ABC):
         return []
 
     def standing_slot(self, node: Node) -> str | None:
-        """For drivers that do not launch: the `standing_instances()` external_id whose
-        slot `node` occupies, or None (the core may then register that slot again).
+        """For drivers that do not launch: the `standing_key()` of the standing instance
+        whose slot `node` occupies, or None (the core may then register that slot again).
         The core records the slot a node was registered for as driver_data
-        {"standing": <external_id>}; by default that slot, while it is configured.
+        {"standing": <slot key>}; by default that slot, while it is configured.
         Called on the provider loop for every node of a pass: it must not call the
         cloud (drivers with many slots override it with an index)."""
         slot = (node.driver_data or {}).get("standing")
@@ -293,7 +305,7 @@ class Adapter(abc.ABC):
         return f"slot {slot} is no longer configured"
 
     def _standing_ids(self) -> set[str]:
-        return {i.external_id for i in self.standing_instances()}
+        return {standing_key(i) for i in self.standing_instances()}
 
     def stop(self) -> None:
         """Release connections when the provider stops."""

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 from nodepool import errors
 from nodepool import timeline as tl
-from nodepool.drivers.adapter import Instance, LaunchContext
+from nodepool.drivers.adapter import STANDING, Instance, LaunchContext, standing_key
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.deletions import Deletions
@@ -149,7 +149,7 @@ class Launches:
         task = LaunchTask(node=node, lock=lock, pool=pool, label=pool.cfg.labels[label_name],
                           request_id=node.allocated_to, attempt_started=time.monotonic())
         node.type = list((instance.metadata or {}).get("labels") or [label_name])
-        node.driver_data = {"standing": instance.external_id}
+        node.driver_data = {STANDING: standing_key(instance)}
         node.set_state(NodeState.BUILDING, self.scope.ctx.clock())
         self.write(task)
         self.tasks[node.id] = task
@@ -376,23 +376,33 @@ class Launches:
         meta = inst.metadata or {}
         checking = meta.get("host_key_checking", task.label.host_key_checking)
         # host_keys from the driver: a list is final (empty = the requestor will not
-        # check), None means scan them.
+        # check), None means scan them; a driver may ask for the port to be checked
+        # even so (a static winrm host).
+        scanner = self.scope.ctx.scanner
         if inst.host_keys is not None or not checking:
             node.host_keys = list(inst.host_keys or [])
+            if meta.get("check_port") and node.interface_ip:
+                self._check(task, scanner.probe, meta)
+                return
         elif node.connection_type in SCANNED_CONNECTIONS and node.interface_ip:
-            task.phase = Phase.SCAN
-            self._save(task)
-            timeout = float(meta.get("timeout") or self.scope.provider.boot_timeout)
-            task.scan = self.scope.ctx.scanner.scan(node.interface_ip, node.connection_port,
-                                                    timeout=timeout,
-                                                    on_done=lambda _: self.scope.wake())
+            self._check(task, scanner.scan, meta)
             return
         self._ready(task)
+
+    def _check(self, task: LaunchTask, how: Callable, meta) -> None:
+        """Scan the node's host keys, or probe its port; the outcome is collected."""
+        node = task.node
+        task.phase = Phase.SCAN
+        self._save(task)
+        timeout = float(meta.get("timeout") or self.scope.provider.boot_timeout)
+        task.scan = how(node.interface_ip, node.connection_port, timeout=timeout,
+                        on_done=lambda _: self.scope.wake())
 
     def _collect_scan(self, task: LaunchTask) -> None:
         scan, task.scan = task.scan, None
         if scan.error is None:
-            task.node.host_keys = list(scan.result)
+            if scan.key_types:   # a probe leaves the keys as they are
+                task.node.host_keys = list(scan.result)
             self._ready(task)
         elif self._unreachable(task, scan.error):
             del self.tasks[task.node.id]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from nodepool.drivers.adapter import Instance
+from nodepool.drivers.adapter import STANDING, Instance, standing_key
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.launches import Launches
@@ -111,7 +111,7 @@ class StandingSupply:
         self._provider_nodes = provider_nodes
         self.claim_ready: Callable | None = None   # the request part's claim of ready nodes
         self.standing: dict[str, Instance] = {
-            i.external_id: i for i in scope.adapter.standing_instances()}
+            standing_key(i): i for i in scope.adapter.standing_instances()}
         self._retry_at: dict[str, float] = {}      # host slot -> when to try it again
 
     def pool_max_servers(self, pool_cfg) -> float:
@@ -144,14 +144,14 @@ class StandingSupply:
         nodes = self._provider_nodes()
         self._unregister_outdated(nodes)
         present = {self.scope.adapter.standing_slot(node) for node in nodes}
-        for ext_id, instance in self.standing.items():
-            if ext_id in present or self._retry_at.get(ext_id, 0) > now:
+        for key, instance in self.standing.items():
+            if key in present or self._retry_at.get(key, 0) > now:
                 continue
             pool = self.scope.pools.get(instance.pool or "")
             labels = list((instance.metadata or {}).get("labels") or [])
             if pool is None or not labels:
                 continue
-            self._retry_at.pop(ext_id, None)
+            self._retry_at.pop(key, None)
             self.launches.start(pool, labels[0], instance=instance)
 
     def _unregister_outdated(self, nodes: list[Node]) -> None:
@@ -172,8 +172,8 @@ class StandingSupply:
     def unreachable(self, task: LaunchTask, error: Exception) -> bool:
         """A static host that does not answer: its slot is tried again later."""
         delay = self.scope.tuning.standing_retry
-        ext = (task.node.driver_data or {}).get("standing")
-        self._retry_at[ext] = time.monotonic() + delay
+        key = (task.node.driver_data or {}).get(STANDING)
+        self._retry_at[key] = time.monotonic() + delay
         self.scope.log.warning("node=%s Static host %s unreachable, retrying in %ss: %s",
                                task.node.id, task.node.interface_ip, delay, error)
         return True

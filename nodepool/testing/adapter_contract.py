@@ -11,7 +11,15 @@ from typing import Callable
 
 import pytest
 
-from nodepool.drivers.adapter import Adapter, Instance, InstanceStatus, LaunchContext, Resources
+from nodepool.drivers.adapter import (
+    STANDING,
+    Adapter,
+    Instance,
+    InstanceStatus,
+    LaunchContext,
+    Resources,
+    standing_key,
+)
 from nodepool.errors import CapacityError, DriverError, LaunchFailure, QuotaError
 from nodepool.model import Node
 from nodepool.testing.contract_harness import (  # noqa: F401  (re-exported for drivers' tests)
@@ -254,7 +262,10 @@ class LaunchingAdapterContract(AdapterContract):
 class StandingAdapterContract(AdapterContract):
     """Cases for drivers whose nodes exist already (`launches = False`, e.g. static hosts).
 
-    `make_context(label, pool, external_id=...)` names the standing instance the node is for.
+    Each standing instance has a unique slot key (`standing_key()`: `metadata["standing"]`,
+    else its external_id); slots may share an external_id (a static host's slots all
+    show the host name). `make_context(label, pool, **node_fields)` names the slot the
+    node is for by the node's fields (`place()`).
     """
 
     def listed_instance(self, adapter: Adapter, loop: Loop, make_context: ContextFactory) -> Instance:
@@ -262,13 +273,20 @@ class StandingAdapterContract(AdapterContract):
         assert standing, "the test config should give at least one standing instance"
         return standing[0]
 
+    @staticmethod
+    def place(standing: Instance) -> dict:
+        """The node fields by which a node records the slot it stands for."""
+        return {"external_id": standing.external_id, "hostname": standing.hostname,
+                "username": standing.username, "connection_port": standing.connection_port,
+                "slot": standing.slot}
+
     def test_does_not_launch(self, adapter: Adapter) -> None:
         assert adapter.launches is False
 
     def test_standing_instances_are_ready_and_distinct(self, adapter: Adapter) -> None:
         standing = adapter.standing_instances()
         assert standing, "the test config should give at least one standing instance"
-        assert len({i.external_id for i in standing}) == len(standing)
+        assert len({standing_key(i) for i in standing}) == len(standing)
         pools = adapter.provider.pools
         for instance in standing:
             assert instance.status == InstanceStatus.READY and instance.interface_ip, instance
@@ -277,17 +295,18 @@ class StandingAdapterContract(AdapterContract):
             assert labels and all(name in pools[instance.pool].labels for name in labels)
 
     def test_listing_is_the_standing_instances(self, adapter: Adapter) -> None:
-        assert ({i.external_id for i in adapter.list_instances()}
-                == {i.external_id for i in adapter.standing_instances()})
+        assert ({standing_key(i) for i in adapter.list_instances()}
+                == {standing_key(i) for i in adapter.standing_instances()})
 
     def test_create_completes_with_its_instance(self, adapter: Adapter, loop: Loop,
                                                 make_context: ContextFactory) -> None:
         for standing in adapter.standing_instances():
             ctx = make_context(standing.metadata["labels"][0], standing.pool,
-                               external_id=standing.external_id)
+                               **self.place(standing))
             run = loop.create(ctx)
             assert run.complete and run.instance is not None, run.describe()
             assert run.instance.external_id == standing.external_id
+            assert standing_key(run.instance) == standing_key(standing)
             assert run.instance.node_id == ctx.node.id
 
     def test_create_resumes_from_saved_driver_data(
@@ -295,44 +314,48 @@ class StandingAdapterContract(AdapterContract):
             faults: Faults, make_context: ContextFactory) -> None:
         standing = adapter.standing_instances()[-1]
         ctx = make_context(standing.metadata["labels"][0], standing.pool,
-                           external_id=standing.external_id)
+                           **self.place(standing))
         first = loop.create(ctx)
-        for saved in [None, *first.saves]:
+        for saved in [None, {STANDING: standing_key(standing)}, *first.saves]:
             resumed = self.new_loop(adapter_factory(), faults).create(ctx, saved)
             assert resumed.complete, resumed.describe()
             assert resumed.instance is not None
-            assert resumed.instance.external_id == standing.external_id
+            assert standing_key(resumed.instance) == standing_key(standing)
+            if saved is not None and STANDING in saved:
+                # The slot key stays in what the machine saves: a resumed record names it.
+                assert resumed.machine.driver_data().get(STANDING) == standing_key(standing)
 
     def test_delete_completes_and_the_host_stays(self, adapter: Adapter, loop: Loop,
                                                  make_context: ContextFactory) -> None:
         standing = adapter.standing_instances()[0]
         ctx = make_context(standing.metadata["labels"][0], standing.pool,
-                           external_id=standing.external_id)
+                           **self.place(standing))
         run = loop.create(ctx)
         deletion = loop.delete(node_for_delete(ctx, run))
         assert deletion.complete, deletion.describe()
-        assert standing.external_id in {i.external_id for i in adapter.list_instances()}
+        assert standing_key(standing) in {standing_key(i) for i in adapter.list_instances()}
 
     def registered_node(self, standing: Instance) -> Node:
         """A node as the core registers it for a standing instance."""
         return Node(id="0000000001", type=list(standing.metadata["labels"]),
                     provider=standing.provider, pool=standing.pool,
+                    external_id=standing.external_id, hostname=standing.hostname,
                     interface_ip=standing.interface_ip, username=standing.username,
                     connection_port=standing.connection_port,
                     connection_type=standing.connection_type, shell_type=standing.shell_type,
                     python_path=standing.python_path, host_keys=list(standing.host_keys or []),
-                    slot=standing.slot, driver_data={"standing": standing.external_id})
+                    slot=standing.slot, driver_data={STANDING: standing_key(standing)})
 
     def test_a_registered_node_occupies_its_slot_and_is_current(self, adapter: Adapter) -> None:
         for standing in adapter.standing_instances():
             node = self.registered_node(standing)
-            assert adapter.standing_slot(node) == standing.external_id, standing
+            assert adapter.standing_slot(node) == standing_key(standing), standing
             assert adapter.standing_outdated(node) is None, standing
 
     def test_a_node_of_a_slot_no_longer_configured_is_outdated(self, adapter: Adapter) -> None:
         node = self.registered_node(adapter.standing_instances()[0])
-        node.interface_ip = "gone.invalid"
-        node.driver_data = {"standing": "no-such-slot"}
+        node.interface_ip = node.hostname = "gone.invalid"
+        node.driver_data = {STANDING: "no-such-slot"}
         assert adapter.standing_slot(node) is None
         assert adapter.standing_outdated(node)
         assert adapter.standing_outdated(Node(type=["x"])) is None   # not registered by us

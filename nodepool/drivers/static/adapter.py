@@ -7,9 +7,9 @@ import dataclasses
 import ipaddress
 from typing import Any, Mapping
 
-from nodepool.config.model import DEFAULT_PORTS
-from nodepool.config.static import StaticNode, StaticPool, StaticProvider
+from nodepool.config.static import DEFAULT_PORT, StaticNode, StaticPool, StaticProvider
 from nodepool.drivers.adapter import (
+    STANDING,
     Adapter,
     CreateStateMachine,
     DeleteStateMachine,
@@ -28,18 +28,19 @@ KEYED_CONNECTIONS = frozenset({"ssh", "network_cli"})
 
 COMPLETE = "complete"
 
+def slot_key(host: StaticNode, slot: int) -> str:
+    """The unique key of one slot: `[<user>@]<name>[:<port>]-<slot>`, the user only when
+    it is not `zuul` and the port only when it is not 22.
 
-def slot_id(host: StaticNode, slot: int) -> str:
-    """The id of one slot: `[<user>@]<name>[:<port>]-<slot>`, the user only when it is not
-    `zuul` and the port only when it is not the connection type's default.
-
-    Nodepool tells hosts apart by (name, username, port). Ids of hosts with the
+    Nodepool tells hosts apart by (name, username, port). Keys of hosts with the
     default user are those written before the user was part of the key, so an
-    upgrade keeps them; a host with another user gets a new id (its old ready
+    upgrade keeps them; a host with another user gets a new key (its old ready
     nodes are unregistered and the slot registered again; see standing.py).
+    The node's `external_id` is the host name, as Nodepool writes it; the key
+    lives in its `driver_data`.
     """
-    default = DEFAULT_PORTS.get(host.connection_type, 22)
-    where = host.name if host.connection_port == default else f"{host.name}:{host.connection_port}"
+    port = host.connection_port
+    where = host.name if port == DEFAULT_PORT else f"{host.name}:{port}"
     if host.username != "zuul":
         where = f"{host.username}@{where}"
     return f"{where}-{slot}"
@@ -48,8 +49,9 @@ def slot_id(host: StaticNode, slot: int) -> str:
 def host_keys(host: StaticNode) -> list[str] | None:
     """The keys to hand out: the configured `host-key`s; None when the core should keyscan.
 
-    Hosts without ssh (winrm...) have none to check; with host-key-checking
-    off, the configured keys (maybe none) are used as they are, as Nodepool does.
+    Hosts without ssh (winrm...) have none to check (their port is checked, see
+    `metadata["check_port"]`); with host-key-checking off, the configured keys
+    (maybe none) are used as they are, as Nodepool does.
     """
     if host.connection_type not in KEYED_CONNECTIONS:
         return []
@@ -70,7 +72,7 @@ def _addresses(name: str) -> dict[str, str]:
 def standing_instance(provider: StaticProvider, pool: StaticPool, host: StaticNode,
                       slot: int) -> Instance:
     return Instance(
-        external_id=slot_id(host, slot),
+        external_id=host.name,
         status=InstanceStatus.READY,
         provider=provider.name,
         pool=pool.name,
@@ -83,10 +85,13 @@ def standing_instance(provider: StaticProvider, pool: StaticPool, host: StaticNo
         python_path=host.python_path,
         host_keys=host_keys(host),
         slot=slot,
-        # What the core needs besides the Instance fields: the node's labels,
-        # and whether/how long to check that the host answers.
-        metadata={"labels": list(host.labels), "host_key_checking": host.host_key_checking,
-                  "timeout": host.timeout},
+        # What the core needs besides the Instance fields: the slot's key, the node's
+        # labels, and whether/how long to check that the host answers. A host without
+        # ssh keys has its port checked before it is registered, whatever
+        # host-key-checking says, as Nodepool's checkHost does.
+        metadata={STANDING: slot_key(host, slot), "labels": list(host.labels),
+                  "host_key_checking": host.host_key_checking, "timeout": host.timeout,
+                  "check_port": host.connection_type not in KEYED_CONNECTIONS},
         **_addresses(host.name),
     )
 
@@ -105,7 +110,7 @@ class StaticAdapter(Adapter):
             for host in pool.nodes:
                 for slot in range(host.max_parallel_jobs):
                     instance = standing_instance(provider, pool, host, slot)
-                    self._standing[instance.external_id] = instance
+                    self._standing[instance.metadata[STANDING]] = instance
         self._by_place = {place(i): key for key, i in self._standing.items()}
 
     def standing_instances(self) -> list[Instance]:
@@ -133,13 +138,14 @@ class StaticAdapter(Adapter):
     def label_cost(self, pool: Any, label: Any) -> Resources:
         return Resources(instances=1)
 
-    def find_slot(self, node: Node, external_id: str | None) -> Instance | None:
-        """The standing instance a node stands for: by our external_id, else by
-        (host name, username, port, slot) as Nodepool recorded static nodes
-        (external_id = host name)."""
-        if external_id in self._standing:
-            return _copy(self._standing[external_id])
-        name = node.hostname or external_id
+    def find_slot(self, node: Node, key: str | None) -> Instance | None:
+        """The standing instance a node stands for: by its slot key (also the
+        external_id of nodes written before external_id was the host name), else by
+        (host name, username, port, slot) as Nodepool records static nodes."""
+        for wanted in (key, node.external_id):
+            if wanted in self._standing:
+                return _copy(self._standing[wanted])
+        name = node.hostname or node.external_id
         for instance in self._standing.values():
             if ((instance.hostname, instance.username, instance.connection_port, instance.slot)
                     == (name, node.username, node.connection_port, node.slot)):
@@ -153,28 +159,39 @@ def _copy(instance: Instance) -> Instance:
 
 
 class StaticCreate(CreateStateMachine):
-    """start -> complete in one advance: the host is there already; no call is made."""
+    """start -> complete in one advance: the host is there already; no call is made.
+
+    Its saved driver_data keeps the slot key under "standing", as the core
+    records a registered slot, so a resumed record still names its slot.
+    """
 
     def __init__(self, adapter: StaticAdapter, ctx: LaunchContext,
                  driver_data: Mapping[str, Any] | None = None):
         super().__init__(ctx, driver_data)
         self.adapter = adapter
-        # The launcher core records a registered slot as {"standing": <external_id>}.
-        self.external_id = self.external_id or (driver_data or {}).get("standing")
+        self.key: str | None = (driver_data or {}).get(STANDING)
+
+    def driver_data(self) -> dict[str, Any]:
+        data = super().driver_data()
+        if self.key is not None:
+            data[STANDING] = self.key
+        return data
 
     def advance(self, listing: Listing | None) -> None:
         node = self.ctx.node
-        wanted = self.external_id or node.external_id
-        instance = self.adapter.find_slot(node, wanted)
+        instance = self.adapter.find_slot(node, self.key)
         where = f"node {node.id}: provider {self.adapter.provider.name}"
         if instance is None:
-            raise LaunchFailure(f"{where}: no configured host slot matches external_id {wanted!r} "
+            wanted = self.key or node.external_id
+            raise LaunchFailure(f"{where}: no configured host slot matches {wanted!r} "
                                 f"(hostname {node.hostname!r}, port {node.connection_port}, "
                                 f"slot {node.slot}); was the host removed from the config?")
+        key = instance.metadata[STANDING]
         if self.ctx.label.name not in instance.metadata["labels"]:
-            raise LaunchFailure(f"{where}: host slot {instance.external_id} does not offer label "
+            raise LaunchFailure(f"{where}: host slot {key} does not offer label "
                                 f"{self.ctx.label.name!r} (it offers "
                                 f"{', '.join(instance.metadata['labels'])})")
+        self.key = key
         self.external_id = instance.external_id
         self.instance = dataclasses.replace(instance, node_id=node.id)
         self.state = COMPLETE
