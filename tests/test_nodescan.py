@@ -262,3 +262,24 @@ def test_scan_before_start_and_unknown_key_types_are_refused() -> None:
         normalize_key_types(["dsa"])
     assert normalize_key_types(["ecdsa", "ed25519"]) == (
         "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
+
+
+def test_probe_succeeds_once_the_port_accepts_and_speaks_no_ssh(scanner: NodeScanner) -> None:
+    """A winrm host's check: a TCP connection, no handshake, no keys."""
+    address = next_address()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, 0))
+        port = sock.getsockname()[1]
+        req = scanner.probe(address, port, timeout=20)
+        wait_for(lambda: req.attempts >= 1, what="a first refused attempt")
+        assert not req.done
+        sock.listen(1)
+        assert finished(req, 20).error is None and req.result == []
+
+
+def test_probe_of_a_closed_port_times_out_naming_the_port_check(scanner: NodeScanner) -> None:
+    address = next_address()
+    req = finished(scanner.probe(address, free_port(address), timeout=0.5))
+    assert isinstance(req.error, NodeScanTimeout)
+    assert str(req.error).startswith(f"port check of {address}:")
