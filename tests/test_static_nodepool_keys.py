@@ -182,3 +182,24 @@ def test_config_validate_prints_the_warnings_and_the_file_stays_valid(capsys, tm
     out, err = capsys.readouterr()
     assert code == 0 and "configuration is valid" in out
     assert f"{path}: warning: providers[0].rate: has no effect" in err
+
+
+WINRM = POOL_HEAD + """
+          - name: win01.example.org
+            labels: metal
+            connection-type: winrm
+          - name: win02.example.org
+            labels: metal
+            connection-type: winrm
+            connection-port: 5986
+"""
+
+
+def test_winrm_host_without_a_port_gets_22_as_in_nodepool_and_is_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="nodepool.config"):
+        pool = parse_config(WINRM, "static.yaml").providers["lab"].pools["main"]
+    assert [n.connection_port for n in pool.nodes] == [22, 5986]
+    lines = [r.getMessage() for r in caplog.records if r.name == "nodepool.config"]
+    assert lines == ["providers[0].pools[0].nodes[0].connection-type: winrm host without "
+                     "connection-port gets port 22, as in Nodepool (whose documentation says "
+                     "5986 for winrm); set connection-port"]
