@@ -203,3 +203,17 @@ def test_winrm_host_without_a_port_gets_22_as_in_nodepool_and_is_warned_about(ca
     assert lines == ["providers[0].pools[0].nodes[0].connection-type: winrm host without "
                      "connection-port gets port 22, as in Nodepool (whose documentation says "
                      "5986 for winrm); set connection-port"]
+
+
+def test_a_node_nodepool_registered_occupies_its_slot_and_is_handed_out_as_it_is():
+    """Nodepool's static driver writes no slot key (external_id = host name): taking over
+    from it, the slot is not registered a second time."""
+    from nodepool.drivers.static import StaticAdapter
+    from nodepool.model import Node
+
+    adapter = StaticAdapter(parse_config(TWO_USERS, "static.yaml").providers["lab"])
+    theirs = Node(state="ready", type=["metal"], external_id="shared.example.org",
+                  hostname="shared.example.org", interface_ip="shared.example.org",
+                  username="ops", connection_port=22, slot=0, launcher="static driver")
+    assert adapter.standing_slot(theirs) == "ops@shared.example.org-0"
+    assert adapter.standing_outdated(theirs) is None
