@@ -18,6 +18,8 @@ from nodepool import timeline as tl
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.deferral import Deferral
+from nodepool.launcher.deletions import Deletions
+from nodepool.launcher.eviction import MakeRoom
 from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.holding import Holding
 from nodepool.launcher.launches import Launches
@@ -38,7 +40,8 @@ class Requests:
     """The requests of one provider worker."""
 
     def __init__(self, scope: ProviderScope, supply, launches: Launches, spares: Spares,
-                 sweep: Sweep, capacity: Capacity, cloud: CloudView, absorb):
+                 sweep: Sweep, capacity: Capacity, cloud: CloudView, absorb,
+                 deletions: Deletions):
         self.scope = scope
         self.supply = supply
         self.launches = launches
@@ -58,6 +61,7 @@ class Requests:
         self.notes = RequestNotes(scope, capacity)    # the requests' timelines (reasons.py)
         self._said_paused: dict[str, bool] = {}       # pool -> paused, as last logged
         self.taking = Taking(scope, supply, self)
+        self.room = MakeRoom(scope, supply, capacity, cloud, deletions)   # eviction.py
         self.holding = Holding(scope, launches, spares, sweep, self, self.taking)
 
     def handler_node_ids(self) -> set[str]:
@@ -172,6 +176,7 @@ class Requests:
                     looked.takes.append((req, pool))
                     break
         self.taking.take_all(looked.takes)
+        self.room.apply(self.notes)    # after the claims: no node a take claims is deleted
         for name, pool in self.scope.pools.items():
             pool.paused = name in blocked
         self.deferral.deferred(blocked, looked.tenant_waits, walk, self.waiting_pools)
@@ -200,7 +205,7 @@ class Requests:
         if pool.cfg.name in blocked:
             self.notes.behind(req, pool, blocked[pool.cfg.name])
             return False
-        blocker = "concurrency" if self._at_concurrency(looked) else \
+        blocker, need = ("concurrency", []) if self._at_concurrency(looked) else \
             self._blocker(req, pool, looked.promised)
         if blocker is not None:
             self.notes.deferred(req, pool, blocker)
@@ -209,6 +214,7 @@ class Requests:
             return False   # this tenant is at its limit; others may go ahead
         if blocker is not None:
             blocked[pool.cfg.name] = (blocker, req.id)
+            self.room.consider(req, pool, blocker, need, looked.promised)
             return False
         return True
 
@@ -218,15 +224,16 @@ class Requests:
         limit = self.scope.provider.max_concurrency
         return limit > 0 and len(self.handlers) + len(looked.takes) >= limit
 
-    def _blocker(self, req: NodeRequest, pool: PoolState,
-                 promised: collections.Counter) -> str | None:
-        """From the cache alone: why the pool cannot serve this now (None = it can).
+    def _blocker(self, req: NodeRequest, pool: PoolState, promised: collections.Counter
+                 ) -> tuple[str | None, list[str]]:
+        """From the cache alone: why the pool cannot serve this now (None = it can), and
+        the labels its ready nodes do not serve.
 
         Ready nodes count first (spares promised to requests taken earlier in
         this pass excepted); the supply says why the rest cannot be had.
         """
         if self.capacity.request_past_tenant_limits(pool, req.node_types, req.tenant_name):
-            return "tenant"   # spares count: a tenant may not pass its limit by taking them
+            return "tenant", []   # spares count: a tenant may not pass its limit by taking them
         need = list(req.node_types)
         if self.supply.reuses_ready(req):
             index, name = self.scope.index, pool.cfg.name
@@ -238,8 +245,8 @@ class Requests:
                     promised[(name, label)] += 1
                     need.remove(label)
         if not need:
-            return None
-        return self.supply.shortfall(req, pool, need)
+            return None, need
+        return self.supply.shortfall(req, pool, need), need
 
     def decline(self, request_id: str, pool: PoolState, reason: str, lock=None) -> None:
         """Add the pool to declined_by (failed when every registered pool declined)."""

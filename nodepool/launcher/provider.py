@@ -84,7 +84,7 @@ class ProviderWorker:
         self.sweep = Sweep(scope, self.deletions, self.launches.resume, self._busy,
                            self.spares.unnamed_starting, can_resume=self.supply.launches_nodes)
         self.requests = Requests(scope, self.supply, self.launches, self.spares, self.sweep,
-                                 self.capacity, self.cloud, self._absorb)
+                                 self.capacity, self.cloud, self._absorb, self.deletions)
         self.leaks = Leaks(scope, lambda: self.launches.tasks)
         # Wired once: how launches end is an event for the request part; a static
         # supply claims freed hosts through it; the listing's pace follows the waits.
