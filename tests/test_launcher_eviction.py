@@ -66,3 +66,19 @@ def test_no_spare_is_deleted_for_a_request_that_would_not_fit_anyway(env):
     req = rq.wait(rid, timeout=20)
     assert req["state"] == "fulfilled"
     wait_for(lambda: rq.node(spare) is None, what="the spare deleted to make room")
+
+
+def test_a_request_for_the_spares_label_keeps_its_spare_while_another_makes_room(env):
+    env.write_config(min_ready=2, max_servers=2)
+    env.start_launcher()
+    wait_for(lambda: len(ready_spares(env)) == 2, what="two small spares fill the pool")
+    spares = spare_ids(env)
+    rq = env.requestor
+    small, large = rq.submit(["small"]), rq.submit(["large"])    # likely one pass for both
+    got_small, got_large = rq.wait(small), rq.wait(large, timeout=20)
+    assert got_small["state"] == got_large["state"] == "fulfilled"
+    assert got_small["nodes"][0] in spares                      # handed over, not deleted
+    assert rq.node(got_small["nodes"][0])["allocated_to"] == small
+    (gone,) = [s for s in spares if s != got_small["nodes"][0]]
+    wait_for(lambda: rq.node(gone) is None, what="the other spare deleted to make room")
+    assert env.cloud.creates == 3

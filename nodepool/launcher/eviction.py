@@ -30,7 +30,7 @@ from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.context import MIN_READY_REQUESTOR
 from nodepool.launcher.deletions import Deletions
 from nodepool.launcher.scope import PoolState, ProviderScope
-from nodepool.model import Node, NodeRequest
+from nodepool.model import Node, NodeRequest, NodeState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +75,10 @@ def nodes_to_delete(need: Resources, limits: Iterable[Limit],
     return []
 
 
+def _deleting(node: Node | None) -> bool:
+    return node is not None and node.state == NodeState.DELETING
+
+
 class MakeRoom:
     """The request part's evictions: gathered during a walk, sent to the deletion part after."""
 
@@ -86,6 +90,11 @@ class MakeRoom:
         self.cloud = cloud
         self.deletions = deletions
         self.chosen: list[tuple[NodeRequest, PoolState, str, list[Unused]]] = []
+        # Ids of nodes we chose, while being deleted: between the end of their delete
+        # task and the removal reaching the cache they still count as used, and must
+        # not make a second node go for the same room. One a requestor claimed first
+        # (the deletion was dropped) leaves the set at the next look.
+        self.evicted: set[str] = set()
 
     def consider(self, req: NodeRequest, pool: PoolState, kind: str, need: list[str],
                  promised) -> None:
@@ -112,7 +121,7 @@ class MakeRoom:
         """The pool's spares of labels the request does not ask for; not those requests
         taken in this pass will claim (the oldest of each label), nor any being deleted."""
         index, name, cache = self.scope.index, pool.cfg.name, self.scope.ctx.cache
-        busy = self.deletions.busy()
+        busy = self.deletions.busy() | self.evicted
         out: dict[str, Unused] = {}
         for label in pool.cfg.labels:
             if label in asked:
@@ -129,7 +138,9 @@ class MakeRoom:
         """The pool's limits and the cloud's quota, with what our deletions will free."""
         cache, index = self.scope.ctx.cache, self.scope.index
         pending = self.capacity.pending_nodes()
-        going = [n for n in (cache.get_node(i) for i in self.deletions.busy()) if n is not None]
+        busy = self.deletions.busy()
+        self.evicted = {i for i in self.evicted if i in busy or _deleting(cache.get_node(i))}
+        going = [n for n in (cache.get_node(i) for i in busy | self.evicted) if n is not None]
         name = pool.cfg.name
 
         def used(nodes: list[Node]) -> Resources:
@@ -155,5 +166,6 @@ class MakeRoom:
                 self.scope.log.info("node=%s provider=%s Making room: %s", node.node_id,
                                     self.scope.name, reason)
                 self.deletions.lock_for_deletion(node.node_id, reason)
+                self.evicted.add(node.node_id)
                 self.scope.ctx.metrics.unused_node_deleted(self.scope.name, pool.cfg.name)
             notes.making_room(req, pool, kind, [(n.node_id, n.label) for n in nodes])
