@@ -42,6 +42,8 @@ class Holding:
         self.book = book       # the requests we hold, and what the walks remember
         self.taking = taking
 
+    # -- launch outcomes (events from the launch part) -----------------------------------
+
     def launch_ready(self, task: LaunchTask) -> bool:
         """A launched node is ready; True if a request keeps it locked until fulfilment."""
         h = self.book.handlers.get(task.request_id or "")

@@ -35,6 +35,8 @@ class Taking:
         self.supply = supply
         self.book = book     # the requests we hold, and what the walks remember
 
+    # -- taking -----------------------------------------------------------------------
+
     def take_all(self, takes: list[tuple[NodeRequest, PoolState]]) -> None:
         """Lock, re-read and serve every request this pass took, their round trips overlapped.
 
