@@ -222,6 +222,9 @@ class Metrics:
                                      ["provider", "call", "class"])
         self._leaks = counter("nodepool_leaked_resources", "Leaked cloud objects deleted",
                               ["provider", "kind"])
+        self._made_room = counter("nodepool_unused_nodes_deleted",
+                                  "Unused ready nodes deleted to make room for a request "
+                                  "of another label (no statsd name)", ["provider", "pool"])
         self._snapshot = _Snapshot(r)
         self._limits: dict[str, Mapping[str, float]] = {}
         self._limits_lock = threading.Lock()   # providers' loops report their own limits
@@ -310,6 +313,11 @@ class Metrics:
         if self.statsd is not None:
             self.statsd.send([("c", f"nodepool.provider.{normalize_statsd_name(provider)}."
                                     f"leaked.{plural}", 1)])
+
+    def unused_node_deleted(self, provider: str, pool: str) -> None:
+        """An unused ready node deleted to make room for a waiting request (eviction.py);
+        Prometheus only: Nodepool has no statsd name for it."""
+        self._made_room(provider, pool).inc()
 
     def quota_limits(self, provider: str, limits) -> None:
         """A provider's limits as the cloud last said (None: unlimited)."""
@@ -412,6 +420,9 @@ class NullMetrics(Metrics):
         pass
 
     def leaked(self, provider, kind) -> None:
+        pass
+
+    def unused_node_deleted(self, provider, pool) -> None:
         pass
 
     def quota_limits(self, provider, limits) -> None:

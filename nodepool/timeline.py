@@ -48,6 +48,8 @@ CAUSES = {
     "quota refused": "the cloud refused a launch for quota; the pool pauses",
     "rate limited": "the cloud asked to retry later (rate limit or a passing error)",
     "behind": "a request ahead of it waits at the same pool, which takes none after it",
+    "making room": "the pool is at its limits: unused ready nodes of other labels are deleted "
+                   "to make room for it",
 }
 
 MAX_ENTRIES = 40

@@ -180,3 +180,22 @@ def test_reload_with_a_missing_tls_file_keeps_the_last_good_config(env, tmp_path
                                                                      "max-servers: 5"))
     launcher.check_config()
     assert launcher.config is good and launcher.workers.get("fake1") is worker
+
+
+def test_a_launcher_given_the_loaded_config_reads_the_files_no_more(tmp_path, zk_tls) -> None:
+    """The daemon's command reads the files to check them, then starts the launcher with
+    what it read: once, not twice. The stamp is taken before the read, so an edit made
+    while the files were read is a change the first config check picks up."""
+    from nodepool.config import ConfigFiles
+    from nodepool.launcher.daemon import Launcher
+    from nodepool.metrics import NullMetrics
+
+    cfg = tmp_path / "nodepool.yaml"
+    cfg.write_text(zk_part(zk_tls) + REST)
+    files = ConfigFiles(str(cfg))
+    config, stamp = files.load_stamped()
+    assert stamp == files.stamp()
+    cfg.write_text("not: [valid")    # a second read would fail
+    launcher = Launcher(files, metrics=NullMetrics(), loaded=(config, stamp))
+    assert launcher.config is config
+    assert launcher._config_stamp == stamp != files.stamp()   # the edit shows as a change

@@ -76,7 +76,8 @@ def test_status_page_shows_label_node_count_and_waiting_request_in_chromium(
     failed = rq.submit(["other"])                  # no pool offers it: declined, failed
     assert rq.wait(failed)["state"] == "failed"
     wait_for(lambda: len(ready_nodes(env)) == 2, what="min-ready's new spare")
-    waiting = rq.submit(["large"])                 # the pool is at max-servers 2: it waits
+    # The pool is at max-servers 2; deleting the spare would not make room for two: it waits.
+    waiting = rq.submit(["large", "large"])
     cache_has_request(launcher, waiting)
     passes_go_by(launcher, "fake1")
     assert rq.get(waiting)["state"] in ("requested", "pending")

@@ -40,28 +40,34 @@ def label_of(summary: dict, name: str) -> dict:
 
 
 def test_summary_counts_labels_pools_and_says_why_a_request_waits(env):
-    env.write_config(min_ready=1, max_servers=1)
+    env.write_config(min_ready=1, max_servers=2)
     launcher = env.start_launcher()
     with following(launcher.ctx.cache) as feed:
         wait_for(lambda: label_of(status.summary(launcher), "small")["spare"] == 1,
                  what="min-ready's spare in the summary")
-        waiting = env.requestor.submit(["large"])   # the pool is full with the spare
+        rq = env.requestor
+        first = rq.submit(["small"])
+        rq.accept(first, rq.wait(first))           # one node in use; min-ready adds a spare
+        wait_for(lambda: label_of(status.summary(launcher), "small")["spare"] == 1,
+                 what="min-ready's spare again")
+        # The pool is full, and deleting the spare would not make room for two nodes.
+        waiting = rq.submit(["large", "large"])
         cache_has_request(launcher, waiting)
         passes_go_by(launcher, "fake1")
         wait_for(lambda: pool_of(status.summary(launcher))["paused"], what="the pool paused")
         data = status.summary(launcher, feed=feed)
     assert env.requestor.get(waiting)["state"] in ("requested", "pending")
-    assert data["connected"] is True and data["nodes"]["total"] == 1
+    assert data["connected"] is True and data["nodes"]["total"] == 2
     assert pool_of(data) | {"launcher": None} == {
-        "name": "main", "used": 1, "max": 1, "paused": True, "reason": "at the pool's limit",
+        "name": "main", "used": 2, "max": 2, "paused": True, "reason": "at the pool's limit",
         "labels": ["small", "large"], "launcher": None}
     assert pool_of(data)["launcher"] == "nl01"
     assert label_of(data, "small") | {"configured": True} == {
-        "name": "small", "min_ready": 1, "ready": 1, "spare": 1, "building": 0, "in_use": 0,
+        "name": "small", "min_ready": 1, "ready": 1, "spare": 1, "building": 0, "in_use": 1,
         "other": 0, "waiting": 0, "short": False, "configured": True}
     assert label_of(data, "large")["waiting"] == 1
     (shown,) = data["requests"]["waiting"]
-    assert shown["id"] == waiting and shown["labels"] == ["large"]
+    assert shown["id"] == waiting and shown["labels"] == ["large", "large"]
     assert shown["reason"] == "fake1/main at the pool's limit"
     assert shown["reason_source"] == "launcher" and shown["age"] >= 0
     assert data["requests"]["waiting_more"] == 0

@@ -39,6 +39,12 @@ class ConfigFiles:
             raise ConfigError(problems)
         return _with_tls_checked(config)
 
+    def load_stamped(self, env: Mapping[str, str] | None = None) -> tuple[Config, Stamp | None]:
+        """The whole config (as `load`) and the files' stamp taken before they were read,
+        so an edit made while they are read shows as a change later."""
+        stamp = self.stamp()
+        return self.load(env), stamp
+
     def load_for_zookeeper(self, env: Mapping[str, str] | None = None
                            ) -> tuple[Config, list[Problem]]:
         """For commands that only talk to ZooKeeper: the whole config and [] when the

@@ -32,7 +32,8 @@ from typing import Callable
 
 from nodepool import errors
 from nodepool import timeline as tl
-from nodepool.config import ConfigError, ConfigFiles, Provider, provider_changes
+from nodepool.config import Config, ConfigError, ConfigFiles, Provider, provider_changes
+from nodepool.config.files import Stamp
 from nodepool.drivers import adapter_for
 from nodepool.drivers.adapter import Adapter
 from nodepool.launcher import maintenance
@@ -109,8 +110,9 @@ class Launcher:
                  adapter_factory: Callable[[Provider], Adapter] = adapter_for,
                  hostname: str | None = None, tuning: Tuning = DEFAULT,
                  webapp: bool = False, metrics: Metrics | None = None,
-                 zk_retry: bool = False):
-        # nodepool.yaml and the secure file (-s), both watched for changes.
+                 zk_retry: bool = False, loaded: tuple[Config, Stamp | None] | None = None):
+        # nodepool.yaml and the secure file (-s), both watched for changes; `loaded`:
+        # what `files.load_stamped()` returned already (the command read them to check).
         self.files = config_path if isinstance(config_path, ConfigFiles) \
             else ConfigFiles(config_path)
         self.config_path = self.files.config
@@ -119,8 +121,7 @@ class Launcher:
         self.tuning = tuning
         self.metrics = metrics if metrics is not None else Metrics.from_environ()
         self.stats: StatsReporter | None = None
-        self.config = self.files.load()
-        self._config_stamp = self._stamp()
+        self.config, self._config_stamp = loaded or self.files.load_stamped()
         # The loop's own (see the module docstring); other threads read worker_snapshot,
         # a tuple the loop replaces whole whenever `workers` changes.
         self.workers: dict[str, ProviderWorker] = {}

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from nodepool.config import ConfigError, ConfigFiles
     files = ConfigFiles(args.config, args.secure)
     try:
-        config = files.load()
+        config, stamp = files.load_stamped()   # once: the launcher starts with it
     except ConfigError as e:
         print(f"nodepool-launcher: invalid configuration:\n{e}", file=sys.stderr)
         return 1
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"nodepool-launcher: invalid environment: {e}", file=sys.stderr)
         return 1
-    return run(files, webapp=not args.no_webapp)
+    return run(files, webapp=not args.no_webapp, loaded=(config, stamp))
 
 
 # Cyclic garbage collection, tuned for a long-running daemon: almost everything the
@@ -123,19 +123,21 @@ def tune_gc() -> None:
 EXIT_WEB = 4   # the web endpoints' address cannot be bound
 
 
-def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool = True) -> int:
+def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool = True,
+        loaded=None) -> int:
     """Run the daemon until SIGTERM or SIGINT, then stop in a bounded time and exit 0.
 
     SIGHUP has the config files checked now (a reload when they changed; never a stop),
     SIGUSR2 logs every thread's stack. ZooKeeper away at start is retried (1 s doubling
-    to 30 s) until it answers or a stop signal comes."""
+    to 30 s) until it answers or a stop signal comes. `loaded`: the config and its stamp,
+    when the caller read the files already (they are then not read again)."""
     from nodepool.errors import ZooKeeperUnavailable
     from nodepool.launcher.daemon import Launcher
     from nodepool.web import WebBindError
 
     log = logging.getLogger("nodepool.launcher")
     stop = threading.Event()
-    launcher = Launcher(config_path, webapp=webapp, zk_retry=True)
+    launcher = Launcher(config_path, webapp=webapp, zk_retry=True, loaded=loaded)
 
     def on_stop(signum, _frame) -> None:
         stop.set()

@@ -84,13 +84,13 @@ class ProviderWorker:
         self.sweep = Sweep(scope, self.deletions, self.launches.resume, self._busy,
                            self.spares.unnamed_starting, can_resume=self.supply.launches_nodes)
         self.requests = Requests(scope, self.supply, self.launches, self.spares, self.sweep,
-                                 self.capacity, self.cloud, self._absorb)
+                                 self.capacity, self.cloud, self._absorb, self.deletions)
         self.leaks = Leaks(scope, lambda: self.launches.tasks)
         # Wired once: how launches end is an event for the request part; a static
         # supply claims freed hosts through it; the listing's pace follows the waits.
-        self.launches.outcomes = self.requests
+        self.launches.outcomes = self.requests.holding
         if isinstance(self.supply, StandingSupply):
-            self.supply.claim_ready = self.requests.claim_ready
+            self.supply.claim_ready = self.requests.taking.claim_ready
         self.cloud.follow_waits(lambda: self.launches.waits() + self.deletions.waits())
         self.steps = self._pass_steps()
         self._zk_lost_said = False
@@ -178,7 +178,7 @@ class ProviderWorker:
             self.thread.join(timeout)
         if hand_back and self.scope.ctx.zk.connected:
             try:
-                self.requests.hand_back()
+                self.requests.holding.hand_back()
                 self.launches.hand_back()
                 self.deletions.hand_back()
             except Exception:
@@ -250,7 +250,7 @@ class ProviderWorker:
         ]
         act = [
             ("resume orphans", lambda now: self.sweep.first_pass()),   # before serving
-            ("check handlers", lambda now: self.requests.check_handlers()),   # fill, fulfil
+            ("check handlers", lambda now: self.requests.holding.check_handlers()),   # fill, fulfil
             ("serve waiting", lambda now: self.requests.serve_waiting()),   # a walk, or new
             ("cloud act", self.cloud.act),                    # a listing or limits that are due
             ("leaks act", lambda now: self.leaks.act()),      # a leak scan that is due

@@ -137,6 +137,16 @@ class RequestNotes:
         self.record(req.id, self.scope.name, tl.DEFERRED, text, pool=name, cause=cause,
                     waits_for=kind)
 
+    def making_room(self, req, pool: PoolState, kind: str,
+                    nodes: list[tuple[str, str]]) -> None:
+        """The request is first in line at `pool`, at its `kind` limit, and fits once
+        these unused ready nodes (id, label) of other labels are deleted (eviction.py)."""
+        where = f"pool {pool.cfg.name} of provider {self.scope.name}"
+        said = ", ".join(f"{node_id} ({label})" for node_id, label in nodes)
+        self.record(req.id, self.scope.name, tl.DEFERRED,
+                    f"{where} is at its {kind} limit: deleting unused ready node(s) {said} "
+                    f"to make room", pool=pool.cfg.name, cause="making room", waits_for=kind)
+
     def held_waiting(self, h) -> None:
         """A request we hold has empty slots the supply cannot fill now."""
         kind = "hosts busy" if not self.scope.adapter.launches else \

@@ -45,15 +45,20 @@ class CloudSupply:
 
     def shortfall(self, req: NodeRequest, pool: PoolState, need: list[str]) -> str | None:
         """Why `need` cannot be launched now: launches for nobody count first."""
+        need = self.to_launch(pool, need)
+        if not need:
+            return None
+        return self.capacity.launch_blocker(pool, need, req.tenant_name)
+
+    def to_launch(self, pool: PoolState, need: list[str]) -> list[str]:
+        """The labels of `need` that launches under way for nobody would not serve."""
         need = list(need)
         for task in self.launches.unassigned(pool):
             for label in task.node.type:
                 if label in need:
                     need.remove(label)
                     break
-        if not need:
-            return None
-        return self.capacity.launch_blocker(pool, need, req.tenant_name)
+        return need
 
     def fill(self, h: RequestHandler, first: bool) -> str | None:
         """Adopt launches under way for nobody, then launch the rest if quota allows."""

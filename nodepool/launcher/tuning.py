@@ -18,7 +18,7 @@ ownership.py has none. The provider worker's lived in provider.py
 IDLE_WAIT, IMAGE_CACHE_SECONDS, REQUEST_RETRY), machines.py (DELETE_ATTEMPT_MAX,
 QUOTA_REFUSAL_MEMORY), lifecycle.py (STANDING_RETRY), tasks.py (BACKOFF_MIN,
 BACKOFF_MAX, STEPS_PER_RUN), spares.py (SPARE_UNSEEN_MAX) and handling.py
-(SPARE_CANDIDATES).
+(SPARE_CANDIDATES, used by taking.py).
 """
 
 from __future__ import annotations
