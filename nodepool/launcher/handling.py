@@ -33,8 +33,6 @@ from nodepool.model import NodeRequest, RequestState
 
 log = logging.getLogger("nodepool.launcher.requests")
 
-SPARE_CANDIDATES = 16   # spares looked at per label beyond the ones a request needs
-
 
 class Requests:
     """The requests of one provider worker."""
