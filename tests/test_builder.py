@@ -163,3 +163,117 @@ def test_a_build_is_uploaded_and_a_launcher_boots_a_node_from_it(
         assert server["image"] == upload["external_id"]
     finally:
         launcher.stop()
+
+
+def request_build(zk_client: Any, image: str = "debian-built") -> None:
+    """What `nodepool image-build` writes (Nodepool's flag)."""
+    zk_client.ensure_path(f"/nodepool/images/{image}/request-build")
+
+
+def test_rebuilds_rotate_the_oldest_upload_away_but_not_while_a_node_uses_it(
+        start_builder: Any, watch: ImageWatch, zk_client: Any, ctl: Any,
+        tmp_path: Path) -> None:
+    builder = start_builder()
+    (first, first_upload), up = next(iter(watch.wait(lambda: ready_uploads(watch)).items()))
+    first_path = (f"/nodepool/images/debian-built/builds/{first}/providers/sim-cloud/images/"
+                  f"{first_upload}")
+    # A node booted from the first upload (as a launcher records it).
+    zk_client.create("/nodepool/nodes/0000000001", json.dumps(
+        {"state": "in-use", "image_id": first_path, "type": ["built"]}).encode(),
+        makepath=True)
+    for count in (2, 3):
+        request_build(zk_client)   # served at once: the flag's data watch wakes the builder
+        watch.wait(lambda: len({b for b, _ in ready_uploads(watch)}) >= count
+                   and not zk_client.exists("/nodepool/images/debian-built/request-build"),
+                   what=f"{count} builds uploaded")
+    # Two newest builds kept; the first one's upload stays while its node exists.
+    watch.wait(lambda: watch.builds("debian-built")[first]["state"] == "ready"
+               and builder.cleanup.passes >= 3, what="cleanup passes")
+    assert first_path in {f"/nodepool/images/debian-built/builds/{b}/providers/sim-cloud/"
+                          f"images/{u}" for b, u in ready_uploads(watch)}
+    assert up["external_id"] in cloud_images(ctl)
+    zk_client.delete("/nodepool/nodes/0000000001", recursive=True)
+    builder.cleanup.wake.set()
+    watch.wait(lambda: first not in watch.builds("debian-built"), what="oldest build removed")
+    assert up["external_id"] not in cloud_images(ctl)   # deleted from the cloud first
+    assert len(ready(watch)) == 2 and len(ready_uploads(watch)) == 2
+    assert not list((tmp_path / "nb-images").glob(f"debian-built-{first}*"))
+
+
+def test_a_failed_build_is_recorded_with_its_log_and_retried_with_backoff(
+        start_builder: Any, watch: ImageWatch, zk_tls: dict, tmp_path: Path) -> None:
+    builder = start_builder(env="      FAKE_DIB_FAIL: no mirror reachable\n")
+    failed: set[str] = set()
+
+    def two_failures() -> bool:
+        failed.update(b for b, d in watch.builds("debian-built").items()
+                      if d["state"] == "failed")
+        return len(failed) >= 2
+    watch.wait(two_failures, what="two failed builds")
+    logs = tmp_path / "nb-logs"
+    for build_id in failed:
+        text = (logs / f"debian-built-{build_id}.log").read_text()
+        assert "ERROR: no mirror reachable" in text and "Exit code: 1" in text
+    assert not watch.uploads("debian-built", "sim-cloud")
+    assert not list((tmp_path / "nb-images").glob("debian-built-*.qcow2"))
+    assert builder.builds.failures["debian-built"] >= 2
+    # Fixed: the next try builds it (the reload wakes the worker).
+    write_config(tmp_path / "nb.yaml", zk_tls, tmp_path)
+    assert builder.check_config()
+    watch.wait(lambda: ready_uploads(watch), what="built after the fix")
+    assert len(list(logs.glob("debian-built-*.log"))) <= 3   # build-log-retention 2 (+ new)
+
+
+def test_a_failed_upload_keeps_the_previous_image_and_is_retried(
+        start_builder: Any, watch: ImageWatch, zk_client: Any, ctl: Any) -> None:
+    start_builder()
+    (first, _), up = next(iter(watch.wait(lambda: ready_uploads(watch)).items()))
+    ctl.inject("http_error", status=500, count=2, method="PUT", path=r"/images/[^/]+/file$")
+    request_build(zk_client)
+    seen: list[str] = []
+
+    def failed_then_ready() -> bool:
+        uploads = watch.uploads("debian-built", "sim-cloud")
+        seen.extend(u["state"] for (b, _), u in uploads.items() if b != first)
+        return "failed" in seen and len({b for b, _ in ready_uploads(watch)}) == 2
+    watch.wait(failed_then_ready, what="a failed upload, then a ready one")
+    # The first upload served all along, and is still there (two builds are kept).
+    assert watch.uploads("debian-built", "sim-cloud")[(first, _first_upload(watch, first))][
+        "state"] == "ready"
+    assert cloud_images(ctl)[up["external_id"]]["status"] == "active"
+    tagged = [i for i in cloud_images(ctl).values() if "nodepool_build_id" in i["properties"]]
+    assert len(tagged) == 2   # no half-made image left by the failed tries
+
+
+def _first_upload(watch: ImageWatch, build: str) -> str:
+    return next(u for b, u in watch.uploads("debian-built", "sim-cloud") if b == build)
+
+
+SECOND_IMAGE = """  - name: ubuntu-built
+    parent: base
+"""
+SECOND_PROVIDER_IMAGE = """      - name: ubuntu-built
+"""
+
+
+def test_two_builders_share_the_builds_one_build_per_image(
+        start_builder: Any, watch: ImageWatch, tmp_path: Path) -> None:
+    hold = tmp_path / "go"
+    kw = dict(env=f"      FAKE_DIB_WAIT_FILE: {hold}\n", extra_images=SECOND_IMAGE,
+              extra_provider_images=SECOND_PROVIDER_IMAGE)
+    start_builder("nb1", **kw)
+    start_builder("nb2", **kw)
+
+    def both_building() -> set[str] | None:
+        who = {d["builder"] for i in ("debian-built", "ubuntu-built")
+               for d in watch.builds(i).values() if d["state"] == "building"}
+        return who if len(who) == 2 else None
+    assert watch.wait(both_building, what="each builder building one image") == {"nb1", "nb2"}
+    hold.touch()
+    for image in ("debian-built", "ubuntu-built"):
+        watch.wait(lambda image=image: ready_uploads(watch, image), what=f"{image} uploaded")
+        builds = watch.builds(image)
+        assert len(builds) == 1, builds   # never built twice
+    builders = {next(iter(watch.builds(i).values()))["builder"]
+                for i in ("debian-built", "ubuntu-built")}
+    assert builders == {"nb1", "nb2"}

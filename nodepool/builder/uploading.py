@@ -116,6 +116,7 @@ class UploadWorker:
                 self.in_flight.discard(key)
         if state == FAILED:
             self.retry_at[key] = time.time() + self.builder.tuning.upload_backoff
+            self.wake.set()   # the sweep then sleeps until this retry is due
         elif state == READY:
             self.retry_at.pop(key, None)
             self.builder.upload_finished()
