@@ -96,8 +96,10 @@ def watch(zk_client: Any) -> Iterator[ImageWatch]:
 def start_builder(zk_tls: dict, tmp_path: Path, ctl: Any) -> Iterator[Any]:
     started: list[Builder] = []
 
-    def start(name: str = "nb", tuning: Tuning = FAST, **kw: Any) -> Builder:
+    def start(name: str = "nb", tuning: Tuning = FAST, edit: Any = None, **kw: Any) -> Builder:
         path = write_config(tmp_path / f"{name}.yaml", zk_tls, tmp_path, name, **kw)
+        if edit is not None:
+            path.write_text(edit(path.read_text()))
         builder = Builder(str(path), hostname=name, tuning=tuning)
         builder.start()
         started.append(builder)
@@ -342,3 +344,25 @@ def test_a_config_change_is_picked_up_and_the_new_image_built(
                  extra_provider_images=SECOND_PROVIDER_IMAGE)
     watch.wait(lambda: ready_uploads(watch, "ubuntu-built"), what="the added image uploaded")
     assert builder.reloads == 1
+
+
+def test_post_upload_hook_runs_and_delete_after_upload_keeps_only_keep_formats(
+        start_builder: Any, zk_tls: dict, tmp_path: Path, watch: ImageWatch) -> None:
+    hook = tmp_path / "hook"
+    hook.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/hook-args\n")
+    hook.chmod(0o755)
+
+    def edit(text: str) -> str:
+        text = text.replace("    image-upload-timeout: 20\n",
+                            f"    image-upload-timeout: 20\n    post-upload-hook: {hook}\n")
+        return text.replace("  - name: debian-built\n    parent: base\n",
+                            "  - name: debian-built\n    parent: base\n"
+                            "    delete-after-upload: true\n    keep-formats: [raw]\n")
+    start_builder(edit=edit)
+    (build_id, _), upload = next(iter(watch.wait(lambda: ready_uploads(watch)).items()))
+    assert watch.builds("debian-built")[build_id]["formats"] == "qcow2,raw"
+    base = tmp_path / "nb-images" / f"debian-built-{build_id}"
+    assert (tmp_path / "hook-args").read_text().split() == [
+        "sim-cloud", upload["external_id"], f"{base}.qcow2"]
+    watch.wait(lambda: not Path(f"{base}.qcow2").exists(), what="the uploaded format pruned")
+    assert Path(f"{base}.raw").is_file() and Path(f"{base}.raw.md5").is_file()

@@ -35,6 +35,9 @@ class BuildWorker:
         self.failures: dict[str, int] = {}
         self.retry_at: dict[str, float] = {}
         self.building: str | None = None   # the image being built now (status, stats)
+        # Set when the ZooKeeper session is lost: a build running then lost its lock (another
+        # builder may have started the same image), so it is recorded failed, as Nodepool does.
+        self.session_lost = False
         self.thread = threading.Thread(target=self._run, name="build-worker", daemon=True)
 
     def start(self) -> None:
@@ -122,6 +125,7 @@ class BuildWorker:
         log.info("image=%s build=%s Building (%s, formats %s)", image.name, build_id,
                  "requested" if manual else "due", ",".join(formats))
         self.building = image.name
+        self.session_lost = False
         try:
             result = self._run_dib(image, formats, build_id)
         except Exception:
@@ -130,6 +134,10 @@ class BuildWorker:
         finally:
             self.building = None
         ok = result is not None and result.ok
+        if ok and self.session_lost:
+            log.error("image=%s build=%s The ZooKeeper session was lost during the build "
+                      "(its lock with it): recording it failed", image.name, build_id)
+            ok = False
         if ok:
             missing = set(formats) - set(dib.local_files(config.images_dir, image.name, build_id))
             if missing:

@@ -24,7 +24,7 @@ from nodepool.builder.stats import BuilderStats
 from nodepool.builder.uploading import UploadWorker
 from nodepool.config import Config, ConfigError, ConfigFiles, OpenStackProvider
 from nodepool.zk import paths
-from nodepool.zk.client import NEW_SESSION, ZooKeeperClient
+from nodepool.zk.client import LOST, NEW_SESSION, ZooKeeperClient
 from nodepool.zk.components import ComponentRegistry
 
 log = logging.getLogger("nodepool.builder")
@@ -204,6 +204,8 @@ class Builder:
         return changed
 
     def _on_zk_state(self, state: str) -> None:
+        if state == LOST:
+            self.builds.session_lost = True
         if state == NEW_SESSION:
             self._watched.clear()
             self._watch_images()
