@@ -366,3 +366,23 @@ def test_post_upload_hook_runs_and_delete_after_upload_keeps_only_keep_formats(
         "sim-cloud", upload["external_id"], f"{base}.qcow2"]
     watch.wait(lambda: not Path(f"{base}.qcow2").exists(), what="the uploaded format pruned")
     assert Path(f"{base}.raw").is_file() and Path(f"{base}.raw.md5").is_file()
+
+
+def test_the_example_config_is_valid_for_the_builder() -> None:
+    from nodepool.builder.daemon import check_builder_config
+    from nodepool.builder.plan import wanted_formats
+    from nodepool.config import parse_config
+    path = Path(__file__).resolve().parent.parent / "etc" / "nodepool-builder.yaml"
+    config = parse_config(path.read_text(), str(path))
+    check_builder_config(config)
+    assert wanted_formats(config, lambda provider: "qcow2") == {
+        "ubuntu-noble": ["qcow2"], "debian-bookworm": ["qcow2", "raw"]}
+
+
+def test_a_config_without_images_dir_is_refused_naming_the_key(
+        zk_tls: dict, tmp_path: Path, capsys: Any) -> None:
+    from nodepool.builder.main import main
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(nodepool_yaml(zk_tls, ZK_HEADER))
+    assert main(["-c", str(path)]) == 1
+    assert f"{path}: images-dir: required by nodepool-builder" in capsys.readouterr().err
