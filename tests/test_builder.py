@@ -386,3 +386,24 @@ def test_a_config_without_images_dir_is_refused_naming_the_key(
     path.write_text(nodepool_yaml(zk_tls, ZK_HEADER))
     assert main(["-c", str(path)]) == 1
     assert f"{path}: images-dir: required by nodepool-builder" in capsys.readouterr().err
+
+
+def test_builds_and_uploads_are_sent_to_statsd_under_nodepools_names(
+        start_builder: Any, watch: ImageWatch, monkeypatch: Any) -> None:
+    from statsd_listener import StatsdListener
+    listener = StatsdListener()
+    monkeypatch.setenv("STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("STATSD_PORT", str(listener.port))
+    try:
+        start_builder()
+        watch.wait(lambda: ready_uploads(watch), what="a ready upload")
+        key = "nodepool.dib_image_build.debian-built"
+        listener.wait(f"{key}.status.duration", "ms")
+        assert [s.value for s in listener.wait(f"{key}.status.rc", "g")] == ["0"]
+        assert int(listener.wait(f"{key}.qcow2.size", "g")[0].value) > 0
+        listener.wait("nodepool.image_update.debian-built.sim-cloud", "c")
+        listener.wait("nodepool.image_update.debian-built.sim-cloud", "ms")
+        listener.wait("nodepool.image_build_requests", "g")
+        listener.wait("nodepool.builder.nb.image.debian-built.build.state", "g")
+    finally:
+        listener.close()
