@@ -7,7 +7,8 @@ dict keyed by column key; `table_text` renders rows for people (prettytable),
 
 `age` follows Nodepool per list: nodes and requests carry the formatted age
 (`DD:HH:MM:SS` since the last state change) in JSON too; image builds and
-uploads carry the `state_time` as an integer timestamp, formatted only in text.
+uploads (and image-status's build request age) carry the `state_time` as an
+integer timestamp, formatted only in text.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import prettytable
 
 from nodepool.model import Node, NodeRequest
+from nodepool.zk.image_records import ImageBuild, ImageUpload
 
 
 def format_age(seconds: float) -> str:
@@ -113,6 +115,12 @@ DIB_IMAGES = Table("dib-image-list", (
     Column("age", "Age", _timestamp_age),
 ))
 
+IMAGE_STATUS = Table("image-status", (
+    Column("image", "Image"), Column("paused", "Paused"),
+    Column("build_request", "Build Request"),
+    Column("build_request_age", "Build Request Age", _timestamp_age),
+))
+
 IMAGES = Table("image-list", (
     Column("id", "Build ID"), Column("upload_id", "Upload ID"),
     Column("provider", "Provider"), Column("image", "Image"),
@@ -171,22 +179,27 @@ def label_rows(pool_components: Iterable[Mapping[str, Any]]) -> list[dict[str, A
     return [{"label": label} for label in sorted(labels)]
 
 
-def dib_image_row(image: str, build_id: str, build: Mapping[str, Any],
-                  paused: bool = False) -> dict[str, Any]:
-    formats = build.get("formats")
-    if isinstance(formats, str):
-        formats = [f for f in formats.split(",") if f]
-    return {"id": f"{image}-{build_id}", "image": image, "builder": build.get("builder"),
-            "formats": formats or [], "state": "paused" if paused else build.get("state"),
-            "age": int(build.get("state_time") or 0)}
+def dib_image_row(build: ImageBuild, paused: bool = False) -> dict[str, Any]:
+    return {"id": build.name, "image": build.image, "builder": build.builder,
+            "formats": sorted(build.formats), "state": "paused" if paused else build.state.value,
+            "age": int(build.state_time or 0)}
 
 
-def image_row(image: str, build_id: str, provider: str, upload_id: str,
-              upload: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": build_id, "upload_id": upload_id, "provider": provider, "image": image,
-            "external_name": upload.get("external_name"),
-            "external_id": upload.get("external_id"), "state": upload.get("state"),
-            "age": int(upload.get("state_time") or 0)}
+def image_row(upload: ImageUpload) -> dict[str, Any]:
+    return {"id": upload.build_id, "upload_id": upload.id, "provider": upload.provider,
+            "image": upload.image, "external_name": upload.external_name,
+            "external_id": upload.external_id, "state": upload.state.value,
+            "age": int(upload.state_time or 0)}
+
+
+def image_status_row(image: str, paused: bool, request: Any) -> dict[str, Any]:
+    """`request`: the image's BuildRequest (nodepool/zk/image_flags.py) or None."""
+    if request is None:
+        state, age = None, None
+    else:
+        state, age = ("pending" if request.pending else "building"), int(request.state_time)
+    return {"image": image, "paused": bool(paused), "build_request": state,
+            "build_request_age": age}
 
 
 # -- rendering --------------------------------------------------------------

@@ -27,6 +27,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 QUICKSTART = REPO / "tools" / "quickstart"
 START_TIMEOUT = 50  # seconds; a start takes about 7 s here (setup already done)
+# A whole stop: the launcher (up to 40 s, then SIGKILL), the simulator (30 s), ZooKeeper (10 s).
+STOP_TIMEOUT = 100
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
 
 
 def require_root() -> None:
@@ -157,6 +166,7 @@ def test_quickstart_serves_a_real_node_to_ssh_into_and_stop_leaves_nothing(quick
     assert qs.run("status").returncode == 3
 
 
+@pytest.mark.timeout(START_TIMEOUT + STOP_TIMEOUT + 30)  # a start and a whole stop, on a loaded machine
 def test_ctrl_c_in_the_foreground_stops_everything(quickstart: Quickstart) -> None:
     qs = quickstart
     proc = subprocess.Popen([str(QUICKSTART), "--foreground"], env=qs.env, cwd=REPO, stdin=subprocess.DEVNULL,
@@ -180,7 +190,12 @@ def test_ctrl_c_in_the_foreground_stops_everything(quickstart: Quickstart) -> No
                 pass
         pids, sim_id = qs.pids(), qs.sim_id()
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
-        assert proc.wait(timeout=120) == 130
+        try:
+            code = proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit within {STOP_TIMEOUT}s of Ctrl-C; quickstart said:\n{''.join(seen)}\n"
+                        f"launcher.log ends:\n{log_tail(qs.state / 'launcher.log')}")
+        assert code == 130, "".join(seen)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -25,7 +25,7 @@ def cmd_label_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
 
 
 def cmd_image_list(args: argparse.Namespace, zk: ZooKeeperClient) -> int:
-    rows = [listings.image_row(*u) for u in images.all_uploads(zk.kazoo)]
+    rows = [listings.image_row(u) for u in images.all_uploads(zk.kazoo)]
     return _show(args, listings.IMAGES, rows)
 
 

@@ -134,7 +134,7 @@ class NodepoolEndpoints:
 
     def image_list(self, request: Request) -> Response:
         columns = _columns(request, listings.IMAGES)
-        rows = [listings.image_row(*u) for u in self._images(images.all_uploads)]
+        rows = [listings.image_row(u) for u in self._images(images.all_uploads)]
         return _render(request, columns, rows)
 
     def dib_image_list(self, request: Request) -> Response:

@@ -1,127 +1,81 @@
-"""Image builds and uploads (PROTOCOL.md "Images"): finding the upload a launch boots."""
+"""The image records' readers for the launcher and the listings (PROTOCOL.md "Images").
+
+The records are image_records.py, their reads and writes image_store.py, the
+flags image_flags.py, the locks image_locks.py; this module answers the
+questions others ask: which upload a launch boots, what the lists show.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
 
-from nodepool.zk import paths
+from nodepool.zk import image_flags, image_store, paths
+from nodepool.zk.image_records import BuildState, ImageBuild, ImageUpload, UploadState
 
-log = logging.getLogger("nodepool.zk.images")
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageUpload:
-    """A ready upload of a built image to one provider."""
-
-    image: str
-    provider: str
-    build_id: str
-    upload_id: str
-    external_id: str
-    external_name: str | None
-    state_time: float
-    username: str | None = None
-    python_path: str | None = None
-    shell_type: str | None = None
-    format: str | None = None
-
-    @property
-    def path(self) -> str:
-        """The upload's znode path, recorded in a node's `image_id`."""
-        return f"{paths.image_uploads(self.image, self.build_id, self.provider)}/{self.upload_id}"
-
-
-def _json(kazoo: KazooClient, path: str) -> dict | None:
-    try:
-        raw, _ = kazoo.get(path)
-    except NoNodeError:
-        return None
-    try:
-        data = json.loads(raw.decode("utf-8")) if raw else None
-    except ValueError:
-        log.warning("Ignoring unreadable image record %s", path)
-        return None
-    return data if isinstance(data, dict) else None
+__all__ = ["ImageBuild", "ImageUpload", "latest_upload", "all_builds", "all_uploads",
+           "provider_build_paths", "provider_uploads"]
 
 
 def latest_upload(kazoo: KazooClient, image: str, provider: str) -> ImageUpload | None:
-    """The most recent `ready` upload of `image` to `provider` from a `ready` build."""
-    try:
-        builds = kazoo.get_children(paths.image_builds(image))
-    except NoNodeError:
-        return None
+    """The most recent `ready` upload (with an external id) of `image` to `provider`,
+    from a `ready` build. The upload's username, python-path and shell-type fall back
+    to the build's when the upload has none."""
     best: ImageUpload | None = None
-    for build_id in builds:
-        build = _json(kazoo, f"{paths.image_builds(image)}/{build_id}")
-        if not build or build.get("state") != "ready":
-            continue
-        uploads_path = paths.image_uploads(image, build_id, provider)
-        try:
-            uploads = kazoo.get_children(uploads_path)
-        except NoNodeError:
-            continue
-        for upload_id in uploads:
-            up = _json(kazoo, f"{uploads_path}/{upload_id}")
-            if not up or up.get("state") != "ready" or not up.get("external_id"):
+    best_build: ImageBuild | None = None
+    for build in image_store.list_builds(kazoo, image, [BuildState.READY]):
+        for up in image_store.list_uploads(kazoo, image, build.id, provider, [UploadState.READY]):
+            if not up.external_id:
                 continue
-            candidate = ImageUpload(
-                image=image, provider=provider, build_id=build_id, upload_id=upload_id,
-                external_id=up["external_id"], external_name=up.get("external_name"),
-                state_time=float(up.get("state_time") or 0),
-                username=up.get("username") or build.get("username"),
-                python_path=up.get("python_path") or build.get("python_path"),
-                shell_type=up.get("shell_type") or build.get("shell_type"),
-                format=up.get("format"))
-            if best is None or candidate.state_time > best.state_time:
-                best = candidate
-    return best
+            if best is None or (up.state_time or 0) > (best.state_time or 0):
+                best, best_build = up, build
+    if best is None or best_build is None:
+        return None
+    return dataclasses.replace(
+        best, username=best.username or best_build.username,
+        python_path=best.python_path or best_build.python_path,
+        shell_type=best.shell_type or best_build.shell_type)
 
 
-def _children(kazoo: KazooClient, path: str) -> list[str]:
-    try:
-        return sorted(kazoo.get_children(path))
-    except NoNodeError:
-        return []
-
-
-def all_builds(kazoo: KazooClient) -> list[tuple[str, str, dict, bool]]:
-    """Every build as (image, build id, build JSON, image paused), for listings."""
+def all_builds(kazoo: KazooClient) -> list[tuple[ImageBuild, bool]]:
+    """Every build with its image's pause flag, for `dib-image-list`."""
     found = []
-    for image in _children(kazoo, paths.IMAGES):
-        paused = kazoo.exists(f"{paths.image(image)}/pause") is not None
-        for build_id in _children(kazoo, paths.image_builds(image)):
-            build = _json(kazoo, f"{paths.image_builds(image)}/{build_id}")
-            if build is not None:
-                found.append((image, build_id, build, paused))
+    for image in image_store.image_names(kazoo):
+        paused = image_flags.is_paused(kazoo, image)
+        found.extend((b, paused) for b in image_store.list_builds(kazoo, image))
     return found
 
 
-def all_uploads(kazoo: KazooClient) -> list[tuple[str, str, str, str, dict]]:
-    """Every upload as (image, build id, provider, upload id, upload JSON), for listings."""
-    found = []
-    for image in _children(kazoo, paths.IMAGES):
-        for build_id in _children(kazoo, paths.image_builds(image)):
-            providers = f"{paths.image_builds(image)}/{build_id}/providers"
-            for provider in _children(kazoo, providers):
-                uploads = paths.image_uploads(image, build_id, provider)
-                for upload_id in _children(kazoo, uploads):
-                    upload = _json(kazoo, f"{uploads}/{upload_id}")
-                    if upload is not None:
-                        found.append((image, build_id, provider, upload_id, upload))
+def all_uploads(kazoo: KazooClient) -> list[ImageUpload]:
+    """Every upload, for `image-list`."""
+    return image_store.all_uploads(kazoo)
+
+
+def image_statuses(kazoo: KazooClient) -> list[tuple[str, bool, image_flags.BuildRequest | None]]:
+    """Each image's (name, paused, build request), for `image-status`."""
+    return [(image, image_flags.is_paused(kazoo, image), image_flags.build_request(kazoo, image))
+            for image in image_store.image_names(kazoo)]
+
+
+def provider_uploads(kazoo: KazooClient, provider: str) -> dict[str, dict[str, list[ImageUpload]]]:
+    """image -> build id -> uploads, for every build with a dir for `provider`
+    (Nodepool's getProviderUploads, which `nodepool info` shows)."""
+    found: dict[str, dict[str, list[ImageUpload]]] = {}
+    for image in image_store.image_names(kazoo):
+        for build_id in image_store.build_ids(kazoo, image):
+            if provider in image_store.build_providers(kazoo, image, build_id):
+                found.setdefault(image, {})[build_id] = image_store.list_uploads(
+                    kazoo, image, build_id, provider)
     return found
 
 
 def provider_build_paths(kazoo: KazooClient, provider: str) -> list[str]:
     """Each build's `.../builds/<build>/providers/<provider>` that exists (for `erase`)."""
     found = []
-    for image in _children(kazoo, paths.IMAGES):
-        for build_id in _children(kazoo, paths.image_builds(image)):
-            path = f"{paths.image_builds(image)}/{build_id}/providers/{provider}"
+    for image in image_store.image_names(kazoo):
+        for build_id in image_store.build_ids(kazoo, image):
+            path = f"{paths.image_providers(image, build_id)}/{provider}"
             if kazoo.exists(path) is not None:
                 found.append(path)
     return found

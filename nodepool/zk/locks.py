@@ -283,6 +283,25 @@ def lock_request(
                     fresh_first=True)
 
 
+def lock_dir(
+    kazoo: KazooClient,
+    lock_path: str,
+    what: str,
+    parent: str | None = None,
+    blocking: bool = False,
+    timeout: float | None = None,
+    identifier: str = "",
+) -> Lock:
+    """Take the kazoo `Lock` at `lock_path` (image locks, nodepool/zk/image_locks.py).
+
+    With `parent`, the lock is taken only while `parent` exists (NotFound
+    otherwise: a lock must not re-create what someone deleted); without it,
+    missing directories are made, as the recipe does. LockFailed when held.
+    """
+    lock = Lock(kazoo, lock_path, identifier)
+    return _acquire(kazoo, lock, lock_path, parent, blocking, timeout, what)
+
+
 def release(lock: Lock | None) -> None:
     """Release a lock whose directory may already be gone (node deleted under it)."""
     if lock is None or not lock.is_acquired:

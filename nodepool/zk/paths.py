@@ -72,8 +72,52 @@ def image_builds(name: str) -> str:
     return f"{IMAGES}/{name}/builds"
 
 
+def image_build(name: str, build_id: str) -> str:
+    return f"{IMAGES}/{name}/builds/{build_id}"
+
+
+def image_providers(name: str, build_id: str) -> str:
+    return f"{IMAGES}/{name}/builds/{build_id}/providers"
+
+
 def image_uploads(name: str, build_id: str, provider: str) -> str:
     return f"{IMAGES}/{name}/builds/{build_id}/providers/{provider}/images"
+
+
+def image_upload(name: str, build_id: str, provider: str, upload_id: str) -> str:
+    return f"{image_uploads(name, build_id, provider)}/{upload_id}"
+
+
+# Nodepool's flags and locks of an image (its zk/zookeeper.py), so that its builder and
+# ours exclude each other: the znode `lock` sits beside the builds and uploads it guards.
+def image_pause(name: str) -> str:
+    """Exists = builds of the image are paused (`nodepool image-pause`)."""
+    return f"{IMAGES}/{name}/pause"
+
+
+def image_build_request(name: str) -> str:
+    """Exists = a build was asked for (`nodepool image-build`)."""
+    return f"{IMAGES}/{name}/request-build"
+
+
+def image_build_lock(name: str) -> str:
+    """Held while a build of the image runs: one build per image at a time."""
+    return f"{image_builds(name)}/{LOCK_NODE_NAME}"
+
+
+def image_build_id_lock(name: str, build_id: str) -> str:
+    """Held while one build is deleted (cleanup)."""
+    return f"{image_build(name, build_id)}/{LOCK_NODE_NAME}"
+
+
+def image_upload_lock(name: str, build_id: str, provider: str) -> str:
+    """Held while a build is uploaded to a provider: one upload per build and provider."""
+    return f"{image_uploads(name, build_id, provider)}/{LOCK_NODE_NAME}"
+
+
+def image_upload_number_lock(name: str, build_id: str, provider: str, upload_id: str) -> str:
+    """Held while one upload is deleted (cleanup, `image-delete`'s rotation)."""
+    return f"{image_upload(name, build_id, provider, upload_id)}/{LOCK_NODE_NAME}"
 
 
 def basename(path: str) -> str:
