@@ -12,19 +12,20 @@ from nodepool.builder.plan import (
     recent_uploads,
     wanted_formats,
 )
-from nodepool.builder.records import Build, Upload
 from nodepool.config import DiskImage, parse_config
+from nodepool.zk.image_records import BuildState, ImageBuild, ImageUpload, UploadState
 
 NOW = 1_000_000.0
 IMAGE = DiskImage(name="img", rebuild_age=3600)
 
 
-def build(build_id: str, state: str = "ready", age: float = 0.0, formats: str = "qcow2") -> Build:
-    return Build("img", build_id, {"state": state, "state_time": NOW - age, "formats": formats})
+def build(build_id: str, state: str = "ready", age: float = 0.0,
+          formats: tuple[str, ...] = ("qcow2",)) -> ImageBuild:
+    return ImageBuild("img", build_id, BuildState(state), state_time=NOW - age, formats=formats)
 
 
-def upload(build_id: str, upload_id: str, state: str = "ready", age: float = 0.0) -> Upload:
-    return Upload("img", build_id, "p", upload_id, {"state": state, "state_time": NOW - age})
+def upload(build_id: str, upload_id: str, state: str = "ready", age: float = 0.0) -> ImageUpload:
+    return ImageUpload("img", build_id, "p", upload_id, UploadState(state), state_time=NOW - age)
 
 
 def test_a_build_is_due_when_missing_old_or_short_of_a_format() -> None:
@@ -32,6 +33,7 @@ def test_a_build_is_due_when_missing_old_or_short_of_a_format() -> None:
     assert not build_due(IMAGE, ["qcow2"], build("a", age=3599), NOW)
     assert build_due(IMAGE, ["qcow2"], build("a", age=3600), NOW)
     assert build_due(IMAGE, ["qcow2", "raw"], build("a", age=10), NOW)
+    assert not build_due(IMAGE, ["qcow2", "raw"], build("a", formats=("qcow2", "raw")), NOW)
     assert not build_due(IMAGE, [], None, NOW)   # nothing to build it for
     assert next_due(IMAGE, build("a", age=600), NOW) == 3000
 

@@ -13,8 +13,9 @@ from kazoo.exceptions import KazooException
 
 from nodepool.builder import dib, records
 from nodepool.builder.plan import backoff, build_due, next_due
-from nodepool.builder.records import BUILDING, FAILED, READY
 from nodepool.config import DiskImage
+from nodepool.zk import image_flags, image_locks, image_store, locks
+from nodepool.zk.image_records import BuildState, new_build
 
 if TYPE_CHECKING:
     from nodepool.builder.daemon import Builder
@@ -79,33 +80,34 @@ class BuildWorker:
 
     def _consider(self, image: DiskImage, formats: list[str]) -> float:
         kazoo = self.builder.kazoo
-        if image.pause or records.image_paused(kazoo, image.name) or not formats:
+        if image.pause or image_flags.is_paused(kazoo, image.name) or not formats:
             return IDLE_WAIT
         now = time.time()
         retry = self.retry_at.get(image.name, 0.0) - now
         if retry > 0:
             return retry
-        requested = records.build_requested(kazoo, image.name)
+        requested = image_flags.has_build_request(kazoo, image.name)
         newest = records.newest_ready_build(kazoo, image.name)
         if not requested and not build_due(image, formats, newest, now):
             return next_due(image, newest, now) or IDLE_WAIT
-        lock = records.build_lock(kazoo, image.name, self.builder.identifier)
-        if not records.try_acquire(lock):
+        lock = records.try_lock(image_locks.lock_build, kazoo, image.name,
+                                identifier=self.builder.identifier)
+        if lock is None:
             return IDLE_WAIT   # another builder builds it; its records will tell us
         try:
             # Re-check under the lock: another builder may just have finished one.
-            requested = records.build_requested(kazoo, image.name)
+            requested = image_flags.has_build_request(kazoo, image.name)
             again = records.newest_ready_build(kazoo, image.name)
             if not requested and (again and (not newest or again.id != newest.id)):
                 return 0.0
             ok = self._build(image, formats, manual=requested)
         finally:
-            lock.release()
+            locks.release(lock)
         if ok:
             self.failures.pop(image.name, None)
             self.retry_at.pop(image.name, None)
             if requested:
-                records.remove_build_request(kazoo, image.name)
+                image_flags.remove_build_request(kazoo, image.name)
             self.builder.build_finished(image.name)
             return 0.0
         count = self.failures.get(image.name, 0) + 1
@@ -118,10 +120,11 @@ class BuildWorker:
 
     def _build(self, image: DiskImage, formats: list[str], manual: bool) -> bool:
         builder, kazoo, config = self.builder, self.builder.kazoo, self.builder.config
-        base = {"builder": builder.hostname, "builder_id": builder.builder_id,
-                "formats": ",".join(formats), "username": image.username,
-                "python_path": image.python_path, "shell_type": image.shell_type}
-        build_id = records.create_build(kazoo, image.name, records.with_state(base, BUILDING))
+        build = image_store.create_build(kazoo, new_build(
+            image.name, "", formats, builder=builder.hostname, builder_id=builder.builder_id,
+            username=image.username, python_path=image.python_path,
+            shell_type=image.shell_type))
+        build_id = build.id
         log.info("image=%s build=%s Building (%s, formats %s)", image.name, build_id,
                  "requested" if manual else "due", ",".join(formats))
         self.building = image.name
@@ -144,9 +147,11 @@ class BuildWorker:
                 log.error("image=%s build=%s The build wrote no %s file", image.name, build_id,
                           ",".join(sorted(missing)))
                 ok = False
-        state = READY if ok else FAILED
+        state = BuildState.READY if ok else BuildState.FAILED
         try:
-            records.store_build(kazoo, image.name, build_id, records.with_state(base, state))
+            # As Nodepool's: only a ready build names its formats.
+            image_store.update_build(kazoo, build.with_state(
+                state, formats=build.formats if ok else ()))
         except Exception:
             log.exception("image=%s build=%s Could not record the build; removing its files",
                           image.name, build_id)

@@ -15,8 +15,11 @@ from kazoo.exceptions import KazooException
 
 from nodepool.builder import dib, records
 from nodepool.builder.plan import builds_to_keep, leaked, openstack_providers, recent_uploads
-from nodepool.builder.records import BUILDING, DELETING, FAILED, READY, UPLOADING, Build, Upload
-from nodepool.zk import nodes
+from nodepool.errors import NotFound, VersionConflict
+from nodepool.zk import image_locks, image_store, locks, nodes, paths
+from nodepool.zk.image_records import BuildState, ImageBuild, ImageUpload, UploadState
+
+B, U = BuildState, UploadState
 
 if TYPE_CHECKING:
     from nodepool.builder.daemon import Builder
@@ -60,7 +63,7 @@ class CleanupWorker:
     def run_pass(self) -> None:
         kazoo = self.builder.kazoo
         self._in_use = {n.image_id for n in nodes.get_nodes(kazoo) if n.image_id}
-        for image in records.image_names(kazoo):
+        for image in image_store.image_names(kazoo):
             if self.stop_event.is_set():
                 return
             try:
@@ -77,77 +80,85 @@ class CleanupWorker:
 
     def _image(self, image: str) -> None:
         kazoo, config = self.builder.kazoo, self.builder.config
-        all_builds = records.builds(kazoo, image)
+        all_builds = image_store.list_builds(kazoo, image)
         keep = builds_to_keep(all_builds, image in config.diskimages)
-        ready_ids = [b.id for b in all_builds if b.state == READY]
+        ready_ids = [b.id for b in all_builds if b.state == B.READY]
         for provider in openstack_providers(config):
             if image not in provider.diskimages:
                 for build in all_builds:   # the provider no longer takes this image
-                    for upload in records.uploads(kazoo, image, build.id, provider.name):
+                    for upload in image_store.list_uploads(kazoo, image, build.id,
+                                                           provider.name):
                         self._delete_upload(upload)
                 continue
-            by_build = {b: records.uploads(kazoo, image, b, provider.name) for b in ready_ids}
+            by_build = {b: image_store.list_uploads(kazoo, image, b, provider.name)
+                        for b in ready_ids}
             recent = recent_uploads(ready_ids, by_build)
             for build in all_builds:
-                ups = by_build.get(build.id) or records.uploads(kazoo, image, build.id,
-                                                                provider.name)
+                ups = by_build.get(build.id) or image_store.list_uploads(
+                    kazoo, image, build.id, provider.name)
                 self._provider_uploads(build, ups, build.id in keep, recent)
         for build in all_builds:
-            if build.id in keep and build.state != DELETING:
+            if build.id in keep and build.state != B.DELETING:
                 continue
-            if build.state == BUILDING and self._lock_held(
-                    records.build_lock(kazoo, image, self.builder.identifier)):
+            if build.state == B.BUILDING and image_locks.is_locked(
+                    kazoo, paths.image_build_lock(image)):
                 continue
             self._retire_build(build)
 
-    def _provider_uploads(self, build: Build, ups: list[Upload], kept: bool,
+    def _provider_uploads(self, build: ImageBuild, ups: list[ImageUpload], kept: bool,
                           recent: set[tuple[str, str]]) -> None:
         kazoo = self.builder.kazoo
         for upload in ups:
-            if upload.state == UPLOADING:
-                if self._lock_held(records.upload_lock(kazoo, upload.image, upload.build_id,
-                                                       upload.provider, self.builder.identifier)):
+            if upload.state == U.UPLOADING:
+                if image_locks.is_locked(kazoo, paths.image_upload_lock(
+                        upload.image, upload.build_id, upload.provider)):
                     continue
-                fresh = records.uploads(kazoo, upload.image, upload.build_id, upload.provider)
-                if any(u.id == upload.id and u.state == UPLOADING for u in fresh):
+                fresh = image_store.get_upload(kazoo, upload.image, upload.build_id,
+                                               upload.provider, upload.id)
+                if fresh is not None and fresh.state == U.UPLOADING:
                     log.info("image=%s build=%s provider=%s upload=%s Removing an upload "
                              "whose uploader is gone", upload.image, upload.build_id,
                              upload.provider, upload.id)
-                    self._delete_upload(upload)
-            elif upload.state in (DELETING, FAILED):
+                    self._delete_upload(fresh)
+            elif upload.state in (U.DELETING, U.FAILED):
                 self._delete_upload(upload)
             elif not kept and (build.id, upload.id) not in recent:
                 self._delete_upload(upload)
 
-    def _retire_build(self, build: Build) -> None:
+    def _retire_build(self, build: ImageBuild) -> None:
         kazoo = self.builder.kazoo
-        remaining = records.all_uploads(kazoo, build.image, build.id)
-        if build.state != DELETING and all(u.state == DELETING for u in remaining):
-            lock = records.build_id_lock(kazoo, build.image, build.id, self.builder.identifier)
-            if records.try_acquire(lock):
+        remaining = image_store.build_uploads(kazoo, build)
+        if build.state != B.DELETING and all(u.state == U.DELETING for u in remaining):
+            lock = records.try_lock(image_locks.lock_build_id, kazoo, build.image, build.id,
+                                    identifier=self.builder.identifier)
+            if lock is not None:
                 try:
-                    records.store_build(kazoo, build.image, build.id,
-                                        records.with_state(build.data, DELETING))
+                    image_store.update_build(kazoo, build.with_state(B.DELETING))
+                except (NotFound, VersionConflict):
+                    return   # changed or gone since it was read: next pass
                 finally:
-                    lock.release()
+                    locks.release(lock)
         if not remaining:
             log.info("image=%s build=%s Deleting the build record (%s)", build.image, build.id,
-                     build.state)
-            records.delete_build(kazoo, build.image, build.id)
+                     build.state.value)
+            image_store.delete_build(kazoo, build.image, build.id)
 
-    def _delete_upload(self, upload: Upload) -> None:
+    def _delete_upload(self, upload: ImageUpload) -> None:
         builder, kazoo = self.builder, self.builder.kazoo
         if upload.path in self._in_use:
             log.info("image=%s build=%s provider=%s upload=%s Kept: a node was booted from it",
                      upload.image, upload.build_id, upload.provider, upload.id)
             return
-        lock = records.upload_id_lock(kazoo, upload, builder.identifier)
-        if not records.try_acquire(lock):
-            return   # someone else works on it: next pass
+        lock = records.try_lock(image_locks.lock_upload_number, kazoo, upload,
+                                identifier=builder.identifier)
+        if lock is None:
+            return   # someone else works on it (or it is gone): next pass
         try:
-            if upload.state != DELETING:
-                upload.data = records.with_state(upload.data, DELETING)
-                records.store_upload(kazoo, upload)
+            if upload.state != U.DELETING:
+                try:
+                    upload = image_store.update_upload(kazoo, upload.with_state(U.DELETING))
+                except (NotFound, VersionConflict):
+                    return
             provider = builder.config.providers.get(upload.provider)
             if upload.external_id and provider is not None:
                 log.info("image=%s build=%s provider=%s upload=%s Deleting image %s from the "
@@ -163,28 +174,23 @@ class CleanupWorker:
                 log.warning("provider=%s upload=%s The provider is not in the config: removing "
                             "the record only", upload.provider, upload.id)
         finally:
-            lock.release()
-        records.delete_upload(kazoo, upload)
-
-    def _lock_held(self, lock) -> bool:
-        if records.try_acquire(lock):
-            lock.release()
-            return False
-        return True
+            locks.release(lock)
+        image_store.delete_upload(kazoo, upload.image, upload.build_id, upload.provider,
+                                  upload.id)
 
     # -- local files and leaks ----------------------------------------------
 
     def _local_files(self) -> None:
         config, kazoo = self.builder.config, self.builder.kazoo
         for image, build_id in dib.local_builds(config.images_dir):
-            build = records.get_build(kazoo, image, build_id)
-            if build is None or build.state == DELETING:
+            build = image_store.get_build(kazoo, image, build_id)
+            if build is None or build.state == B.DELETING:
                 log.info("image=%s build=%s Deleting the files on disk", image, build_id)
                 dib.delete_local(config.images_dir, image, build_id)
-            elif build.state == READY:
+            elif build.state == B.READY:
                 self._prune_formats(build)
 
-    def _prune_formats(self, build: Build) -> None:
+    def _prune_formats(self, build: ImageBuild) -> None:
         """delete-after-upload: drop each format every provider has a ready upload of."""
         config, kazoo = self.builder.config, self.builder.kazoo
         diskimage = config.diskimages.get(build.image)
@@ -194,8 +200,7 @@ class CleanupWorker:
         for provider in openstack_providers(config):
             if build.image not in provider.diskimages:
                 continue
-            ups = records.uploads(kazoo, build.image, build.id, provider.name)
-            if not any(u.state == READY for u in ups):
+            if not records.has_ready_upload(kazoo, build.image, build.id, provider.name):
                 keep.add(self.builder.provider_format(provider))
         drop = set(dib.local_files(config.images_dir, build.image, build.id)) - keep
         if drop:
@@ -204,11 +209,8 @@ class CleanupWorker:
     def _leaks(self) -> None:
         kazoo = self.builder.kazoo
         known: dict[str, set[tuple[str, str]]] = {}
-        for image in records.image_names(kazoo):
-            for build in records.builds(kazoo, image):
-                for provider in records.build_providers(kazoo, image, build.id):
-                    for upload in records.uploads(kazoo, image, build.id, provider):
-                        known.setdefault(provider, set()).add((build.id, upload.id))
+        for upload in image_store.all_uploads(kazoo):
+            known.setdefault(upload.provider, set()).add(records.upload_key(upload))
         for provider in openstack_providers(self.builder.config):
             if not provider.diskimages:
                 continue

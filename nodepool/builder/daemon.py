@@ -15,7 +15,6 @@ import socket
 import threading
 from pathlib import Path
 
-from nodepool.builder import records
 from nodepool.builder.building import BuildWorker
 from nodepool.builder.cleanup import CleanupWorker
 from nodepool.builder.cloud import ImageCloud, image_format
@@ -191,7 +190,7 @@ class Builder:
             if name in self._watched:
                 continue
             self._watched.add(name)
-            for flag in (records.request_build_path(name), f"{paths.image(name)}/pause"):
+            for flag in (paths.image_build_request(name), paths.image_pause(name)):
                 self.kazoo.DataWatch(flag, self._flag_changed(name))
 
     def _flag_changed(self, name: str):

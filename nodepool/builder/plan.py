@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 
-from nodepool.builder.records import READY, Build, Upload
 from nodepool.config import Config, DiskImage, OpenStackProvider
+from nodepool.zk.image_records import BuildState, ImageBuild, ImageUpload, UploadState
 
 KEEP_BUILDS = 2   # as Nodepool: the two newest ready builds of an image stay
 KEEP_UPLOADS = 2  # ... and the two most recent ready uploads of an image to a provider
@@ -50,23 +50,23 @@ def wanted_formats(config: Config, provider_format: Callable[[OpenStackProvider]
     return {name: sorted(formats) for name, formats in wanted.items()}
 
 
-def build_due(image: DiskImage, formats: list[str], newest_ready: Build | None,
+def build_due(image: DiskImage, formats: list[str], newest_ready: ImageBuild | None,
               now: float) -> bool:
     """No ready build, the newest is rebuild-age old, or it lacks a wanted format."""
     if not formats:
         return False
     if newest_ready is None:
         return True
-    if now - newest_ready.state_time >= image.rebuild_age:
+    if now - (newest_ready.state_time or 0) >= image.rebuild_age:
         return True
     return not set(newest_ready.formats) >= set(formats)
 
 
-def next_due(image: DiskImage, newest_ready: Build | None, now: float) -> float:
+def next_due(image: DiskImage, newest_ready: ImageBuild | None, now: float) -> float:
     """Seconds until `image` is rebuild-age old (0 when it is)."""
     if newest_ready is None:
         return 0.0
-    return max(0.0, newest_ready.state_time + image.rebuild_age - now)
+    return max(0.0, (newest_ready.state_time or 0) + image.rebuild_age - now)
 
 
 def backoff(failures: int, tuning: Tuning) -> float:
@@ -75,21 +75,21 @@ def backoff(failures: int, tuning: Tuning) -> float:
     return min(tuning.build_backoff * 2 ** (failures - 1), tuning.build_backoff_max)
 
 
-def builds_to_keep(builds: Iterable[Build], configured: bool) -> set[str]:
+def builds_to_keep(builds: Iterable[ImageBuild], configured: bool) -> set[str]:
     """Ids of the two newest ready builds; none when the image left the config."""
     if not configured:
         return set()
-    ready = sorted((b for b in builds if b.state == READY), key=lambda b: b.state_time,
-                   reverse=True)
+    ready = sorted((b for b in builds if b.state == BuildState.READY),
+                   key=lambda b: b.state_time or 0, reverse=True)
     return {b.id for b in ready[:KEEP_BUILDS]}
 
 
-def recent_uploads(ready_builds: Iterable[str], uploads: Mapping[str, list[Upload]]
+def recent_uploads(ready_builds: Iterable[str], uploads: Mapping[str, list[ImageUpload]]
                    ) -> set[tuple[str, str]]:
     """(build id, upload id) of the two most recent ready uploads, for one image and provider,
     among the uploads of ready builds (`uploads`: build id -> that provider's uploads)."""
-    ready = [u for b in ready_builds for u in uploads.get(b, []) if u.state == READY]
-    ready.sort(key=lambda u: u.state_time, reverse=True)
+    ready = [u for b in ready_builds for u in uploads.get(b, []) if u.state == UploadState.READY]
+    ready.sort(key=lambda u: u.state_time or 0, reverse=True)
     return {(u.build_id, u.id) for u in ready[:KEEP_UPLOADS]}
 
 

@@ -7,8 +7,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from nodepool.builder import records
 from nodepool.metrics import StatsdSender, normalize_statsd_name, statsd_from_environ
+from nodepool.zk import image_flags, image_store
 
 if TYPE_CHECKING:
     from nodepool.builder.daemon import Builder
@@ -71,9 +71,10 @@ class BuilderStats:
         builder, kazoo = self.builder, self.builder.kazoo
         host = normalize_statsd_name(builder.hostname)
         total, items = 0, []
-        for image in records.image_names(kazoo):
+        for image in image_store.image_names(kazoo):
             name = normalize_statsd_name(image)
-            pending = 1 if records.build_requested(kazoo, image) else 0
+            request = image_flags.build_request(kazoo, image)
+            pending = 1 if request is not None and request.pending else 0   # as Nodepool counts
             total += pending
             items.append(("g", f"nodepool.image.{name}.image_build_requests", pending))
             diskimage = builder.config.diskimages.get(image)

@@ -15,8 +15,17 @@ from kazoo.exceptions import KazooException
 from nodepool.builder import dib, records
 from nodepool.builder.cloud import TAG_BUILD, TAG_PROVIDER, TAG_UPLOAD, ImageCloud
 from nodepool.builder.plan import openstack_providers
-from nodepool.builder.records import DELETING, FAILED, READY, UPLOADING, Build
 from nodepool.config import OpenStackProvider
+from nodepool.zk import image_locks, image_store, locks
+from nodepool.zk.image_records import (
+    BuildState,
+    ImageBuild,
+    ImageUpload,
+    UploadState,
+    new_upload,
+)
+
+READY, FAILED = UploadState.READY, UploadState.FAILED
 
 if TYPE_CHECKING:
     from nodepool.builder.daemon import Builder
@@ -94,17 +103,17 @@ class UploadWorker:
                     self.pool.submit(self._upload_job, provider, build)
         return wait
 
-    def _wanted(self, provider: OpenStackProvider, build: Build) -> bool:
+    def _wanted(self, provider: OpenStackProvider, build: ImageBuild) -> bool:
         """Not uploaded there yet, and this builder has the file in the provider's format."""
         fmt = self.builder.provider_format(provider)
         if fmt not in build.formats:
             return False
         if fmt not in dib.local_files(self.builder.config.images_dir, build.image, build.id):
             return False
-        uploads = records.uploads(self.builder.kazoo, build.image, build.id, provider.name)
-        return not any(u.state == READY for u in uploads)
+        return not records.has_ready_upload(self.builder.kazoo, build.image, build.id,
+                                            provider.name)
 
-    def _upload_job(self, provider: OpenStackProvider, build: Build) -> None:
+    def _upload_job(self, provider: OpenStackProvider, build: ImageBuild) -> None:
         key = (build.image, build.id, provider.name)
         try:
             state = self._locked_upload(provider, build)
@@ -121,33 +130,30 @@ class UploadWorker:
             self.retry_at.pop(key, None)
             self.builder.upload_finished()
 
-    def _locked_upload(self, provider: OpenStackProvider, build: Build) -> str | None:
+    def _locked_upload(self, provider: OpenStackProvider, build: ImageBuild
+                       ) -> UploadState | None:
         kazoo = self.builder.kazoo
-        lock = records.upload_lock(kazoo, build.image, build.id, provider.name,
-                                   self.builder.identifier)
-        if not records.try_acquire(lock):
+        lock = records.try_lock(image_locks.lock_upload, kazoo, build.image, build.id,
+                                provider.name, identifier=self.builder.identifier)
+        if lock is None:
             return None   # another builder uploads it
         try:
-            fresh = records.get_build(kazoo, build.image, build.id)
-            if fresh is None or fresh.state == DELETING:
+            fresh = image_store.get_build(kazoo, build.image, build.id)
+            if fresh is None or fresh.state == BuildState.DELETING:
                 return None
-            ups = records.uploads(kazoo, build.image, build.id, provider.name)
-            if any(u.state == READY for u in ups):
+            if records.has_ready_upload(kazoo, build.image, build.id, provider.name):
                 return None
             return self._upload(provider, fresh)
         finally:
-            lock.release()
+            locks.release(lock)
 
-    def _upload(self, provider: OpenStackProvider, build: Build) -> str:
+    def _upload(self, provider: OpenStackProvider, build: ImageBuild) -> UploadState:
         builder, kazoo = self.builder, self.builder.kazoo
         fmt = builder.provider_format(provider)
-        base = {"external_id": None, "external_name": None, "format": fmt,
-                "username": build.data.get("username"),
-                "python_path": build.data.get("python_path"),
-                "shell_type": build.data.get("shell_type")}
-        upload_id = records.create_upload(kazoo, build.image, build.id, provider.name,
-                                          records.with_state(base, UPLOADING))
-        upload = records.Upload(build.image, build.id, provider.name, upload_id, base)
+        upload = image_store.create_upload(kazoo, new_upload(
+            build.image, build.id, provider.name, format=fmt, username=build.username,
+            python_path=build.python_path, shell_type=build.shell_type))
+        upload_id = upload.id
         started = time.time()
         name = provider.image_name_format.format(image_name=build.image, upload_id=upload_id,
                                                  timestamp=str(int(started)))
@@ -157,19 +163,17 @@ class UploadWorker:
         if external_id is not None and not self._hook(provider, external_id, filename, upload):
             external_id = None
         if external_id is None:
-            upload.data = records.with_state(base, FAILED)
-            records.store_upload(kazoo, upload)
+            image_store.update_upload(kazoo, upload.with_state(FAILED))
             builder.stats.upload(build.image, provider.name, started, ok=False)
             return FAILED
-        upload.data = records.with_state({**base, "external_id": external_id,
-                                          "external_name": name}, READY)
-        records.store_upload(kazoo, upload)
+        image_store.update_upload(kazoo, upload.with_state(
+            READY, external_id=external_id, external_name=name))
         builder.stats.upload(build.image, provider.name, started, ok=True)
         log.info("image=%s build=%s provider=%s upload=%s Ready as %s (%s)", build.image,
                  build.id, provider.name, upload_id, name, external_id)
         return READY
 
-    def _metadata(self, provider: OpenStackProvider, build: Build, upload_id: str
+    def _metadata(self, provider: OpenStackProvider, build: ImageBuild, upload_id: str
                   ) -> dict[str, str]:
         diskimage = self.builder.config.diskimages.get(build.image)
         meta = dict(diskimage.metadata) if diskimage else {}
@@ -177,7 +181,7 @@ class UploadWorker:
         meta.update({TAG_BUILD: build.id, TAG_UPLOAD: upload_id, TAG_PROVIDER: provider.name})
         return {str(k): str(v) for k, v in meta.items()}
 
-    def _try_upload(self, provider: OpenStackProvider, upload: records.Upload, name: str,
+    def _try_upload(self, provider: OpenStackProvider, upload: ImageUpload, name: str,
                     filename: str, fmt: str, meta: dict[str, str]) -> str | None:
         tuning = self.builder.tuning
         cloud = self.builder.cloud(provider)
@@ -198,7 +202,7 @@ class UploadWorker:
                 return None
         return None
 
-    def _remove_partial(self, cloud: ImageCloud, name: str, upload: records.Upload) -> None:
+    def _remove_partial(self, cloud: ImageCloud, name: str, upload: ImageUpload) -> None:
         """A failed try may leave a queued image behind: delete ours (by its tags)."""
         try:
             for image_id, _, build_id, upload_id in cloud.our_images():
@@ -209,7 +213,7 @@ class UploadWorker:
                         "(leak cleanup will)", upload.provider, name, e)
 
     def _hook(self, provider: OpenStackProvider, external_id: str, filename: str,
-              upload: records.Upload) -> bool:
+              upload: ImageUpload) -> bool:
         """post-upload-hook PROVIDER EXTERNAL_ID FILE; failing deletes the image."""
         if not provider.post_upload_hook:
             return True
