@@ -310,8 +310,10 @@ def test_the_daemon_stops_on_sigterm_and_leaves_its_component(
     assert "Builder stopped" in (tmp_path / "builder.log").read_text()
 
 
-def test_a_builder_killed_mid_upload_leaves_nothing_after_cleanup(
-        start_builder: Any, zk_tls: dict, tmp_path: Path, watch: ImageWatch, ctl: Any) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_a_builder_killed_or_stopped_mid_upload_leaves_nothing_after_cleanup(
+        start_builder: Any, zk_tls: dict, tmp_path: Path, watch: ImageWatch, ctl: Any,
+        sig: int) -> None:
     ctl.inject("latency", seconds=60, count=1, method="PUT", path=r"/file$")
     config = write_config(tmp_path / "killed.yaml", zk_tls, tmp_path, "killed")
     config.write_text(config.read_text().replace("images-dir:", "zookeeper-timeout: 2\n"
@@ -323,9 +325,14 @@ def test_a_builder_killed_mid_upload_leaves_nothing_after_cleanup(
             return states == ["uploading"] and any(
                 "nodepool_upload_id" in i["properties"] for i in cloud_images(ctl).values())
         watch.wait(uploading, what="an upload in progress")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
     finally:
-        proc.kill()
-        proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig == signal.SIGTERM:
+        assert "Leaving the uploads in progress" in (tmp_path / "killed.log").read_text()
     # Another builder's cleanup removes the record once the dead one's lock has gone with
     # its session, and the cloud image as a leak (seen on two passes).
     start_builder("nb2", tuning=dataclasses.replace(FAST, cleanup_interval=0.2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -72,6 +73,13 @@ def run(builder, unavailable: type[Exception]) -> int:
     stop.wait()
     log.info("Signal received: stopping")
     builder.stop()
+    if builder.uploads.busy():
+        # An upload thread blocked in a PUT would hold the interpreter's exit (executor
+        # threads are joined at exit) for as long as the upload takes: leave now. Its
+        # record and cloud image are cleaned up by the next cleanup pass of any builder.
+        log.info("Leaving the uploads in progress to the next cleanup")
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

@@ -61,6 +61,10 @@ class UploadWorker:
     def join(self, timeout: float) -> None:
         self.thread.join(timeout)
 
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self.in_flight)
+
     def _run(self) -> None:
         while not self.stop_event.is_set():
             wait = self.builder.tuning.upload_sweep_interval
