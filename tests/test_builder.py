@@ -414,3 +414,24 @@ def test_builds_and_uploads_are_sent_to_statsd_under_nodepools_names(
         listener.wait("nodepool.builder.nb.image.debian-built.build.state", "g")
     finally:
         listener.close()
+
+
+def test_two_build_workers_of_one_builder_build_two_images_at_once(
+        start_builder: Any, watch: ImageWatch, tmp_path: Path) -> None:
+    hold = tmp_path / "go"
+    start_builder("nb", tuning=dataclasses.replace(FAST, builders=2),
+                  env=f"      FAKE_DIB_WAIT_FILE: {hold}\n", extra_images=SECOND_IMAGE,
+                  extra_provider_images=SECOND_PROVIDER_IMAGE)
+    images = ("debian-built", "ubuntu-built")
+    watch.wait(lambda: all(any(d["state"] == "building" for d in watch.builds(i).values())
+                           for i in images), what="both images building at once")
+    hold.touch()
+    for image in images:
+        watch.wait(lambda image=image: ready_uploads(watch, image), what=f"{image} uploaded")
+        assert len(watch.builds(image)) == 1
+
+
+def test_worker_counts_below_one_are_refused(tmp_path: Path, capsys: Any) -> None:
+    from nodepool.builder.main import main
+    assert main(["-c", str(tmp_path / "none.yaml"), "--upload-workers", "0"]) == 2
+    assert "--upload-workers must be at least 1" in capsys.readouterr().err

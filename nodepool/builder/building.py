@@ -25,33 +25,60 @@ log = logging.getLogger("nodepool.builder.build")
 IDLE_WAIT = 300.0   # the longest sleep between passes when nothing is due sooner
 
 
-class BuildWorker:
-    """One thread; woken by ZooKeeper events on the images (a request, a pause lifted) and
-    by config changes; otherwise asleep until the next image is rebuild-age old."""
+class Bell:
+    """A wake-up every waiting thread hears (an Event cleared by one would hide it from
+    the others)."""
 
-    def __init__(self, builder: Builder):
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.rings = 0
+
+    def set(self) -> None:
+        with self._cond:
+            self.rings += 1
+            self._cond.notify_all()
+
+    def wait(self, heard: int, timeout: float) -> int:
+        """Until a ring after `heard` (or `timeout`); the rings heard by then."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.rings != heard, timeout)
+            return self.rings
+
+
+class BuildWorker:
+    """`workers` threads (Nodepool's --build-workers, default 1), each building one image
+    at a time; the image's build lock shares the images out between them as between
+    builders. Woken by ZooKeeper events on the images (a request, a pause lifted) and by
+    config changes; otherwise asleep until the next image is rebuild-age old."""
+
+    def __init__(self, builder: Builder, workers: int = 1):
         self.builder = builder
-        self.wake = threading.Event()
+        self.wake = Bell()
         self.stop_event = threading.Event()
         self.failures: dict[str, int] = {}
         self.retry_at: dict[str, float] = {}
-        self.building: str | None = None   # the image being built now (status, stats)
-        # Set when the ZooKeeper session is lost: a build running then lost its lock (another
-        # builder may have started the same image), so it is recorded failed, as Nodepool does.
-        self.session_lost = False
-        self.thread = threading.Thread(target=self._run, name="build-worker", daemon=True)
+        self.building: set[str] = set()   # the images being built now (stats)
+        # Counts lost ZooKeeper sessions: a build during which one was lost lost its lock
+        # (another builder may have started the same image), so it is recorded failed, as
+        # Nodepool does.
+        self.sessions_lost = 0
+        self.threads = [threading.Thread(target=self._run, name=f"build-worker-{i}",
+                                         daemon=True) for i in range(max(1, workers))]
 
     def start(self) -> None:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
 
     def stop(self) -> None:
         self.stop_event.set()
         self.wake.set()
 
     def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
+        for thread in self.threads:
+            thread.join(timeout)
 
     def _run(self) -> None:
+        heard = self.wake.rings
         while not self.stop_event.is_set():
             wait = IDLE_WAIT
             try:
@@ -62,8 +89,7 @@ class BuildWorker:
             except Exception:
                 log.exception("Build pass failed; retrying")
                 wait = 10.0
-            self.wake.wait(wait)
-            self.wake.clear()
+            heard = self.wake.wait(heard, wait)
 
     def run_pass(self) -> float:
         """Build what is due; the seconds until something may be due again."""
@@ -127,17 +153,17 @@ class BuildWorker:
         build_id = build.id
         log.info("image=%s build=%s Building (%s, formats %s)", image.name, build_id,
                  "requested" if manual else "due", ",".join(formats))
-        self.building = image.name
-        self.session_lost = False
+        self.building.add(image.name)
+        lost_before = self.sessions_lost
         try:
             result = self._run_dib(image, formats, build_id)
         except Exception:
             log.exception("image=%s build=%s Build failed to run", image.name, build_id)
             result = None
         finally:
-            self.building = None
+            self.building.discard(image.name)
         ok = result is not None and result.ok
-        if ok and self.session_lost:
+        if ok and self.sessions_lost != lost_before:
             log.error("image=%s build=%s The ZooKeeper session was lost during the build "
                       "(its lock with it): recording it failed", image.name, build_id)
             ok = False

@@ -49,6 +49,7 @@ class CleanupWorker:
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
+            self.wake.clear()   # before the pass: a wake-up during it is kept for the next
             try:
                 if self.builder.zk.connected:
                     self.run_pass()
@@ -58,7 +59,6 @@ class CleanupWorker:
                 log.exception("Cleanup pass failed; retrying")
             self.passes += 1
             self.wake.wait(self.builder.tuning.cleanup_interval)
-            self.wake.clear()
 
     def run_pass(self) -> None:
         kazoo = self.builder.kazoo

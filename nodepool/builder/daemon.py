@@ -73,7 +73,7 @@ class Builder:
         self._clouds_lock = threading.Lock()
         self._watched: set[str] = set()
         self.stats = BuilderStats.from_environ(self)
-        self.builds = BuildWorker(self)
+        self.builds = BuildWorker(self, tuning.builders)
         self.uploads = UploadWorker(self)
         self.cleanup = CleanupWorker(self)
         self.scheduler = None
@@ -204,7 +204,7 @@ class Builder:
 
     def _on_zk_state(self, state: str) -> None:
         if state == LOST:
-            self.builds.session_lost = True
+            self.builds.sessions_lost += 1
         if state == NEW_SESSION:
             self._watched.clear()
             self._watch_images()

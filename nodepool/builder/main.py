@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -25,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-l", "--logconfig", help="a Python logging config file (INI or YAML)")
     parser.add_argument("-f", "--foreground", action="store_true",
                         help="run in the foreground (logs to stderr; the only mode)")
+    parser.add_argument("--build-workers", type=int, default=1, metavar="N",
+                        help="images built at once by this builder (default 1)")
+    parser.add_argument("--upload-workers", type=int, default=4, metavar="N",
+                        help="uploads at once by this builder (default 4)")
     parser.add_argument("--debug", action="store_true", help="debug logging")
     parser.add_argument("--check-config", action="store_true",
                         help="load and validate the config, then exit")
@@ -36,11 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args)
     from nodepool.builder.daemon import Builder, BuilderConfigError
+    from nodepool.builder.plan import DEFAULT
     from nodepool.config import ConfigError, ConfigFiles
     from nodepool.errors import ZooKeeperUnavailable
+    if args.build_workers < 1 or args.upload_workers < 1:
+        print("nodepool-builder: --build-workers and --upload-workers must be at least 1",
+              file=sys.stderr)
+        return 2
     files = ConfigFiles(args.config, args.secure)
+    tuning = dataclasses.replace(DEFAULT, builders=args.build_workers,
+                                 uploaders=args.upload_workers)
     try:
-        builder = Builder(files)
+        builder = Builder(files, tuning=tuning)
     except (ConfigError, BuilderConfigError) as e:
         print(f"nodepool-builder: invalid configuration:\n{e}", file=sys.stderr)
         return 1

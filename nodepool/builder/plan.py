@@ -24,7 +24,8 @@ class Tuning:
     upload_attempts: int = 3            # tries of one upload before it is recorded failed
     upload_retry_delay: float = 5.0     # between those tries
     upload_backoff: float = 300.0       # before a failed upload of a build is tried again
-    uploaders: int = 4                  # uploads in parallel
+    builders: int = 1                   # builds in parallel (Nodepool's --build-workers)
+    uploaders: int = 4                  # uploads in parallel (Nodepool's --upload-workers)
     leak_passes: int = 2                # passes an untracked tagged image is seen before deletion
 
 

@@ -78,7 +78,7 @@ class BuilderStats:
             total += pending
             items.append(("g", f"nodepool.image.{name}.image_build_requests", pending))
             diskimage = builder.config.diskimages.get(image)
-            state = STATUS_BUILDING if builder.builds.building == image else \
+            state = STATUS_BUILDING if image in builder.builds.building else \
                 STATUS_PAUSED if diskimage is not None and diskimage.pause else STATUS_IDLE
             items.append(("g", f"nodepool.builder.{host}.image.{name}.build.state", state))
         items.append(("g", "nodepool.image_build_requests", total))

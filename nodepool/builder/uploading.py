@@ -67,6 +67,7 @@ class UploadWorker:
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
+            self.wake.clear()   # before the sweep: a wake-up during it is kept for the next
             wait = self.builder.tuning.upload_sweep_interval
             try:
                 wait = min(wait, self.sweep())
@@ -77,7 +78,6 @@ class UploadWorker:
                 log.exception("Upload sweep failed; retrying")
                 wait = 10.0
             self.wake.wait(max(wait, 0.05))
-            self.wake.clear()
 
     def sweep(self) -> float:
         """Start every upload that is due; seconds until a backed-off one is due again."""
