@@ -134,6 +134,11 @@ def test_a_build_is_uploaded_and_a_launcher_boots_a_node_from_it(
     assert build["formats"] == "qcow2" and build["username"] == "debian"
     assert build["python_path"] == "/usr/bin/python3" and "shell_type" in build
     assert len(build_id) == 32 and len(upload_id) == 10
+    # Nodepool's keys in Nodepool's order (json.dumps of its toDict()).
+    assert list(build) == ["state", "state_time", "builder", "builder_id", "formats",
+                           "username", "python_path", "shell_type"]
+    assert list(upload) == ["state", "state_time", "external_id", "external_name", "format",
+                            "username", "python_path", "shell_type"]
     assert upload["format"] == "qcow2" and upload["username"] == "debian"
     # The stand-in was run as Nodepool runs disk-image-create.
     run = json.loads((tmp_path / "dib-record.jsonl").read_text().splitlines()[0])
@@ -236,13 +241,17 @@ def test_a_failed_upload_keeps_the_previous_image_and_is_retried(
     (first, _), up = next(iter(watch.wait(lambda: ready_uploads(watch)).items()))
     ctl.inject("http_error", status=500, count=2, method="PUT", path=r"/images/[^/]+/file$")
     request_build(zk_client)
-    seen: list[str] = []
+    seen: list[dict] = []
 
     def failed_then_ready() -> bool:
         uploads = watch.uploads("debian-built", "sim-cloud")
-        seen.extend(u["state"] for (b, _), u in uploads.items() if b != first)
-        return "failed" in seen and len({b for b, _ in ready_uploads(watch)}) == 2
+        seen.extend(u for (b, _), u in uploads.items() if b != first)
+        return any(u["state"] == "failed" for u in seen) and \
+            len({b for b, _ in ready_uploads(watch)}) == 2
     watch.wait(failed_then_ready, what="a failed upload, then a ready one")
+    # Recorded as Nodepool records them: no format while uploading, no facts when failed.
+    failed = next(u for u in seen if u["state"] == "failed")
+    assert (failed["external_id"], failed["format"], failed["username"]) == (None, None, None)
     # The first upload served all along, and is still there (two builds are kept).
     assert watch.uploads("debian-built", "sim-cloud")[(first, _first_upload(watch, first))][
         "state"] == "ready"

@@ -154,8 +154,9 @@ class UploadWorker:
     def _upload(self, provider: OpenStackProvider, build: ImageBuild) -> UploadState:
         builder, kazoo = self.builder, self.builder.kazoo
         fmt = builder.provider_format(provider)
+        # As Nodepool's records: no format until it is ready; a failed one keeps no facts.
         upload = image_store.create_upload(kazoo, new_upload(
-            build.image, build.id, provider.name, format=fmt, username=build.username,
+            build.image, build.id, provider.name, username=build.username,
             python_path=build.python_path, shell_type=build.shell_type))
         upload_id = upload.id
         started = time.time()
@@ -167,11 +168,12 @@ class UploadWorker:
         if external_id is not None and not self._hook(provider, external_id, filename, upload):
             external_id = None
         if external_id is None:
-            image_store.update_upload(kazoo, upload.with_state(FAILED))
+            image_store.update_upload(kazoo, upload.with_state(
+                FAILED, username=None, python_path=None, shell_type=None))
             builder.stats.upload(build.image, provider.name, started, ok=False)
             return FAILED
         image_store.update_upload(kazoo, upload.with_state(
-            READY, external_id=external_id, external_name=name))
+            READY, external_id=external_id, external_name=name, format=fmt))
         builder.stats.upload(build.image, provider.name, started, ok=True)
         log.info("image=%s build=%s provider=%s upload=%s Ready as %s (%s)", build.image,
                  build.id, provider.name, upload_id, name, external_id)
