@@ -9,6 +9,7 @@ uploads and the cleanup, a finished upload wakes the cleanup (rotation).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -146,6 +147,13 @@ class Builder:
         except (ConfigError, BuilderConfigError, OSError) as e:
             log.error("New configuration rejected, keeping the last good one:\n%s", e)
             return False
+        if (new.zookeeper_hosts(), new.zookeeper_chroot()) != \
+                (self.config.zookeeper_hosts(), self.config.zookeeper_chroot()):
+            log.warning("ZooKeeper settings changed: restart the builder to use them")
+        if new.images_dir != self.config.images_dir:
+            log.warning("images-dir changed: restart the builder to use it (builder_id.txt "
+                        "and the builds on disk are in the old one)")
+            new = dataclasses.replace(new, images_dir=self.config.images_dir)
         self._apply(new)
         self.reloads += 1
         log.info("Configuration reloaded: %d diskimage(s)", len(self.formats))
