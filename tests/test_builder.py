@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from imagewatch import ImageWatch
-from requestor import Requestor
+from requestor import Requestor, wait_for
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
 from nodepool.builder.daemon import Builder
@@ -444,3 +444,24 @@ def test_worker_counts_below_one_are_refused(tmp_path: Path, capsys: Any) -> Non
     from nodepool.builder.main import main
     assert main(["-c", str(tmp_path / "none.yaml"), "--upload-workers", "0"]) == 2
     assert "--upload-workers must be at least 1" in capsys.readouterr().err
+
+
+def test_zookeeper_away_at_start_is_retried_until_a_stop(zk_tls: dict, tmp_path: Path) -> None:
+    from zookeeper import free_port
+    config = write_config(tmp_path / "nb.yaml", zk_tls, tmp_path)
+    text = config.read_text()
+    port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)[1]
+    text = text.replace("images-dir:", "zookeeper-timeout: 1\nimages-dir:", 1)
+    config.write_text(text.replace(f"port: {port}", f"port: {free_port()}", 1))
+    proc = spawn_builder(config, tmp_path / "builder.log")
+    try:
+        log = tmp_path / "builder.log"
+        wait_for(lambda: "retrying in 1s" in log.read_text(), timeout=30,
+                 what="a retry logged")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Stopped while waiting for ZooKeeper" in log.read_text()

@@ -75,7 +75,8 @@ class BuildWorker:
 
     def join(self, timeout: float) -> None:
         for thread in self.threads:
-            thread.join(timeout)
+            if thread.ident is not None:   # started
+                thread.join(timeout)
 
     def _run(self) -> None:
         heard = self.wake.rings

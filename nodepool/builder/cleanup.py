@@ -45,7 +45,8 @@ class CleanupWorker:
         self.wake.set()
 
     def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
+        if self.thread.ident is not None:   # started
+            self.thread.join(timeout)
 
     def _run(self) -> None:
         while not self.stop_event.is_set():

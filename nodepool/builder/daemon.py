@@ -23,6 +23,7 @@ from nodepool.builder.plan import DEFAULT, Tuning, wanted_formats
 from nodepool.builder.stats import BuilderStats
 from nodepool.builder.uploading import UploadWorker
 from nodepool.config import Config, ConfigError, ConfigFiles, OpenStackProvider
+from nodepool.errors import ZooKeeperUnavailable
 from nodepool.zk import paths
 from nodepool.zk.client import LOST, NEW_SESSION, ZooKeeperClient
 from nodepool.zk.components import ComponentRegistry
@@ -30,6 +31,7 @@ from nodepool.zk.components import ComponentRegistry
 log = logging.getLogger("nodepool.builder")
 
 BUILDER = "builder"   # the component kind, as Nodepool's BuilderComponent
+ZK_RETRY_MAX = 30.0   # seconds: the longest wait between start-up connection attempts
 ID_FILE = "builder_id.txt"
 
 
@@ -80,6 +82,7 @@ class Builder:
         self.scheduler = None
         self.stopping = False
         self.reloads = 0
+        self._interrupted = threading.Event()
 
     @property
     def kazoo(self):
@@ -87,12 +90,17 @@ class Builder:
 
     # -- start and stop -----------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, zk_retry: bool = False) -> bool:
+        """Connect and start the workers; False when interrupted while ZooKeeper was away.
+
+        With `zk_retry` (the daemon), ZooKeeper away at start is retried every 1, 2, 4 ...
+        30 s; else ZooKeeperUnavailable at once."""
         config = self.config
         Path(config.images_dir).mkdir(parents=True, exist_ok=True)
         self.builder_id = builder_id(config.images_dir)
-        self.zk = ZooKeeperClient.from_config(config)
-        self.zk.connect()
+        self.zk = self._connect(zk_retry)
+        if self.zk is None:
+            return False
         self.zk.add_listener(self._on_zk_state)
         self.registry = ComponentRegistry(self.zk, self.hostname)
         self.registry.register(BUILDER, self.registry.base_data(BUILDER))
@@ -108,6 +116,26 @@ class Builder:
         self.scheduler.start()
         log.info("Builder %s (id %s) started: %d diskimage(s), images in %s", self.hostname,
                  self.builder_id, len(self.formats), config.images_dir)
+        return True
+
+    def _connect(self, retry: bool) -> ZooKeeperClient | None:
+        delay = 1.0
+        while True:
+            zk = ZooKeeperClient.from_config(self.config)
+            try:
+                zk.connect()
+                return zk
+            except ZooKeeperUnavailable as e:
+                if not retry:
+                    raise
+                log.warning("%s; retrying in %gs", e, delay)
+            if self._interrupted.wait(delay):
+                return None
+            delay = min(delay * 2, ZK_RETRY_MAX)
+
+    def interrupt(self) -> None:
+        """Any thread or a signal handler: give up a start still waiting for ZooKeeper."""
+        self._interrupted.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop building (a build in progress is killed and recorded failed), uploading and
@@ -115,6 +143,7 @@ class Builder:
         if self.stopping:
             return
         self.stopping = True
+        self.interrupt()
         log.info("Builder stopping")
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)

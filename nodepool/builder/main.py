@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     from nodepool.builder.daemon import Builder, BuilderConfigError
     from nodepool.builder.plan import DEFAULT
     from nodepool.config import ConfigError, ConfigFiles
-    from nodepool.errors import ZooKeeperUnavailable
     if args.build_workers < 1 or args.upload_workers < 1:
         print("nodepool-builder: --build-workers and --upload-workers must be at least 1",
               file=sys.stderr)
@@ -62,23 +61,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"{args.config}: {len(builder.config.diskimages)} diskimage(s): valid")
         return 0
-    return run(builder, ZooKeeperUnavailable)
+    return run(builder)
 
 
-def run(builder, unavailable: type[Exception]) -> int:
-    """Until SIGTERM or SIGINT; SIGHUP checks the config now, SIGUSR2 dumps stacks."""
+def run(builder) -> int:
+    """Until SIGTERM or SIGINT; SIGHUP checks the config now, SIGUSR2 dumps stacks.
+    ZooKeeper away at start is retried until it answers or a stop signal comes."""
     log = logging.getLogger("nodepool.builder")
     stop = threading.Event()
+
+    def on_stop(*_) -> None:
+        stop.set()
+        builder.interrupt()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_stop)
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
         target=builder.check_config, name="sighup-config-check", daemon=True).start())
     signal.signal(signal.SIGUSR2, dump_stacks)
     try:
-        builder.start()
-    except unavailable as e:
-        print(f"nodepool-builder: {e}", file=sys.stderr)
-        return 3
+        if not builder.start(zk_retry=True):
+            log.info("Stopped while waiting for ZooKeeper")
+            builder.stop()
+            return 0
     except OSError as e:
         print(f"nodepool-builder: {e}", file=sys.stderr)
         return 1

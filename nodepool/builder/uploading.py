@@ -59,7 +59,8 @@ class UploadWorker:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
+        if self.thread.ident is not None:   # started
+            self.thread.join(timeout)
 
     def busy(self) -> bool:
         with self._lock:
