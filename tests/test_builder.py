@@ -465,3 +465,19 @@ def test_zookeeper_away_at_start_is_retried_until_a_stop(zk_tls: dict, tmp_path:
             proc.kill()
             proc.wait()
     assert "Stopped while waiting for ZooKeeper" in log.read_text()
+
+
+def test_an_upload_that_hangs_past_image_upload_timeout_is_retried(
+        start_builder: Any, watch: ImageWatch, ctl: Any, caplog: Any) -> None:
+    ctl.inject("latency", seconds=4, count=1, method="PUT", path=r"/file$")
+    start_builder(edit=lambda text: text.replace("image-upload-timeout: 20",
+                                                 "image-upload-timeout: 1"))
+    (build_id, upload_id), upload = next(iter(watch.wait(lambda: ready_uploads(watch)).items()))
+    # One record (the timed-out try was retried inside it); 1, not 0: the upload lock's
+    # directory took the first sequence number, as with Nodepool's builder.
+    assert upload_id == "0000000001"
+    assert list(watch.uploads("debian-built", "sim-cloud")) == [(build_id, upload_id)]
+    ours = [i for i in cloud_images(ctl).values() if "nodepool_upload_id" in i["properties"]]
+    assert [i["id"] for i in ours] == [upload["external_id"]]   # the first try's image went
+    assert any("Upload try 1 failed" in r.getMessage() and "timed out" in r.getMessage()
+               for r in caplog.records)
