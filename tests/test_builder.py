@@ -481,3 +481,30 @@ def test_an_upload_that_hangs_past_image_upload_timeout_is_retried(
     assert [i["id"] for i in ours] == [upload["external_id"]]   # the first try's image went
     assert any("Upload try 1 failed" in r.getMessage() and "timed out" in r.getMessage()
                for r in caplog.records)
+
+
+SECOND_PROVIDER = """  - name: sim-cloud-2
+    cloud: simcloud
+    region-name: RegionOne
+    rate: 0
+    diskimages:
+      - name: debian-built
+"""
+
+
+def test_uploads_to_several_providers_run_in_parallel(
+        start_builder: Any, watch: ImageWatch, ctl: Any) -> None:
+    ctl.inject("latency", seconds=2, count=2, method="PUT", path=r"/file$")
+    start_builder(edit=lambda text: text.replace("providers:\n", "providers:\n" + SECOND_PROVIDER,
+                                                 1))
+    both = ("sim-cloud", "sim-cloud-2")
+    watch.wait(lambda: all(u["state"] == "uploading" for p in both
+                           for u in watch.uploads("debian-built", p).values())
+               and all(watch.uploads("debian-built", p) for p in both),
+               what="both uploads in progress at once")
+    for provider in both:
+        watch.wait(lambda provider=provider: ready_uploads(watch, provider=provider),
+                   what=f"uploaded to {provider}")
+    tags = sorted(i["properties"]["nodepool_provider_name"] for i in cloud_images(ctl).values()
+                  if "nodepool_provider_name" in i["properties"])
+    assert tags == ["sim-cloud", "sim-cloud-2"]
