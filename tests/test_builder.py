@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -508,3 +509,22 @@ def test_uploads_to_several_providers_run_in_parallel(
     tags = sorted(i["properties"]["nodepool_provider_name"] for i in cloud_images(ctl).values()
                   if "nodepool_provider_name" in i["properties"])
     assert tags == ["sim-cloud", "sim-cloud-2"]
+
+
+def test_an_image_build_request_skips_the_backoff_of_a_failed_build(
+        start_builder: Any, watch: ImageWatch, zk_client: Any) -> None:
+    builder = start_builder(tuning=dataclasses.replace(FAST, build_backoff=600.0,
+                                                       build_backoff_max=600.0),
+                            env="      FAKE_DIB_FAIL: broken element\n")
+    failed: dict[str, dict] = {}
+
+    def failures(n: int) -> bool:
+        failed.update((b, d) for b, d in watch.builds("debian-built").items()
+                      if d["state"] == "failed")
+        return len(failed) >= n
+    watch.wait(lambda: failures(1), what="a failed build")
+    assert builder.builds.retry_at["debian-built"] > time.time() + 500   # backing off
+    request_build(zk_client)   # the operator fixed something and asks again
+    watch.wait(lambda: failures(2), what="the requested build tried at once")
+    for record in failed.values():   # as Nodepool's: no formats, the image's facts
+        assert "formats" not in record and record["username"] == "debian"

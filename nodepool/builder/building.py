@@ -57,6 +57,7 @@ class BuildWorker:
         self.stop_event = threading.Event()
         self.failures: dict[str, int] = {}
         self.retry_at: dict[str, float] = {}
+        self.failed_at: dict[str, float] = {}
         self.building: set[str] = set()   # the images being built now (stats)
         # Counts lost ZooKeeper sessions: a build during which one was lost lost its lock
         # (another builder may have started the same image), so it is recorded failed, as
@@ -111,7 +112,7 @@ class BuildWorker:
             return IDLE_WAIT
         now = time.time()
         retry = self.retry_at.get(image.name, 0.0) - now
-        if retry > 0:
+        if retry > 0 and not self._asked_since_failure(image.name):
             return retry
         requested = image_flags.has_build_request(kazoo, image.name)
         newest = records.newest_ready_build(kazoo, image.name)
@@ -140,17 +141,24 @@ class BuildWorker:
         count = self.failures.get(image.name, 0) + 1
         self.failures[image.name] = count
         delay = backoff(count, self.builder.tuning)
-        self.retry_at[image.name] = time.time() + delay
+        self.failed_at[image.name] = time.time()
+        self.retry_at[image.name] = self.failed_at[image.name] + delay
         log.warning("image=%s Build failed (%d in a row); next try in %.0f s", image.name,
                     count, delay)
         return delay
 
+    def _asked_since_failure(self, image: str) -> bool:
+        """An `image-build` made after the last failure skips the backoff (once: if that
+        build fails too, the backoff applies again)."""
+        request = image_flags.build_request(self.builder.kazoo, image)
+        return request is not None and request.state_time > self.failed_at.get(image, 0.0)
+
     def _build(self, image: DiskImage, formats: list[str], manual: bool) -> bool:
         builder, kazoo, config = self.builder, self.builder.kazoo, self.builder.config
+        # As Nodepool's: the first record names the builder and formats; the last one
+        # adds the image's facts (and names no formats if it failed).
         build = image_store.create_build(kazoo, new_build(
-            image.name, "", formats, builder=builder.hostname, builder_id=builder.builder_id,
-            username=image.username, python_path=image.python_path,
-            shell_type=image.shell_type))
+            image.name, "", formats, builder=builder.hostname, builder_id=builder.builder_id))
         build_id = build.id
         log.info("image=%s build=%s Building (%s, formats %s)", image.name, build_id,
                  "requested" if manual else "due", ",".join(formats))
@@ -178,7 +186,8 @@ class BuildWorker:
         try:
             # As Nodepool's: only a ready build names its formats.
             image_store.update_build(kazoo, build.with_state(
-                state, formats=build.formats if ok else ()))
+                state, formats=build.formats if ok else (), username=image.username,
+                python_path=image.python_path, shell_type=image.shell_type))
         except Exception:
             log.exception("image=%s build=%s Could not record the build; removing its files",
                           image.name, build_id)
