@@ -101,9 +101,14 @@ class CleanupWorker:
         for build in all_builds:
             if build.id in keep and build.state != B.DELETING:
                 continue
-            if build.state == B.BUILDING and image_locks.is_locked(
-                    kazoo, paths.image_build_lock(image)):
-                continue
+            if build.state == B.BUILDING:
+                if image_locks.is_locked(kazoo, paths.image_build_lock(image)):
+                    continue
+                # Read again: it may have ended (and its lock gone) since it was listed.
+                fresh = image_store.get_build(kazoo, image, build.id)
+                if fresh is None or fresh.state != B.BUILDING:
+                    continue
+                build = fresh
             self._retire_build(build)
 
     def _provider_uploads(self, build: ImageBuild, ups: list[ImageUpload], kept: bool,
@@ -129,16 +134,20 @@ class CleanupWorker:
     def _retire_build(self, build: ImageBuild) -> None:
         kazoo = self.builder.kazoo
         remaining = image_store.build_uploads(kazoo, build)
-        if build.state != B.DELETING and all(u.state == U.DELETING for u in remaining):
+        if build.state != B.DELETING:
+            # Deleting once every upload is on its way out (local files may then go).
+            if not all(u.state == U.DELETING for u in remaining):
+                return
             lock = records.try_lock(image_locks.lock_build_id, kazoo, build.image, build.id,
                                     identifier=self.builder.identifier)
-            if lock is not None:
-                try:
-                    image_store.update_build(kazoo, build.with_state(B.DELETING))
-                except (NotFound, VersionConflict):
-                    return   # changed or gone since it was read: next pass
-                finally:
-                    locks.release(lock)
+            if lock is None:
+                return
+            try:
+                image_store.update_build(kazoo, build.with_state(B.DELETING))
+            except (NotFound, VersionConflict):
+                return   # changed or gone since it was read: next pass
+            finally:
+                locks.release(lock)
         if not remaining:
             log.info("image=%s build=%s Deleting the build record (%s)", build.image, build.id,
                      build.state.value)
