@@ -214,6 +214,28 @@ def test_glance_create_upload_and_import(conn: Any, ctl: ControlClient, tmp_path
     assert conn.image.find_image("staged") is None
 
 
+def test_glance_upload_as_the_builder_makes_it(conn: Any, ctl: ControlClient, tmp_path: Path) -> None:
+    """The cloud layer's create_image (POST, PUT .../file, GET until active) with the builder's
+    arguments; a failed PUT leaves no image (the SDK deletes it); deleting twice is fine."""
+    disk = tmp_path / "built.qcow2"
+    disk.write_bytes(b"QFI\xfb" + bytes(4092))
+    meta = {"nodepool_build_id": "ab12", "nodepool_upload_id": "0000000001"}
+    image = conn.create_image("built-1", filename=str(disk), disk_format="qcow2",
+                              container_format="bare", md5="0" * 32, sha256="1" * 64, wait=True,
+                              timeout=10, allow_duplicates=True, visibility="private", meta=meta)
+    assert (image.status, image.size, image.visibility) == ("active", 4096, "private")
+    assert image.properties["nodepool_upload_id"] == "0000000001"
+    assert image.properties["owner_specified.openstack.md5"] == "0" * 32
+    ctl.inject("http_error", status=500, count=1, method="PUT", path=r"/file$")
+    with pytest.raises(exceptions.HttpException):
+        conn.create_image("built-2", filename=str(disk), disk_format="qcow2", wait=True,
+                          timeout=10, allow_duplicates=True, meta=meta)
+    assert [i.name for i in conn.image.images() if i.name.startswith("built-")] == ["built-1"]
+    conn.image.delete_image(image.id, ignore_missing=True)
+    conn.image.delete_image(image.id, ignore_missing=True)
+    assert conn.image.find_image("built-1") is None
+
+
 def test_cli_prints_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     clouds = tmp_path / "clouds.yaml"
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent.parent / "tools" / "ossim"),

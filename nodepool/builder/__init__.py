@@ -1,0 +1,1 @@
+"""`nodepool-builder`: diskimage builds, uploads to every provider, rotation and cleanup."""
