@@ -16,6 +16,7 @@ from nodepool import __version__
 
 if TYPE_CHECKING:
     from nodepool.config import ConfigFiles
+    from nodepool.launcher.spread import ProviderFilter
 
 DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
 
@@ -37,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="load and validate the config, then exit")
     parser.add_argument("--no-webapp", action="store_true",
                         help="do not serve the web endpoints (webapp.listen_address:port)")
+    parser.add_argument("--providers", metavar="NAME,...",
+                        help="own only these providers (names or shell patterns such as "
+                             "'rax-*'); by default any, spread over the live launchers")
+    parser.add_argument("--exclude-providers", metavar="NAME,...",
+                        help="never own these providers (names or shell patterns)")
     return parser
 
 
@@ -102,7 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"nodepool-launcher: invalid environment: {e}", file=sys.stderr)
         return 1
-    return run(files, webapp=not args.no_webapp)
+    from nodepool.launcher.spread import ProviderFilter
+    serves = ProviderFilter.from_option(args.providers, args.exclude_providers)
+    unmatched = [p for p in serves.only + serves.exclude
+                 if not any(ProviderFilter(only=(p,)).allows(n) for n in config.providers)]
+    if unmatched:
+        logging.getLogger("nodepool.launcher").warning(
+            "--providers/--exclude-providers: %s match(es) no provider of %s",
+            ", ".join(unmatched), args.config)
+    if serves.only and not any(serves.allows(n) for n in config.providers):
+        print(f"nodepool-launcher: --providers {args.providers}: no provider of "
+              f"{args.config} is left for this launcher to own", file=sys.stderr)
+        return 1
+    return run(files, webapp=not args.no_webapp, serves=serves)
 
 
 # Cyclic garbage collection, tuned for a long-running daemon: almost everything the
@@ -123,7 +141,8 @@ def tune_gc() -> None:
 EXIT_WEB = 4   # the web endpoints' address cannot be bound
 
 
-def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool = True) -> int:
+def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool = True,
+        serves: ProviderFilter | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT, then stop in a bounded time and exit 0.
 
     SIGHUP has the config files checked now (a reload when they changed; never a stop),
@@ -131,11 +150,13 @@ def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool
     to 30 s) until it answers or a stop signal comes."""
     from nodepool.errors import ZooKeeperUnavailable
     from nodepool.launcher.daemon import Launcher
+    from nodepool.launcher.spread import ProviderFilter
     from nodepool.web import WebBindError
 
     log = logging.getLogger("nodepool.launcher")
     stop = threading.Event()
-    launcher = Launcher(config_path, webapp=webapp, zk_retry=True)
+    launcher = Launcher(config_path, webapp=webapp, zk_retry=True,
+                        serves=serves or ProviderFilter())
 
     def on_stop(signum, _frame) -> None:
         stop.set()
