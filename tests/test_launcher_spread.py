@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -18,6 +19,7 @@ from plugins.ossim import LAUNCHER_CONFIG
 from requestor import NODES, wait_for
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
+from nodepool import cli
 from nodepool.launcher.daemon import Launcher
 from nodepool.launcher.spread import ProviderFilter, assign
 
@@ -43,6 +45,7 @@ PROVIDER = """
 
 def write_config(env: LauncherEnv) -> None:
     text = ZK_HEADER + "zookeeper-timeout: 4\nlabels:\n  - name: small\n    min-ready: 0\n" \
+        "webapp:\n  listen_address: 127.0.0.1\n  port: 0\n" \
         "providers:" + "".join(PROVIDER.replace("{name}", p) for p in PROVIDERS)
     with open(env.config_path, "w") as f:
         f.write(nodepool_yaml(env.zk_tls, text.replace("{name}", "{{name}}")))
@@ -92,11 +95,23 @@ class Load:
         self.outstanding = []
 
 
-def test_three_launchers_spread_six_providers_two_each(env: LauncherEnv) -> None:
+def test_three_launchers_spread_six_providers_two_each(env: LauncherEnv, capsys: Any) -> None:
     write_config(env)
-    launchers = [env.start_launcher(f"nl0{i}") for i in range(1, 4)]
+    launchers = [env.start_launcher(f"nl0{i}", webapp=(i == 1)) for i in range(1, 4)]
     owners = spread_as_hashed(env, launchers)
     assert sorted(Counter(owners.values()).values()) == [2, 2, 2]
+    # Who owns what: the web endpoint and `nodepool info`.
+    url = f"http://127.0.0.1:{launchers[0].web.port}/provider-list"
+    with urllib.request.urlopen(urllib.request.Request(
+            url, headers={"Accept": "application/json"}), timeout=10) as resp:
+        rows = json.loads(resp.read())
+    hosts = {la.owner_id: la.hostname for la in launchers}
+    assert [(r["provider"], r["owner"], r["hostname"], r["spread_owner"]) for r in rows] == \
+        [(p, owners[p], hosts[owners[p]], owners[p]) for p in PROVIDERS]
+    assert cli.main(["-c", env.config_path, "info", "p1"]) == 0
+    out = capsys.readouterr().out
+    assert f"Owner: {owners['p1']} on {hosts[owners['p1']]}; owner by the spread: " \
+        f"{owners['p1']}" in out
     load = Load(env)
     load.submit(6)
     load.finish_all()
