@@ -205,3 +205,14 @@ def test_a_killed_launchers_providers_are_taken_over_within_the_session_timeout(
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def test_provider_options_that_leave_nothing_to_own_are_refused(
+        env: LauncherEnv, capsys: Any) -> None:
+    from nodepool.launcher import main
+    write_config(env)
+    assert main.main(["-c", env.config_path, "--check-config", "--providers", "nowhere-*"]) == 1
+    assert "--providers nowhere-*: no provider" in capsys.readouterr().err
+    assert main.main(["-c", env.config_path, "--check-config", "--providers", "p1,p9",
+                      "--exclude-providers", "p2"]) == 0
+    assert "valid" in capsys.readouterr().out

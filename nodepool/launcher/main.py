@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"nodepool-launcher: cannot read {args.config}: {e}", file=sys.stderr)
         return 1
+    serves = _provider_filter(args, config)
+    if serves is None:
+        return 1
     if args.check_config:
         print(f"{args.config}: {len(config.providers)} provider(s), "
               f"{len(config.labels)} label(s): valid")
@@ -108,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"nodepool-launcher: invalid environment: {e}", file=sys.stderr)
         return 1
+    return run(files, webapp=not args.no_webapp, serves=serves)
+
+
+def _provider_filter(args: argparse.Namespace, config) -> ProviderFilter | None:
+    """--providers/--exclude-providers; None (after saying why) when nothing is left to own."""
     from nodepool.launcher.spread import ProviderFilter
     serves = ProviderFilter.from_option(args.providers, args.exclude_providers)
     unmatched = [p for p in serves.only + serves.exclude
@@ -119,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if serves.only and not any(serves.allows(n) for n in config.providers):
         print(f"nodepool-launcher: --providers {args.providers}: no provider of "
               f"{args.config} is left for this launcher to own", file=sys.stderr)
-        return 1
-    return run(files, webapp=not args.no_webapp, serves=serves)
+        return None
+    return serves
 
 
 # Cyclic garbage collection, tuned for a long-running daemon: almost everything the
