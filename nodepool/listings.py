@@ -109,6 +109,10 @@ REQUESTS = Table("request-list", (
 
 LABELS = Table("label-list", (Column("label", "Label"),))
 
+PROVIDERS = Table("provider-list", (
+    Column("provider", "Provider"), Column("owner", "Owner"), Column("hostname", "Hostname"),
+    Column("spread_owner", "Spread Owner"), Column("standing_by", "Waiting")))
+
 DIB_IMAGES = Table("dib-image-list", (
     Column("id", "ID"), Column("image", "Image"), Column("builder", "Builder"),
     Column("formats", "Formats"), Column("state", "State"),
@@ -177,6 +181,23 @@ def label_rows(pool_components: Iterable[Mapping[str, Any]]) -> list[dict[str, A
     for pool in pool_components:
         labels.update(str(label) for label in pool.get("supported_labels") or ())
     return [{"label": label} for label in sorted(labels)]
+
+
+def provider_rows(providers: Iterable[str], launcher_components: Iterable[Mapping[str, Any]],
+                  holders: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Who holds each provider's lease (`owner`), and who should by the spread; `standing_by`:
+    the launchers waiting for its lease. Providers with a lease but not configured here too."""
+    from nodepool.launcher.placement import seats_from_components
+    from nodepool.launcher.spread import assign
+    comps = list(launcher_components)
+    seats = seats_from_components(comps)
+    spread = assign(providers, {lid: seat.serves for lid, seat in seats.items()})
+    hosts = {c.get("launcher_id"): c.get("hostname") for c in comps}
+    names = sorted(set(providers) | {h for h in holders if not h.startswith("_")})
+    return [{"provider": name, "owner": holders.get(name),
+             "hostname": hosts.get(holders.get(name)), "spread_owner": spread.get(name),
+             "standing_by": sorted(lid for lid, seat in seats.items() if name in seat.waiting)}
+            for name in names]
 
 
 def dib_image_row(build: ImageBuild, paused: bool = False) -> dict[str, Any]:

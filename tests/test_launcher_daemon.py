@@ -9,6 +9,7 @@ from requestor import wait_for
 from zkhelpers import expire_session
 
 from nodepool.launcher.ownership import Leases
+from nodepool.launcher.spread import ProviderFilter, assign
 
 
 def components(kazoo, kind):
@@ -50,30 +51,22 @@ def test_components_are_named_by_the_host_name_as_nodepool_names_them(env, zk):
         registry.close()
 
 
-def test_one_owner_per_provider_and_takeover_when_it_stops(env, monkeypatch):
-    # Count each launcher's lease polls that ran on a live session: the first such poll
-    # tries for every lease it wants (fake1 included), so after two nl02 has tried and lost.
-    polls: collections.Counter = collections.Counter()
-    poll = Leases.poll
-
-    def counted_poll(self):
-        poll(self)
-        if self.zk.connected:
-            polls[self.owner.split(":")[0]] += 1
-    monkeypatch.setattr(Leases, "poll", counted_poll)
+def test_one_owner_per_provider_and_takeover_when_it_stops(env):
     env.write_config()
     first = env.start_launcher("nl01")
     wait_for(lambda: "fake1" in first.workers, what="nl01 owns fake1")
     second = env.start_launcher("nl02")
-    assert "fake1" in second.leases.wanted
-    wait_for(lambda: polls["nl02"] >= 2, what="two lease polls of nl02")
-    assert "fake1" not in second.workers and "fake1" not in second.leases.held
-    assert lease_owner(env.kazoo, "fake1").startswith("nl01")
-    assert len(components(env.kazoo, "pool")) == 1
+    # The spread's owner of fake1 holds it (nl01 hands it over if nl02 is the owner).
+    owners = assign(["fake1"], {first.owner_id: ProviderFilter(), second.owner_id: ProviderFilter()})
+    owner, other = (first, second) if owners["fake1"] == first.owner_id else (second, first)
+    wait_for(lambda: "fake1" in owner.workers and lease_owner(env.kazoo, "fake1") == owner.owner_id
+             and "fake1" not in other.workers, what=f"{owner.hostname} owns fake1")
+    assert "fake1" not in other.leases.held
+    wait_for(lambda: len(components(env.kazoo, "pool")) == 1, what="one pool component")
     assert env.requestor.wait(env.requestor.submit(["small"]))["state"] == "fulfilled"
-    first.stop()
-    wait_for(lambda: "fake1" in second.workers, what="nl02 took fake1 over")
-    assert lease_owner(env.kazoo, "fake1").startswith("nl02")
+    owner.stop()
+    wait_for(lambda: "fake1" in other.workers, what=f"{other.hostname} took fake1 over")
+    assert lease_owner(env.kazoo, "fake1") == other.owner_id
     assert env.requestor.wait(env.requestor.submit(["small"]))["state"] == "fulfilled"
 
 
@@ -181,7 +174,8 @@ def test_lost_session_re_registers_and_keeps_serving(env):
 
 def test_a_standby_launcher_says_once_that_it_stands_by_and_once_that_it_stops(
         env, monkeypatch, caplog):
-    """Issue 16: a standby launcher logged nothing; it must not log on every retry either."""
+    """Issue 16: a standby launcher logged nothing; it must not log on every retry either.
+    (Provider leases are spread over the launchers; min-ready's still goes to the first.)"""
     caplog.set_level(logging.INFO, logger="nodepool.launcher.ownership")
     polls: collections.Counter = collections.Counter()
     poll = Leases.poll
@@ -200,11 +194,11 @@ def test_a_standby_launcher_says_once_that_it_stands_by_and_once_that_it_stops(
     def said(text):
         return [r for r in caplog.records if r.name == "nodepool.launcher.ownership"
                 and text in r.getMessage()]
-    wait_for(lambda: said("Standing by for fake1: launcher nl01"), what="nl02 stands by")
+    wait_for(lambda: said("Standing by for _min-ready: launcher nl01"), what="nl02 stands by")
     start = polls["nl02"]
     wait_for(lambda: (second.wake(), polls["nl02"] >= start + 5)[1], what="five more polls")
-    assert len(said("Standing by for fake1")) == 1
+    assert len(said("Standing by for _min-ready")) == 1
     assert all(r.levelno == logging.INFO for r in said("Standing by"))
     first.stop()
-    wait_for(lambda: "fake1" in second.workers, what="nl02 took fake1 over")
-    assert len(said("No longer standing by for fake1: its lease is ours now")) == 1
+    wait_for(lambda: second.min_ready_owner, what="nl02 took min-ready over")
+    assert len(said("No longer standing by for _min-ready: its lease is ours now")) == 1

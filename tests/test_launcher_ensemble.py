@@ -18,6 +18,7 @@ from requestor import NODES, REQUESTS, wait_for
 from zkhelpers import ZK_HEADER, expire_session
 
 from nodepool.launcher.daemon import Launcher
+from nodepool.launcher.spread import ProviderFilter, assign
 
 LEASE = "/nodepool/launcher/provider-lease/fake1"
 SESSION_TIMEOUT = 4  # the launcher's zookeeper-timeout here: a failover must fit in it
@@ -267,9 +268,15 @@ def test_expired_session_of_the_provider_owner_hands_nothing_out_twice(
     ens_env.write_config(min_ready=2, max_servers=10)
     ens_env.cloud.boot_delay = 1.0
     rq = ens_env.requestor
-    first = ens_env.start_launcher("nl01")
-    wait_for(lambda: "fake1" in first.workers, what="nl01 owns fake1")
-    second = ens_env.start_launcher("nl02")
+    nl01 = ens_env.start_launcher("nl01")
+    wait_for(lambda: "fake1" in nl01.workers, what="nl01 owns fake1")
+    nl02 = ens_env.start_launcher("nl02")
+    # The spread's owner of fake1 runs it (nl01 hands it over when that is nl02).
+    spread = assign(["fake1"], {nl01.owner_id: ProviderFilter(), nl02.owner_id: ProviderFilter()})
+    first, second = (nl01, nl02) if spread["fake1"] == nl01.owner_id else (nl02, nl01)
+    wait_for(lambda: "fake1" in first.workers and "fake1" not in second.workers
+             and (lease(ens_env.kazoo) or ("",))[0] == first.owner_id,
+             what=f"{first.hostname} owns fake1")
     passes_go_by(first, "fake1")
 
     def nodes(state: str, label: str) -> list[str]:
@@ -286,15 +293,15 @@ def test_expired_session_of_the_provider_owner_hands_nothing_out_twice(
     wait_for(lambda: len(nodes("building", "large")) == 2, timeout=10,
              what="two large servers being built")
     owner, old_session = lease(ens_env.kazoo) or ("", 0)
-    assert owner.startswith("nl01:") and old_session == first.ctx.zk.kazoo.client_id[0]
+    assert owner == first.owner_id and old_session == first.ctx.zk.kazoo.client_id[0]
 
     expire_session(ens_env.zk_tls, first.ctx.zk.kazoo)
     taken = wait_for(lambda: (held := lease(ens_env.kazoo)) and held[1] != old_session and held,
                      timeout=15, what="the fake1 lease taken by a new session")
-    successor = first if taken[0].startswith("nl01:") else second
+    successor = first if taken[0] == first.owner_id else second
     wait_for(lambda: "fake1" in successor.workers, timeout=10,
              what=f"{successor.hostname} runs fake1")
-    print(f"after nl01's session expired, {successor.hostname} took the lease")
+    print(f"after {first.hostname}'s session expired, {successor.hostname} took the lease")
 
     handed: dict[str, list[str]] = {}
     for rid in in_flight:
@@ -310,7 +317,10 @@ def test_expired_session_of_the_provider_owner_hands_nothing_out_twice(
     assert set(ready) & set(every) <= {n for rid in after for n in handed[rid]}
     for rid in handed:
         rq.finish(handed[rid])
-    passes_go_by(successor, "fake1")
+    # The owner by the spread, back with a new session, may have taken fake1 back meanwhile.
+    runner = wait_for(lambda: next((la for la in (first, second) if "fake1" in la.workers), None),
+                      what="a launcher runs fake1")
+    passes_go_by(runner, "fake1")
     for node_id in every:  # nobody else got or holds a node a request was given
         node = rq.node(node_id)
         assert node is None or node["allocated_to"] in handed, node

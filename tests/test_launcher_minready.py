@@ -6,6 +6,7 @@ from plugins.launcher_env import passes_go_by
 from requestor import wait_for
 
 from nodepool.launcher.ownership import MIN_READY_LEASE
+from nodepool.launcher.spread import ProviderFilter
 
 REQUESTS = "/nodepool/requests"
 NODES = "/nodepool/nodes"
@@ -109,11 +110,11 @@ def test_failing_spare_launch_backs_the_label_off(env):
 
 def test_label_served_only_by_another_launcher_is_requested(env):
     env.write_config(min_ready=0)
-    owner = env.start_launcher("nl01")
-    wait_for(lambda: "fake1" in owner.workers and owner.min_ready_owner, what="nl01 leases")
-    other = env.start_launcher("nl02")
-    owner.leases.want({"fake1"})            # hand min-ready over to nl02, keep the provider
+    # nl02 first, and it may own no provider: it holds min-ready, nl01 the provider.
+    other = env.start_launcher("nl02", serves=ProviderFilter(exclude=("*",)))
     wait_for(lambda: other.min_ready_owner, what="nl02 holds min-ready")
+    owner = env.start_launcher("nl01")
+    wait_for(lambda: "fake1" in owner.workers, what="nl01 runs fake1")
     assert other.workers == {}
     requests = ChildHistory(env.kazoo, REQUESTS)
     env.write_config(min_ready=2)            # both reload; no provider changes

@@ -15,6 +15,7 @@ from nodepool import timeline as tl
 from nodepool.explain import current_reasons, explain, render_explain
 from nodepool.launcher import maintenance
 from nodepool.launcher.recorder import Recorder
+from nodepool.launcher.spread import ProviderFilter, assign
 from nodepool.zk import paths
 from nodepool.zk import timelines as zkt
 
@@ -167,26 +168,31 @@ def test_orphan_sweep_deletes_timelines_of_requests_that_are_gone(env):
 
 def test_new_owner_continues_the_timeline_after_a_takeover(env):
     env.write_config(max_servers=1)
-    first_launcher = env.start_launcher("nl01")
-    wait_for(lambda: "fake1" in first_launcher.workers, what="nl01 owns fake1")
-    second = env.start_launcher("nl02")
+    nl01 = env.start_launcher("nl01")
+    wait_for(lambda: "fake1" in nl01.workers, what="nl01 owns fake1")
+    nl02 = env.start_launcher("nl02")
+    # fake1 runs on its owner by the spread (nl01 hands it over when that is nl02).
+    spread = assign(["fake1"], {nl01.owner_id: ProviderFilter(), nl02.owner_id: ProviderFilter()})
+    first_launcher, second = (nl01, nl02) if spread["fake1"] == nl01.owner_id else (nl02, nl01)
+    wait_for(lambda: "fake1" in first_launcher.workers and "fake1" not in second.workers,
+             what=f"{first_launcher.hostname} owns fake1")
     rq = env.requestor
     assert rq.wait(rq.submit(["small"]))["state"] == "fulfilled"
     waiting = rq.submit(["small"])
     before = wait_stored(env.kazoo, waiting, lambda es: tl.has(es, tl.DEFERRED, "fake1", "main"),
-                         "nl01's deferral in ZooKeeper")
+                         f"{first_launcher.hostname}'s deferral in ZooKeeper")
     stopped = time.time()
     first_launcher.stop()
-    wait_for(lambda: "fake1" in second.workers, timeout=30, what="nl02 owns fake1")
+    wait_for(lambda: "fake1" in second.workers, timeout=30, what=f"{second.hostname} owns fake1")
     after = wait_stored(env.kazoo, waiting,
                         lambda es: any(e["time"] > stopped for e in es),
-                        "nl02's entries in the same timeline")
+                        f"{second.hostname}'s entries in the same timeline")
     kept = {(e["event"], e["time"]) for e in after}
     assert {(e["event"], e["time"]) for e in before} <= kept
     assert [e["event"] for e in after if e["time"] > stopped][-1] == tl.DEFERRED
     seen_by = [e["detail"]["launcher"] for e in after if e["event"] == tl.SEEN]
-    assert seen_by == ["nl01", "nl02"]
-    assert "seen by pool main of provider fake1 (launcher nl02)" in \
+    assert seen_by == [first_launcher.hostname, second.hostname]
+    assert f"seen by pool main of provider fake1 (launcher {second.hostname})" in \
         render_explain(explain(env.kazoo, waiting))
 
 

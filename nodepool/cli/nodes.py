@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 import time
+
+from kazoo.exceptions import NoNodeError
 
 from nodepool import listings
 from nodepool.cli.output import age_of, print_json, print_table
@@ -139,6 +142,23 @@ def _image_rows(zk: ZooKeeperClient, provider: str) -> list[tuple[str, str, list
             for image in sorted(found) for build_id in sorted(found[image])]
 
 
+def _ownership(zk: ZooKeeperClient, name: str, config) -> dict:
+    """Who holds the provider's lease and who should by the spread (listings.provider_rows)."""
+    launchers = components.list_components(zk, components.LAUNCHER)
+    holder = None
+    try:
+        raw, _ = zk.kazoo.get(paths.provider_lease(name))
+        holder = json.loads(raw or b"{}").get("owner")
+    except NoNodeError:
+        pass
+    except ValueError:
+        holder = "?"
+    providers = set(config.providers) if config is not None else {name}
+    rows = listings.provider_rows(providers | {name}, launchers,
+                                  {name: holder} if holder else {})
+    return next(r for r in rows if r["provider"] == name)
+
+
 def cmd_info(args: argparse.Namespace, zk: ZooKeeperClient, config) -> int:
     """Show a provider: its configured pools and labels, pool workers, and nodes."""
     provider = config.providers.get(args.provider) if config is not None else None
@@ -146,6 +166,7 @@ def cmd_info(args: argparse.Namespace, zk: ZooKeeperClient, config) -> int:
              if c.get("provider_name") == args.provider]
     found, locked = _nodes_with_locks(zk, args.provider)
     uploads = _image_rows(zk, args.provider)
+    owner = _ownership(zk, args.provider, config)
     if provider is None and not pools and not found and not uploads:
         raise NotFound(f"provider {args.provider!r} is not in the configuration "
                        f"and has no nodes, images or pool workers in ZooKeeper")
@@ -160,6 +181,7 @@ def cmd_info(args: argparse.Namespace, zk: ZooKeeperClient, config) -> int:
                                                               if provider else [])],
             "pool_workers": pools,
             "images": [{"image": i, "build_id": b, "upload_ids": u} for i, b, u in uploads],
+            "owner": owner,
             "nodes": [_json(n, n.id in locked, now) for n in found],
         })
         return 0
@@ -169,6 +191,11 @@ def cmd_info(args: argparse.Namespace, zk: ZooKeeperClient, config) -> int:
         print(f"Provider {provider.name} (driver {provider.driver})")
         print_table(["Pool", "Max Servers", "Labels"],
                     [[p.name, p.max_servers, sorted(p.labels)] for p in provider.pools.values()])
+    print(f"Owner: {owner['owner'] or 'none (no launcher holds its lease)'}"
+          + (f" on {owner['hostname']}" if owner["hostname"] else "")
+          + f"; owner by the spread: {owner['spread_owner'] or 'none'}"
+          + (f"; waiting for it: {', '.join(owner['standing_by'])}" if owner["standing_by"]
+             else ""))
     if pools:
         print("Pool workers registered in ZooKeeper:")
         print_table(["Pool", "Hostname", "Paused", "Priority", "Labels"],

@@ -43,17 +43,20 @@ from nodepool.launcher.fence import LeaseFence, SessionProof
 from nodepool.launcher.guarded import ZOOKEEPER_LOST
 from nodepool.launcher.minready import MinReady
 from nodepool.launcher.ownership import MIN_READY_LEASE, Leases
+from nodepool.launcher.placement import Placement
 from nodepool.launcher.provider import ProviderWorker
+from nodepool.launcher.spread import ProviderFilter
 from nodepool.launcher.stats import StatsReporter
 from nodepool.launcher.timeline_flush import TimelineFlusher
 from nodepool.launcher.tuning import DEFAULT, Tuning
 from nodepool.metrics import Metrics
 from nodepool.model import NodeState, RequestState
 from nodepool.nodescan import NodeScanner
+from nodepool.zk import cache as zkcache
 from nodepool.zk import locks, requests
 from nodepool.zk.cache import ZooKeeperCache
 from nodepool.zk.client import ZooKeeperClient
-from nodepool.zk.components import ComponentRegistry
+from nodepool.zk.components import LAUNCHER, Component, ComponentRegistry
 
 ZK_RETRY_MAX = 30.0   # seconds: the longest wait between start-up connection attempts
 log = logging.getLogger("nodepool.launcher")
@@ -104,13 +107,16 @@ class Launcher:
     `tuning` holds its timings (nodepool/launcher/tuning.py); the parts read it
     from the context, `ctx.tuning`. `metrics`: statsd from STATSD_HOST/STATSD_PORT and
     Prometheus when not given (`Metrics.from_environ`); `NullMetrics()` turns them off.
+    `serves` limits which providers it may own (`--providers`, `--exclude-providers`);
+    the providers are spread over the live launchers (placement.py).
     """
 
     def __init__(self, config_path: str | ConfigFiles,
                  adapter_factory: Callable[[Provider], Adapter] = adapter_for,
                  hostname: str | None = None, tuning: Tuning = DEFAULT,
                  webapp: bool = False, metrics: Metrics | None = None,
-                 zk_retry: bool = False, loaded: tuple[Config, Stamp | None] | None = None):
+                 zk_retry: bool = False, loaded: tuple[Config, Stamp | None] | None = None,
+                 serves: ProviderFilter = ProviderFilter()):
         # nodepool.yaml and the secure file (-s), both watched for changes; `loaded`:
         # what `files.load_stamped()` returned already (the command read them to check).
         self.files = config_path if isinstance(config_path, ConfigFiles) \
@@ -127,6 +133,11 @@ class Launcher:
         self.workers: dict[str, ProviderWorker] = {}
         self.worker_snapshot: tuple[ProviderWorker, ...] = ()
         self.leases: Leases | None = None
+        self.owner_id = f"{self.hostname}:{os.getpid()}"   # in leases and the spread
+        self.placement = Placement(self.owner_id, serves, grace=tuning.orphan_grace)
+        self.component: Component | None = None   # our launcher component
+        self._spread_changed = threading.Event()  # launchers or leases changed: place again
+        self._place_due: float | None = None      # a free lease's wait ends (placement.py)
         self.passes = 0   # launcher loop passes completed (tests wait on it)
         self.config_checks = LoopWork()
         self.lost_request_resets = LoopWork()
@@ -161,7 +172,8 @@ class Launcher:
         cache = ZooKeeperCache(zk)
         cache.start()
         registry = ComponentRegistry(zk, self.hostname)
-        registry.register_launcher()
+        self.component = registry.register(
+            LAUNCHER, registry.base_data(LAUNCHER) | self.placement.component_data())
         scanner = NodeScanner()
         scanner.start()
         self.proof = SessionProof(zk, on_round_trip=self.metrics.zk_round_trip)
@@ -177,10 +189,10 @@ class Launcher:
         self.timeline_flusher = TimelineFlusher(
             self.ctx, owned=lambda: {w.name for w in self.worker_snapshot})
         self.timeline_flusher.start()
-        self.leases = Leases(zk, owner=f"{self.hostname}:{os.getpid()}",
+        self.leases = Leases(zk, owner=self.owner_id,
                              on_acquired=self._lease_won, on_lost=self._lease_lost,
                              wake=self.wake)
-        self.leases.want(set(self.config.providers) | {MIN_READY_LEASE})   # before the loop runs
+        self._place()   # the leases this launcher seeks, before the loop runs
         self.thread = threading.Thread(target=self._run, name="launcher", daemon=True)
         self.thread.start()
         self.scheduler = maintenance.start(self)
@@ -189,8 +201,9 @@ class Launcher:
                                        lambda: [w.name for w in self.worker_snapshot],
                                        self.tuning.metrics_interval)
             self.stats.start()
-        log.info("Launcher %s started with %d provider(s)", self.hostname,
-                 len(self.config.providers))
+        log.info("Launcher %s (%s) started with %d provider(s); it may own %s",
+                 self.hostname, self.owner_id, len(self.config.providers),
+                 self.placement.serves)
 
     def _connect(self) -> ZooKeeperClient | None:
         """A connected client; while ZooKeeper is away, retry every 1, 2, 4 ... 30 s
@@ -240,6 +253,10 @@ class Launcher:
         # The loop has ended: the leases and workers are this thread's now.
         if self.timeline_flusher is not None:
             self.timeline_flusher.stop()
+        if self.component is not None:
+            # First: the others place our providers without us and wait for them, so each
+            # is taken the moment its lease goes.
+            self.component.unregister()
         if self.leases is not None:
             self.leases.release_all()
         self.ctx.scanner.stop()
@@ -326,10 +343,30 @@ class Launcher:
         if worker is not None:
             worker.stop(hand_back=self.ctx.zk.connected)
 
+    def _place(self) -> None:
+        """Seek the leases of the providers ours by the spread; hand over those another
+        launcher owns and waits for; say which we wait for (placement.py)."""
+        cache, held = self.ctx.cache, self.leases.held
+        holders = cache.lease_holders()
+        decision = self.placement.decide(self.config.providers, cache.launcher_components(),
+                                         holders, held, time.monotonic())
+        for name in sorted(decision.hand_over):
+            log.info("provider=%s Handing it over to launcher %s, its owner by the spread",
+                     name, decision.owners.get(name))
+        self.leases.want(set(decision.want) | {MIN_READY_LEASE})
+        waiting = sorted(p for p in decision.want
+                         if p not in self.leases.held and holders.get(p) not in (None, self.owner_id))
+        if self.component is not None:
+            self.component.update(waiting=waiting)
+        self._place_due = decision.due
+        self._spread_changed.clear()   # only now: a pass cut short by ZooKeeper places again
+
     # -- the loop ------------------------------------------------------------
 
     def _on_cache_event(self, event) -> None:
         """On the cache's callback thread."""
+        if event.kind in (zkcache.LAUNCHER_COMPONENT, zkcache.LEASE):
+            self._spread_changed.set()
         for worker in self.worker_snapshot:
             worker.notify(event)
         self.wake()
@@ -340,6 +377,8 @@ class Launcher:
         zk_lost_said = False
         while not self.stopping:
             timeout = tuning.loop_idle_wait
+            if self._place_due is not None:
+                timeout = max(0.0, min(timeout, self._place_due - time.monotonic()))
             if wanted:
                 timeout = max(0.0, min(timeout, self._min_ready_due - time.monotonic()))
             self.wakeup.wait(timeout)
@@ -357,6 +396,9 @@ class Launcher:
                         self._check_config()
                     finally:
                         self.config_checks.finish()
+                if self._spread_changed.is_set() or (
+                        self._place_due is not None and time.monotonic() >= self._place_due):
+                    self._place()
                 self.leases.poll()
                 if self.lost_request_resets.take():
                     try:
@@ -421,7 +463,7 @@ class Launcher:
             log.info("provider=%s Configuration %s: restarting it", name,
                      "removed" if name in changes.removed else "changed")
             self.leases.release(name)
-        self.leases.want(set(new.providers) | {MIN_READY_LEASE})
+        self._place()
         log.info("Configuration reloaded: %d added, %d removed, %d changed, %d unchanged",
                  len(changes.added), len(changes.removed), len(changes.changed),
                  len(changes.unchanged))

@@ -16,6 +16,7 @@ from nodepool import __version__
 
 if TYPE_CHECKING:
     from nodepool.config import ConfigFiles
+    from nodepool.launcher.spread import ProviderFilter
 
 DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
 
@@ -37,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="load and validate the config, then exit")
     parser.add_argument("--no-webapp", action="store_true",
                         help="do not serve the web endpoints (webapp.listen_address:port)")
+    parser.add_argument("--providers", metavar="NAME,...",
+                        help="own only these providers (names or shell patterns such as "
+                             "'rax-*'); by default any, spread over the live launchers")
+    parser.add_argument("--exclude-providers", metavar="NAME,...",
+                        help="never own these providers (names or shell patterns)")
     return parser
 
 
@@ -92,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"nodepool-launcher: cannot read {args.config}: {e}", file=sys.stderr)
         return 1
+    serves = _provider_filter(args, config)
+    if serves is None:
+        return 1
     if args.check_config:
         print(f"{args.config}: {len(config.providers)} provider(s), "
               f"{len(config.labels)} label(s): valid")
@@ -102,7 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"nodepool-launcher: invalid environment: {e}", file=sys.stderr)
         return 1
-    return run(files, webapp=not args.no_webapp, loaded=(config, stamp))
+    return run(files, webapp=not args.no_webapp, loaded=(config, stamp), serves=serves)
+
+
+def _provider_filter(args: argparse.Namespace, config) -> ProviderFilter | None:
+    """--providers/--exclude-providers; None (after saying why) when nothing is left to own."""
+    from nodepool.launcher.spread import ProviderFilter
+    serves = ProviderFilter.from_option(args.providers, args.exclude_providers)
+    unmatched = [p for p in serves.only + serves.exclude
+                 if not any(ProviderFilter(only=(p,)).allows(n) for n in config.providers)]
+    if unmatched:
+        logging.getLogger("nodepool.launcher").warning(
+            "--providers/--exclude-providers: %s match(es) no provider of %s",
+            ", ".join(unmatched), args.config)
+    if serves.only and not any(serves.allows(n) for n in config.providers):
+        print(f"nodepool-launcher: --providers {args.providers}: no provider of "
+              f"{args.config} is left for this launcher to own", file=sys.stderr)
+        return None
+    return serves
 
 
 # Cyclic garbage collection, tuned for a long-running daemon: almost everything the
@@ -124,7 +150,7 @@ EXIT_WEB = 4   # the web endpoints' address cannot be bound
 
 
 def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool = True,
-        loaded=None) -> int:
+        loaded=None, serves: ProviderFilter | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT, then stop in a bounded time and exit 0.
 
     SIGHUP has the config files checked now (a reload when they changed; never a stop),
@@ -133,11 +159,13 @@ def run(config_path: str | ConfigFiles, stop_timeout: float = 30.0, webapp: bool
     when the caller read the files already (they are then not read again)."""
     from nodepool.errors import ZooKeeperUnavailable
     from nodepool.launcher.daemon import Launcher
+    from nodepool.launcher.spread import ProviderFilter
     from nodepool.web import WebBindError
 
     log = logging.getLogger("nodepool.launcher")
     stop = threading.Event()
-    launcher = Launcher(config_path, webapp=webapp, zk_retry=True, loaded=loaded)
+    launcher = Launcher(config_path, webapp=webapp, zk_retry=True, loaded=loaded,
+                        serves=serves or ProviderFilter())
 
     def on_stop(signum, _frame) -> None:
         stop.set()

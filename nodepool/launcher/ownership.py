@@ -3,6 +3,9 @@
 A lease is an ephemeral znode under our own path (other clients ignore it).
 Whoever creates it owns the thing until its session ends or it lets go; the
 others watch the znode and try again the moment it is deleted.
+Which provider leases a launcher wants is placement.py's answer (the
+providers spread over the live launchers); `_min-ready` goes to whoever
+asks first.
 
 Threads: a `Leases` belongs to one thread, the launcher loop (daemon.py),
 which alone calls `want`, `release`, `release_all` and `poll` (so the

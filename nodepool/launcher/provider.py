@@ -174,8 +174,13 @@ class ProviderWorker:
         """Stop taking work; hand pending requests back; leave launches resumable."""
         self.scope.stopping = True
         self.wake()
+        started = time.monotonic()
         if self.thread is not None:
             self.thread.join(timeout)
+        if hand_back:
+            # Cloud calls under way end before anything is handed back (and before the
+            # lease goes): the next owner then finds by its tag a server being created.
+            self._drain_calls(max(1.0, timeout - (time.monotonic() - started)))
         if hand_back and self.scope.ctx.zk.connected:
             try:
                 self.requests.holding.hand_back()
@@ -189,6 +194,16 @@ class ProviderWorker:
         self.scope.executor.shutdown(wait=False, cancel_futures=True)
         self.scope.adapter.stop()
         self.scope.log.info("Provider %s stopped", self.name)
+
+    def _drain_calls(self, timeout: float) -> None:
+        """Wait (at most `timeout`) for the cloud calls already sent; queued ones are dropped."""
+        drain = threading.Thread(target=self.scope.executor.shutdown, name=f"drain-{self.name}",
+                                 kwargs={"wait": True, "cancel_futures": True}, daemon=True)
+        drain.start()
+        drain.join(timeout)
+        if drain.is_alive():
+            self.scope.log.warning("Provider %s: cloud calls still under way after %.0fs; "
+                                   "handing back anyway", self.name, timeout)
 
     def _run(self) -> None:
         scope = self.scope

@@ -64,6 +64,9 @@ class Tuning:
     # followed by the next no sooner than c / min_ready_cpu_share later.
     min_ready_cpu_share: float = 0.05
     loop_call_timeout: float = 30.0    # longest check_config()/reset_lost_requests() wait
+    # A provider lease nobody holds waits this long for its owner by the spread, per
+    # place in the standby line, before another launcher takes it (placement.py)
+    orphan_grace: float = 3.0
     # min-ready (minready.py)
     min_ready_failed_backoff: float = 60.0  # a label whose request or spare launch failed
     min_ready_refusal_hold: float = 2.0     # a worker that could not launch a label is not asked

@@ -72,6 +72,7 @@ class NodepoolEndpoints:
         app.route("/node-list", self.node_list, cache=LIST_CACHE, params=("node_id", "fields"))
         app.route("/request-list", self.request_list, cache=LIST_CACHE, params=("fields",))
         app.route("/label-list", self.label_list, cache=LIST_CACHE, params=("fields",))
+        app.route("/provider-list", self.provider_list, cache=LIST_CACHE, params=("fields",))
         app.route("/image-list", self.image_list, cache=LIST_CACHE, params=("fields",))
         app.route("/dib-image-list", self.dib_image_list, cache=LIST_CACHE,
                   params=("fields",))
@@ -132,6 +133,14 @@ class NodepoolEndpoints:
     def label_list(self, request: Request) -> Response:
         columns = _columns(request, listings.LABELS)
         return _render(request, columns, listings.label_rows(self._ctx.cache.pool_components()))
+
+    def provider_list(self, request: Request) -> Response:
+        """Who owns which provider (the lease), and who should by the spread."""
+        columns = _columns(request, listings.PROVIDERS)
+        cache = self._ctx.cache
+        rows = listings.provider_rows(self.launcher.config.providers,
+                                      cache.launcher_components(), cache.lease_holders())
+        return _render(request, columns, rows)
 
     def image_list(self, request: Request) -> Response:
         columns = _columns(request, listings.IMAGES)

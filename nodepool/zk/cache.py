@@ -33,6 +33,8 @@ NODE = "node"
 NODE_LOCK = "node-lock"
 REQUEST = "request"
 POOL_COMPONENT = "pool-component"
+LAUNCHER_COMPONENT = "launcher-component"
+LEASE = "lease"               # a provider lease came, went or changed hands (spread.py)
 CONNECTION = "connection"
 
 _NODE_ID = re.compile(r"^\d{10}$")
@@ -70,6 +72,8 @@ class ZooKeeperCache:
         # (sort key, id) of every cached request, kept in protocol service order.
         self._order: list[tuple[tuple[int, int, int], str]] = []
         self._pools: dict[str, dict] = {}
+        self._launchers: dict[str, dict] = {}   # launcher component name -> its JSON
+        self._leases: dict[str, str] = {}       # provider lease name -> its holder's owner id
         self._subscribers: list[Subscriber] = []
         self._mutex = threading.Lock()
         self._watches: list[TreeWatch] = []
@@ -89,6 +93,8 @@ class ZooKeeperCache:
                       subdir="lock", on_members=self._locks_changed),
             TreeWatch(kazoo, paths.REQUESTS, self._request_changed, accept=is_request_id),
             TreeWatch(kazoo, paths.components("pool"), self._pool_changed),
+            TreeWatch(kazoo, paths.components("launcher"), self._launcher_changed),
+            TreeWatch(kazoo, paths.PROVIDER_LEASES, self._lease_changed),
         ]
         kazoo.add_listener(self._on_state)
         for watch in self._watches:
@@ -188,6 +194,16 @@ class ZooKeeperCache:
         with self._mutex:
             return list(self._pools.values())
 
+    def launcher_components(self) -> list[dict]:
+        """The JSON of every registered launcher component."""
+        with self._mutex:
+            return list(self._launchers.values())
+
+    def lease_holders(self) -> dict[str, str]:
+        """Provider lease name -> the owner id its holder wrote (ownership.py)."""
+        with self._mutex:
+            return dict(self._leases)
+
     # -- events ---------------------------------------------------------
 
     def _on_state(self, state: str) -> None:
@@ -272,3 +288,29 @@ class ZooKeeperCache:
         with self._mutex:
             self._pools[name] = data
         self._publish(CacheEvent(POOL_COMPONENT, name, None))
+
+    def _launcher_changed(self, name: str, raw: bytes | None, stat) -> None:
+        data = _json_or_none(raw) if raw is not None else None
+        with self._mutex:
+            if data is None:
+                self._launchers.pop(name, None)
+            else:
+                self._launchers[name] = data
+        self._publish(CacheEvent(LAUNCHER_COMPONENT, name, None))
+
+    def _lease_changed(self, name: str, raw: bytes | None, stat) -> None:
+        data = _json_or_none(raw) if raw is not None else None
+        with self._mutex:
+            if raw is None:
+                self._leases.pop(name, None)
+            else:
+                self._leases[name] = str((data or {}).get("owner", "?"))
+        self._publish(CacheEvent(LEASE, name, None))
+
+
+def _json_or_none(raw: bytes) -> dict | None:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -10,6 +10,7 @@ from requestor import Requestor, wait_for
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
 from nodepool.launcher.daemon import Launcher
+from nodepool.launcher.spread import ProviderFilter
 from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
 
 BASE = ZK_HEADER + """
@@ -90,10 +91,13 @@ class LauncherEnv:
             f.write(text + textwrap.dedent(extra))
         return self.config_path
 
-    def start_launcher(self, hostname: str = "nl01", webapp: bool = False) -> Launcher:
-        """`webapp=True` serves the web endpoints (write_config(web=True) binds port 0)."""
-        launcher = Launcher(self.config_path, hostname=hostname, webapp=webapp,
-                            adapter_factory=lambda provider: FakeAdapter(provider, self.cloud))
+    def start_launcher(self, hostname: str = "nl01", webapp: bool = False,
+                       serves: ProviderFilter = ProviderFilter(), **kwargs) -> Launcher:
+        """`webapp=True` serves the web endpoints (write_config(web=True) binds port 0);
+        `serves`: the providers it may own (--providers, --exclude-providers)."""
+        launcher = Launcher(self.config_path, hostname=hostname, webapp=webapp, serves=serves,
+                            adapter_factory=lambda provider: FakeAdapter(provider, self.cloud),
+                            **kwargs)
         launcher.start()
         self.launchers.append(launcher)
         return launcher

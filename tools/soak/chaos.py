@@ -1,4 +1,5 @@
-"""Seeded chaos on a schedule: launcher SIGKILL and SIGSTOP, ZooKeeper leader loss, cloud faults, quota cuts.
+"""Seeded chaos on a schedule: launcher SIGKILL and SIGSTOP, a launcher leaving (SIGTERM) and
+joining again, ZooKeeper leader loss, cloud faults, quota cuts.
 
 The plan is drawn up front from `--seed` (which event, when, on whom, how long), so one seed
 always asks for the same chaos; what it hits depends on timing. Two tracks run side by side:
@@ -19,7 +20,7 @@ from typing import Any, Callable
 from .cluster import Cluster
 from .report import Ledger
 
-PROCESS_KINDS = ("kill", "pause", "leader")
+PROCESS_KINDS = ("kill", "pause", "leader", "join")
 CLOUD_KINDS = ("burst-500", "burst-503", "burst-429", "delete-error", "quota")
 CREATE_ROUTE = "POST /compute/v2.1/servers"
 BOOT_DELAYS = (0.5, 2.0)
@@ -77,6 +78,8 @@ def _event(rng: random.Random, kind: str, at: float, launchers: int, zk_timeout:
         return Event(at, kind, target, seconds=zk_timeout * 2 + rng.uniform(1.0, 3.0))
     if kind == "leader":
         return Event(at, kind, seconds=rng.uniform(2.0, 5.0))
+    if kind == "join":  # leaves in order (hands its providers over), joins again later
+        return Event(at, kind, target, seconds=rng.uniform(2.0, 6.0))
     if kind == "quota":
         return Event(at, kind, seconds=rng.uniform(12.0, 20.0), value=rng.randint(1, max_servers - 1))
     return Event(at, kind, count=rng.randint(2, 6))
@@ -139,6 +142,8 @@ class Chaos:
             self._sleep(event.seconds, watchdog)
             up()
             self.ledger.event(back, launcher=launcher.name, pid=launcher.pid)
+        elif event.kind == "join":
+            self._leave_and_join(launchers[event.target], event, watchdog)
         elif event.kind == "leader":
             zk = self.cluster.zk
             try:
@@ -154,6 +159,22 @@ class Chaos:
             zk.start_member(leader)
             self.zk_down = None
             self.ledger.event("member-start", member=leader)
+
+    def _leave_and_join(self, launcher: Any, event: Event, watchdog: Callable[[], None]) -> None:
+        """SIGTERM: its providers are handed over; then it starts again and takes its share."""
+        if launcher.exited() is not None:
+            return
+        pid = launcher.pid
+        code, took = launcher.terminate()
+        self.ledger.count("chaos.join")
+        self.ledger.event("leave", launcher=launcher.name, pid=pid, code=code,
+                          stop_seconds=round(took, 1), away=round(event.seconds, 1))
+        if code != 0:
+            self.ledger.violation("launcher-stop", f"{launcher.name} (pid {pid}) left with exit "
+                                  f"code {code} after {took:.1f}s", log=str(launcher.logs[-1]))
+        self._sleep(event.seconds, watchdog)
+        launcher.start()
+        self.ledger.event("join", launcher=launcher.name, pid=launcher.pid)
 
     # -- cloud chaos, on its own thread ------------------------------------------------------
 

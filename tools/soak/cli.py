@@ -23,7 +23,7 @@ from .load import Load, connect
 from .report import Ledger, summary_line, write_report
 
 ALL_CHAOS = (*PROCESS_KINDS, *CLOUD_KINDS, "create-error")
-SHOWN_EVENTS = {"kill", "restart", "pause", "resume", "leader-kill", "member-start", "quota-cut",
+SHOWN_EVENTS = {"kill", "restart", "pause", "resume", "leave", "join", "leader-kill", "member-start", "quota-cut",
                 "quota-restore", "leader-skipped", "chaos-cloud-error"}
 READY_TIMEOUT = 90.0  # launchers up and both pools registered
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of load and chaos, before the drain (default 150)")
     p.add_argument("--seed", type=int, help="seed of the chaos plan and the load (default: random, "
                    "printed in the summary)")
-    p.add_argument("--launchers", type=int, default=2, help="launcher processes (default 2)")
+    p.add_argument("--launchers", type=int, default=3, help="launcher processes (default 3)")
     p.add_argument("--requests", type=int,
                    help="requests in all, spread evenly over the duration (default 0.8 per second)")
     p.add_argument("--requestors", type=int, default=3, help="requestor sessions (default 3)")

@@ -68,7 +68,8 @@ def summary_line(ledger: Ledger, duration: float, seed: int, run_dir: Path | Non
         f"soak {status}:",
         f"requests={c['requests']} fulfilled={c['fulfilled']} failed={c['failed']} stuck={c['stuck']}",
         f"nodes_handed={c['nodes_handed']}",
-        f"kills={c['chaos.kill']} pauses={c['chaos.pause']} leader_losses={c['chaos.leader']}",
+        f"kills={c['chaos.kill']} pauses={c['chaos.pause']} joins={c['chaos.join']} "
+        f"leader_losses={c['chaos.leader']}",
         f"faults={c['chaos.fault']} create_errors={c['chaos.create_error']}"
         f" quota_cuts={c['chaos.quota']}",
         f"violations={len(ledger.violations)}",
