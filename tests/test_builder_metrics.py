@@ -3,6 +3,7 @@ the simulator over HTTP) scraped over HTTP on --metrics-port, parsed with promet
 
 from __future__ import annotations
 
+import signal
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from imagewatch import ImageWatch
 from prometheus_client.parser import text_string_to_metric_families
 from requestor import wait_for
-from test_builder import FAST, ready_uploads, write_config
+from test_builder import FAST, ready_uploads, spawn_builder, write_config
 
 from nodepool.builder.daemon import Builder
 from nodepool.builder.main import main
@@ -93,6 +94,28 @@ def test_one_build_and_one_upload_are_scraped_from_the_metrics_port(
                result="failed") is None
     assert got("nodepool_builder_image_build_requests", image=IMAGE) == 0
     assert got("nodepool_builder_image_build_state", image=IMAGE) == 0
+
+
+def test_the_daemon_serves_metrics_on_metrics_port_and_address(
+        zk_tls: dict, tmp_path: Path, ctl: Any, watch: ImageWatch) -> None:
+    from zookeeper import free_port
+    port = free_port()
+    config = write_config(tmp_path / "nb.yaml", zk_tls, tmp_path)
+    log = tmp_path / "builder.log"
+    proc = spawn_builder(config, log, "--metrics-port", str(port),
+                         "--metrics-address", "127.0.0.1")
+    try:
+        watch.wait(lambda: ready_uploads(watch), what="a ready upload")
+        wait_for(lambda: value(port, "nodepool_builder_uploads_total", image=IMAGE,
+                               provider=PROVIDER, result="ready") == 1,
+                 timeout=30, what="the upload scraped from the daemon")
+        assert f"Prometheus metrics listening on 127.0.0.1:{port}" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_metrics_port_in_use_fails_the_start_naming_it(
