@@ -3,6 +3,7 @@ the simulator over HTTP) scraped over HTTP on --metrics-port, parsed with promet
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import urllib.request
@@ -94,6 +95,10 @@ def test_one_build_and_one_upload_are_scraped_from_the_metrics_port(
                result="failed") is None
     assert got("nodepool_builder_image_build_requests", image=IMAGE) == 0
     assert got("nodepool_builder_image_build_state", image=IMAGE) == 0
+    # doc/builder.md lists every series the builder serves, and no other.
+    doc = (Path(__file__).resolve().parent.parent / "doc" / "builder.md").read_text()
+    documented = {re.sub("_total$", "", n) for n in re.findall(r"`(nodepool_builder_\w+)`", doc)}
+    assert documented == {f.name for f in builder.stats.registry.collect()}
 
 
 def test_the_daemon_serves_metrics_on_metrics_port_and_address(
