@@ -101,6 +101,41 @@ def test_one_build_and_one_upload_are_scraped_from_the_metrics_port(
     assert documented == {f.name for f in builder.stats.registry.collect()}
 
 
+def start(zk_tls: dict, tmp_path: Path, builders: list[Builder], **kw: Any) -> int:
+    """A builder with metrics on a free loopback port; that port."""
+    tmp_path.mkdir(exist_ok=True)
+    config = write_config(tmp_path / "nb.yaml", zk_tls, tmp_path, **kw)
+    builder = Builder(str(config), hostname="nb", tuning=FAST,
+                      metrics_listen=("127.0.0.1", 0))
+    builders.append(builder)
+    builder.start()
+    return builder.metrics_port
+
+
+def test_failed_builds_and_uploads_are_counted_by_result(
+        zk_tls: dict, tmp_path: Path, ctl: Any, builders: list[Builder]) -> None:
+    port = start(zk_tls, tmp_path / "b", builders,
+                 env="      FAKE_DIB_FAIL: no mirror reachable\n")
+    wait_for(lambda: (value(port, "nodepool_builder_builds_total", image=IMAGE,
+                            result="failed") or 0) >= 1,
+             timeout=30, what="a failed build counted")
+    figures = scrape(port)
+    assert (("nodepool_builder_builds_total", (("image", IMAGE), ("result", "ready")))
+            not in figures)
+    assert not [k for k in figures if k[0] == "nodepool_builder_image_size_bytes"]
+    builders.pop().stop(10)
+    # The first upload fails both its tries (FAST: 2), the next one is ready.
+    ctl.inject("http_error", status=500, count=2, method="PUT", path=r"/images/[^/]+/file$")
+    port = start(zk_tls, tmp_path / "a", builders)
+    wait_for(lambda: value(port, "nodepool_builder_uploads_total", image=IMAGE,
+                           provider=PROVIDER, result="ready") == 1,
+             timeout=30, what="a ready upload after a failed one")
+    assert value(port, "nodepool_builder_uploads_total", image=IMAGE, provider=PROVIDER,
+                 result="failed") == 1
+    assert value(port, "nodepool_builder_upload_duration_seconds_count", image=IMAGE,
+                 provider=PROVIDER, result="failed") == 1
+
+
 def test_the_daemon_serves_metrics_on_metrics_port_and_address(
         zk_tls: dict, tmp_path: Path, ctl: Any, watch: ImageWatch) -> None:
     from zookeeper import free_port
