@@ -144,6 +144,8 @@ class BuilderStats:
     def requests(self) -> None:
         """Each cleanup pass: build requests and the newest ready build per image.
         statsd: nodepool.image_build_requests, per image too, and the state gauges."""
+        if self.sender is None and self.server is None:
+            return   # nothing reads them: spare ZooKeeper the reads
         builder, kazoo = self.builder, self.builder.kazoo
         host = normalize_statsd_name(builder.hostname)
         total, items = 0, []
