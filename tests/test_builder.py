@@ -295,10 +295,11 @@ def test_two_builders_share_the_builds_one_build_per_image(
     assert builders == {"nb1", "nb2"}
 
 
-def spawn_builder(config: Path, log: Path) -> subprocess.Popen:
+def spawn_builder(config: Path, log: Path, *args: str) -> subprocess.Popen:
     """The console script, as systemd runs it (OS_CLIENT_CONFIG_FILE names the simulator)."""
     exe = Path(sys.executable).parent / "nodepool-builder"
-    return subprocess.Popen([str(exe), "-c", str(config), "-f"], stdout=subprocess.DEVNULL,
+    return subprocess.Popen([str(exe), "-c", str(config), "-f", *args],
+                            stdout=subprocess.DEVNULL,
                             stderr=open(log, "w"))
 
 

@@ -193,7 +193,7 @@ class BuildWorker:
                           image.name, build_id)
             dib.delete_local(config.images_dir, image.name, build_id)
             return False
-        builder.stats.build(image.name, result, formats, config.images_dir, build_id)
+        builder.stats.build(image.name, result, formats, config.images_dir, build_id, ok)
         if ok:
             log.info("image=%s build=%s Built in %.1f s", image.name, build_id, result.seconds)
         elif result is not None:

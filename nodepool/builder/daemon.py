@@ -58,7 +58,7 @@ def builder_id(images_dir: str) -> str:
 
 class Builder:
     def __init__(self, config_path: str | ConfigFiles, hostname: str | None = None,
-                 tuning: Tuning = DEFAULT):
+                 tuning: Tuning = DEFAULT, metrics_listen: tuple[str, int] | None = None):
         self.files = config_path if isinstance(config_path, ConfigFiles) \
             else ConfigFiles(config_path)
         self.config = self.files.load()
@@ -66,6 +66,8 @@ class Builder:
         self._stamp = self.files.stamp()
         self.hostname = hostname or socket.gethostname()
         self.tuning = tuning
+        self.metrics_listen = metrics_listen   # (address, port): Prometheus; None: none
+        self.metrics_port: int | None = None   # the port bound (metrics_listen's 0: any)
         self.identifier = f"{self.hostname}:{os.getpid()}"
         self.builder_id = ""
         self.zk: ZooKeeperClient | None = None
@@ -94,8 +96,11 @@ class Builder:
         """Connect and start the workers; False when interrupted while ZooKeeper was away.
 
         With `zk_retry` (the daemon), ZooKeeper away at start is retried every 1, 2, 4 ...
-        30 s; else ZooKeeperUnavailable at once."""
+        30 s; else ZooKeeperUnavailable at once. OSError: the metrics port cannot be bound
+        (served first, so a scrape answers while ZooKeeper is away)."""
         config = self.config
+        if self.metrics_listen is not None and self.metrics_port is None:
+            self.metrics_port = self.stats.serve(*self.metrics_listen)
         Path(config.images_dir).mkdir(parents=True, exist_ok=True)
         self.builder_id = builder_id(config.images_dir)
         self.zk = self._connect(zk_retry)

@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images built at once by this builder (default 1)")
     parser.add_argument("--upload-workers", type=int, default=4, metavar="N",
                         help="uploads at once by this builder (default 4)")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics "
+                             "(default: not served)")
+    parser.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS",
+                        help="the address --metrics-port listens on (default 0.0.0.0)")
     parser.add_argument("--debug", action="store_true", help="debug logging")
     parser.add_argument("--check-config", action="store_true",
                         help="load and validate the config, then exit")
@@ -47,11 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         print("nodepool-builder: --build-workers and --upload-workers must be at least 1",
               file=sys.stderr)
         return 2
+    if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
+        print(f"nodepool-builder: --metrics-port: expected a port from 1 to 65535, got "
+              f"{args.metrics_port}", file=sys.stderr)
+        return 2
+    metrics = None if args.metrics_port is None else (args.metrics_address, args.metrics_port)
     files = ConfigFiles(args.config, args.secure)
     tuning = dataclasses.replace(DEFAULT, builders=args.build_workers,
                                  uploaders=args.upload_workers)
     try:
-        builder = Builder(files, tuning=tuning)
+        builder = Builder(files, tuning=tuning, metrics_listen=metrics)
     except (ConfigError, BuilderConfigError) as e:
         print(f"nodepool-builder: invalid configuration:\n{e}", file=sys.stderr)
         return 1
