@@ -148,7 +148,7 @@ class StatsdSender:
                 return
 
 
-class _Children:
+class LabelledChildren:
     """A labelled metric with its children kept by label values: prometheus-client's
     `labels()` validates and takes a lock on every call, which doubles an observation."""
 
@@ -163,7 +163,7 @@ class _Children:
         return child
 
 
-class _Snapshot:
+class RegistrySnapshot:
     """Gauges computed elsewhere, swapped in whole, read at scrape time."""
 
     def __init__(self, registry: CollectorRegistry):
@@ -191,11 +191,11 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
 
-        def counter(name: str, doc: str, labels: list[str]) -> _Children:
-            return _Children(Counter(name, doc, labels, registry=r))
+        def counter(name: str, doc: str, labels: list[str]) -> LabelledChildren:
+            return LabelledChildren(Counter(name, doc, labels, registry=r))
 
-        def histogram(name: str, doc: str, labels: list[str], buckets) -> _Children:
-            return _Children(Histogram(name, doc, labels, buckets=buckets, registry=r))
+        def histogram(name: str, doc: str, labels: list[str], buckets) -> LabelledChildren:
+            return LabelledChildren(Histogram(name, doc, labels, buckets=buckets, registry=r))
 
         self._launches = counter("nodepool_launches", "Node launches finished, by result",
                                  ["provider", "az", "label", "result"])
@@ -225,7 +225,7 @@ class Metrics:
         self._made_room = counter("nodepool_unused_nodes_deleted",
                                   "Unused ready nodes deleted to make room for a request "
                                   "of another label (no statsd name)", ["provider", "pool"])
-        self._snapshot = _Snapshot(r)
+        self._snapshot = RegistrySnapshot(r)
         self._limits: dict[str, Mapping[str, float]] = {}
         self._limits_lock = threading.Lock()   # providers' loops report their own limits
 

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 
 from nodepool.metrics import (
+    LabelledChildren,
+    RegistrySnapshot,
     StatsdSender,
-    _Children,
-    _Snapshot,
     normalize_statsd_name,
     statsd_from_environ,
 )
@@ -42,23 +42,23 @@ class BuilderStats:
         self.sender = sender
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self._builds = _Children(Counter(
+        self._builds = LabelledChildren(Counter(
             "nodepool_builder_builds", "Builds finished, by result (ready, failed)",
             ["image", "result"], registry=r))
-        self._build_seconds = _Children(Histogram(
+        self._build_seconds = LabelledChildren(Histogram(
             "nodepool_builder_build_duration_seconds", "diskimage-builder's run time",
             ["image", "result"], buckets=BUILD_BUCKETS, registry=r))
-        self._size = _Children(Gauge(
+        self._size = LabelledChildren(Gauge(
             "nodepool_builder_image_size_bytes", "The newest ready build's file on disk",
             ["image", "format"], registry=r))
-        self._uploads = _Children(Counter(
+        self._uploads = LabelledChildren(Counter(
             "nodepool_builder_uploads", "Uploads finished, by result (ready, failed)",
             ["image", "provider", "result"], registry=r))
-        self._upload_seconds = _Children(Histogram(
+        self._upload_seconds = LabelledChildren(Histogram(
             "nodepool_builder_upload_duration_seconds",
             "From an upload's record to its result, every try and the hook included",
             ["image", "provider", "result"], buckets=UPLOAD_BUCKETS, registry=r))
-        self._snapshot = _Snapshot(r)
+        self._snapshot = RegistrySnapshot(r)
         r.register(_StateCollector(builder))
         self.server = None
         self._server_thread: threading.Thread | None = None
