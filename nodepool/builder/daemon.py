@@ -23,15 +23,13 @@ from nodepool.builder.plan import DEFAULT, Tuning, wanted_formats
 from nodepool.builder.stats import BuilderStats
 from nodepool.builder.uploading import UploadWorker
 from nodepool.config import Config, ConfigError, ConfigFiles, OpenStackProvider
-from nodepool.errors import ZooKeeperUnavailable
 from nodepool.zk import paths
-from nodepool.zk.client import LOST, NEW_SESSION, ZooKeeperClient
+from nodepool.zk.client import LOST, NEW_SESSION, ZooKeeperClient, connect_retrying
 from nodepool.zk.components import ComponentRegistry
 
 log = logging.getLogger("nodepool.builder")
 
 BUILDER = "builder"   # the component kind, as Nodepool's BuilderComponent
-ZK_RETRY_MAX = 30.0   # seconds: the longest wait between start-up connection attempts
 ID_FILE = "builder_id.txt"
 
 
@@ -124,19 +122,7 @@ class Builder:
         return True
 
     def _connect(self, retry: bool) -> ZooKeeperClient | None:
-        delay = 1.0
-        while True:
-            zk = ZooKeeperClient.from_config(self.config)
-            try:
-                zk.connect()
-                return zk
-            except ZooKeeperUnavailable as e:
-                if not retry:
-                    raise
-                log.warning("%s; retrying in %gs", e, delay)
-            if self._interrupted.wait(delay):
-                return None
-            delay = min(delay * 2, ZK_RETRY_MAX)
+        return connect_retrying(self.config, retry, self._interrupted)
 
     def interrupt(self) -> None:
         """Any thread or a signal handler: give up a start still waiting for ZooKeeper."""

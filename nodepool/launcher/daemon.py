@@ -55,10 +55,9 @@ from nodepool.nodescan import NodeScanner
 from nodepool.zk import cache as zkcache
 from nodepool.zk import locks, requests
 from nodepool.zk.cache import ZooKeeperCache
-from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.client import ZooKeeperClient, connect_retrying
 from nodepool.zk.components import LAUNCHER, Component, ComponentRegistry
 
-ZK_RETRY_MAX = 30.0   # seconds: the longest wait between start-up connection attempts
 log = logging.getLogger("nodepool.launcher")
 
 
@@ -206,25 +205,10 @@ class Launcher:
                  self.placement.serves)
 
     def _connect(self) -> ZooKeeperClient | None:
-        """A connected client; while ZooKeeper is away, retry every 1, 2, 4 ... 30 s
-        (zk_retry) until it answers or interrupt() is called (then None)."""
-        delay = 1.0
-        while True:
-            zk = ZooKeeperClient.from_config(self.config)
-            try:
-                zk.connect()
-                if self.zk_waiting is not None:
-                    log.info("ZooKeeper answered: starting")
-                self.zk_waiting = None
-                return zk
-            except errors.ZooKeeperUnavailable as e:
-                if not self.zk_retry:
-                    raise
-                self.zk_waiting = f"waiting for ZooKeeper: {e}"
-                log.warning("%s; retrying in %gs", e, delay)
-            if self._interrupted.wait(delay):
-                return None
-            delay = min(delay * 2, ZK_RETRY_MAX)
+        """A connected client; while ZooKeeper is away, retried (zk_retry) until it
+        answers or interrupt() is called (then None); `zk_waiting` says why meanwhile."""
+        return connect_retrying(self.config, self.zk_retry, self._interrupted,
+                                lambda reason: setattr(self, "zk_waiting", reason))
 
     def interrupt(self) -> None:
         """Any thread or a signal handler: give up a start still waiting for ZooKeeper."""

@@ -181,3 +181,33 @@ class ZooKeeperClient:
                     listener(state)
                 except Exception:
                     log.exception("ZooKeeper state listener %r failed", listener)
+
+
+RETRY_MAX = 30.0   # seconds: the longest wait between start-up connection attempts
+
+
+def connect_retrying(config, retry: bool, interrupted: threading.Event,
+                     waiting: Callable[[str | None], None] = lambda _: None
+                     ) -> ZooKeeperClient | None:
+    """A connected client for a daemon's start. While ZooKeeper is away and `retry`, try
+    again after 1, 2, 4 ... 30 s, saying so in the log and through `waiting(reason)`
+    (`waiting(None)` once it answers); None if `interrupted` is set meanwhile. Without
+    `retry` the first ZooKeeperUnavailable is raised."""
+    delay, waited = 1.0, False
+    while True:
+        zk = ZooKeeperClient.from_config(config)
+        try:
+            zk.connect()
+            if waited:
+                log.info("ZooKeeper answered: starting")
+                waiting(None)
+            return zk
+        except ZooKeeperUnavailable as e:
+            if not retry:
+                raise
+            waited = True
+            waiting(f"waiting for ZooKeeper: {e}")
+            log.warning("%s; retrying in %gs", e, delay)
+        if interrupted.wait(delay):
+            return None
+        delay = min(delay * 2, RETRY_MAX)
