@@ -186,8 +186,8 @@ def test_hold_with_expiration_expires(env):
     rid = rq.submit(["small"])
     (nid,) = rq.accept(rid, rq.wait(rid))
     rq.set_node(nid, hold_job="job", comment="autohold", hold_expiration=1)
+    held_at = time.time()   # before the hold is written: the expiration counts from its state_time
     rq.finish([nid], state="hold")
-    held_at = time.time()
     assert rq.node(nid)["state"] == "hold"
     wait_for(lambda: rq.node(nid) is None, timeout=5, what="expired hold deleted")
     assert time.time() - held_at >= 1.0   # not before its hold_expiration
