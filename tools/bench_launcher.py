@@ -121,7 +121,13 @@ STATIC_HOST = """
             labels: [{label}]
             connection-port: {port}
             timeout: 30
-"""
+{pinned}"""
+
+
+def _pinned(sshd) -> str:
+    """The host's keys as `host-key` (no keyscan: the launcher hands them out as they are)."""
+    keys = "".join(f"              - {key}\n" for key in sshd.public_keys)
+    return "            host-key:\n" + keys
 
 
 def start_sshds(args: argparse.Namespace, workdir: Path) -> list:
@@ -141,6 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cloud", choices=("fake", "ossim", "static"), default="fake")
     p.add_argument("--static-hosts", type=int, default=2,
                    help="--cloud static: how many real sshd hosts (one slot each)")
+    p.add_argument("--static-pin-keys", action="store_true",
+                   help="--cloud static: give each host its host-key (nothing is scanned)")
     p.add_argument("--label", default="small")
     p.add_argument("--min-ready", type=int, default=0)
     p.add_argument("--max-servers", type=int, default=1000)
@@ -192,7 +200,8 @@ def write_config(args: argparse.Namespace, workdir: Path, cloud_name: str | None
             text += BUSY_POOL.format(hold_pool=args.hold_pool)
     elif args.cloud == "static":
         text += STATIC_PROVIDER + "".join(
-            STATIC_HOST.format(address=h.address, port=h.port, label=args.label)
+            STATIC_HOST.format(address=h.address, port=h.port, label=args.label,
+                               pinned=_pinned(h) if args.static_pin_keys else "")
             for h in args.sshds)
     else:
         text += OSSIM_PROVIDER.format(cloud=cloud_name, max_servers=args.max_servers,

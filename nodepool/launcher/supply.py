@@ -170,6 +170,7 @@ class StandingSupply:
             present.add(slot)
             instance = self.standing.get(slot or "")
             if node.host_keys and instance is not None and instance.host_keys is None and \
+                    self._keys.get(slot) != node.host_keys and \
                     self.scope.adapter.standing_outdated(node) is None:
                 self._keys[slot] = node.host_keys
         return present

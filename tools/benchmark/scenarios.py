@@ -122,6 +122,11 @@ SCENARIOS = [
              lambda q: ["--cloud", "static", "--static-hosts", "4"],
              lambda q, r: ["--concurrency", "1", "--requests", "100" if q else "300",
                            "--wait-ready", "4", "--warmup", "10"]),
+    Scenario("static-pinned-c1", "(9) static driver, 4 real sshd hosts, host-key pinned, "
+             "concurrency 1",
+             lambda q: ["--cloud", "static", "--static-hosts", "4", "--static-pin-keys"],
+             lambda q, r: ["--concurrency", "1", "--requests", "100" if q else "300",
+                           "--wait-ready", "4", "--warmup", "10"]),
 ]
 
 WARMUP = Scenario("warmup", "ZooKeeper warm-up: ready nodes, concurrency 50 (not reported)",
