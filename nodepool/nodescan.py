@@ -99,12 +99,14 @@ class ScanRequest:
     """One scan of one host: poll `done`, then read `result` or `error`."""
 
     def __init__(self, host: str, port: int, timeout: float, key_types: tuple[str, ...],
-                 on_done: Callable[["ScanRequest"], None] | None = None) -> None:
+                 on_done: Callable[["ScanRequest"], None] | None = None,
+                 expected: Sequence[str] = ()) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self.key_types = key_types
         self.on_done = on_done
+        self.expected = list(expected)   # verify(): the keys the host presented last time
         self.result: list[str] | None = None
         self.error: NodeScanError | None = None
         self.attempts = 0
@@ -215,6 +217,18 @@ class NodeScanner:
         return self._submit(ScanRequest(host, port, timeout, normalize_key_types(key_types),
                                         on_done))
 
+    def verify(self, host: str, port: int, expected: Sequence[str], timeout: float = 60.0,
+               on_done: Callable[[ScanRequest], None] | None = None) -> ScanRequest:
+        """Scan host:port again, cheaply, for a host whose keys were scanned before
+        (`expected`, as scan() returned them): one connection asks for the type of the
+        first expected key; when the host presents that very key, `result` is
+        `expected`; when it presents another one, every type is scanned as scan() does.
+        A host that does not answer fails as scan() fails."""
+        if not expected:
+            return self.scan(host, port, timeout, on_done=on_done)
+        return self._submit(ScanRequest(host, port, timeout, DEFAULT_KEY_TYPES, on_done,
+                                        expected=expected))
+
     def probe(self, host: str, port: int, timeout: float = 60.0,
               on_done: Callable[[ScanRequest], None] | None = None) -> ScanRequest:
         """Wait until host:port accepts a TCP connection, speaking no ssh: the check of
@@ -294,8 +308,12 @@ class NodeScanner:
         deadline = req.started + req.timeout
         log.debug("host=%s port=%s scanning for %s", req.host, req.port, ",".join(req.key_types))
         try:
-            keys = await (self._gather(req, deadline) if req.key_types
-                          else self._connect(req, deadline))
+            if req.expected:
+                keys = await self._recheck(req, deadline)
+            elif req.key_types:
+                keys = await self._gather(req, deadline)
+            else:
+                keys = await self._connect(req, deadline)
         except asyncio.CancelledError:
             why = self._why()
             log.info("host=%s port=%s scan %s after %.3fs", req.host, req.port, why, req.duration)
@@ -339,6 +357,18 @@ class NodeScanner:
                 break
             found[key_type] = key
         return [found[kt] for kt in req.key_types if kt in found]
+
+    async def _recheck(self, req: ScanRequest, deadline: float) -> list[str]:
+        """verify(): the expected keys when the host still presents the first of them."""
+        key_type = req.expected[0].split()[0]
+        if key_type in KEY_TYPE_ALGS:
+            key = await self._fetch(req, list(KEY_TYPE_ALGS[key_type]), deadline,
+                                    closed_is_final=True)
+            if key is not None and key.split()[:2] == req.expected[0].split()[:2]:
+                return list(req.expected)
+            log.info("host=%s port=%s presents another %s key than last time: scanning "
+                     "every key type", req.host, req.port, key_type)
+        return await self._gather(req, deadline)
 
     async def _fetch(self, req: ScanRequest, algs: list[str], deadline: float,
                      closed_is_final: bool) -> str | None:

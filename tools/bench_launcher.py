@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 OSSIM_CLOUD = "benchsim"
-PROVIDER = {"fake": "fake1", "ossim": "sim"}
+PROVIDER = {"fake": "fake1", "ossim": "sim", "static": "lab"}
 
 ZK = """
 zookeeper-servers:
@@ -108,6 +108,33 @@ providers:
             cloud-image: cirros
             flavor-name: m1.tiny
 """
+STATIC_PROVIDER = """
+providers:
+  - name: lab
+    driver: static
+    pools:
+      - name: main
+        nodes:
+"""
+STATIC_HOST = """
+          - name: {address}
+            labels: [{label}]
+            connection-port: {port}
+            timeout: 30
+{pinned}"""
+
+
+def _pinned(sshd) -> str:
+    """The host's keys as `host-key` (no keyscan: the launcher hands them out as they are)."""
+    keys = "".join(f"              - {key}\n" for key in sshd.public_keys)
+    return "            host-key:\n" + keys
+
+
+def start_sshds(args: argparse.Namespace, workdir: Path) -> list:
+    """--cloud static: one real sshd per host (tests/sshd.py), on loopback addresses."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from sshd import SshServer
+    return [SshServer(workdir).start() for _ in range(args.static_hosts)]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -117,7 +144,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--tls-ca")
-    p.add_argument("--cloud", choices=("fake", "ossim"), default="fake")
+    p.add_argument("--cloud", choices=("fake", "ossim", "static"), default="fake")
+    p.add_argument("--static-hosts", type=int, default=2,
+                   help="--cloud static: how many real sshd hosts (one slot each)")
+    p.add_argument("--static-pin-keys", action="store_true",
+                   help="--cloud static: give each host its host-key (nothing is scanned)")
     p.add_argument("--label", default="small")
     p.add_argument("--min-ready", type=int, default=0)
     p.add_argument("--max-servers", type=int, default=1000)
@@ -167,6 +198,11 @@ def write_config(args: argparse.Namespace, workdir: Path, cloud_name: str | None
         text += FAKE_PROVIDER.format(max_servers=max_servers, label=args.label)
         if args.hold_pool:
             text += BUSY_POOL.format(hold_pool=args.hold_pool)
+    elif args.cloud == "static":
+        text += STATIC_PROVIDER + "".join(
+            STATIC_HOST.format(address=h.address, port=h.port, label=args.label,
+                               pinned=_pinned(h) if args.static_pin_keys else "")
+            for h in args.sshds)
     else:
         text += OSSIM_PROVIDER.format(cloud=cloud_name, max_servers=args.max_servers,
                                       label=args.label)
@@ -306,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.count_ops = args.count_ops or os.environ.get("BENCH_COUNT_OPS")
     write_counts = count_ops(Path(args.count_ops)) if args.count_ops else None
-    if args.cloud == "ossim" and (args.prefill or args.hold_pool):
+    if args.cloud != "fake" and (args.prefill or args.hold_pool):
         print("bench_launcher: --prefill and --hold-pool need --cloud fake", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -331,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cloud == "ossim":
             ossim, clouds = start_ossim(args, workdir)
             os.environ["OS_CLIENT_CONFIG_FILE"] = str(clouds)
+        elif args.cloud == "static":
+            args.sshds = start_sshds(args, workdir)
         else:
             from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
             cloud = FakeCloud(boot_delay=args.boot_delay)
@@ -382,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                                   f"within {STOP_TIMEOUT + 10:.0f}s"}), flush=True)
         if ossim is not None:
             stop_child(ossim)
+        for sshd in getattr(args, "sshds", []):
+            sshd.stop()
         if write_counts is not None:
             write_counts()
         if tmp is not None:

@@ -211,6 +211,9 @@ class CloudResource:
 # (a static host's slots all show the host name); the core records the key in the
 # node's driver_data under the same name.
 STANDING = "standing"
+# metadata of a standing instance to register again: the host keys its slot's last
+# node was registered with (scanned); the core then only checks the host still has them.
+KNOWN_KEYS = "known_host_keys"
 
 
 def standing_key(instance: Instance) -> str:

@@ -12,13 +12,14 @@ record precedes the irreversible call).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Callable, Protocol
 
 from nodepool import errors
 from nodepool import timeline as tl
-from nodepool.drivers.adapter import STANDING, Instance, LaunchContext, standing_key
+from nodepool.drivers.adapter import KNOWN_KEYS, STANDING, Instance, LaunchContext, standing_key
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.deletions import Deletions
@@ -385,7 +386,9 @@ class Launches:
                 self._check(task, scanner.probe, meta)
                 return
         elif node.connection_type in SCANNED_CONNECTIONS and node.interface_ip:
-            self._check(task, scanner.scan, meta)
+            known = meta.get(KNOWN_KEYS)
+            self._check(task, functools.partial(scanner.verify, expected=known)
+                        if known else scanner.scan, meta)
             return
         self._ready(task)
 

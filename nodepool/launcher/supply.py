@@ -9,10 +9,11 @@ be had right now (`shortfall`), and to fill a held request's empty slots
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
-from nodepool.drivers.adapter import STANDING, Instance, standing_key
+from nodepool.drivers.adapter import KNOWN_KEYS, STANDING, Instance, standing_key
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.launches import Launches
@@ -118,6 +119,7 @@ class StandingSupply:
         self.standing: dict[str, Instance] = {
             standing_key(i): i for i in scope.adapter.standing_instances()}
         self._retry_at: dict[str, float] = {}      # host slot -> when to try it again
+        self._keys: dict[str, list[str]] = {}      # host slot -> keys it was last scanned with
 
     def pool_max_servers(self, pool_cfg) -> float:
         """A static pool holds as many nodes as its hosts have slots; `max-servers: 0`
@@ -148,7 +150,7 @@ class StandingSupply:
         slots removed or changed in the config are unregistered."""
         nodes = self._provider_nodes()
         self._unregister_outdated(nodes)
-        present = {self.scope.adapter.standing_slot(node) for node in nodes}
+        present = self._present(nodes)
         for key, instance in self.standing.items():
             if key in present or self._retry_at.get(key, 0) > now:
                 continue
@@ -157,7 +159,30 @@ class StandingSupply:
             if pool is None or not labels:
                 continue
             self._retry_at.pop(key, None)
-            self.launches.start(pool, labels[0], instance=instance)
+            self.launches.start(pool, labels[0], instance=self._again(key, instance))
+
+    def _present(self, nodes: list[Node]) -> set[str | None]:
+        """The slots that have a node; the scanned keys of each slot's node are kept
+        to check the host against when the slot is registered again."""
+        present = set()
+        for node in nodes:
+            slot = self.scope.adapter.standing_slot(node)
+            present.add(slot)
+            instance = self.standing.get(slot or "")
+            if node.host_keys and instance is not None and instance.host_keys is None and \
+                    self._keys.get(slot) != node.host_keys and \
+                    self.scope.adapter.standing_outdated(node) is None:
+                self._keys[slot] = node.host_keys
+        return present
+
+    def _again(self, key: str, instance: Instance) -> Instance:
+        """The slot's instance, with the keys its host had last time (if scanned):
+        the launch checks the host still presents them rather than scanning anew."""
+        known = self._keys.pop(key, None)
+        if not known or instance.host_keys is not None:
+            return instance
+        return dataclasses.replace(instance, metadata={**(instance.metadata or {}),
+                                                       KNOWN_KEYS: list(known)})
 
     def _unregister_outdated(self, nodes: list[Node]) -> None:
         """Delete the idle ready nodes of removed or changed slots (the host itself is

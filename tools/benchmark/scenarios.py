@@ -118,6 +118,15 @@ SCENARIOS = [
              lambda q: ["--cloud", "ossim", "--min-ready", "0", "--max-servers", "50"],
              lambda q, r: ["--concurrency", "4", "--requests", "20" if q else "60",
                            "--warmup", "4"]),
+    Scenario("static-c1", "(9) static driver, 4 real sshd hosts (keyscanned), concurrency 1",
+             lambda q: ["--cloud", "static", "--static-hosts", "4"],
+             lambda q, r: ["--concurrency", "1", "--requests", "100" if q else "300",
+                           "--wait-ready", "4", "--warmup", "10"]),
+    Scenario("static-pinned-c1", "(9) static driver, 4 real sshd hosts, host-key pinned, "
+             "concurrency 1",
+             lambda q: ["--cloud", "static", "--static-hosts", "4", "--static-pin-keys"],
+             lambda q, r: ["--concurrency", "1", "--requests", "100" if q else "300",
+                           "--wait-ready", "4", "--warmup", "10"]),
 ]
 
 WARMUP = Scenario("warmup", "ZooKeeper warm-up: ready nodes, concurrency 50 (not reported)",
@@ -137,6 +146,9 @@ TARGETS: list[tuple[str, str, Callable[[dict], float | None], float]] = [
      lambda r: _get(r, "launcher", "cpu_ms_per_request"), 3),
     ("spares-c50", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
     ("spares-c50", "throughput >= 200 req/s", lambda r: r.get("throughput_rps"), -200),
+    ("static-c1", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
+    ("static-c1", "launcher CPU <= 5 ms/request",
+     lambda r: _get(r, "launcher", "cpu_ms_per_request"), 5),
     ("cold-c1", "launch overhead p50 <= 100 ms", lambda r: _get(r, "latency_ms", "p50"), 100),
     ("cold-boot1s", "launch overhead p50 <= 100 ms",
      lambda r: _minus(_get(r, "latency_ms", "p50"), 1000), 100),
