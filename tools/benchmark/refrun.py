@@ -106,11 +106,13 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str:
 
 
 def make_chroot(zk: zookeeper.ZooKeeperServer, chroot: str) -> None:
+    """The chroot and its request queue: the warm-up requests may come before the launcher has
+    made the queue, and wait there for it to start (as Zuul's would)."""
     from kazoo.client import KazooClient
     client = KazooClient(hosts=zk.plain_hosts)
     client.start(timeout=30)
     try:
-        client.ensure_path(chroot)
+        client.ensure_path(f"{chroot}/nodepool/requests")
     finally:
         client.stop()
         client.close()
