@@ -77,6 +77,14 @@ def test_the_shared_nodepool_config_loads_in_this_launcher(name, tmp_path) -> No
         assert [(n["name"], n["connection-port"]) for n in nodes] == hosts
 
 
+def test_only_nodepools_config_asks_for_the_internal_ip() -> None:
+    sc = next(s for s in reference.REF_SCENARIOS if s.name == "ossim")
+    pool = lambda text: yaml.safe_load(text)["providers"][0]["pools"][0]  # noqa: E731
+    assert "use-internal-ip" not in pool(reference.nodepool_config(sc, "h", 1, "/x", None))
+    theirs = reference.nodepool_config(sc, "h", 1, "/x", None, internal_ip=True)
+    assert pool(theirs)["use-internal-ip"] is True
+
+
 def test_the_plain_port_config_has_no_tls_and_a_static_one_needs_hosts() -> None:
     by_name = {s.name: s for s in reference.REF_SCENARIOS}
     text = reference.nodepool_config(by_name["ossim"], "127.0.0.1", 2181, "/x", None)

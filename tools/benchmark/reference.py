@@ -98,7 +98,7 @@ providers:
         max-servers: {max_servers}
         host-key-checking: false
         auto-floating-ip: false
-        labels:
+{internal_ip}        labels:
           - name: {label}
             cloud-image: cirros
             flavor-name: m1.tiny
@@ -117,9 +117,11 @@ disable_existing_loggers: false
 
 def nodepool_config(sc: RefScenario, zk_host: str, zk_port: int, chroot: str,
                     tls: tuple[str, str, str] | None,
-                    hosts: list[tuple[str, int]] = ()) -> str:
+                    hosts: list[tuple[str, int]] = (), internal_ip: bool = False) -> str:
     """The nodepool.yaml both launchers read: `tls` is (cert, key, ca) or None for the plain
-    port; `hosts` (address, port) of the sshd hosts for a static scenario."""
+    port; `hosts` (address, port) of the sshd hosts for a static scenario. `internal_ip`: the
+    simulator's servers have private addresses only, and Nodepool 11 hands out an empty
+    interface_ip without `use-internal-ip` (a key this launcher's config refuses)."""
     tls_text = TLS.format(cert=tls[0], key=tls[1], ca=tls[2]) if tls else ""
     text = ZK.format(host=zk_host, port=zk_port, chroot=chroot, tls=tls_text, label=LABEL,
                      min_ready=sc.min_ready)
@@ -128,7 +130,8 @@ def nodepool_config(sc: RefScenario, zk_host: str, zk_port: int, chroot: str,
             raise ValueError(f"scenario {sc.name}: a static provider needs hosts")
         return text + STATIC + "".join(STATIC_HOST.format(address=a, port=p, label=LABEL)
                                        for a, p in hosts)
-    return text + OSSIM.format(cloud=OSSIM_CLOUD, max_servers=sc.max_servers, label=LABEL)
+    return text + OSSIM.format(cloud=OSSIM_CLOUD, max_servers=sc.max_servers, label=LABEL,
+                               internal_ip="        use-internal-ip: true\n" if internal_ip else "")
 
 
 def logging_config(path: str) -> str:

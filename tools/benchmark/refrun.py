@@ -149,7 +149,8 @@ def run_side(sc: RefScenario, side: str, args: argparse.Namespace, zk: zookeeper
         cloud.start()
         make_chroot(zk, chroot)
         config = run_dir / "nodepool.yaml"
-        config.write_text(reference.nodepool_config(sc, host, int(port), chroot, tls, cloud.hosts))
+        config.write_text(reference.nodepool_config(sc, host, int(port), chroot, tls, cloud.hosts,
+                                                     internal_ip=side == "nodepool"))
         logcfg = run_dir / "logging.yaml"
         logcfg.write_text(reference.logging_config(str(run_dir / "launcher.log")))
         launcher = stack.start(launcher_argv(side, nodepool_bin, config, logcfg),
