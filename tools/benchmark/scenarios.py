@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 import zookeeper  # noqa: E402  (tools/zookeeper.py: tools/ is not a package)
 
+from benchmark import reference  # noqa: E402
 from benchmark.cli import SETUP_DONE  # noqa: E402
 from benchmark.measure import threads_cpu  # noqa: E402
 
@@ -457,9 +458,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the launchers' metrics: on (default; Prometheus, and statsd to a local "
                         "socket nobody reads) or off (none), to compare their cost")
     p.add_argument("--keep", metavar="DIR", help="keep logs, configs and profiles in DIR")
+    p.add_argument("--reference", choices=("nodepool",),
+                   help="run the scenarios Nodepool 11.0.0 can run (static sshd hosts, the "
+                        "OpenStack simulator) with this launcher and with Nodepool, installed in "
+                        "a venv of its own under ~/.cache/nodepool-bench, and print both and "
+                        "the ratio")
+    p.add_argument("--requests", type=int,
+                   help=f"--reference: measured requests per scenario and launcher "
+                        f"(default {reference.DEFAULT_REQUESTS})")
     args = p.parse_args(argv)
     args.only = [n for n in args.only.split(",") if n]
     args.profile = [n for n in args.profile.split(",") if n]
+    problem = reference.check_args(args)
+    if problem:
+        p.error(problem)
+    if args.reference:
+        return args
     unknown = sorted(set(args.only + args.profile) - set(names))
     if unknown:
         p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(names)}")
@@ -474,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)
     signal.signal(signal.SIGINT, _interrupted)  # also when started with SIGINT ignored (`&`)
+    if args.reference:
+        from benchmark import refrun
+        return refrun.main(args)
     if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
         print("bench-scenarios: --profile needs py-spy: "
               f"{Path(sys.executable).parent / 'pip'} install py-spy", file=sys.stderr)
