@@ -63,6 +63,10 @@ class AwsDelete(DeleteStateMachine):
                 self._done()
                 return
             self.external_id = instance.external_id
+        elif (listing is not None and listing.taken_at >= self._born
+              and self.external_id not in listing.instances):
+            self._done()   # terminated already (or never ours): nothing to terminate
+            return
         self._terminate(listing)
 
     def _terminate(self, listing: Listing | None) -> None:
