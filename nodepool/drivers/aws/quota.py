@@ -101,8 +101,9 @@ class Quotas:
         """
         with self._lock:
             limits = dict(self._limits)
-        if not limits:
-            return None
+        if not limits:   # unlimited, as figures: the core reads None as "not read yet"
+            return Resources(instances=math.inf, cores=math.inf, ram=math.inf,
+                             volumes=math.inf, volume_gb=math.inf)
         code, limit = min(limits.items(), key=lambda item: item[1])
         used = 0
         for instance in others:
