@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from plugins.motoaws import FaultProxy, Rule, provider_config
+from plugins.motoaws import AwsFaults, FaultProxy, Rule, provider_config
 from requestor import Requestor, wait_for
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
@@ -85,3 +85,34 @@ def test_no_capacity_in_the_first_subnet_is_served_from_the_second(
     request = rq.wait(rq.submit(["small", "spot"]))
     assert request["state"] == "fulfilled", request
     assert {i["SubnetId"] for i in live(ec2)} == {second}
+
+
+def test_throttled_launches_back_off_and_are_served(
+        start_launcher: Callable, aws_network: dict, aws_proxy: FaultProxy, ec2: Any,
+        zk_client: Any) -> None:
+    aws_proxy.add(Rule("RunInstances", "throttle", count=2))   # Throttling, twice
+    start_launcher(launcher_config(aws_network))
+    rq = Requestor(zk_client)
+    request = rq.wait(rq.submit(["small"]), timeout=60)
+    assert request["state"] == "fulfilled", request
+    assert aws_proxy.calls["RunInstances"] == 3 and len(live(ec2)) == 1
+
+
+def test_leaked_instance_and_volume_are_deleted_after_two_scans_untagged_never(
+        start_launcher: Callable, aws_network: dict, aws_proxy: FaultProxy, ec2: Any,
+        zk_client: Any) -> None:
+    faults = AwsFaults(aws_proxy, ec2, "ec2-test", aws_network)
+    leaked = faults.create_leaked_server("0000999999")
+    untagged = faults.create_untagged_server()
+    volume = faults.create_leaked_resource("0000999998")
+    launcher = start_launcher(launcher_config(aws_network))
+    worker = wait_for(lambda: launcher.workers.get("ec2-test"), what="provider started")
+    worker.request_leak_scan()
+    wait_for(lambda: worker.leaks.suspects, what="first pass saw the leaks")
+    assert leaked in {i["InstanceId"] for i in live(ec2)}   # one pass is not enough
+    worker.request_leak_scan()
+    wait_for(lambda: leaked not in {i["InstanceId"] for i in live(ec2)},
+             what="leaked instance terminated on the second pass")
+    wait_for(lambda: not ec2.describe_volumes(Filters=[
+        {"Name": "volume-id", "Values": [volume]}])["Volumes"], what="leaked volume deleted")
+    assert untagged in {i["InstanceId"] for i in live(ec2)}
