@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -116,3 +120,41 @@ def test_leaked_instance_and_volume_are_deleted_after_two_scans_untagged_never(
     wait_for(lambda: not ec2.describe_volumes(Filters=[
         {"Name": "volume-id", "Values": [volume]}])["Volumes"], what="leaked volume deleted")
     assert untagged in {i["InstanceId"] for i in live(ec2)}
+
+
+def test_sigkill_mid_launch_the_next_launcher_resumes_with_one_instance_in_total(
+        zk_tls: dict, tmp_path: Any, start_launcher: Callable, aws_network: dict,
+        aws_proxy: FaultProxy, ec2: Any, zk_client: Any) -> None:
+    config = launcher_config(aws_network) + "zookeeper-timeout: 2\n"
+    path = tmp_path / "killed.yaml"
+    path.write_text(nodepool_yaml(zk_tls, config))
+    aws_proxy.hang_next_run = True    # the instance shows pending: the launch waits in building
+    proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "--no-webapp",
+                             "-c", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ))
+    try:
+        rq = Requestor(zk_client)
+        rid = rq.submit(["small"])
+
+        def building_with_instance() -> Any:
+            if not zk_client.exists("/nodepool/nodes"):
+                return None
+            for nid in zk_client.get_children("/nodepool/nodes"):
+                node = rq.node(nid)
+                if node and node["state"] == "building" and node["external_id"]:
+                    return nid
+            return None
+
+        node_id = wait_for(building_with_instance, timeout=30, what="instance being built")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    aws_proxy.hung.clear()            # it is running now
+    start_launcher(config)
+    request = rq.wait(rid, timeout=60)
+    assert request["state"] == "fulfilled" and request["nodes"] == [node_id], request
+    every = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert len(every) == 1, every    # resumed, not launched again
