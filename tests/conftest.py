@@ -26,7 +26,8 @@ from zkhelpers import chroot_for, delete_tree, started_client  # noqa: E402
 # tests/data holds files tests use, among them another project's tests (a driver package's).
 collect_ignore = ["data"]
 
-pytest_plugins = ["pytester", "plugins.errorwatch", "plugins.ossim", "plugins.launcher_env", "plugins.ensemble"]
+pytest_plugins = ["pytester", "plugins.errorwatch", "plugins.ossim", "plugins.launcher_env", "plugins.ensemble",
+                  "plugins.motoaws"]
 
 
 @pytest.fixture(scope="session")

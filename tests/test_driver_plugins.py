@@ -19,7 +19,7 @@ from zkhelpers import ZK_HEADER, nodepool_yaml
 from nodepool.drivers.plugins import GROUP, DriverPlugin, discover, installed
 
 SOURCE = Path(__file__).parent / "data" / "plugin_driver"
-BUILTIN = ["openstack", "static"]
+BUILTIN = ["aws", "openstack", "static"]
 
 # The distributions the test installs: (name, version, top-level package, entry points).
 DISTRIBUTIONS = [

@@ -13,7 +13,7 @@ from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as sdk_exc
 
 from nodepool.drivers.openstack.errors import classify, classify_fault, retry_after
-from nodepool.drivers.openstack.ratelimit import RateLimiter
+from nodepool.drivers.ratelimit import RateLimiter
 from nodepool.errors import (
     CapacityError,
     ConfigurationError,

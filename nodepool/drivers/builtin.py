@@ -6,9 +6,10 @@ module (and its cloud SDK) is imported when a provider of that driver runs.
 
 from __future__ import annotations
 
-from nodepool.config import openstack, static
+from nodepool.config import aws, openstack, static
 from nodepool.drivers.plugins import DriverPlugin
 
 OPENSTACK = DriverPlugin(config=openstack.DRIVER,
                          adapter="nodepool.drivers.openstack:OpenStackAdapter")
 STATIC = DriverPlugin(config=static.DRIVER, adapter="nodepool.drivers.static:StaticAdapter")
+AWS = DriverPlugin(config=aws.DRIVER, adapter="nodepool.drivers.aws:AwsAdapter")

@@ -15,7 +15,7 @@ from openstack import exceptions as sdk_exc
 from openstack import utils as sdk_utils
 
 from nodepool.drivers.openstack.errors import classify, is_not_found
-from nodepool.drivers.openstack.ratelimit import RateLimiter
+from nodepool.drivers.ratelimit import RateLimiter
 from nodepool.errors import DriverError, TransientError
 from nodepool.metrics import call_name, error_class
 

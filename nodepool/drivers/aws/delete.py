@@ -1,0 +1,104 @@
+"""The delete state machine: start -> [terminate] -> wait-gone -> deleted."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from nodepool.drivers.adapter import DeleteStateMachine, InstanceStatus, Listing
+from nodepool.model import Node
+
+if TYPE_CHECKING:
+    from nodepool.drivers.aws.adapter import AwsAdapter
+
+log = logging.getLogger("nodepool.drivers.aws")
+
+# An instance still listed, not shutting down, this long after our terminate call gets it again.
+REISSUE_AFTER = 10.0
+
+
+class AwsDelete(DeleteStateMachine):
+    """Terminates a node's instance (its volumes and ENI go with it: DeleteOnTermination).
+
+    The instance is found by external_id, else by its node-id tag; a terminated or
+    unknown instance is success.
+    """
+
+    TERMINATE = "terminate"
+    WAIT = "wait-gone"
+    DONE = "deleted"
+
+    def __init__(self, adapter: AwsAdapter, node: Node):
+        super().__init__(node)
+        self.adapter = adapter
+        saved = node.driver_data if isinstance(node.driver_data, dict) else {}
+        self.external_id: str | None = node.external_id or saved.get("external_id")
+        self._born = time.monotonic()
+        self._called_at = self._born
+        self.where = f"node={node.id} provider={adapter.provider.name}"
+        self._steps = {self.START: self._start, self.TERMINATE: self._terminate,
+                       self.WAIT: self._wait_gone, self.DONE: lambda _: None}
+
+    def advance(self, listing: Listing | None) -> None:
+        self._steps[self.state](listing)
+
+    def _start(self, listing: Listing | None) -> None:
+        if self.external_id is None:
+            if not self.node.id:
+                self._done()
+                return
+            if listing is None:
+                found = self.adapter.find_instances(self.node.id)
+                self.external_id = found[0].external_id if found else None
+                if self.external_id:
+                    self.state = self.TERMINATE
+                else:
+                    self._done()
+                return
+            if listing.taken_at < self._born:
+                return
+            instance = listing.by_node_id(self.node.id)
+            if instance is None:
+                self._done()
+                return
+            self.external_id = instance.external_id
+        elif (listing is not None and listing.taken_at >= self._born
+              and self.external_id not in listing.instances):
+            self._done()   # terminated already (or never ours): nothing to terminate
+            return
+        self._terminate(listing)
+
+    def _terminate(self, listing: Listing | None) -> None:
+        instance_id = self.external_id
+        assert instance_id is not None
+        gone = self.adapter.ec2.call(
+            f"terminate instance {instance_id} of node {self.node.id}",
+            lambda c: c.terminate_instances(InstanceIds=[instance_id]), not_found=None)
+        self._called_at = time.monotonic()
+        if gone is None:
+            self._done()
+            return
+        self.state = self.WAIT
+        log.info("%s Terminating instance %s", self.where, instance_id)
+
+    def _wait_gone(self, listing: Listing | None) -> None:
+        assert self.external_id is not None
+        if listing is None:
+            instance = self.adapter.get_instance(self.external_id)
+        elif listing.taken_at < self._called_at:
+            return
+        else:
+            instance = listing.instances.get(self.external_id)
+        if instance is None:
+            self._done()
+            return
+        if (instance.status != InstanceStatus.DELETING
+                and time.monotonic() - self._called_at > REISSUE_AFTER):
+            log.warning("%s Instance %s is %s, not shutting down; terminating it again",
+                        self.where, self.external_id, instance.status.value)
+            self._terminate(listing)
+
+    def _done(self) -> None:
+        self.state = self.DONE
+        self.complete = True

@@ -1,0 +1,114 @@
+"""Quota: vCPU quotas per instance family (Service Quotas), instance types' sizes (cached)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from nodepool.drivers.adapter import Instance, Resources
+from nodepool.errors import CostUnknown, DriverError
+
+if TYPE_CHECKING:
+    from nodepool.drivers.aws.ec2 import Ec2
+
+log = logging.getLogger("nodepool.drivers.aws")
+
+# Instance family prefix -> (on-demand, spot) vCPU quota codes (Service Quotas, "ec2").
+INSTANCE_QUOTA_CODES: Mapping[str, tuple[str, str]] = {
+    **{f: ("L-1216C47A", "L-34B43A08") for f in "acdhimrtz"},
+    "dl": ("L-6E869C2A", "L-85EED4F7"), "f": ("L-74FC7D96", "L-88CF9481"),
+    "g": ("L-DB2E81BA", "L-3819A6DF"), "vt": ("L-DB2E81BA", "L-3819A6DF"),
+    "u-": ("L-43DA4232", ""), "inf": ("L-1945791B", "L-B5D1601B"),
+    "p": ("L-417A185B", "L-7212CCBC"), "x": ("L-7295265B", "L-E3A00192"),
+    "trn": ("L-2C3B7624", "L-6B0D517C"), "hpc": ("L-F7808C92", ""),
+}
+
+
+def quota_code(instance_type: str, spot: bool = False) -> str | None:
+    """The vCPU quota code of an instance type ("m5.large" -> L-1216C47A), longest prefix."""
+    family = re.match(r"[a-z]+-?", instance_type or "")
+    if family is None:
+        return None
+    name = family.group(0)
+    for length in range(len(name), 0, -1):
+        codes = INSTANCE_QUOTA_CODES.get(name[:length])
+        if codes:
+            return codes[1 if spot else 0] or None
+    return None
+
+
+class Quotas:
+    """Instance types (vCPUs, MiB) and vCPU quotas, read by quota_limits() off the loop."""
+
+    def __init__(self, ec2: Ec2, provider: Any):
+        self.ec2 = ec2
+        self.provider = provider
+        self._lock = threading.Lock()
+        self._types: dict[str, tuple[int, int]] = {}
+        self._limits: dict[str, float] = {}
+
+    def label_types(self) -> set[str]:
+        return {label.instance_type for pool in self.provider.pools.values()
+                for label in pool.labels.values() if label.instance_type}
+
+    def refresh_types(self, wanted: Iterable[str]) -> None:
+        """DescribeInstanceTypes for the types not cached yet (sizes never change)."""
+        missing = sorted(set(wanted) - set(self._types))
+        if not missing:
+            return
+        found = self.ec2.call("describe instance types",
+                              lambda c: c.describe_instance_types(InstanceTypes=missing))
+        with self._lock:
+            for item in found.get("InstanceTypes") or []:
+                self._types[item["InstanceType"]] = (
+                    int(item["VCpuInfo"]["DefaultVCpus"]), int(item["MemoryInfo"]["SizeInMiB"]))
+
+    def refresh_limits(self) -> None:
+        """The vCPU quota of each code our labels use; one without an answer is unlimited."""
+        codes = {c for pool in self.provider.pools.values() for label in pool.labels.values()
+                 if (c := quota_code(label.instance_type, label.use_spot))}
+        for code in sorted(codes):
+            try:
+                answer = self.ec2.call(
+                    f"get service quota {code}", service="service-quotas",
+                    fn=lambda c, code=code: c.get_service_quota(ServiceCode="ec2",
+                                                               QuotaCode=code))
+            except DriverError as e:
+                log.debug("provider=%s No vCPU quota %s: %s", self.provider.name, code, e)
+                continue
+            with self._lock:
+                self._limits[code] = float(answer["Quota"]["Value"])
+
+    def size(self, instance_type: str) -> tuple[int, int] | None:
+        with self._lock:
+            return self._types.get(instance_type)
+
+    def label_cost(self, label: Any) -> Resources:
+        size = self.size(label.instance_type)
+        if size is None:
+            raise CostUnknown(f"provider {self.provider.name}: instance type "
+                              f"{label.instance_type} is not read yet")
+        return Resources(instances=1, cores=size[0], ram=size[1])
+
+    def limits(self, others: list[Instance]) -> Resources | None:
+        """The smallest vCPU quota our labels fall under, minus other instances' vCPUs there.
+
+        Resources has one `cores` figure, so a provider whose labels span families gets
+        the tightest of their quotas (never launching past any of them).
+        """
+        with self._lock:
+            limits = dict(self._limits)
+        if not limits:   # unlimited, as figures: the core reads None as "not read yet"
+            return Resources(instances=math.inf, cores=math.inf, ram=math.inf,
+                             volumes=math.inf, volume_gb=math.inf)
+        code, limit = min(limits.items(), key=lambda item: item[1])
+        used = 0
+        for instance in others:
+            itype = instance.metadata.get("instance_type", "")
+            if quota_code(itype) == code:
+                used += (self.size(itype) or (0, 0))[0]
+        return Resources(instances=math.inf, cores=max(0.0, limit - used), ram=math.inf,
+                         volumes=math.inf, volume_gb=math.inf)

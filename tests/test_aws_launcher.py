@@ -1,0 +1,160 @@
+"""The launcher daemon driving AwsAdapter on moto's server, for a kazoo-only requestor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from plugins.motoaws import AwsFaults, FaultProxy, Rule, provider_config
+from requestor import Requestor, wait_for
+from zkhelpers import ZK_HEADER, nodepool_yaml
+
+from nodepool.launcher.daemon import Launcher
+
+
+def launcher_config(network: dict[str, Any], subnets: str | None = None) -> str:
+    body = provider_config(network, subnets)
+    return ZK_HEADER + body[body.index("labels:"):]
+
+
+@pytest.fixture
+def start_launcher(zk_tls: dict, tmp_path: Any) -> Iterator[Callable[[str], Launcher]]:
+    started: list[Launcher] = []
+
+    def start(config: str) -> Launcher:
+        path = tmp_path / "nodepool.yaml"
+        path.write_text(nodepool_yaml(zk_tls, config))
+        daemon = Launcher(str(path), hostname="nl-aws")
+        daemon.start()
+        started.append(daemon)
+        return daemon
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+def live(ec2: Any) -> list[dict[str, Any]]:
+    found = ec2.describe_instances(Filters=[{"Name": "instance-state-name",
+                                             "Values": ["pending", "running"]}])
+    return [i for r in found["Reservations"] for i in r["Instances"]]
+
+
+def test_a_request_is_fulfilled_on_aws_and_its_instance_terminated(
+        start_launcher: Callable, aws_network: dict, ec2: Any, zk_client: Any) -> None:
+    start_launcher(launcher_config(aws_network))
+    rq = Requestor(zk_client)
+    rid = rq.submit(["small"])
+    request = rq.wait(rid)
+    assert request["state"] == "fulfilled", request
+    (node_id,) = request["nodes"]
+    node = rq.node(node_id)
+    (instance,) = live(ec2)
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert node["state"] == "ready" and node["external_id"] == instance["InstanceId"]
+    assert tags["nodepool_node_id"] == node_id and tags["nodepool_provider_name"] == "ec2-test"
+    assert node["interface_ip"] == instance.get("PublicIpAddress", instance["PrivateIpAddress"])
+    assert node["username"] == "admin" and node["host_keys"] == []
+    assert node["resources"] == {"instances": 1, "cores": 2, "ram": 4096}
+    assert node["region"] == "us-east-1"
+    rq.finish(rq.accept(rid, request))
+    wait_for(lambda: rq.node(node_id) is None, what="node deleted")
+    wait_for(lambda: live(ec2) == [], what="instance terminated")
+
+
+def test_a_quota_refusal_aborts_the_node_and_the_request_is_served_after(
+        start_launcher: Callable, aws_network: dict, aws_proxy: FaultProxy, ec2: Any,
+        zk_client: Any) -> None:
+    aws_proxy.add(Rule("RunInstances", "instances"))   # InstanceLimitExceeded, once
+    start_launcher(launcher_config(aws_network))
+    rq = Requestor(zk_client)
+    request = rq.wait(rq.submit(["small"]), timeout=60)
+    assert request["state"] == "fulfilled", request
+    assert aws_proxy.calls["RunInstances"] == 2
+    assert len(live(ec2)) == 1
+
+
+def test_no_capacity_in_the_first_subnet_is_served_from_the_second(
+        start_launcher: Callable, aws_network: dict, aws_proxy: FaultProxy, ec2: Any,
+        zk_client: Any) -> None:
+    first, second = aws_network["subnets"]
+    aws_proxy.add(Rule("RunInstances", "capacity", count=100,
+                       match={"NetworkInterface.1.SubnetId": first}))
+    start_launcher(launcher_config(aws_network, f"{first},{second}"))
+    rq = Requestor(zk_client)
+    request = rq.wait(rq.submit(["small", "spot"]))
+    assert request["state"] == "fulfilled", request
+    assert {i["SubnetId"] for i in live(ec2)} == {second}
+
+
+def test_throttled_launches_back_off_and_are_served(
+        start_launcher: Callable, aws_network: dict, aws_proxy: FaultProxy, ec2: Any,
+        zk_client: Any) -> None:
+    aws_proxy.add(Rule("RunInstances", "throttle", count=2))   # Throttling, twice
+    start_launcher(launcher_config(aws_network))
+    rq = Requestor(zk_client)
+    request = rq.wait(rq.submit(["small"]), timeout=60)
+    assert request["state"] == "fulfilled", request
+    assert aws_proxy.calls["RunInstances"] == 3 and len(live(ec2)) == 1
+
+
+def test_leaked_instance_and_volume_are_deleted_after_two_scans_untagged_never(
+        start_launcher: Callable, aws_network: dict, aws_proxy: FaultProxy, ec2: Any,
+        zk_client: Any) -> None:
+    faults = AwsFaults(aws_proxy, ec2, "ec2-test", aws_network)
+    leaked = faults.create_leaked_server("0000999999")
+    untagged = faults.create_untagged_server()
+    volume = faults.create_leaked_resource("0000999998")
+    launcher = start_launcher(launcher_config(aws_network))
+    worker = wait_for(lambda: launcher.workers.get("ec2-test"), what="provider started")
+    worker.request_leak_scan()
+    wait_for(lambda: worker.leaks.suspects, what="first pass saw the leaks")
+    assert leaked in {i["InstanceId"] for i in live(ec2)}   # one pass is not enough
+    worker.request_leak_scan()
+    wait_for(lambda: leaked not in {i["InstanceId"] for i in live(ec2)},
+             what="leaked instance terminated on the second pass")
+    wait_for(lambda: not ec2.describe_volumes(Filters=[
+        {"Name": "volume-id", "Values": [volume]}])["Volumes"], what="leaked volume deleted")
+    assert untagged in {i["InstanceId"] for i in live(ec2)}
+
+
+def test_sigkill_mid_launch_the_next_launcher_resumes_with_one_instance_in_total(
+        zk_tls: dict, tmp_path: Any, start_launcher: Callable, aws_network: dict,
+        aws_proxy: FaultProxy, ec2: Any, zk_client: Any) -> None:
+    config = launcher_config(aws_network) + "zookeeper-timeout: 2\n"
+    path = tmp_path / "killed.yaml"
+    path.write_text(nodepool_yaml(zk_tls, config))
+    aws_proxy.hang_next_run = True    # the instance shows pending: the launch waits in building
+    proc = subprocess.Popen([sys.executable, "-m", "nodepool.launcher.main", "-f", "--no-webapp",
+                             "-c", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ))
+    try:
+        rq = Requestor(zk_client)
+        rid = rq.submit(["small"])
+
+        def building_with_instance() -> Any:
+            if not zk_client.exists("/nodepool/nodes"):
+                return None
+            for nid in zk_client.get_children("/nodepool/nodes"):
+                node = rq.node(nid)
+                if node and node["state"] == "building" and node["external_id"]:
+                    return nid
+            return None
+
+        node_id = wait_for(building_with_instance, timeout=30, what="instance being built")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    aws_proxy.hung.clear()            # it is running now
+    start_launcher(config)
+    request = rq.wait(rid, timeout=60)
+    assert request["state"] == "fulfilled" and request["nodes"] == [node_id], request
+    every = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert len(every) == 1, every    # resumed, not launched again
