@@ -55,6 +55,7 @@ def test_min_ram_picks_the_smallest_flavor_with_enough_ram(
     run = launched(loop, make_context("roomy"))
     assert ctl.server(run.external_id)["flavor"] == "2"  # m1.small: 2048 MiB; m1.tiny has 512
     pool = adapter.provider.pools["main"]
+    adapter.quota_limits()   # costs are told once a limits read has answered
     assert adapter.label_cost(pool, pool.labels["roomy"]) == Resources(instances=1, cores=1,
                                                                         ram=2048)
 
@@ -168,6 +169,7 @@ def test_boot_from_volume_sends_a_volume_mapping(loop: Loop, adapter: OpenStackA
             mapping["volume_size"], mapping["delete_on_termination"]) == (
         "image", "volume", images["cirros-0.6.2"], 30, True)
     pool = adapter.provider.pools["main"]
+    adapter.quota_limits()
     assert adapter.label_cost(pool, pool.labels["volume"]) == Resources(
         instances=1, cores=1, ram=2048, volumes=1, volume_gb=30)
 
@@ -401,6 +403,9 @@ def test_label_cost_never_calls_the_cloud(adapter: OpenStackAdapter, ctl: Any) -
     with pytest.raises(CostUnknown):
         adapter.label_cost(pool, pool.labels["small"])
     assert ctl.count("GET /compute/v2.1/flavors/detail") == 0
+    adapter.catalog.flavors()   # the flavors alone are not enough: the limits must be read too
+    with pytest.raises(CostUnknown):
+        adapter.label_cost(pool, pool.labels["small"])
     adapter.quota_limits()
     assert adapter.label_cost(pool, pool.labels["small"]).instances == 1
 

@@ -53,9 +53,12 @@ class CloudView:
         self._listing_wanted = True
 
     def refresh_limits(self) -> None:
-        """Re-read the cloud's limits (the quota job; a quota refusal)."""
+        """Re-read the cloud's limits (the quota job; a quota refusal). Asked again while
+        a read is due or under way, it does not wake the loop again (no busy passes)."""
+        asked = self._limits_stale or self._limits_future is not None
         self._limits_stale = True
-        self.scope.wake()
+        if not asked:
+            self.scope.wake()
 
     def quota_refused(self) -> None:
         """The cloud refused a launch for quota: our count let through what it does not."""

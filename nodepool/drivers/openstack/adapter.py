@@ -59,6 +59,10 @@ class OpenStackAdapter(Adapter):
         self._listed_at: float | None = None       # monotonic time of that listing
         self._ours: dict[str, tuple[str | None, float]] = {}  # server id -> (node id, last seen)
         self._warned_labels: set[str] = set()
+        # Costs are told only once a limits read has answered: the flavors are cached
+        # within that read, and a cost known before the limits would let the launcher
+        # launch past a quota it has not read yet.
+        self._limits_answered = False
 
     # -- state machines ---------------------------------------------------
 
@@ -151,10 +155,13 @@ class OpenStackAdapter(Adapter):
         others = quota.others_usage(servers, self.provider.name, self.catalog.flavor_by_id)
         volume_absolute = volume.absolute if volume is not None else None
         others = others + quota.others_volumes(volume_absolute, servers, self.provider)
-        return quota.quota_limits(limits.absolute, others, volume_absolute)
+        found = quota.quota_limits(limits.absolute, others, volume_absolute)
+        self._limits_answered = True
+        return found
 
     def label_cost(self, pool: Any, label: Any) -> Resources:
-        if self.catalog.cached_flavors() is None:   # read by quota_limits, off the loop
+        if not self._limits_answered or self.catalog.cached_flavors() is None:
+            # both read by quota_limits, off the loop
             raise CostUnknown(f"provider {self.provider.name}: the flavors are not read yet")
         try:
             flavor = self.catalog.flavor_for(label)
