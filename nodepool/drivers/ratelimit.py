@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 
 class RateLimiter:
@@ -35,3 +37,29 @@ class RateLimiter:
         if delay > 0:
             self._sleep(delay)  # the rate limit itself: the provider asked for this spacing
         return delay
+
+
+def guarded_call(limiter: RateLimiter, fence: Callable[[], None],
+                 observe: Callable[[str, float, str | None], None], what: str,
+                 run: Callable[[], T], classify: Callable[..., Exception],
+                 is_not_found: Callable[[BaseException], bool], prefix: str,
+                 default: type, not_found: Any = ...) -> T:
+    """One cloud API call as every driver makes it: under the rate limit, fenced right
+    before the request (a wait above may have been long), timed and observed under its
+    call name, errors classified through the driver's table (`classify(e, text, default)`).
+    `not_found`, when given, is returned for the driver's "not found" instead of raising."""
+    from nodepool.metrics import call_name, error_class
+    limiter.wait()
+    fence()
+    started = time.monotonic()
+    try:
+        result = run()
+    except Exception as e:
+        if not_found is not ... and is_not_found(e):
+            observe(call_name(what), time.monotonic() - started, None)
+            return not_found
+        error = classify(e, f"{prefix}: {what}", default)
+        observe(call_name(what), time.monotonic() - started, error_class(error))
+        raise error from e
+    observe(call_name(what), time.monotonic() - started, None)
+    return result

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, Callable, TypeVar
 
 import boto3
 import botocore.config
 
 from nodepool.drivers.aws.errors import classify, is_not_found
-from nodepool.drivers.ratelimit import RateLimiter
+from nodepool.drivers.ratelimit import RateLimiter, guarded_call
 from nodepool.errors import DriverError, TransientError
-from nodepool.metrics import call_name, error_class
 
 log = logging.getLogger("nodepool.drivers.aws")
 
@@ -56,20 +54,9 @@ class Ec2:
 
         `not_found`, when given, is returned for a "NotFound" error code instead of raising.
         """
-        self.limiter.wait()
-        self.fence()
-        started = time.monotonic()
-        try:
-            result = fn(self.client(service))
-        except Exception as e:
-            if not_found is not ... and is_not_found(e):
-                self.observe(call_name(what), time.monotonic() - started, None)
-                return not_found
-            error = classify(e, f"provider {self.provider.name}: {what}", default)
-            self.observe(call_name(what), time.monotonic() - started, error_class(error))
-            raise error from e
-        self.observe(call_name(what), time.monotonic() - started, None)
-        return result
+        return guarded_call(self.limiter, self.fence, self.observe, what,
+                            lambda: fn(self.client(service)), classify, is_not_found,
+                            f"provider {self.provider.name}", default, not_found)
 
     def describe_instances(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Every instance matching `filters`, one call per page of 1,000."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import urllib.parse
 from typing import Any, Callable, TypeVar
 
@@ -15,9 +14,8 @@ from openstack import exceptions as sdk_exc
 from openstack import utils as sdk_utils
 
 from nodepool.drivers.openstack.errors import classify, is_not_found
-from nodepool.drivers.ratelimit import RateLimiter
+from nodepool.drivers.ratelimit import RateLimiter, guarded_call
 from nodepool.errors import DriverError, TransientError
-from nodepool.metrics import call_name, error_class
 
 log = logging.getLogger("nodepool.drivers.openstack")
 
@@ -116,20 +114,9 @@ class Cloud:
 
         `not_found`, when given, is returned for a 404 instead of raising.
         """
-        self.limiter.wait()
-        self.fence()   # last, right before the request: a wait above may have been long
-        started = time.monotonic()
-        try:
-            result = fn(self.connection())
-        except Exception as e:
-            if not_found is not ... and is_not_found(e):
-                self.observe(call_name(what), time.monotonic() - started, None)
-                return not_found
-            error = classify(e, f"provider {self.provider.name}: {what}", default)
-            self.observe(call_name(what), time.monotonic() - started, error_class(error))
-            raise error from e
-        self.observe(call_name(what), time.monotonic() - started, None)
-        return result
+        return guarded_call(self.limiter, self.fence, self.observe, what,
+                            lambda: fn(self.connection()), classify, is_not_found,
+                            f"provider {self.provider.name}", default, not_found)
 
     def compute_json(self, conn: openstack.connection.Connection, path: str,
                      params: dict[str, Any] | None = None) -> dict[str, Any]:
