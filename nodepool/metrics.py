@@ -225,6 +225,9 @@ class Metrics:
         self._made_room = counter("nodepool_unused_nodes_deleted",
                                   "Unused ready nodes deleted to make room for a request "
                                   "of another label (no statsd name)", ["provider", "pool"])
+        self._vanished = counter("nodepool_vanished_nodes",
+                                 "Ready or in-use nodes deleted because their server vanished "
+                                 "from the cloud (no statsd name)", ["provider", "state"])
         self._snapshot = RegistrySnapshot(r)
         self._limits: dict[str, Mapping[str, float]] = {}
         self._limits_lock = threading.Lock()   # providers' loops report their own limits
@@ -318,6 +321,11 @@ class Metrics:
         """An unused ready node deleted to make room for a waiting request (eviction.py);
         Prometheus only: Nodepool has no statsd name for it."""
         self._made_room(provider, pool).inc()
+
+    def vanished(self, provider: str, state: str) -> None:
+        """A ready or in-use node whose server vanished from two listings (vanished.py);
+        Prometheus only: Nodepool has no such name."""
+        self._vanished(provider, state).inc()
 
     def quota_limits(self, provider: str, limits) -> None:
         """A provider's limits as the cloud last said (None: unlimited)."""
@@ -423,6 +431,9 @@ class NullMetrics(Metrics):
         pass
 
     def unused_node_deleted(self, provider, pool) -> None:
+        pass
+
+    def vanished(self, provider, state) -> None:
         pass
 
     def quota_limits(self, provider, limits) -> None:

@@ -158,3 +158,30 @@ def test_sigkill_mid_launch_the_next_launcher_resumes_with_one_instance_in_total
     assert request["state"] == "fulfilled" and request["nodes"] == [node_id], request
     every = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
     assert len(every) == 1, every    # resumed, not launched again
+
+
+def test_an_in_use_node_whose_instance_vanished_is_deleted_with_the_reason_counted(
+        start_launcher: Callable, aws_network: dict, ec2: Any, zk_client: Any) -> None:
+    launcher = start_launcher(launcher_config(aws_network))
+    worker = wait_for(lambda: launcher.workers.get("ec2-test"), what="provider started")
+    rq = Requestor(zk_client)
+    rid = rq.submit(["spot"])
+    request = rq.wait(rid)
+    assert request["state"] == "fulfilled", request
+    (node_id,) = rq.accept(rid, request)
+    instance_id = rq.node(node_id)["external_id"]
+    ec2.terminate_instances(InstanceIds=[instance_id])   # the cloud reclaims it
+    wait_for(lambda: live(ec2) == [], what="instance gone from the listing")
+    vanished = worker.leaks.vanished
+    worker.request_leak_scan()
+    wait_for(lambda: node_id in vanished.suspects, what="first listing without it")
+    assert rq.node(node_id)["state"] == "in-use"          # one listing is not enough
+    worker.request_leak_scan()
+    wait_for(lambda: node_id in vanished.judged, what="second listing: judged vanished")
+    assert instance_id in vanished.judged[node_id]
+    body = launcher.ctx.metrics.exposition()[0].decode()
+    assert 'nodepool_vanished_nodes_total{provider="ec2-test",state="in-use"} 1.0' in body
+    # The requestor holds its lock: the node stays until the lock is free.
+    rq.locks.pop(node_id).release()
+    worker.request_leak_scan()
+    wait_for(lambda: rq.node(node_id) is None, what="vanished node deleted")

@@ -8,11 +8,13 @@ are never touched (ARCHITECTURE.md section 6).
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future
 from typing import Callable, Iterable
 
 from nodepool.drivers.adapter import CloudResource, Instance, Listing
 from nodepool.launcher.scope import ProviderScope
+from nodepool.launcher.vanished import Vanished
 from nodepool.model import Node
 from nodepool.zk import nodes
 
@@ -39,8 +41,11 @@ def leaked_keys(instances: Iterable[Instance], resources: Iterable[CloudResource
 class Leaks:
     """A provider worker's leak scans; the listing and deletions run on its executor."""
 
-    def __init__(self, scope: ProviderScope, launching: Callable[[], Iterable[str]]):
+    def __init__(self, scope: ProviderScope, launching: Callable[[], Iterable[str]],
+                 vanished: Vanished):
         self.scope = scope
+        self.vanished = vanished         # judged on the same listing
+        self._scan_started = 0.0         # wall clock: the running scan's listing is newer
         self._launching = launching      # node ids of launches under way
         self.wanted = False
         self._future: Future | None = None
@@ -61,11 +66,13 @@ class Leaks:
             log.warning("provider=%s Leak scan listing failed: %s", self.scope.name, e)
             return
         self._judge(instances, resources)
+        self.vanished.judge(instances, self._scan_started)
 
     def act(self) -> None:
         if self.wanted and self._future is None:
             self.wanted = False
             adapter = self.scope.adapter
+            self._scan_started = time.time()
             self._future = self.scope.call(
                 lambda: (adapter.list_instances(), adapter.list_resources()))
 

@@ -38,6 +38,7 @@ from nodepool.launcher.scope import PoolState, ProviderScope
 from nodepool.launcher.spares import Spares, SpareStatus
 from nodepool.launcher.supply import CloudSupply, StandingSupply
 from nodepool.launcher.sweep import Sweep
+from nodepool.launcher.vanished import Vanished
 from nodepool.model import Node, RequestState
 from nodepool.zk import cache as zkcache
 
@@ -85,7 +86,8 @@ class ProviderWorker:
                            self.spares.unnamed_starting, can_resume=self.supply.launches_nodes)
         self.requests = Requests(scope, self.supply, self.launches, self.spares, self.sweep,
                                  self.capacity, self.cloud, self._absorb, self.deletions)
-        self.leaks = Leaks(scope, lambda: self.launches.tasks)
+        self.leaks = Leaks(scope, lambda: self.launches.tasks,
+                           Vanished(scope, self.deletions.lock_for_deletion))
         # Wired once: how launches end is an event for the request part; a static
         # supply claims freed hosts through it; the listing's pace follows the waits.
         self.launches.outcomes = self.requests.holding

@@ -63,10 +63,20 @@ class AwsDelete(DeleteStateMachine):
                 self._done()
                 return
             self.external_id = instance.external_id
-        elif (listing is not None and listing.taken_at >= self._born
-              and self.external_id not in listing.instances):
-            self._done()   # terminated already (or never ours): nothing to terminate
-            return
+        else:
+            # Terminated already (reclaimed, deleted behind our back) or never ours:
+            # nothing to terminate (and terminating a terminated instance may err).
+            if listing is None:
+                gone = self.adapter.get_instance(self.external_id) is None
+            elif self.external_id in listing.instances:
+                gone = False   # listed lately: terminate
+            elif listing.taken_at < self._born:
+                return         # not in an older listing: wait for a newer one
+            else:
+                gone = True
+            if gone:
+                self._done()
+                return
         self._terminate(listing)
 
     def _terminate(self, listing: Listing | None) -> None:
