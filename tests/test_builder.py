@@ -209,6 +209,9 @@ def test_rebuilds_rotate_the_oldest_upload_away_but_not_while_a_node_uses_it(
     watch.wait(lambda: first not in watch.builds("debian-built"), what="oldest build removed")
     assert up["external_id"] not in cloud_images(ctl)   # deleted from the cloud first
     assert len(ready(watch)) == 2 and len(ready_uploads(watch)) == 2
+    # The pass that removed the record deletes the files on disk at its end.
+    passes = builder.cleanup.passes
+    watch.wait(lambda: builder.cleanup.passes > passes, what="the removing pass finished")
     assert not list((tmp_path / "nb-images").glob(f"debian-built-{first}*"))
 
 
