@@ -77,12 +77,12 @@ def test_the_shared_nodepool_config_loads_in_this_launcher(name, tmp_path) -> No
         assert [(n["name"], n["connection-port"]) for n in nodes] == hosts
 
 
-def test_only_nodepools_config_asks_for_the_internal_ip() -> None:
+def test_the_simulator_pool_asks_for_no_floating_ip_and_no_internal_ip_key() -> None:
+    """Both launchers read one file: the private address comes from clouds.yaml's `private`."""
     sc = next(s for s in reference.REF_SCENARIOS if s.name == "ossim")
-    pool = lambda text: yaml.safe_load(text)["providers"][0]["pools"][0]  # noqa: E731
-    assert "use-internal-ip" not in pool(reference.nodepool_config(sc, "h", 1, "/x", None))
-    theirs = reference.nodepool_config(sc, "h", 1, "/x", None, internal_ip=True)
-    assert pool(theirs)["use-internal-ip"] is True
+    pool = yaml.safe_load(reference.nodepool_config(sc, "h", 1, "/x", None))["providers"][0][
+        "pools"][0]
+    assert pool["auto-floating-ip"] is False and "use-internal-ip" not in pool
 
 
 def test_the_plain_port_config_has_no_tls_and_a_static_one_needs_hosts() -> None:

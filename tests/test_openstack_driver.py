@@ -198,6 +198,20 @@ def test_without_auto_floating_ip_the_private_address_is_the_interface(
     assert ctl.state()["floating_ips"] == []
 
 
+def test_a_cloud_clouds_yaml_calls_private_is_reached_on_its_private_address(
+        make_adapter: Callable, sim: Any, ctl: Any, conn: Any, providers: dict,
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """openstacksdk's (and so Nodepool's) `private: true`: no floating IP even with
+    auto-floating-ip, and the interface is the private address."""
+    path = sim.write_clouds_yaml(str(tmp_path / "clouds.yaml"), "simprivate", private=True)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", path)
+    loop = Loop(make_adapter("sim-fip", cloud="simprivate"), SimFaults(ctl, conn, "sim-fip"))
+    run = launched(loop, context_factory(providers["sim-fip"])("small"))
+    assert ctl.state()["floating_ips"] == []
+    assert run.instance.interface_ip == run.instance.private_ipv4 == \
+        ctl.server(run.external_id)["fixed_ips"][0]
+
+
 # -- errors ------------------------------------------------------------------
 
 def test_nova_quota_refusal_is_a_quota_error(loop: Loop, ctl: Any, make_context: Callable) -> None:

@@ -75,11 +75,14 @@ class Cloud:
         clouds = self.workdir / "clouds.yaml"
         # No Cinder for either launcher: Nodepool 11 lists volumes (volumes/detail), which the
         # simulator does not serve, and handles a cloud without block storage (openstacksdk 4.18).
+        # `private: true`: the simulator's servers have only a private address, which Nodepool
+        # uses as the interface only on a cloud that says so (ours falls back to it anyway).
         self.ossim = self.stack.start(
-            [sys.executable, str(REPO / "tools" / "ossim"), "--port", "0", "--boot-delay", "0",
+            [sys.executable, str(REPO / "tools" / "ossim"), "--port", "0",
+             "--boot-delay", str(self.sc.boot_delay),
              "--delete-delay", "0", "--instances", "-1", "--cores", "-1", "--ram", "-1",
              "--clouds-yaml", str(clouds), "--cloud-name", reference.OSSIM_CLOUD,
-             "--no-block-storage", "--log-level", "WARNING"], self.workdir / "ossim.log",
+             "--no-block-storage", "--private", "--log-level", "WARNING"], self.workdir / "ossim.log",
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         line = _read_line(self.ossim, START_TIMEOUT)
         if not line.startswith("ossim: listening"):
@@ -149,8 +152,7 @@ def run_side(sc: RefScenario, side: str, args: argparse.Namespace, zk: zookeeper
         cloud.start()
         make_chroot(zk, chroot)
         config = run_dir / "nodepool.yaml"
-        config.write_text(reference.nodepool_config(sc, host, int(port), chroot, tls, cloud.hosts,
-                                                     internal_ip=side == "nodepool"))
+        config.write_text(reference.nodepool_config(sc, host, int(port), chroot, tls, cloud.hosts))
         logcfg = run_dir / "logging.yaml"
         logcfg.write_text(reference.logging_config(str(run_dir / "launcher.log")))
         launcher = stack.start(launcher_argv(side, nodepool_bin, config, logcfg),

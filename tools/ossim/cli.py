@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--region", default="RegionOne")
     parser.add_argument("--clouds-yaml", metavar="PATH", help="write a clouds.yaml for this simulator to PATH")
     parser.add_argument("--cloud-name", default="local", help="cloud name in the written clouds.yaml")
+    parser.add_argument("--private", action="store_true",
+                        help="write `private: true` (nodes reached on their private address)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser.parse_args(argv)
 
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.clouds_yaml:
-            sim.write_clouds_yaml(args.clouds_yaml, args.cloud_name)
+            extra = {"private": True} if args.private else {}
+            sim.write_clouds_yaml(args.clouds_yaml, args.cloud_name, **extra)
         print(f"ossim: listening on {sim.url} (auth_url {sim.auth_url}, region {sim.config.region}"
               f"{', real nodes on ' + str(sim.config.real_cidr) if args.real_nodes else ''})", flush=True)
         stop.wait()

@@ -81,7 +81,8 @@ class OpenStackAdapter(Adapter):
         return self.cloud.region_name
 
     def instance(self, server: Mapping[str, Any]) -> Instance:
-        return to_instance(server, self.region, self.catalog.external_network_names())
+        return to_instance(server, self.region, self.catalog.external_network_names(),
+                           private=self.cloud.private)
 
     def list_instances(self) -> list[Instance]:
         """Our servers from one `GET /servers/detail` (one per 1,000 servers)."""

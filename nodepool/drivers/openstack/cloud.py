@@ -52,6 +52,9 @@ class Cloud:
         self._conn: openstack.connection.Connection | None = None
         self._microversion: str | None = None
         self.region_name: str | None = getattr(provider, "region_name", None)
+        # clouds.yaml `private: true`: nodes are reached on their private address and
+        # need no floating IP (openstacksdk's and Nodepool's meaning). Known once connected.
+        self.private = False
 
     # -- the connection --------------------------------------------------
 
@@ -66,6 +69,7 @@ class Cloud:
                                                   statsd_config=self.statsd())
         region = loader.get_one(cloud=self.provider.cloud, **kwargs)
         config = region.config
+        self.private = bool(config.get("private", False))
         for key in list(config):
             if key.endswith(("status_code_retries", "connect_retries")):
                 config[key] = 0

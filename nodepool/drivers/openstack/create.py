@@ -266,8 +266,10 @@ class OpenStackCreate(CreateStateMachine):
 
     def _wants_floating_ip(self, instance: Instance) -> bool:
         """Nodepool's rule: no public IPv4 yet, a private one to NAT to, and a cloud with
-        an external network."""
+        an external network; never on a cloud clouds.yaml calls `private`."""
         if not self.ctx.pool.auto_floating_ip or instance.public_ipv4 or not instance.private_ipv4:
+            return False
+        if self.adapter.cloud.private:
             return False
         return self.adapter.catalog.external_network() is not None
 

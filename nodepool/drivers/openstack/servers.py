@@ -92,15 +92,19 @@ def addresses_of(server: Mapping[str, Any], external_networks: Collection[str] =
 
 
 def to_instance(server: Mapping[str, Any], region: str | None,
-                external_networks: Collection[str] = ()) -> Instance:
-    """An Instance of the batched listing from a server's raw JSON."""
+                external_networks: Collection[str] = (), private: bool = False) -> Instance:
+    """An Instance of the batched listing from a server's raw JSON; `private`: the
+    cloud's clouds.yaml says `private: true`, so the interface is the private address."""
     metadata = dict(server.get("metadata") or {})
     addrs = addresses_of(server, external_networks)
+    interface_ip = addrs.interface_ip
+    if private:
+        interface_ip = addrs.private_ipv4 or addrs.private_ipv6 or interface_ip
     return Instance(
         external_id=server["id"], status=status_of(server),
         provider=metadata.get(TAG_PROVIDER), pool=metadata.get(TAG_POOL),
         node_id=metadata.get(TAG_NODE),
-        interface_ip=addrs.interface_ip, public_ipv4=addrs.public_ipv4,
+        interface_ip=interface_ip, public_ipv4=addrs.public_ipv4,
         private_ipv4=addrs.private_ipv4, public_ipv6=addrs.public_ipv6,
         private_ipv6=addrs.private_ipv6,
         az=server.get("OS-EXT-AZ:availability_zone") or None, region=region,
