@@ -177,6 +177,7 @@ class NodeScanner:
         self._running = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
+        self._ssh_options: asyncssh.SSHClientConnectionOptions | None = None
 
     # -- lifecycle (any thread) --------------------------------------------
 
@@ -257,6 +258,10 @@ class NodeScanner:
     async def _main(self, ready: threading.Event) -> None:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(self.max_connections)
+        # A keyscan never authenticates: no client keys or agent to load (asyncssh would
+        # read ~/.ssh for each connection otherwise).
+        self._ssh_options = asyncssh.SSHClientConnectionOptions(
+            client_keys=None, agent_identities=None, agent_path=None)
         with self._lock:
             self._loop = asyncio.get_running_loop()
             self._running = True
@@ -390,7 +395,8 @@ class NodeScanner:
                 # cancel that races with the attempt failing, and stop() would hang.
                 async with self._slots, asyncio.timeout(min(self.attempt_timeout, remaining)):
                     key = await asyncssh.get_server_host_key(
-                        req.host, req.port, server_host_key_algs=algs, config=None)
+                        req.host, req.port, server_host_key_algs=algs, config=None,
+                        options=self._ssh_options)
                 if key is not None:
                     return f"{key.get_algorithm()} {base64.b64encode(key.public_data).decode()}"
                 last = NodeScanError("server sent no host key", req.host, req.port)
