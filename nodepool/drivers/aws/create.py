@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nodepool.drivers.aws")
 
+# What RunInstances creates, each tagged at creation (atomic: no untagged window). Nodepool
+# tags instances and volumes; the interfaces carry the same tags here (doc/aws.md "Tags").
+TAGGED_AT_LAUNCH = ("instance", "volume", "network-interface")
+
 
 def connection_facts(ctx: LaunchContext) -> dict[str, Any]:
     """The node's login fields from its cloud-image or provider diskimage (and upload)."""
@@ -163,7 +167,7 @@ class AwsCreate(CreateStateMachine):
             "ImageId": self._image(), "InstanceType": label.instance_type, "MinCount": 1,
             "MaxCount": 1, "KeyName": label.key_name, "ClientToken": self.token,
             "TagSpecifications": [{"ResourceType": kind, "Tags": tags}
-                                  for kind in ("instance", "volume")],
+                                  for kind in TAGGED_AT_LAUNCH],
         }
         subnets = pool.subnet_ids
         if subnets:
