@@ -42,7 +42,7 @@ CAUSES = {
     "provider": "the cloud's quota for the provider is used up",
     "tenant": "the request's tenant is at its resource limit",
     "concurrency": "the provider handles max-concurrency requests already",
-    "cost": "the labels' cost is not known yet (the flavors are being read)",
+    "cost": "the labels' cost is not known yet (the flavors or instance types are being read)",
     "hosts busy": "every host of the static pool is in use",
     "paused": "the pool is paused (a launch hit the cloud's quota)",
     "quota refused": "the cloud refused a launch for quota; the pool pauses",

@@ -87,6 +87,11 @@ class AwsCreate(CreateStateMachine):
     # -- start: which AMI -----------------------------------------------------
 
     def _start(self, listing: Listing | None) -> None:
+        refused = self.adapter.quotas.refused(self.ctx.label.instance_type)
+        if refused:
+            raise ConfigurationError(f"provider {self.ctx.provider.name}: label "
+                                     f"{self.ctx.label.name}: instance type "
+                                     f"{self.ctx.label.instance_type}: {refused}")
         # The AMI and its root device: at most one call (DescribeImages by filters or by
         # id; a filters lookup caches the description it found), cached by the adapter.
         self.adapter.images.describe(self._image())
