@@ -27,14 +27,15 @@ DEFERRED = "deferred"              # a pool could serve it, not now (cause: whic
 LAUNCH_STARTED = "launch-started"  # a node is being launched for it
 LAUNCH_FAILED = "launch-failed"    # one launch attempt failed (text: the driver's reason)
 NODE_READY = "node-ready"          # one of its nodes is ready
+NODE_VANISHED = "node-vanished"    # one of its nodes lost its server (text: which, why)
 FULFILLED = "fulfilled"
 FAILED = "failed"                  # text: why (a failed request always says why)
 RESET = "reset"                    # its launcher was lost; it is requested again
 
 BEHIND = "behind"                  # deferral cause: in line behind a request that waits
 
-EVENTS = (SEEN, DECLINED, DEFERRED, LAUNCH_STARTED, LAUNCH_FAILED, NODE_READY, FULFILLED,
-          FAILED, RESET)
+EVENTS = (SEEN, DECLINED, DEFERRED, LAUNCH_STARTED, LAUNCH_FAILED, NODE_READY, NODE_VANISHED,
+          FULFILLED, FAILED, RESET)
 
 # Causes of a deferral (Capacity.launch_blocker's kinds, and the other waits).
 CAUSES = {

@@ -15,6 +15,7 @@ from plugins.motoaws import AwsFaults, FaultProxy, Rule, provider_config
 from requestor import Requestor, wait_for
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
+from nodepool.explain import sentence
 from nodepool.launcher.daemon import Launcher
 
 
@@ -213,3 +214,24 @@ def test_an_in_use_node_whose_instance_vanished_is_deleted_with_the_reason_count
     rq.locks.pop(node_id).release()
     worker.request_leak_scan()
     wait_for(lambda: rq.node(node_id) is None, what="vanished node deleted")
+
+
+def test_a_fulfilled_requests_node_whose_instance_vanished_is_in_its_timeline(
+        start_launcher: Callable, aws_network: dict, ec2: Any, zk_client: Any) -> None:
+    launcher = start_launcher(launcher_config(aws_network))
+    worker = wait_for(lambda: launcher.workers.get("ec2-test"), what="provider started")
+    rq = Requestor(zk_client)
+    rid = rq.submit(["spot"])
+    request = rq.wait(rid)
+    (node_id,) = request["nodes"]        # fulfilled; the requestor has not taken it yet
+    instance_id = rq.node(node_id)["external_id"]
+    ec2.terminate_instances(InstanceIds=[instance_id])   # reclaimed before it is taken
+    wait_for(lambda: live(ec2) == [], what="instance gone from the listing")
+    vanished = worker.leaks.vanished
+    worker.request_leak_scan()
+    wait_for(lambda: node_id in vanished.suspects, what="first listing without it")
+    worker.request_leak_scan()
+    wait_for(lambda: rq.node(node_id) is None, what="vanished node deleted (unlocked)")
+    (entry,) = [e for e in launcher.ctx.timeline.entries(rid) if e["event"] == "node-vanished"]
+    said = sentence(entry)
+    assert node_id in said and instance_id in said and "(ready)" in said, said
