@@ -14,7 +14,7 @@ from plugins.motoaws import FaultProxy, Rule, provider_config
 from requestor import Requestor, wait_for
 from test_aws_launcher import launcher_config, live, start_launcher  # noqa: F401
 
-from nodepool.config import parse_config
+from nodepool.config import ConfigError, parse_config
 from nodepool.drivers import adapter_for
 from nodepool.errors import ConfigurationError
 from nodepool.explain import current_reasons
@@ -28,6 +28,20 @@ HUGE = """          - name: huge
 
 def with_huge(text: str) -> str:
     return text.replace("  - name: spot\n", "  - name: spot\n  - name: huge\n", 1) + HUGE
+
+
+@pytest.mark.parametrize("where, indent, expected", [
+    ("    region-name:", "    ", "providers[0].max-resources: not implemented"),
+    ("        max-servers: 10\n", "        ", "providers[0].pools[0].max-resources: not implemented"),
+])
+def test_max_resources_is_refused_by_name(aws_network: dict, where: str, indent: str,
+                                          expected: str) -> None:
+    text = provider_config(aws_network)
+    at = text.index(where)
+    text = text[:at] + f"{indent}max-resources: {{L-43DA4232: 448}}\n" + text[at:]
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text)
+    assert expected in str(raised.value), str(raised.value)
 
 
 def test_without_service_quotas_the_limits_are_unlimited_and_costs_known(
