@@ -175,6 +175,8 @@ def sentence(entry: tl.Entry, brief: bool = False) -> str:
         return f"launch attempt {detail.get('attempt', '?')} of node {node} failed: {text}"
     if event == tl.NODE_READY:
         return f"node {node} is ready"
+    if event == tl.NODE_VANISHED:
+        return f"node {node} ({detail.get('state', '?')}) vanished: {text}; it is deleted"
     if event == tl.FULFILLED:
         return f"fulfilled by {_where(entry)}" + (f": {text}" if text else "")
     if event == tl.FAILED:

@@ -27,14 +27,15 @@ DEFERRED = "deferred"              # a pool could serve it, not now (cause: whic
 LAUNCH_STARTED = "launch-started"  # a node is being launched for it
 LAUNCH_FAILED = "launch-failed"    # one launch attempt failed (text: the driver's reason)
 NODE_READY = "node-ready"          # one of its nodes is ready
+NODE_VANISHED = "node-vanished"    # one of its nodes lost its server (text: which, why)
 FULFILLED = "fulfilled"
 FAILED = "failed"                  # text: why (a failed request always says why)
 RESET = "reset"                    # its launcher was lost; it is requested again
 
 BEHIND = "behind"                  # deferral cause: in line behind a request that waits
 
-EVENTS = (SEEN, DECLINED, DEFERRED, LAUNCH_STARTED, LAUNCH_FAILED, NODE_READY, FULFILLED,
-          FAILED, RESET)
+EVENTS = (SEEN, DECLINED, DEFERRED, LAUNCH_STARTED, LAUNCH_FAILED, NODE_READY, NODE_VANISHED,
+          FULFILLED, FAILED, RESET)
 
 # Causes of a deferral (Capacity.launch_blocker's kinds, and the other waits).
 CAUSES = {
@@ -42,7 +43,7 @@ CAUSES = {
     "provider": "the cloud's quota for the provider is used up",
     "tenant": "the request's tenant is at its resource limit",
     "concurrency": "the provider handles max-concurrency requests already",
-    "cost": "the labels' cost is not known yet (the flavors are being read)",
+    "cost": "the labels' cost is not known yet (the flavors or instance types are being read)",
     "hosts busy": "every host of the static pool is in use",
     "paused": "the pool is paused (a launch hit the cloud's quota)",
     "quota refused": "the cloud refused a launch for quota; the pool pauses",

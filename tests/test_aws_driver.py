@@ -11,6 +11,7 @@ from plugins.motoaws import AMI, AwsFaults, FaultProxy, Rule, provider_config
 
 from nodepool.config import ConfigError, parse_config
 from nodepool.drivers import adapter_for
+from nodepool.drivers.aws.instances import tags_of
 from nodepool.errors import CapacityError, CostUnknown, QuotaError, TransientError
 
 
@@ -59,6 +60,29 @@ def test_instance_and_volume_carry_nodepools_tags(aws_provider: Any, aws_proxy: 
                                              "Values": [ctx.node.id]}])["Volumes"]
     assert volumes and all(v["Attachments"] for v in volumes)
     assert adapter.list_resources() == []   # attached volumes go with their instance
+    assert tags_of(volumes[0]) == tags
+
+
+def test_network_interfaces_are_tagged_at_launch_like_instances(
+        aws_provider: Any, aws_proxy: FaultProxy, ec2: Any, aws_network: dict) -> None:
+    adapter = adapter_for(aws_provider)
+    ctx = context_factory(aws_provider)()
+    run = Loop(adapter, AwsFaults(aws_proxy, ec2, aws_provider.name, aws_network)).create(ctx)
+    assert run.complete, run.describe()
+    # moto applies a RunInstances tag specification to instances and volumes only, so the
+    # interfaces' one is read off the request EC2 got (AWS tags the ENI at creation)
+    sent = aws_proxy.params["RunInstances"]
+    specs = {sent[k]: k[:-len("ResourceType")] for k in sent
+             if k.startswith("TagSpecification.") and k.endswith(".ResourceType")}
+    assert set(specs) == {"instance", "volume", "network-interface"}
+
+    def spec_tags(prefix: str) -> dict[str, str]:
+        keys = [k for k in sent if k.startswith(prefix + "Tag.") and k.endswith(".Key")]
+        return {sent[k]: sent[k[:-len("Key")] + "Value"] for k in keys}
+    eni = spec_tags(specs["network-interface"])
+    assert eni == spec_tags(specs["instance"])
+    assert (eni["nodepool_node_id"], eni["nodepool_provider_name"],
+            eni["nodepool_pool_name"]) == (ctx.node.id, "ec2-test", "main")
 
 
 def test_no_capacity_in_one_subnet_launches_in_the_next(aws_network: dict, aws_proxy: FaultProxy,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from plugins.motoaws import AwsFaults, FaultProxy, Rule, provider_config
 from requestor import Requestor, wait_for
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
+from nodepool.explain import sentence
 from nodepool.launcher.daemon import Launcher
 
 
@@ -64,6 +66,33 @@ def test_a_request_is_fulfilled_on_aws_and_its_instance_terminated(
     rq.finish(rq.accept(rid, request))
     wait_for(lambda: rq.node(node_id) is None, what="node deleted")
     wait_for(lambda: live(ec2) == [], what="instance terminated")
+
+
+def test_nodepool_request_cli_gets_an_aws_node_with_its_addresses_and_returns_it(
+        start_launcher: Callable, aws_network: dict, ec2: Any, zk_client: Any,
+        tmp_path: Any) -> None:
+    """A Zuul-style request through the real `nodepool request` command (a subprocess)."""
+    start_launcher(launcher_config(aws_network))
+    done = subprocess.run([sys.executable, "-m", "nodepool.cli", "-c",
+                           str(tmp_path / "nodepool.yaml"), "request", "small", "--json",
+                           "--timeout", "60", "--requestor", "zuul-like"],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    (node,) = result["nodes"]
+    # Returned as used: the launcher may be terminating it already (moto keeps it listed).
+    (reservation,) = ec2.describe_instances(InstanceIds=[node["external_id"]])["Reservations"]
+    (instance,) = reservation["Instances"]
+    assert node["provider"] == "ec2-test" and node["type"] == ["small"]
+    assert node["private_ipv4"] == instance["PrivateIpAddress"]
+    # A terminated instance loses its public address: the node must have had one.
+    assert node["public_ipv4"] and node["interface_ip"] == node["public_ipv4"]
+    assert instance.get("PublicIpAddress") in (None, node["public_ipv4"])
+    assert node["requestor"] == "zuul-like" and node["state"] == "used"
+    assert zk_client.exists(f"/nodepool/requests/{result['request']}") is None
+    wait_for(lambda: not zk_client.exists(f"/nodepool/nodes/{node['id']}"), timeout=30,
+             what="the returned node deleted")
+    wait_for(lambda: live(ec2) == [], timeout=30, what="its instance terminated")
 
 
 def test_a_quota_refusal_aborts_the_node_and_the_request_is_served_after(
@@ -185,3 +214,24 @@ def test_an_in_use_node_whose_instance_vanished_is_deleted_with_the_reason_count
     rq.locks.pop(node_id).release()
     worker.request_leak_scan()
     wait_for(lambda: rq.node(node_id) is None, what="vanished node deleted")
+
+
+def test_a_fulfilled_requests_node_whose_instance_vanished_is_in_its_timeline(
+        start_launcher: Callable, aws_network: dict, ec2: Any, zk_client: Any) -> None:
+    launcher = start_launcher(launcher_config(aws_network))
+    worker = wait_for(lambda: launcher.workers.get("ec2-test"), what="provider started")
+    rq = Requestor(zk_client)
+    rid = rq.submit(["spot"])
+    request = rq.wait(rid)
+    (node_id,) = request["nodes"]        # fulfilled; the requestor has not taken it yet
+    instance_id = rq.node(node_id)["external_id"]
+    ec2.terminate_instances(InstanceIds=[instance_id])   # reclaimed before it is taken
+    wait_for(lambda: live(ec2) == [], what="instance gone from the listing")
+    vanished = worker.leaks.vanished
+    worker.request_leak_scan()
+    wait_for(lambda: node_id in vanished.suspects, what="first listing without it")
+    worker.request_leak_scan()
+    wait_for(lambda: rq.node(node_id) is None, what="vanished node deleted (unlocked)")
+    (entry,) = [e for e in launcher.ctx.timeline.entries(rid) if e["event"] == "node-vanished"]
+    said = sentence(entry)
+    assert node_id in said and instance_id in said and "(ready)" in said, said

@@ -39,7 +39,6 @@ from nodepool.config.schema import (
     FreeMap,
     Int,
     ListOf,
-    MapOf,
     Str,
     Struct,
 )
@@ -232,7 +231,8 @@ POOL = Struct({
     "host-key-checking": Bool,
     "max-cores": Int,
     "max-ram": Int,
-    "max-resources": MapOf(Int),
+    "max-resources": NotImplementedKey("limits per EC2 quota code; use max-cores, "
+                                       "max-ram and max-servers"),
     "availability-zone": Str,
 })
 
@@ -251,7 +251,8 @@ PROVIDER = Struct({
     "max-servers": Int,
     "max-cores": Int,
     "max-ram": Int,
-    "max-resources": MapOf(Int),
+    "max-resources": NotImplementedKey("limits per EC2 quota code; use max-cores, "
+                                       "max-ram and max-servers"),
 })
 
 

@@ -75,7 +75,7 @@ def blocker_text(capacity: Capacity, pool: PoolState, kind: str, labels: list[st
                 f"its max-concurrency")
     if kind == "cost":
         return (f"the cost of {', '.join(sorted(set(labels)))} in provider {scope.name} is "
-                f"not known yet (its flavors are being read)")
+                f"not known yet (its flavors or instance types are being read)")
     if kind == "hosts busy":
         return f"every host of {where} is busy"
     if kind == "paused":

@@ -6,14 +6,17 @@ suspect when its server is missing from a listing taken after the node
 entered its state, and is judged vanished only when missing from the next
 one too (a listing may lag a new server). Nodes still building are never
 judged (their launch watches the server), nor static hosts (the adapter
-does not launch). A vanished node is deleted with the reason logged and
-counted; one its requestor holds locked is deleted once the lock is free.
+does not launch). A vanished node is deleted with the reason logged,
+counted and, when it is allocated to a request that still exists, in that
+request's timeline; one its requestor holds locked is deleted once the lock
+is free (no write to a node someone else holds locked: PROTOCOL.md).
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from nodepool import timeline as tl
 from nodepool.drivers.adapter import Instance
 from nodepool.launcher.scope import ProviderScope
 from nodepool.model import Node, NodeState
@@ -56,4 +59,10 @@ class Vanished:
                 self.scope.log.warning("node=%s provider=%s Node %s: %s; deleting it",
                                        node_id, self.scope.name, node.state.value, reason)
                 self.scope.ctx.metrics.vanished(self.scope.name, node.state.value)
+                # The request it is allocated to, while that exists (a fulfilled one not
+                # taken yet): its timeline says why the node is gone. An in-use node's
+                # request was deleted by its requestor: the log and the metric say it.
+                self.scope.ctx.timeline.record(node.allocated_to, self.scope.name,
+                                               tl.NODE_VANISHED, reason, pool=node.pool,
+                                               node=node_id, state=node.state.value)
             self._delete(node_id, reason)

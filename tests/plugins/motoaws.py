@@ -60,7 +60,8 @@ class Rule:
 class FaultProxy:
     """A loopback HTTP proxy in front of moto's server that injects AWS error responses,
     accepts a terminate without doing it (a hung delete) and shows chosen instances as
-    `pending` forever (a hung build). Requests are counted by action."""
+    `pending` forever (a hung build). Requests are counted by action, and the last one's
+    parameters kept (`params[action]`: what was sent, for what moto does not keep)."""
 
     def __init__(self, upstream: str):
         self.upstream = urllib.parse.urlsplit(upstream)
@@ -69,6 +70,7 @@ class FaultProxy:
         self.hang_next_run = False
         self.stop_next_run = False
         self.calls: dict[str, int] = {}
+        self.params: dict[str, dict[str, str]] = {}
         self.lock = threading.Lock()
         proxy = self
 
@@ -91,7 +93,7 @@ class FaultProxy:
 
     def reset(self) -> None:
         with self.lock:
-            self.rules, self.hung, self.calls = [], set(), {}
+            self.rules, self.hung, self.calls, self.params = [], set(), {}, {}
             self.hang_next_run = self.stop_next_run = False
 
     def add(self, rule: Rule) -> None:
@@ -101,6 +103,7 @@ class FaultProxy:
     def _take(self, action: str, params: dict[str, str]) -> Rule | None:
         with self.lock:
             self.calls[action] = self.calls.get(action, 0) + 1
+            self.params[action] = params
             for rule in self.rules:
                 if rule.applies(action, params):
                     rule.count -= 1

@@ -19,41 +19,14 @@ from nodepool.drivers.aws import leaks
 from nodepool.drivers.aws.create import AwsCreate
 from nodepool.drivers.aws.delete import AwsDelete
 from nodepool.drivers.aws.ec2 import Ec2
+from nodepool.drivers.aws.images import Images
 from nodepool.drivers.aws.instances import TAG_NODE, TAG_PROVIDER, to_instance
 from nodepool.drivers.aws.quota import Quotas
-from nodepool.errors import ConfigurationError
 from nodepool.model import Node
 
 log = logging.getLogger("nodepool.drivers.aws")
 
 LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
-
-
-class Images:
-    """AMI ids of cloud-images: given, or the newest matching the filters (cached)."""
-
-    def __init__(self, ec2: Ec2):
-        self.ec2 = ec2
-        self._lock = threading.Lock()
-        self._ids: dict[str, str] = {}
-
-    def image_id(self, image: Any) -> str:
-        if image.image_id:
-            return image.image_id
-        with self._lock:
-            cached = self._ids.get(image.name)
-        if cached:
-            return cached
-        filters = [dict(f, Values=list(f["Values"])) for f in image.image_filters]
-        found = self.ec2.call(f"describe images for {image.name}",
-                              lambda c: c.describe_images(Filters=filters))
-        images = sorted(found.get("Images") or [], key=lambda i: i.get("CreationDate", ""))
-        if not images:
-            raise ConfigurationError(f"provider {self.ec2.provider.name}: cloud-image "
-                                     f"{image.name}: no AMI matches its image-filters")
-        with self._lock:
-            self._ids[image.name] = images[-1]["ImageId"]
-        return images[-1]["ImageId"]
 
 
 class AwsAdapter(Adapter):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
 import time
@@ -16,6 +15,7 @@ from nodepool.drivers.adapter import (
     LaunchContext,
     Listing,
 )
+from nodepool.drivers.aws.images import root_mapping
 from nodepool.drivers.aws.instances import as_tag_list, tags_for
 from nodepool.errors import CapacityError, ConfigurationError, DriverError, LaunchFailure
 
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from nodepool.drivers.aws.adapter import AwsAdapter
 
 log = logging.getLogger("nodepool.drivers.aws")
+
+# What RunInstances creates, each tagged at creation (atomic: no untagged window). Nodepool
+# tags instances and volumes; the interfaces carry the same tags here (doc/aws.md "Tags").
+TAGGED_AT_LAUNCH = ("instance", "volume", "network-interface")
 
 
 def connection_facts(ctx: LaunchContext) -> dict[str, Any]:
@@ -83,7 +87,14 @@ class AwsCreate(CreateStateMachine):
     # -- start: which AMI -----------------------------------------------------
 
     def _start(self, listing: Listing | None) -> None:
-        self._image()   # at most one call (image filters), cached by the adapter
+        refused = self.adapter.quotas.refused(self.ctx.label.instance_type)
+        if refused:
+            raise ConfigurationError(f"provider {self.ctx.provider.name}: label "
+                                     f"{self.ctx.label.name}: instance type "
+                                     f"{self.ctx.label.instance_type}: {refused}")
+        # The AMI and its root device: at most one call (DescribeImages by filters or by
+        # id; a filters lookup caches the description it found), cached by the adapter.
+        self.adapter.images.describe(self._image())
         self.state = self.SUBMIT
 
     def _image(self) -> str:
@@ -117,6 +128,9 @@ class AwsCreate(CreateStateMachine):
                 return
             if listing is None:
                 return   # that lookup was this advance's call
+        if not self.adapter.images.described(self._image_id):
+            self._start(listing)   # resumed in submit: read the AMI first (this advance's call)
+            return
         args = self._run_args()
         subnets = self.ctx.pool.subnet_ids
         try:
@@ -158,7 +172,7 @@ class AwsCreate(CreateStateMachine):
             "ImageId": self._image(), "InstanceType": label.instance_type, "MinCount": 1,
             "MaxCount": 1, "KeyName": label.key_name, "ClientToken": self.token,
             "TagSpecifications": [{"ResourceType": kind, "Tags": tags}
-                                  for kind in ("instance", "volume")],
+                                  for kind in TAGGED_AT_LAUNCH],
         }
         subnets = pool.subnet_ids
         if subnets:
@@ -178,7 +192,7 @@ class AwsCreate(CreateStateMachine):
         if label.ebs_optimized:
             args["EbsOptimized"] = True
         if label.userdata:
-            args["UserData"] = base64.b64encode(label.userdata.encode()).decode()
+            args["UserData"] = label.userdata   # boto3 base64-encodes it for RunInstances
         profile = label.iam_instance_profile or {}
         if profile:
             args["IamInstanceProfile"] = ({"Name": profile["name"]} if "name" in profile
@@ -190,25 +204,10 @@ class AwsCreate(CreateStateMachine):
             args["MetadataOptions"] = {"HttpTokens": "required", "HttpEndpoint": "enabled"}
         elif label.imdsv2 == "optional":
             args["MetadataOptions"] = {"HttpTokens": "optional", "HttpEndpoint": "enabled"}
-        volume = self._volume()
-        if volume:
-            args["BlockDeviceMappings"] = [{"DeviceName": "/dev/sda1", "Ebs": volume}]
+        root = root_mapping(self.adapter.images.describe(self._image()), label)
+        if root is not None:
+            args["BlockDeviceMappings"] = [root]
         return args
-
-    def _volume(self) -> dict[str, Any]:
-        label = self.ctx.label
-        ebs: dict[str, Any] = {}
-        if label.volume_size:
-            ebs["VolumeSize"] = label.volume_size
-        if label.volume_type:
-            ebs["VolumeType"] = label.volume_type
-        if label.iops:
-            ebs["Iops"] = label.iops
-        if label.throughput:
-            ebs["Throughput"] = label.throughput
-        if ebs:
-            ebs["DeleteOnTermination"] = True
-        return ebs
 
     # -- wait-running --------------------------------------------------------
 

@@ -9,7 +9,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from nodepool.drivers.adapter import Instance, Resources
-from nodepool.errors import CostUnknown, DriverError
+from nodepool.errors import ConfigurationError, CostUnknown, DriverError
 
 if TYPE_CHECKING:
     from nodepool.drivers.aws.ec2 import Ec2
@@ -49,22 +49,57 @@ class Quotas:
         self._lock = threading.Lock()
         self._types: dict[str, tuple[int, int]] = {}
         self._limits: dict[str, float] = {}
+        self._refused: dict[str, str] = {}
 
     def label_types(self) -> set[str]:
         return {label.instance_type for pool in self.provider.pools.values()
                 for label in pool.labels.values() if label.instance_type}
 
     def refresh_types(self, wanted: Iterable[str]) -> None:
-        """DescribeInstanceTypes for the types not cached yet (sizes never change)."""
-        missing = sorted(set(wanted) - set(self._types))
+        """DescribeInstanceTypes for the types not cached yet (sizes never change).
+
+        A type EC2 refuses (InvalidInstanceType, or the call denied) is recorded as
+        refused, so that one bad label neither hides the other labels' costs nor keeps
+        every request waiting for a cost that never comes: its launches fail at once
+        with EC2's answer (AwsCreate checks `refused()`). Transient errors propagate:
+        the core reads again after a backoff.
+        """
+        with self._lock:
+            missing = sorted(set(wanted) - set(self._types) - set(self._refused))
         if not missing:
             return
+        try:
+            self._describe_types(missing)
+        except ConfigurationError as e:
+            if len(missing) == 1:
+                self._refuse(missing[0], e)
+                return
+            for itype in missing:   # which one: each alone (once per type, ever)
+                try:
+                    self._describe_types([itype])
+                except ConfigurationError as one:
+                    self._refuse(itype, one)
+
+    def _describe_types(self, types: list[str]) -> None:
         found = self.ec2.call("describe instance types",
-                              lambda c: c.describe_instance_types(InstanceTypes=missing))
+                              lambda c: c.describe_instance_types(InstanceTypes=types))
         with self._lock:
             for item in found.get("InstanceTypes") or []:
                 self._types[item["InstanceType"]] = (
                     int(item["VCpuInfo"]["DefaultVCpus"]), int(item["MemoryInfo"]["SizeInMiB"]))
+        for itype in set(types) - set(self._types):
+            self._refuse(itype, ConfigurationError("DescribeInstanceTypes does not list it"))
+
+    def _refuse(self, itype: str, error: Exception) -> None:
+        log.error("provider=%s Instance type %s refused by EC2; its labels cannot launch: %s",
+                  self.provider.name, itype, error)
+        with self._lock:
+            self._refused[itype] = str(error)
+
+    def refused(self, instance_type: str) -> str | None:
+        """Why EC2 refused to describe `instance_type`, if it did."""
+        with self._lock:
+            return self._refused.get(instance_type)
 
     def refresh_limits(self) -> None:
         """The vCPU quota of each code our labels use; one without an answer is unlimited."""
@@ -88,6 +123,8 @@ class Quotas:
 
     def label_cost(self, label: Any) -> Resources:
         size = self.size(label.instance_type)
+        if size is None and self.refused(label.instance_type):
+            return Resources(instances=1)   # its launch fails before any cloud call
         if size is None:
             raise CostUnknown(f"provider {self.provider.name}: instance type "
                               f"{label.instance_type} is not read yet")
