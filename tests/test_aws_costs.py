@@ -30,18 +30,31 @@ def with_huge(text: str) -> str:
     return text.replace("  - name: spot\n", "  - name: spot\n  - name: huge\n", 1) + HUGE
 
 
-@pytest.mark.parametrize("where, indent, expected", [
-    ("    region-name:", "    ", "providers[0].max-resources: not implemented"),
-    ("        max-servers: 10\n", "        ", "providers[0].pools[0].max-resources: not implemented"),
-])
-def test_max_resources_is_refused_by_name(aws_network: dict, where: str, indent: str,
-                                          expected: str) -> None:
-    text = provider_config(aws_network)
+def with_max_resources(text: str, where: str, indent: str, value: str) -> str:
     at = text.index(where)
-    text = text[:at] + f"{indent}max-resources: {{L-43DA4232: 448}}\n" + text[at:]
+    return text[:at] + f"{indent}max-resources: {value}\n" + text[at:]
+
+
+def test_max_resources_caps_the_vcpus_of_the_quota_codes_the_labels_use(
+        aws_network: dict) -> None:
+    """t3 (standard on-demand: L-1216C47A) capped at 6 vCPUs on the provider (and so its
+    pool); a code no label uses (u-: L-43DA4232) caps nothing."""
+    text = with_max_resources(provider_config(aws_network), "    region-name:", "    ",
+                              "{L-1216C47A: 6, L-43DA4232: 448}")
+    provider = parse_config(text).providers["ec2-test"]
+    assert provider.max_cores == 6 and provider.pools["main"].max_cores == 6
+    text = with_max_resources(provider_config(aws_network), "        max-servers: 10\n",
+                              "        ", "{L-43DA4232: 448}")
+    provider = parse_config(text).providers["ec2-test"]
+    assert math.isinf(provider.max_cores) and math.isinf(provider.pools["main"].max_cores)
+
+
+def test_max_resources_values_are_checked_at_their_key_path(aws_network: dict) -> None:
+    text = with_max_resources(provider_config(aws_network), "        max-servers: 10\n",
+                              "        ", "{L-1216C47A: lots}")
     with pytest.raises(ConfigError) as raised:
         parse_config(text)
-    assert expected in str(raised.value), str(raised.value)
+    assert "providers[0].pools[0].max-resources" in str(raised.value), str(raised.value)
 
 
 def test_without_service_quotas_the_limits_are_unlimited_and_costs_known(

@@ -39,9 +39,11 @@ from nodepool.config.schema import (
     FreeMap,
     Int,
     ListOf,
+    MapOf,
     Str,
     Struct,
 )
+from nodepool.drivers.aws.codes import vcpu_cap
 
 # Nodepool's aws `rate` is operations per second (openstack's is seconds between calls).
 DEFAULT_RATE = 2.0
@@ -231,8 +233,7 @@ POOL = Struct({
     "host-key-checking": Bool,
     "max-cores": Int,
     "max-ram": Int,
-    "max-resources": NotImplementedKey("limits per EC2 quota code; use max-cores, "
-                                       "max-ram and max-servers"),
+    "max-resources": MapOf(Int),
     "availability-zone": Str,
 })
 
@@ -251,8 +252,7 @@ PROVIDER = Struct({
     "max-servers": Int,
     "max-cores": Int,
     "max-ram": Int,
-    "max-resources": NotImplementedKey("limits per EC2 quota code; use max-cores, "
-                                       "max-ram and max-servers"),
+    "max-resources": MapOf(Int),
 })
 
 
@@ -331,10 +331,20 @@ def build(raw: RawMap, ctx: BuildContext) -> AwsProvider:
         image_import_timeout=raw.get("image-import-timeout"),
         post_upload_hook=raw.get("post-upload-hook"),
         max_servers=raw.get("max-servers", UNLIMITED),
-        max_cores=raw.get("max-cores", UNLIMITED),
+        max_cores=_capped(raw.get("max-cores", UNLIMITED), raw.get("max-resources", {}),
+                          [label for pool in pools for label in pool.labels.values()]),
         max_ram=raw.get("max-ram", UNLIMITED),
         max_resources=freeze(raw.get("max-resources", {})),
     )
+
+
+def _capped(max_cores: int | float, max_resources: Mapping[str, int],
+            labels: Any) -> int | float:
+    """max-cores lowered to the tightest `max-resources` vCPU limit among the quota codes
+    the labels' instance types fall under (a launcher keeps one cores figure: a pool
+    whose labels span families is held to the smallest of their limits)."""
+    cap = vcpu_cap(max_resources, [(label.instance_type, label.use_spot) for label in labels])
+    return max_cores if cap is None else min(max_cores, cap)
 
 
 def _connection(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -380,7 +390,8 @@ def _build_pool(raw: Mapping[str, Any], provider: Mapping[str, Any]) -> AwsPool:
         public_ipv6=raw.get("public-ipv6", False),
         use_internal_ip=raw.get("use-internal-ip", False),
         host_key_checking=host_key_checking,
-        max_cores=raw.get("max-cores", provider.get("max-cores", UNLIMITED)),
+        max_cores=_capped(raw.get("max-cores", provider.get("max-cores", UNLIMITED)),
+                          resources, labels),
         max_ram=raw.get("max-ram", provider.get("max-ram", UNLIMITED)),
         max_resources=freeze(resources),
         availability_zone=raw.get("availability-zone"),

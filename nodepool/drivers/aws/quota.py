@@ -4,41 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable
 
 from nodepool.drivers.adapter import Instance, Resources
+from nodepool.drivers.aws.codes import quota_code
 from nodepool.errors import ConfigurationError, CostUnknown, DriverError
 
 if TYPE_CHECKING:
     from nodepool.drivers.aws.ec2 import Ec2
 
 log = logging.getLogger("nodepool.drivers.aws")
-
-# Instance family prefix -> (on-demand, spot) vCPU quota codes (Service Quotas, "ec2").
-INSTANCE_QUOTA_CODES: Mapping[str, tuple[str, str]] = {
-    **{f: ("L-1216C47A", "L-34B43A08") for f in "acdhimrtz"},
-    "dl": ("L-6E869C2A", "L-85EED4F7"), "f": ("L-74FC7D96", "L-88CF9481"),
-    "g": ("L-DB2E81BA", "L-3819A6DF"), "vt": ("L-DB2E81BA", "L-3819A6DF"),
-    "u-": ("L-43DA4232", ""), "inf": ("L-1945791B", "L-B5D1601B"),
-    "p": ("L-417A185B", "L-7212CCBC"), "x": ("L-7295265B", "L-E3A00192"),
-    "trn": ("L-2C3B7624", "L-6B0D517C"), "hpc": ("L-F7808C92", ""),
-}
-
-
-def quota_code(instance_type: str, spot: bool = False) -> str | None:
-    """The vCPU quota code of an instance type ("m5.large" -> L-1216C47A), longest prefix."""
-    family = re.match(r"[a-z]+-?", instance_type or "")
-    if family is None:
-        return None
-    name = family.group(0)
-    for length in range(len(name), 0, -1):
-        codes = INSTANCE_QUOTA_CODES.get(name[:length])
-        if codes:
-            return codes[1 if spot else 0] or None
-    return None
-
 
 class Quotas:
     """Instance types (vCPUs, MiB) and vCPU quotas, read by quota_limits() off the loop."""
