@@ -47,6 +47,8 @@ def test_request_explain_refuses_bad_and_unknown_ids(env):
     env.write_config(web=True)
     launcher = env.start_launcher(webapp=True)
     port = launcher.web.port
+    # Before its first view of ZooKeeper the launcher says 503 "starting" to everything.
+    wait_for(lambda: get(port, "/ready")[0] == 200, timeout=30, what="the launcher ready")
     status, _, body = get(port, "/request/200-0000099999")
     assert status == 404 and "no request 200-0000099999" in body
     status, _, body = get(port, "/request/../node-list")
