@@ -85,6 +85,11 @@ class AwsDiskImage:
     iops: int | None = None
     throughput: int | None = None
 
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        """`tags` under the builder's name for a provider image's metadata (as Nodepool)."""
+        return self.tags
+
 
 @dataclass(frozen=True, kw_only=True)
 class AwsLabel(PoolLabel):
@@ -139,6 +144,8 @@ class AwsProvider(Provider):
     image_format: str = "raw"
     image_import_timeout: int | None = None
     post_upload_hook: str | None = None
+    # Not a key for aws (as Nodepool): the builder's name for an upload.
+    image_name_format: str = "{image_name}-{timestamp}"
     max_servers: int | float = UNLIMITED
     max_cores: int | float = UNLIMITED
     max_ram: int | float = UNLIMITED
@@ -160,6 +167,14 @@ def OneOf(*choices: Any) -> Any:
             raise BadValue(" or ".join(repr(c) for c in choices), value)
         return value
     return check
+
+
+def _import_method(value: Any) -> Any:
+    """Nodepool's import methods; ebs-direct (EBS direct APIs, no S3) is refused by name."""
+    if value == "ebs-direct":
+        raise v.Invalid("'ebs-direct' is not implemented by this builder; use 'snapshot' "
+                        "(the default) or 'image'")
+    return OneOf("snapshot", "image")(value)
 
 
 IMAGE_FILTER = Struct({
@@ -190,7 +205,7 @@ PROVIDER_DISKIMAGE = Struct({
     "ena-support": Bool,
     "volume-size": Int,
     "volume-type": Str,
-    "import-method": OneOf("snapshot", "ebs-direct", "image"),
+    "import-method": _import_method,
     "imds-support": OneOf("v2.0", None),
     "iops": Int,
     "throughput": Int,
@@ -275,6 +290,7 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
             if name is not None and name not in ctx.diskimages:
                 found.append((join_path(ipath, "name"), f"diskimage '{name}' is not defined "
                               f"in the top-level diskimages section"))
+    found += _check_uploads(raw, path, images)
     image_names = {n for _, i in images if (n := text(i, "name"))}
     cloud_names = {n for _, i in clouds if (n := text(i, "name"))}
     for ppath, pool in pools:
@@ -282,6 +298,20 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
         found += duplicates(((p, text(i, "name")) for p, i in labels), "label")
         for lpath, label in labels:
             found += _check_label(label, lpath, ctx, image_names, cloud_names)
+    return found
+
+
+def _check_uploads(raw: RawMap, path: str, images: list[tuple[str, RawMap]]) -> list[Finding]:
+    """What the builder's uploads need: a bucket to import from; IMDSv2 only by snapshot."""
+    found: list[Finding] = []
+    if images and "object-storage" not in raw:
+        found.append((join_path(path, "object-storage"), "required with diskimages: the S3 "
+                      "bucket the builder uploads image files to before importing them "
+                      "(object-storage: {bucket-name: NAME})"))
+    for ipath, image in images:
+        if image.get("imds-support") == "v2.0" and image.get("import-method") == "image":
+            found.append((join_path(ipath, "imds-support"), "v2.0 needs import-method "
+                          "snapshot (an image import cannot set IMDS support)"))
     return found
 
 
