@@ -280,3 +280,16 @@ def test_aws_upload_keys_are_validated_naming_the_key() -> None:
                                          "        imds-support: v2.0\n"))
     assert "providers[0].image-format: expected" in config_error(AWS_PROVIDER.format(
         storage=storage + "    image-format: qcow2\n", image=""))
+
+
+def test_the_aws_example_config_is_valid_for_the_builder() -> None:
+    from nodepool.builder.daemon import check_builder_config
+    from nodepool.builder.plan import wanted_formats
+    path = Path(__file__).resolve().parent.parent / "etc" / "nodepool-aws-builder.yaml"
+    config = parse_config(path.read_text(), str(path))
+    check_builder_config(config)
+    provider = config.providers["aws-us-east-1"]
+    assert wanted_formats(config, lambda p: p.image_format) == {
+        "debian-bookworm": ["raw"], "debian-bookworm-arm": ["raw"]}
+    assert provider.diskimages["debian-bookworm-arm"].import_method == "image"
+    assert provider.diskimages["debian-bookworm"].meta == {"purpose": "ci-node"}
