@@ -40,6 +40,9 @@ diskimages:
     dib-cmd: {dib}
     elements: [debian-minimal, vm]
     username: debian
+    env-vars:
+      FAKE_DIB_SIZE: 2M
+      FAKE_DIB_FILL: "0:boot sector,1600000:root fs"
     metadata:
       team: infra
 providers:
@@ -247,9 +250,12 @@ def test_leak_cleanup_deletes_tagged_amis_snapshots_and_objects_never_untagged_o
     assert upload["external_id"] in our_amis(ec2)   # an upload with a record stays
 
 
+PLAIN_HEADER = "zookeeper-servers:\n  - host: zk.example.org\n"
+
+
 def config_error(body: str) -> str:
     with pytest.raises(ConfigError) as info:
-        parse_config(ZK_HEADER + body)
+        parse_config(PLAIN_HEADER + body)
     return str(info.value)
 
 
@@ -272,9 +278,11 @@ def test_aws_upload_keys_are_validated_naming_the_key() -> None:
     storage = "    object-storage: {bucket-name: b}\n"
     assert "providers[0].object-storage: required with diskimages" in config_error(
         AWS_PROVIDER.format(storage="", image=""))
-    assert ("providers[0].diskimages[0].import-method: 'ebs-direct' is not implemented"
-            in config_error(AWS_PROVIDER.format(storage=storage,
-                                                image="        import-method: ebs-direct\n")))
+    assert "providers[0].diskimages[0].import-method: ebs-direct writes the file's bytes" in \
+        config_error(AWS_PROVIDER.format(storage="    image-format: vhd\n",
+                                         image="        import-method: ebs-direct\n"))
+    parse_config(PLAIN_HEADER + AWS_PROVIDER.format(   # ebs-direct needs no bucket
+        storage="", image="        import-method: ebs-direct\n"))
     assert "providers[0].diskimages[0].imds-support: v2.0 needs import-method snapshot" in \
         config_error(AWS_PROVIDER.format(storage=storage, image="        import-method: image\n"
                                          "        imds-support: v2.0\n"))
@@ -293,3 +301,39 @@ def test_the_aws_example_config_is_valid_for_the_builder() -> None:
         "debian-bookworm": ["raw"], "debian-bookworm-arm": ["raw"]}
     assert provider.diskimages["debian-bookworm-arm"].import_method == "image"
     assert provider.diskimages["debian-bookworm"].meta == {"purpose": "ci-node"}
+
+
+def test_ebs_direct_writes_the_raw_files_blocks_into_a_tagged_snapshot_without_s3(
+        start_builder: Any, watch: ImageWatch, ec2: Any, s3: Any, aws_proxy: FaultProxy,
+        moto_server: str, tmp_path: Path) -> None:
+    start_builder("ebs-direct")
+    (build_id, upload_id), upload = next(iter(watch.wait(lambda: uploads(watch)).items()))
+    assert aws_proxy.imports.tasks == {} and objects(s3) == []   # no import task, no S3
+    (snapshot,) = [s for s in our_snapshots(ec2).values()
+                   if tags(s).get("nodepool_upload_id") == upload_id]
+    assert tags(snapshot) == expected_tags(build_id, upload_id)
+    assert snapshot["VolumeSize"] == 1 and snapshot["State"] == "completed"
+    assert tags(our_amis(ec2)[upload["external_id"]]) == expected_tags(build_id, upload_id)
+    assert aws_proxy.calls["RegisterImage"] == 1
+    # Only the blocks holding data were written (of the 2 MiB file's four), byte for byte.
+    ebs = boto3.client("ebs", endpoint_url=moto_server, region_name=REGION)
+    listed = ebs.list_snapshot_blocks(SnapshotId=snapshot["SnapshotId"])
+    # (moto reports BlockSize 512 where EBS reports 524288: not checked)
+    indexes = [b["BlockIndex"] for b in listed["Blocks"]]
+    assert indexes == [0, 3]
+    data = (tmp_path / "images" / f"debian-built-{build_id}.raw").read_bytes()
+    for block in listed["Blocks"]:
+        got = ebs.get_snapshot_block(SnapshotId=snapshot["SnapshotId"],
+                                     BlockIndex=block["BlockIndex"], BlockToken=block["BlockToken"])
+        start = block["BlockIndex"] * 512 * 1024
+        assert got["BlockData"].read() == data[start:start + 512 * 1024]
+
+
+def test_ebs_blocks_are_512k_the_last_padded_and_all_zero_ones_skipped(tmp_path: Path) -> None:
+    from nodepool.builder.aws_ebs import BLOCK, blocks
+    path = tmp_path / "disk.raw"
+    path.write_bytes(b"a" + bytes(BLOCK - 1) + bytes(BLOCK) + b"z" * 10)   # 2 blocks + 10 B
+    found = list(blocks(str(path)))
+    assert [i for i, _ in found] == [0, 2]
+    assert all(len(data) == BLOCK for _, data in found)
+    assert found[1][1] == b"z" * 10 + bytes(BLOCK - 10)

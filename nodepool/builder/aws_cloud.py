@@ -5,9 +5,11 @@ the upload and cleanup workers treat AWS and OpenStack providers alike. As Nodep
 adapter: the file goes to the provider's `object-storage` bucket as `NAME.FORMAT` (its S3
 object tagged), then `import-method: snapshot` imports it as an EBS snapshot and registers
 an AMI on it, `import-method: image` imports it as an AMI at once; the object is deleted
-once the import task ends. The AMI and its snapshot carry the upload's tags
-(`nodepool_provider_name`, `nodepool_build_id`, `nodepool_upload_id` and the image's
-metadata and `tags`): leak cleanup lists what carries them, never anything else.
+once the import task ends. `import-method: ebs-direct` writes the file into a snapshot
+through the EBS direct APIs instead (aws_ebs.py), then registers the AMI. The AMI and its
+snapshot carry the upload's tags (`nodepool_provider_name`, `nodepool_build_id`,
+`nodepool_upload_id` and the image's metadata and `tags`): leak cleanup lists what carries
+them, never anything else.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from nodepool.builder import aws_ebs
 from nodepool.builder.cloud import TAG_BUILD, TAG_PROVIDER, TAG_UPLOAD
 from nodepool.config.aws import AwsDiskImage, AwsProvider
 from nodepool.drivers.aws.ec2 import Ec2
@@ -59,10 +62,16 @@ class AwsImageCloud:
                md5: str | None, sha256: str | None, diskimage: str | None = None) -> str:
         """The file to S3, imported, registered, tagged; the AMI id."""
         pimage = self.provider.diskimages[diskimage or ""]
-        bucket = self.provider.object_storage["bucket-name"]
-        key = f"{name}.{disk_format}"
         deadline = time.monotonic() + (self.provider.image_import_timeout
                                        or DEFAULT_IMPORT_TIMEOUT)
+        if pimage.import_method == "ebs-direct":
+            tags = as_tag_list(meta)
+            size, snapshot_id = aws_ebs.upload_snapshot(self.ec2, name, filename, tags,
+                                                        deadline, self._pause)
+            self._tag(snapshot_id, tags)   # again: not every endpoint takes StartSnapshot's
+            return self._register(pimage, name, snapshot_id, pimage.volume_size or size, tags)
+        bucket = self.provider.object_storage["bucket-name"]
+        key = f"{name}.{disk_format}"
         self._put_object(bucket, key, filename, meta)
         try:
             if pimage.import_method == "image":

@@ -169,13 +169,6 @@ def OneOf(*choices: Any) -> Any:
     return check
 
 
-def _import_method(value: Any) -> Any:
-    """Nodepool's import methods; ebs-direct (EBS direct APIs, no S3) is refused by name."""
-    if value == "ebs-direct":
-        raise v.Invalid("'ebs-direct' is not implemented by this builder; use 'snapshot' "
-                        "(the default) or 'image'")
-    return OneOf("snapshot", "image")(value)
-
 
 IMAGE_FILTER = Struct({
     v.Required(v.Any("Name", "name")): Str,
@@ -205,7 +198,7 @@ PROVIDER_DISKIMAGE = Struct({
     "ena-support": Bool,
     "volume-size": Int,
     "volume-type": Str,
-    "import-method": _import_method,
+    "import-method": OneOf("snapshot", "ebs-direct", "image"),
     "imds-support": OneOf("v2.0", None),
     "iops": Int,
     "throughput": Int,
@@ -302,13 +295,20 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
 
 
 def _check_uploads(raw: RawMap, path: str, images: list[tuple[str, RawMap]]) -> list[Finding]:
-    """What the builder's uploads need: a bucket to import from; IMDSv2 only by snapshot."""
+    """What the builder's uploads need: a bucket to import from (not for ebs-direct), a raw
+    file for ebs-direct, IMDSv2 not by image import."""
     found: list[Finding] = []
-    if images and "object-storage" not in raw:
-        found.append((join_path(path, "object-storage"), "required with diskimages: the S3 "
-                      "bucket the builder uploads image files to before importing them "
-                      "(object-storage: {bucket-name: NAME})"))
+    via_s3 = [p for p, i in images if i.get("import-method", "snapshot") != "ebs-direct"]
+    if via_s3 and "object-storage" not in raw:
+        found.append((join_path(path, "object-storage"), "required with diskimages imported "
+                      "from S3 (import-method snapshot or image): the bucket the builder "
+                      "uploads image files to (object-storage: {bucket-name: NAME})"))
+    image_format = raw.get("image-format", "raw")
     for ipath, image in images:
+        if image.get("import-method") == "ebs-direct" and image_format != "raw":
+            found.append((join_path(ipath, "import-method"), f"ebs-direct writes the file's "
+                          f"bytes as the disk: it needs the provider's image-format raw, "
+                          f"not {image_format}"))
         if image.get("imds-support") == "v2.0" and image.get("import-method") == "image":
             found.append((join_path(ipath, "imds-support"), "v2.0 needs import-method "
                           "snapshot (an image import cannot set IMDS support)"))

@@ -2,7 +2,7 @@
 
 Fixtures: `moto_server` (a ThreadedMotoServer on a free loopback port, per session),
 `aws_proxy` (an HTTP proxy in front of it that injects AWS error responses, per session),
-`aws_env` (the standard AWS environment pointing boto3 at the proxy, S3 straight at moto;
+`aws_env` (the standard AWS environment pointing boto3 at the proxy, S3 and EBS at moto;
 moto reset per test), the import tasks moto lacks answered by the proxy (awsimport.py),
 `ec2` (the test's own boto3 client, straight to moto), `aws_network` (a VPC with two
 subnets), `aws_provider` (a parsed provider) and `AwsFaults` for the contract suite.
@@ -216,8 +216,10 @@ def aws_env(moto_server: str, aws_proxy: FaultProxy,
     """The standard AWS environment (botocore honours AWS_ENDPOINT_URL), moto reset."""
     requests.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
     aws_proxy.reset()
-    # S3 (the builder's uploads) goes straight to moto: the proxy speaks EC2's query API.
-    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": aws_proxy.url, "AWS_ENDPOINT_URL_S3": moto_server}
+    # S3 and EBS direct (the builder's uploads) go straight to moto: the proxy speaks EC2's
+    # query API only.
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": aws_proxy.url, "AWS_ENDPOINT_URL_S3": moto_server,
+           "AWS_ENDPOINT_URL_EBS": moto_server}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
