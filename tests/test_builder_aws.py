@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 from imagewatch import ImageWatch
-from plugins.motoaws import REGION, FaultProxy
+from plugins.motoaws import REGION, FaultProxy, Rule
 from requestor import Requestor
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
@@ -196,6 +196,15 @@ def test_a_failed_import_is_retried_and_leaves_no_object_or_snapshot(
     assert objects(s3) == []
 
 
+def test_too_many_import_tasks_waits_and_starts_the_import_again(
+        start_builder: Any, watch: ImageWatch, aws_proxy: FaultProxy) -> None:
+    aws_proxy.add(Rule("ImportSnapshot", "busy", count=2))   # ResourceCountLimitExceeded
+    start_builder()
+    watch.wait(lambda: uploads(watch))
+    assert aws_proxy.calls["ImportSnapshot"] == 3 and len(aws_proxy.imports.tasks) == 1
+    assert len(watch.uploads("debian-built", PROVIDER)) == 1   # within one try, no failure
+
+
 def test_rotation_deletes_the_oldest_ami_and_its_snapshots(
         start_builder: Any, watch: ImageWatch, ec2: Any, aws_proxy: FaultProxy,
         zk_client: Any) -> None:
@@ -337,3 +346,20 @@ def test_ebs_blocks_are_512k_the_last_padded_and_all_zero_ones_skipped(tmp_path:
     assert [i for i, _ in found] == [0, 2]
     assert all(len(data) == BLOCK for _, data in found)
     assert found[1][1] == b"z" * 10 + bytes(BLOCK - 10)
+
+
+def test_alien_image_list_shows_builder_tagged_amis_without_a_ready_upload(
+        start_builder: Any, watch: ImageWatch, ec2: Any, tmp_path: Path, capsys: Any) -> None:
+    import json
+
+    from nodepool import cli
+    builder = start_builder()
+    (_, upload), = [(k, u) for k, u in watch.wait(lambda: uploads(watch)).items()]
+    builder.stop(10)   # its leak cleanup would delete the alien one
+    alien = ec2.register_image(Name="left-behind", RootDeviceName="/dev/sda1")["ImageId"]
+    ec2.create_tags(Resources=[alien], Tags=[{"Key": "nodepool_build_id", "Value": "x"}])
+    ec2.register_image(Name="not-a-builders", RootDeviceName="/dev/sda1")
+    assert cli.main(["-c", str(tmp_path / "nb.yaml"), "alien-image-list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [{"provider": PROVIDER, "name": "left-behind", "id": alien}]
+    assert upload["external_id"] != alien

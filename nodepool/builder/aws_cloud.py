@@ -262,6 +262,13 @@ class AwsImageCloud:
                 return
             args["NextToken"] = page["NextToken"]
 
+    def builder_images(self) -> list[tuple[str, str]]:
+        """(AMI id, name) of the account's AMIs tagged `nodepool_build_id` by any builder
+        (`nodepool alien-image-list`)."""
+        return [(i["ImageId"], i.get("Name") or "") for i in self._pages(
+            "describe images", "describe_images", "Images", Owners=["self"],
+            Filters=[{"Name": "tag-key", "Values": [TAG_BUILD]}])]
+
     def our_images(self) -> list[tuple[str, str, str, str]]:
         """(id, name, build id, upload id) of every AMI, snapshot and S3 object tagged with
         this provider and an upload (leak cleanup's candidates)."""

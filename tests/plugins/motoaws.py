@@ -38,7 +38,8 @@ TAG_PROVIDER, TAG_NODE = "nodepool_provider_name", "nodepool_node_id"
 # What AWS answers for each kind of refusal (status, code).
 REFUSALS = {"quota": (400, "VcpuLimitExceeded"), "instances": (400, "InstanceLimitExceeded"),
             "capacity": (500, "InsufficientInstanceCapacity"),
-            "transient": (503, "RequestLimitExceeded"), "throttle": (400, "Throttling")}
+            "transient": (503, "RequestLimitExceeded"), "throttle": (400, "Throttling"),
+            "busy": (400, "ResourceCountLimitExceeded")}   # too many import tasks at once
 
 
 def error_body(code: str) -> bytes:
