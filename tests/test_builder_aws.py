@@ -50,6 +50,7 @@ providers:
     driver: aws
     region-name: us-east-1
     rate: 1000
+    image-import-timeout: {timeout}
     object-storage:
       bucket-name: np-images
     diskimages:
@@ -90,11 +91,11 @@ def watch(zk_client: Any) -> Iterator[ImageWatch]:
 def start_builder(zk_tls: dict, tmp_path: Path, aws_network: dict, s3: Any) -> Iterator[Any]:
     started: list[Builder] = []
 
-    def start(method: str = "snapshot", tuning: Any = AWS_FAST) -> Builder:
+    def start(method: str = "snapshot", tuning: Any = AWS_FAST, timeout: int = 3600) -> Builder:
         path = tmp_path / "nb.yaml"
         path.write_text(nodepool_yaml(
             zk_tls, CONFIG, images=tmp_path / "images", logs=tmp_path / "logs", dib=FAKE_DIB,
-            method=method, subnet=aws_network["subnets"][0], group=aws_network["group"]))
+            method=method, timeout=timeout, subnet=aws_network["subnets"][0], group=aws_network["group"]))
         builder = Builder(str(path), hostname="nb", tuning=tuning)
         builder.start()
         started.append(builder)
@@ -194,6 +195,19 @@ def test_a_failed_import_is_retried_and_leaves_no_object_or_snapshot(
     assert [tags(s).get("nodepool_upload_id") for s in our_snapshots(ec2).values()
             if tags(s)] == [upload_id]
     assert objects(s3) == []
+
+
+def test_an_import_past_image_import_timeout_is_cancelled_and_the_try_failed(
+        start_builder: Any, watch: ImageWatch, s3: Any, aws_proxy: FaultProxy) -> None:
+    aws_proxy.imports.polls = 10 ** 6   # tasks stay active
+    # No retry of the failed upload during the test (it would start a third task).
+    start_builder(timeout=1, tuning=dataclasses.replace(AWS_FAST, upload_backoff=3600))
+    failed = watch.wait(lambda: [u for u in watch.uploads("debian-built", PROVIDER).values()
+                                 if u["state"] == "failed"], what="a failed upload")
+    assert failed[0]["external_id"] is None
+    cancelled = list(aws_proxy.imports.tasks.values())
+    assert len(cancelled) == 2 and aws_proxy.calls["CancelImportTask"] == 2   # both tries
+    assert {t["status"] for t in cancelled} == {"deleted"} and objects(s3) == []
 
 
 def test_too_many_import_tasks_waits_and_starts_the_import_again(
