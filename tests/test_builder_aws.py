@@ -377,3 +377,29 @@ def test_alien_image_list_shows_builder_tagged_amis_without_a_ready_upload(
     rows = json.loads(capsys.readouterr().out)
     assert rows == [{"provider": PROVIDER, "name": "left-behind", "id": alien}]
     assert upload["external_id"] != alien
+
+
+def test_what_an_orphaned_import_task_made_is_tagged_from_the_task_and_cleaned_up(
+        start_builder: Any, watch: ImageWatch, ec2: Any, s3: Any, aws_proxy: FaultProxy) -> None:
+    """An uploader that died while EC2 imported leaves an untagged snapshot; the task's tags
+    name it (as Nodepool's adapter finds them). Another provider's stays untagged."""
+    proxied = boto3.client("ec2", endpoint_url=aws_proxy.url, region_name=REGION)
+    s3.put_object(Bucket=BUCKET, Key="orphan.raw", Body=b"x")
+
+    def orphan(provider: str) -> str:
+        tags = [{"Key": "nodepool_provider_name", "Value": provider},
+                {"Key": "nodepool_build_id", "Value": "f" * 32},
+                {"Key": "nodepool_upload_id", "Value": "0000000009"}]
+        task = proxied.import_snapshot(
+            DiskContainer={"Format": "raw", "UserBucket": {"S3Bucket": BUCKET,
+                                                           "S3Key": "orphan.raw"}},
+            TagSpecifications=[{"ResourceType": "import-snapshot-task", "Tags": tags}])
+        for _ in range(2):   # active on the first look, completed on the second
+            done = proxied.describe_import_snapshot_tasks(ImportTaskIds=[task["ImportTaskId"]])
+        return done["ImportSnapshotTasks"][0]["SnapshotTaskDetail"]["SnapshotId"]
+
+    ours, theirs = orphan(PROVIDER), orphan("someone-else")
+    assert tags(our_snapshots(ec2)[ours]) == {}
+    start_builder(tuning=dataclasses.replace(AWS_FAST, cleanup_interval=0.2))
+    watch.wait(lambda: ours not in our_snapshots(ec2), what="the orphaned snapshot deleted")
+    assert tags(our_snapshots(ec2)[theirs]) == {}

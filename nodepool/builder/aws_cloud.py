@@ -272,6 +272,7 @@ class AwsImageCloud:
     def our_images(self) -> list[tuple[str, str, str, str]]:
         """(id, name, build id, upload id) of every AMI, snapshot and S3 object tagged with
         this provider and an upload (leak cleanup's candidates)."""
+        self._tag_imported()
         found = []
         for image in self._pages("describe images", "describe_images", "Images",
                                  Owners=["self"], Filters=self._filters({})):
@@ -282,6 +283,50 @@ class AwsImageCloud:
         return [(i, n, t[TAG_BUILD], t[TAG_UPLOAD]) for i, n, t in found
                 if t.get(TAG_PROVIDER) == self.provider.name and t.get(TAG_BUILD)
                 and t.get(TAG_UPLOAD)]
+
+    def _tag_imported(self) -> None:
+        """EC2 does not tag what an import task makes: an uploader that died while it ran
+        left an untagged snapshot (and AMI). As Nodepool's adapter, give the ones of our
+        completed tasks the task's tags, so leak cleanup sees them."""
+        made: dict[str, list[dict[str, str]]] = {}
+        for task in self._pages("describe import snapshot tasks",
+                                "describe_import_snapshot_tasks", "ImportSnapshotTasks"):
+            detail = task.get("SnapshotTaskDetail") or {}
+            if self._our_task(task, detail.get("Status")) and detail.get("SnapshotId"):
+                made[detail["SnapshotId"]] = task["Tags"]
+        for task in self._pages("describe import image tasks", "describe_import_image_tasks",
+                                "ImportImageTasks"):
+            if not self._our_task(task, task.get("Status")):
+                continue
+            ids = [task.get("ImageId")] + [s.get("SnapshotId")
+                                           for s in task.get("SnapshotDetails") or []]
+            made.update({i: task["Tags"] for i in ids if i})
+        if not made:
+            return
+        existing = self._untagged(made)
+        for resource in existing:
+            log.info("provider=%s Tagging %s, made by an import task, with its tags",
+                     self.provider.name, resource)
+            self._tag(resource, made[resource])
+
+    def _our_task(self, task: dict[str, Any], status: Any) -> bool:
+        return (str(status).lower() == "completed"
+                and tags_of(task).get(TAG_PROVIDER) == self.provider.name)
+
+    def _untagged(self, ids: dict[str, Any]) -> list[str]:
+        """Those of `ids` that exist without our provider tag."""
+        snaps = [i for i in ids if i.startswith("snap-")]
+        amis = [i for i in ids if not i.startswith("snap-")]
+        found: list[dict[str, Any]] = []
+        if snaps:
+            found += self._pages("describe snapshots", "describe_snapshots", "Snapshots",
+                                 OwnerIds=["self"],
+                                 Filters=[{"Name": "snapshot-id", "Values": snaps}])
+        if amis:
+            found += self._pages("describe images", "describe_images", "Images",
+                                 Owners=["self"], Filters=[{"Name": "image-id", "Values": amis}])
+        return [r.get("SnapshotId") or r["ImageId"] for r in found
+                if TAG_PROVIDER not in tags_of(r)]
 
     def _objects(self) -> list[tuple[str, str, dict[str, str]]]:
         bucket = self.provider.object_storage.get("bucket-name")
