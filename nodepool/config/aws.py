@@ -311,7 +311,7 @@ def _check_uploads(raw: RawMap, path: str, images: list[tuple[str, RawMap]]) -> 
                           f"not {image_format}"))
         if image.get("imds-support") == "v2.0" and image.get("import-method") == "image":
             found.append((join_path(ipath, "imds-support"), "v2.0 needs import-method "
-                          "snapshot (an image import cannot set IMDS support)"))
+                          "snapshot or ebs-direct (an image import cannot set IMDS support)"))
     return found
 
 
