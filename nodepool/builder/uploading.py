@@ -8,12 +8,13 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kazoo.exceptions import KazooException
 
 from nodepool.builder import dib, records
-from nodepool.builder.cloud import TAG_BUILD, TAG_PROVIDER, TAG_UPLOAD
+from nodepool.builder.aws_cloud import AwsImageCloud
+from nodepool.builder.cloud import TAG_BUILD, TAG_PROVIDER, TAG_UPLOAD, ImageCloud
 from nodepool.builder.plan import ImageProvider, image_providers
 from nodepool.zk import image_locks, image_store, locks
 from nodepool.zk.image_records import (
@@ -209,7 +210,7 @@ class UploadWorker:
                 return None
         return None
 
-    def _remove_partial(self, cloud: Any, name: str, upload: ImageUpload) -> None:
+    def _remove_partial(self, cloud: ImageCloud | AwsImageCloud, name: str, upload: ImageUpload) -> None:
         """A failed try may leave a queued image behind: delete ours (by its tags)."""
         try:
             for image_id, _, build_id, upload_id in cloud.our_images():
