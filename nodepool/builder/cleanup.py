@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from kazoo.exceptions import KazooException
 
 from nodepool.builder import dib, records
-from nodepool.builder.plan import builds_to_keep, leaked, openstack_providers, recent_uploads
+from nodepool.builder.plan import builds_to_keep, image_providers, leaked, recent_uploads
 from nodepool.errors import NotFound, VersionConflict
 from nodepool.zk import image_locks, image_store, locks, nodes, paths
 from nodepool.zk.image_records import BuildState, ImageBuild, ImageUpload, UploadState
@@ -84,7 +84,7 @@ class CleanupWorker:
         all_builds = image_store.list_builds(kazoo, image)
         keep = builds_to_keep(all_builds, image in config.diskimages)
         ready_ids = [b.id for b in all_builds if b.state == B.READY]
-        for provider in openstack_providers(config):
+        for provider in image_providers(config):
             if image not in provider.diskimages:
                 for build in all_builds:   # the provider no longer takes this image
                     for upload in image_store.list_uploads(kazoo, image, build.id,
@@ -207,7 +207,7 @@ class CleanupWorker:
         if diskimage is None or not diskimage.delete_after_upload:
             return
         keep = set(diskimage.keep_formats)
-        for provider in openstack_providers(config):
+        for provider in image_providers(config):
             if build.image not in provider.diskimages:
                 continue
             if not records.has_ready_upload(kazoo, build.image, build.id, provider.name):
@@ -221,7 +221,7 @@ class CleanupWorker:
         known: dict[str, set[tuple[str, str]]] = {}
         for upload in image_store.all_uploads(kazoo):
             known.setdefault(upload.provider, set()).add(records.upload_key(upload))
-        for provider in openstack_providers(self.builder.config):
+        for provider in image_providers(self.builder.config):
             if not provider.diskimages:
                 continue
             try:

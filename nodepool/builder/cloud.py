@@ -53,7 +53,7 @@ class ImageCloud:
             return self._conn
 
     def upload(self, name: str, filename: str, disk_format: str, meta: dict[str, str],
-               md5: str | None, sha256: str | None) -> str:
+               md5: str | None, sha256: str | None, diskimage: str | None = None) -> str:
         """Create the image and PUT the file (openstacksdk's image upload); its id.
 
         Waits until Glance has it `active` (a `saving` image cannot boot yet), within

@@ -16,13 +16,15 @@ import socket
 import threading
 from pathlib import Path
 
+from nodepool.builder.aws_cloud import AwsImageCloud
 from nodepool.builder.building import BuildWorker
 from nodepool.builder.cleanup import CleanupWorker
 from nodepool.builder.cloud import ImageCloud, image_format
-from nodepool.builder.plan import DEFAULT, Tuning, wanted_formats
+from nodepool.builder.plan import DEFAULT, ImageProvider, Tuning, wanted_formats
 from nodepool.builder.stats import BuilderStats
 from nodepool.builder.uploading import UploadWorker
-from nodepool.config import Config, ConfigError, ConfigFiles, OpenStackProvider
+from nodepool.config import Config, ConfigError, ConfigFiles
+from nodepool.config.aws import AwsProvider
 from nodepool.zk import paths
 from nodepool.zk.client import LOST, NEW_SESSION, ZooKeeperClient, connect_retrying
 from nodepool.zk.components import ComponentRegistry
@@ -72,7 +74,7 @@ class Builder:
         self.registry: ComponentRegistry | None = None
         self.formats: dict[str, list[str]] = {}
         self._formats_of: dict[str, str] = {}
-        self._clouds: dict[str, ImageCloud] = {}
+        self._clouds: dict[str, ImageCloud | AwsImageCloud] = {}
         self._clouds_lock = threading.Lock()
         self._watched: set[str] = set()
         self.stats = BuilderStats.from_environ(self)
@@ -191,7 +193,9 @@ class Builder:
         self._watch_images()
         self.wake_all()
 
-    def provider_format(self, provider: OpenStackProvider) -> str:
+    def provider_format(self, provider: ImageProvider) -> str:
+        if isinstance(provider, AwsProvider):
+            return provider.image_format   # the provider's image-format (raw default)
         fmt = self._formats_of.get(provider.name)
         if fmt is None:
             try:
@@ -203,11 +207,16 @@ class Builder:
             self._formats_of[provider.name] = fmt
         return fmt
 
-    def cloud(self, provider: OpenStackProvider) -> ImageCloud:
+    def cloud(self, provider: ImageProvider) -> ImageCloud | AwsImageCloud:
+        """The provider's image cloud (one per provider, remade when its config changes)."""
         with self._clouds_lock:
             cloud = self._clouds.get(provider.name)
             if cloud is None or cloud.provider != provider:
-                cloud = self._clouds[provider.name] = ImageCloud(provider)
+                if isinstance(provider, AwsProvider):
+                    cloud = AwsImageCloud(provider, self.tuning.import_poll_interval)
+                else:
+                    cloud = ImageCloud(provider)
+                self._clouds[provider.name] = cloud
             return cloud
 
     # -- events -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 
 from nodepool.config import Config, DiskImage, OpenStackProvider
+from nodepool.config.aws import AwsProvider
 from nodepool.zk.image_records import BuildState, ImageBuild, ImageUpload, UploadState
 
 KEEP_BUILDS = 2   # as Nodepool: the two newest ready builds of an image stay
@@ -27,16 +28,23 @@ class Tuning:
     builders: int = 1                   # builds in parallel (Nodepool's --build-workers)
     uploaders: int = 4                  # uploads in parallel (Nodepool's --upload-workers)
     leak_passes: int = 2                # passes an untracked tagged image is seen before deletion
+    import_poll_interval: float = 10.0  # between looks at an AWS import task
 
 
 DEFAULT = Tuning()
 
 
-def openstack_providers(config: Config) -> list[OpenStackProvider]:
-    return [p for p in config.providers.values() if isinstance(p, OpenStackProvider)]
+# The providers the builder uploads to: each has `diskimages`, and its image cloud
+# (cloud.ImageCloud, aws_cloud.AwsImageCloud) has upload, delete, our_images and close.
+ImageProvider = OpenStackProvider | AwsProvider
 
 
-def wanted_formats(config: Config, provider_format: Callable[[OpenStackProvider], str]
+def image_providers(config: Config) -> list[ImageProvider]:
+    return [p for p in config.providers.values()
+            if isinstance(p, (OpenStackProvider, AwsProvider))]
+
+
+def wanted_formats(config: Config, provider_format: Callable[[ImageProvider], str]
                    ) -> dict[str, list[str]]:
     """Per buildable diskimage, the formats to build: its `formats`, `keep-formats`, and
     the format of every provider that lists it (as Nodepool adds each provider's)."""
@@ -44,7 +52,7 @@ def wanted_formats(config: Config, provider_format: Callable[[OpenStackProvider]
     for image in config.diskimages.values():
         if not image.abstract:
             wanted[image.name] = set(image.formats) | set(image.keep_formats)
-    for provider in openstack_providers(config):
+    for provider in image_providers(config):
         for name in provider.diskimages:
             if name in wanted:
                 wanted[name].add(provider_format(provider))

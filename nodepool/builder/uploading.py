@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 from kazoo.exceptions import KazooException
 
 from nodepool.builder import dib, records
+from nodepool.builder.aws_cloud import AwsImageCloud
 from nodepool.builder.cloud import TAG_BUILD, TAG_PROVIDER, TAG_UPLOAD, ImageCloud
-from nodepool.builder.plan import openstack_providers
-from nodepool.config import OpenStackProvider
+from nodepool.builder.plan import ImageProvider, image_providers
 from nodepool.zk import image_locks, image_store, locks
 from nodepool.zk.image_records import (
     BuildState,
@@ -85,7 +85,7 @@ class UploadWorker:
         builder = self.builder
         wait = builder.tuning.upload_sweep_interval
         now = time.time()
-        for provider in openstack_providers(builder.config):
+        for provider in image_providers(builder.config):
             for name, pimage in provider.diskimages.items():
                 if self.stop_event.is_set() or not builder.zk.connected:
                     return wait
@@ -108,7 +108,7 @@ class UploadWorker:
                     self.pool.submit(self._upload_job, provider, build)
         return wait
 
-    def _wanted(self, provider: OpenStackProvider, build: ImageBuild) -> bool:
+    def _wanted(self, provider: ImageProvider, build: ImageBuild) -> bool:
         """Not uploaded there yet, and this builder has the file in the provider's format."""
         fmt = self.builder.provider_format(provider)
         if fmt not in build.formats:
@@ -118,7 +118,7 @@ class UploadWorker:
         return not records.has_ready_upload(self.builder.kazoo, build.image, build.id,
                                             provider.name)
 
-    def _upload_job(self, provider: OpenStackProvider, build: ImageBuild) -> None:
+    def _upload_job(self, provider: ImageProvider, build: ImageBuild) -> None:
         key = (build.image, build.id, provider.name)
         try:
             state = self._locked_upload(provider, build)
@@ -135,7 +135,7 @@ class UploadWorker:
             self.retry_at.pop(key, None)
             self.builder.upload_finished()
 
-    def _locked_upload(self, provider: OpenStackProvider, build: ImageBuild
+    def _locked_upload(self, provider: ImageProvider, build: ImageBuild
                        ) -> UploadState | None:
         kazoo = self.builder.kazoo
         lock = records.try_lock(image_locks.lock_upload, kazoo, build.image, build.id,
@@ -152,7 +152,7 @@ class UploadWorker:
         finally:
             locks.release(lock)
 
-    def _upload(self, provider: OpenStackProvider, build: ImageBuild) -> UploadState:
+    def _upload(self, provider: ImageProvider, build: ImageBuild) -> UploadState:
         builder, kazoo = self.builder, self.builder.kazoo
         fmt = builder.provider_format(provider)
         # As Nodepool's records: no format until it is ready; a failed one keeps no facts.
@@ -180,7 +180,7 @@ class UploadWorker:
                  build.id, provider.name, upload_id, name, external_id)
         return READY
 
-    def _metadata(self, provider: OpenStackProvider, build: ImageBuild, upload_id: str
+    def _metadata(self, provider: ImageProvider, build: ImageBuild, upload_id: str
                   ) -> dict[str, str]:
         diskimage = self.builder.config.diskimages.get(build.image)
         meta = dict(diskimage.metadata) if diskimage else {}
@@ -188,7 +188,7 @@ class UploadWorker:
         meta.update({TAG_BUILD: build.id, TAG_UPLOAD: upload_id, TAG_PROVIDER: provider.name})
         return {str(k): str(v) for k, v in meta.items()}
 
-    def _try_upload(self, provider: OpenStackProvider, upload: ImageUpload, name: str,
+    def _try_upload(self, provider: ImageProvider, upload: ImageUpload, name: str,
                     filename: str, fmt: str, meta: dict[str, str]) -> str | None:
         tuning = self.builder.tuning
         cloud = self.builder.cloud(provider)
@@ -198,7 +198,8 @@ class UploadWorker:
                      upload.image, upload.build_id, provider.name, upload.id, filename,
                      attempt, tuning.upload_attempts)
             try:
-                return cloud.upload(name, filename, fmt, meta, md5, sha256)
+                return cloud.upload(name, filename, fmt, meta, md5, sha256,
+                                    diskimage=upload.image)
             except Exception as e:
                 log.warning("image=%s build=%s provider=%s upload=%s Upload try %d failed: %s",
                             upload.image, upload.build_id, provider.name, upload.id,
@@ -209,7 +210,7 @@ class UploadWorker:
                 return None
         return None
 
-    def _remove_partial(self, cloud: ImageCloud, name: str, upload: ImageUpload) -> None:
+    def _remove_partial(self, cloud: ImageCloud | AwsImageCloud, name: str, upload: ImageUpload) -> None:
         """A failed try may leave a queued image behind: delete ours (by its tags)."""
         try:
             for image_id, _, build_id, upload_id in cloud.our_images():
@@ -219,7 +220,7 @@ class UploadWorker:
             log.warning("provider=%s Could not remove what the failed upload of %s left: %s "
                         "(leak cleanup will)", upload.provider, name, e)
 
-    def _hook(self, provider: OpenStackProvider, external_id: str, filename: str,
+    def _hook(self, provider: ImageProvider, external_id: str, filename: str,
               upload: ImageUpload) -> bool:
         """post-upload-hook PROVIDER EXTERNAL_ID FILE; failing deletes the image."""
         if not provider.post_upload_hook:

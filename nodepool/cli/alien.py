@@ -1,10 +1,10 @@
 """`nodepool alien-image-list [PROVIDER]`: cloud images a builder uploaded that ZooKeeper
 does not account for (Nodepool's command; the one CLI command that calls a cloud).
 
-As Nodepool decides it: for each OpenStack provider of the config, the cloud's
-images whose metadata has `nodepool_build_id` (only those a builder made; the
-cloud's own images are never listed), less the external ids of the `ready`
-uploads recorded for that provider's configured diskimages.
+As Nodepool decides it: for each OpenStack and AWS provider of the config, the cloud's
+images (AWS: the account's AMIs) whose metadata (tags) has `nodepool_build_id` (only
+those a builder made; the cloud's own images are never listed), less the external ids of
+the `ready` uploads recorded for that provider's configured diskimages.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
 
 def builder_images(provider: Any) -> list[tuple[str, str]]:
     """(id, name) of the provider's cloud images that carry `nodepool_build_id`."""
+    if provider.driver == "aws":
+        from nodepool.builder.aws_cloud import AwsImageCloud
+        return AwsImageCloud(provider).builder_images()
     from nodepool.drivers.openstack.cloud import Cloud
     cloud = Cloud(provider)
     try:
@@ -69,8 +72,8 @@ def cmd_alien_image_list(args: argparse.Namespace, zk: ZooKeeperClient, config: 
     rows: list[dict[str, str]] = []
     failed = []
     for provider in _providers(args, config):
-        if provider.driver != "openstack":
-            continue   # only OpenStack providers get uploads (the static driver boots none)
+        if provider.driver not in ("openstack", "aws"):
+            continue   # only these get uploads (the static driver boots none)
         try:
             listed = builder_images(provider)
         except DriverError as e:

@@ -86,6 +86,11 @@ class AwsDiskImage:
     iops: int | None = None
     throughput: int | None = None
 
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        """`tags` under the builder's name for a provider image's metadata (as Nodepool)."""
+        return self.tags
+
 
 @dataclass(frozen=True, kw_only=True)
 class AwsLabel(PoolLabel):
@@ -140,6 +145,8 @@ class AwsProvider(Provider):
     image_format: str = "raw"
     image_import_timeout: int | None = None
     post_upload_hook: str | None = None
+    # Not a key for aws (as Nodepool): the builder's name for an upload.
+    image_name_format: str = "{image_name}-{timestamp}"
     max_servers: int | float = UNLIMITED
     max_cores: int | float = UNLIMITED
     max_ram: int | float = UNLIMITED
@@ -161,6 +168,7 @@ def OneOf(*choices: Any) -> Any:
             raise BadValue(" or ".join(repr(c) for c in choices), value)
         return value
     return check
+
 
 
 IMAGE_FILTER = Struct({
@@ -276,6 +284,7 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
             if name is not None and name not in ctx.diskimages:
                 found.append((join_path(ipath, "name"), f"diskimage '{name}' is not defined "
                               f"in the top-level diskimages section"))
+    found += _check_uploads(raw, path, images)
     image_names = {n for _, i in images if (n := text(i, "name"))}
     cloud_names = {n for _, i in clouds if (n := text(i, "name"))}
     for ppath, pool in pools:
@@ -283,6 +292,27 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
         found += duplicates(((p, text(i, "name")) for p, i in labels), "label")
         for lpath, label in labels:
             found += _check_label(label, lpath, ctx, image_names, cloud_names)
+    return found
+
+
+def _check_uploads(raw: RawMap, path: str, images: list[tuple[str, RawMap]]) -> list[Finding]:
+    """What the builder's uploads need: a bucket to import from (not for ebs-direct), a raw
+    file for ebs-direct, IMDSv2 not by image import."""
+    found: list[Finding] = []
+    via_s3 = [p for p, i in images if i.get("import-method", "snapshot") != "ebs-direct"]
+    if via_s3 and "object-storage" not in raw:
+        found.append((join_path(path, "object-storage"), "required with diskimages imported "
+                      "from S3 (import-method snapshot or image): the bucket the builder "
+                      "uploads image files to (object-storage: {bucket-name: NAME})"))
+    image_format = raw.get("image-format", "raw")
+    for ipath, image in images:
+        if image.get("import-method") == "ebs-direct" and image_format != "raw":
+            found.append((join_path(ipath, "import-method"), f"ebs-direct writes the file's "
+                          f"bytes as the disk: it needs the provider's image-format raw, "
+                          f"not {image_format}"))
+        if image.get("imds-support") == "v2.0" and image.get("import-method") == "image":
+            found.append((join_path(ipath, "imds-support"), "v2.0 needs import-method "
+                          "snapshot or ebs-direct (an image import cannot set IMDS support)"))
     return found
 
 

@@ -2,7 +2,8 @@
 
 Fixtures: `moto_server` (a ThreadedMotoServer on a free loopback port, per session),
 `aws_proxy` (an HTTP proxy in front of it that injects AWS error responses, per session),
-`aws_env` (the standard AWS environment pointing boto3 at the proxy; moto reset per test),
+`aws_env` (the standard AWS environment pointing boto3 at the proxy, S3 and EBS at moto;
+moto reset per test), the import tasks moto lacks answered by the proxy (awsimport.py),
 `ec2` (the test's own boto3 client, straight to moto), `aws_network` (a VPC with two
 subnets), `aws_provider` (a parsed provider) and `AwsFaults` for the contract suite.
 """
@@ -23,6 +24,8 @@ import boto3
 import pytest
 import requests
 from moto.server import ThreadedMotoServer
+from plugins.awsimport import ACTIONS as IMPORT_ACTIONS
+from plugins.awsimport import ImportTasks
 
 from nodepool.config import parse_config
 
@@ -35,7 +38,8 @@ TAG_PROVIDER, TAG_NODE = "nodepool_provider_name", "nodepool_node_id"
 # What AWS answers for each kind of refusal (status, code).
 REFUSALS = {"quota": (400, "VcpuLimitExceeded"), "instances": (400, "InstanceLimitExceeded"),
             "capacity": (500, "InsufficientInstanceCapacity"),
-            "transient": (503, "RequestLimitExceeded"), "throttle": (400, "Throttling")}
+            "transient": (503, "RequestLimitExceeded"), "throttle": (400, "Throttling"),
+            "busy": (400, "ResourceCountLimitExceeded")}   # too many import tasks at once
 
 
 def error_body(code: str) -> bytes:
@@ -65,6 +69,7 @@ class FaultProxy:
 
     def __init__(self, upstream: str):
         self.upstream = urllib.parse.urlsplit(upstream)
+        self.imports = ImportTasks(upstream, REGION)   # the import calls moto lacks
         self.rules: list[Rule] = []
         self.hung: set[str] = set()
         self.hang_next_run = False
@@ -95,6 +100,7 @@ class FaultProxy:
         with self.lock:
             self.rules, self.hung, self.calls, self.params = [], set(), {}, {}
             self.hang_next_run = self.stop_next_run = False
+            self.imports.reset()
 
     def add(self, rule: Rule) -> None:
         with self.lock:
@@ -124,6 +130,9 @@ class FaultProxy:
             status, code = REFUSALS[rule.kind]
             headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
             self._reply(req, status, error_body(code), headers)
+            return
+        if action in IMPORT_ACTIONS:
+            self._reply(req, *self.imports.handle(action, params), {})
             return
         status, data, headers = self._forward(req, body)
         if action == "RunInstances" and status == 200:
@@ -211,7 +220,10 @@ def aws_env(moto_server: str, aws_proxy: FaultProxy,
     """The standard AWS environment (botocore honours AWS_ENDPOINT_URL), moto reset."""
     requests.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
     aws_proxy.reset()
-    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": aws_proxy.url}
+    # S3 and EBS direct (the builder's uploads) go straight to moto: the proxy speaks EC2's
+    # query API only.
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": aws_proxy.url, "AWS_ENDPOINT_URL_S3": moto_server,
+           "AWS_ENDPOINT_URL_EBS": moto_server}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
