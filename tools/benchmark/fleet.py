@@ -141,6 +141,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the launchers' metrics (default off)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy the first launcher over the steady window (pip install py-spy)")
+    p.add_argument("--count-ops", action="store_true",
+                   help="the launchers count their ZooKeeper requests by type and path "
+                        "(in the report: zk_ops; a killed launcher's are lost)")
     p.add_argument("--keep", metavar="DIR", help="keep logs, configs and profiles in DIR")
     args = p.parse_args(argv)
     if args.quick:
@@ -172,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     opts = Options(launchers=args.launchers, rate=args.rate, warmup=args.warmup,
                    steady=args.steady, session_timeout=args.session_timeout,
-                   metrics=args.metrics, profile=args.profile, py_spy=py_spy)
+                   metrics=args.metrics, profile=args.profile, py_spy=py_spy,
+                   count_ops=args.count_ops)
     keep = Path(args.keep).resolve() if args.keep else None
     tmp = None if keep else tempfile.TemporaryDirectory(prefix="bench-fleet-")
     workdir = keep or Path(tmp.name)

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 STOP_TIMEOUT = 20.0
 NO_LEAK_SCAN = 24 * 3600.0
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--metrics", choices=("on", "off"), default="off",
                    help="off (default): NullMetrics; on: as bench_launcher.py --metrics on")
     p.add_argument("--boot-delay", type=float, default=0.0, help="seconds BUILD -> ACTIVE")
+    p.add_argument("--count-ops", metavar="FILE",
+                   help="count its ZooKeeper requests by type and path (bench_launcher.py's "
+                        "count_ops; also BENCH_COUNT_OPS=DIR: DIR/HOSTNAME.ops.json); at exit")
     return p.parse_args(argv)
 
 
@@ -67,14 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(filename=args.log_file, level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     launcher = None
+    write_counts = None
     try:
-        from bench_launcher import bench_metrics  # tools/, on PYTHONPATH
+        from bench_launcher import bench_metrics, count_ops  # tools/, on PYTHONPATH
 
         from nodepool.launcher.daemon import Launcher
         from nodepool.launcher.main import tune_gc
         from nodepool.launcher.tuning import DEFAULT
         from nodepool.testing.fake_adapter import FakeAdapter, FakeCloud
 
+        if os.environ.get("BENCH_COUNT_OPS") and not args.count_ops:
+            args.count_ops = os.path.join(os.environ["BENCH_COUNT_OPS"],
+                                          f"{args.hostname}.ops.json")
+        if args.count_ops:
+            write_counts = count_ops(Path(args.count_ops))
         cloud = FakeCloud(boot_delay=args.boot_delay, id_prefix=f"{args.hostname}-")
         started = time.monotonic()
         launcher = Launcher(args.config, adapter_factory=lambda p: FakeAdapter(p, cloud),
@@ -96,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                                        daemon=True)
             stopper.start()
             stopper.join(STOP_TIMEOUT + 10)
+        if write_counts is not None:
+            write_counts()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmark.fleet_stack import Launchers, Size, label_of, prefill, provider_names, write_config
+from benchmark.fleet_stack import (
+    Launchers,
+    Size,
+    label_of,
+    ops_summary,
+    prefill,
+    provider_names,
+    write_config,
+)
 from benchmark.fleet_watch import LeaseWatch, Sampler, Stream, wait_outcomes, window, zk_sizes
 from benchmark.measure import percentiles, process_memory
 from benchmark.scenarios import Stack, summarise_profile
@@ -47,6 +55,7 @@ class Options:
     metrics: str = "off"
     profile: bool = False          # py-spy on the first launcher over the steady window
     py_spy: str = "py-spy"
+    count_ops: bool = False        # the launchers count their ZooKeeper requests by path
 
 
 def spread_of(owner_ids: list[str], providers: list[str]) -> dict[str, str]:
@@ -91,6 +100,8 @@ class FleetRun:
     def close(self) -> None:
         if self.launchers is not None:
             self.launchers.stop_all()
+            if self.opts.count_ops:
+                self.report["zk_ops"] = ops_summary(self.workdir)
         self.stack.stop_all()
         for session in self.sessions:
             try:
@@ -106,7 +117,8 @@ class FleetRun:
         config = write_config(self.workdir / "nodepool.yaml", self.size, self.ensemble.tls_hosts,
                               self.zk.chroot, self.ensemble.certs, opts.session_timeout)
         r["prefill_s"] = round(prefill(self.zk, self.size), 2)
-        self.launchers = Launchers(self.stack, config, self.workdir, opts.metrics)
+        self.launchers = Launchers(self.stack, config, self.workdir, opts.metrics,
+                                   opts.count_ops)
         t0 = time.monotonic()
         procs = [self.launchers.start() for _ in range(opts.launchers)]
         for la in procs:

@@ -13,6 +13,7 @@ in-memory cloud, and asks them which providers they run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -138,8 +139,10 @@ class LauncherProc:
 class Launchers:
     """The launcher processes of one run, by name; stopped by pid (the Stack)."""
 
-    def __init__(self, stack: Stack, config: Path, workdir: Path, metrics: str = "off"):
+    def __init__(self, stack: Stack, config: Path, workdir: Path, metrics: str = "off",
+                 count_ops: bool = False):
         self.stack, self.config, self.workdir, self.metrics = stack, config, workdir, metrics
+        self.count_ops = count_ops   # each writes WORKDIR/NAME.ops.json at its exit
         self.live: dict[str, LauncherProc] = {}
         self._count = 0
 
@@ -149,6 +152,8 @@ class Launchers:
         name = f"fleet-{self._count}"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(REPO / "tools"), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        if self.count_ops:
+            env["BENCH_COUNT_OPS"] = str(self.workdir)
         started_at = time.monotonic()
         proc = self.stack.start(
             [sys.executable, "-m", "benchmark.fleet_launcher", "--config", str(self.config),
@@ -191,3 +196,15 @@ class Launchers:
         for la in list(self.live.values()):
             self.stack.stop(la.proc)
         self.live.clear()
+
+
+def ops_summary(workdir: Path, top: int = 15) -> dict[str, Any]:
+    """The launchers' ZooKeeper requests by type and path, added up (killed ones wrote none)."""
+    counts: dict[str, int] = {}
+    files = sorted(workdir.glob("*.ops.json"))
+    for path in files:
+        for key, n in json.loads(path.read_text()).items():
+            counts[key] = counts.get(key, 0) + n
+    requests = {k: n for k, n in counts.items() if not k.startswith("  tx ")}
+    return {"launchers": [p.name.split(".")[0] for p in files], "total": sum(requests.values()),
+            "top": sorted(requests.items(), key=lambda kv: -kv[1])[:top]}
