@@ -11,6 +11,7 @@ from nodepool.launcher.planner import (
     RegisteredPool,
     Triage,
     Verdict,
+    between_owners,
     choose_nodes,
     every_pool_declined,
     is_reusable,
@@ -241,6 +242,31 @@ def test_declines_by_pools_no_longer_registered_do_not_matter():
 def test_request_does_not_fail_when_no_pool_is_registered():
     assert every_pool_declined(["a"], []) is False
     assert every_pool_declined([], []) is False
+
+
+# -- between_owners: a provider in a hand-over or takeover -------------------------------------
+
+OFFERED = {"cloud-a": [frozenset({"small"})], "cloud-b": [frozenset({"large"}),
+                                                          frozenset({"gpu", "large"})]}
+
+
+def test_a_provider_offering_the_labels_with_no_registered_pool_is_between_owners():
+    pools = [registered("a", "cloud-a")]   # cloud-b's old owner let go, the new one not yet
+    assert between_owners(["large"], OFFERED, pools, ["cloud-a", "cloud-b"]) == ["cloud-b"]
+    assert between_owners(["gpu", "large"], OFFERED, pools, ["cloud-a", "cloud-b"]) == \
+        ["cloud-b"]
+
+
+def test_no_provider_is_between_owners_once_its_pool_is_registered_or_none_offers_the_labels():
+    pools = [registered("a", "cloud-a"), registered("b", "cloud-b")]
+    assert between_owners(["large"], OFFERED, pools, ["cloud-a", "cloud-b"]) == []
+    assert between_owners(["huge"], OFFERED, pools[:1], ["cloud-a", "cloud-b"]) == []
+    assert between_owners(["small", "large"], OFFERED, pools[:1], ["cloud-a", "cloud-b"]) == []
+
+
+def test_a_provider_no_live_launcher_may_own_is_not_between_owners():
+    pools = [registered("a", "cloud-a")]
+    assert between_owners(["large"], OFFERED, pools, ["cloud-a"]) == []
 
 
 def test_every_pool_declined_accepts_a_generator_of_pools():

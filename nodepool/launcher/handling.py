@@ -23,10 +23,12 @@ from nodepool.launcher.eviction import MakeRoom
 from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.holding import Holding
 from nodepool.launcher.launches import Launches
-from nodepool.launcher.planner import Triage, Verdict, every_pool_declined, triage
+from nodepool.launcher.placement import seats_from_components
+from nodepool.launcher.planner import Triage, Verdict, between_owners, every_pool_declined, triage
 from nodepool.launcher.reasons import RequestNotes
 from nodepool.launcher.scope import PoolState, ProviderScope
 from nodepool.launcher.spares import Spares
+from nodepool.launcher.spread import assign
 from nodepool.launcher.sweep import Sweep
 from nodepool.launcher.taking import Taking
 from nodepool.model import NodeRequest, RequestState
@@ -264,7 +266,9 @@ class Requests:
                     or pool.view.id in req.declined_by:
                 return
             req.declined_by.append(pool.view.id)
-            if every_pool_declined(req.declined_by, self.scope.ctx.registered_pools()):
+            registered = self.scope.ctx.registered_pools()
+            if every_pool_declined(req.declined_by, registered) and \
+                    not self._in_transit(req.node_types, registered):
                 req.set_state(RequestState.FAILED)
                 log.info("request=%s Failed: declined by every pool (last: %s)", request_id,
                          reason)
@@ -278,6 +282,22 @@ class Requests:
         finally:
             if own_lock:
                 effects.unlock(lock)
+
+    def _in_transit(self, labels: list[str], registered: list) -> bool:
+        """A provider of our config that offers `labels` is between owners (a hand-over or
+        a takeover: no pool of it registered, yet a live launcher should run it): the
+        request waits for its pool instead of failing."""
+        ctx = self.scope.ctx
+        offered = {name: [frozenset(pool.labels) for pool in provider.pools.values()]
+                   for name, provider in ctx.config.providers.items()}
+        seats = seats_from_components(ctx.cache.launcher_components())
+        owned = assign(offered, {lid: seat.serves for lid, seat in seats.items()}) \
+            if seats else {}
+        waiting = between_owners(labels, offered, registered, owned)
+        if waiting:
+            log.info("Not failing a request for %s: provider(s) %s are between owners",
+                     ", ".join(labels), ", ".join(waiting))
+        return bool(waiting)
 
 
 class _Look:

@@ -93,6 +93,21 @@ def every_pool_declined(declined_by: Sequence[str], registered: Iterable[Registe
     return bool(ids) and ids <= set(declined_by)
 
 
+def between_owners(labels: Iterable[str], offered: Mapping[str, Iterable[frozenset[str]]],
+                   registered: Iterable[RegisteredPool], owned: Iterable[str]) -> list[str]:
+    """Providers that could serve `labels` but are between two owners right now (pure).
+
+    `offered`: provider -> the label sets of its pools (our config); `owned`: the
+    providers some live launcher should run (the spread). Such a provider with no
+    registered pool is in a hand-over or a takeover: its pool will register soon,
+    so a request that every registered pool declined must not fail yet.
+    """
+    wanted = frozenset(labels)
+    running = {p.provider for p in registered}
+    return sorted(name for name in set(owned) - running
+                  if any(wanted <= pool for pool in offered.get(name, ())))
+
+
 def is_spare(node: Node, locked: bool) -> bool:
     """Ready, unallocated and unlocked: free to hand over."""
     return node.state == NodeState.READY and node.allocated_to is None and not locked

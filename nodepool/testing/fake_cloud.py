@@ -81,8 +81,11 @@ class FakeCloud:
 
     def __init__(self, *, boot_delay: float = 0.0, clock: Callable[[], float] = time.monotonic,
                  quota: Resources | None = None, flavors: Mapping[str, Resources] = FLAVORS,
-                 region: str = "fake-region"):
+                 region: str = "fake-region", id_prefix: str = ""):
         self.boot_delay = boot_delay
+        # Before every server and floating IP id: clouds in several processes (the fleet
+        # benchmark's launchers) then never give two servers the same id.
+        self.id_prefix = id_prefix
         self.clock = clock
         self.quota = quota  # None = unlimited
         self.flavors = dict(flavors)
@@ -245,7 +248,7 @@ class FakeCloud:
              fate: str) -> FakeServer:
         n = next(self._ids)
         now = self.clock()
-        server = FakeServer(id=f"srv-{n:05d}", name=name, flavor=flavor, metadata=dict(metadata),
+        server = FakeServer(id=f"{self.id_prefix}srv-{n:05d}", name=name, flavor=flavor, metadata=dict(metadata),
                             created_at=now, ready_at=now + self.boot_delay, fate=fate,
                             private_ipv4=f"10.0.{n // 250}.{n % 250 + 1}", az=az or "nova")
         self.servers[server.id] = server
@@ -253,7 +256,7 @@ class FakeCloud:
 
     def _add_fip(self, metadata: Mapping[str, str], server_id: str | None) -> FakeFloatingIP:
         n = next(self._ids)
-        fip = FakeFloatingIP(id=f"fip-{n:05d}", address=f"203.0.{n // 250}.{n % 250 + 1}",
+        fip = FakeFloatingIP(id=f"{self.id_prefix}fip-{n:05d}", address=f"203.0.{n // 250}.{n % 250 + 1}",
                              server_id=server_id, metadata=dict(metadata), created_at=self.clock())
         self.floating_ips[fip.id] = fip
         if TAG_NODE in fip.metadata:

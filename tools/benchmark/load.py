@@ -27,8 +27,9 @@ class Runner:
         self._cond = threading.Condition()
         self._running = 0
 
-    def start(self, session: Session, then: Callable[[], None] | None = None) -> None:
-        """One request's life on session; `then()` runs when it has ended (on a kazoo thread)."""
+    def start(self, session: Session, then: Callable[[], None] | None = None) -> Outcome:
+        """One request's life on session; `then()` runs when it has ended (on a kazoo thread).
+        Returns its Outcome, filled in as the life goes on."""
         out = Outcome()
         with self._cond:
             self._running += 1
@@ -47,6 +48,7 @@ class Runner:
                     self._cond.notify_all()
 
         drive.start(self.life.life(session, out), done)
+        return out
 
     def wait(self) -> None:
         """Until nothing runs; a stop ends the requests' waits."""
