@@ -193,23 +193,26 @@ class Cloud:
 
 
 def _read_environment_once(conn: openstack.connection.Connection, urls: list[str]) -> None:
-    """Proxies from the environment, read at connect instead of on every request.
+    """What requests takes from the environment, read at connect instead of per request.
 
     requests (under keystoneauth) otherwise walks the whole environment twice per
-    request for HTTP(S)_PROXY and NO_PROXY: a quarter of a listing's CPU here.
-    Done only when the answer is the same for every endpoint (and keystone) and no
-    CA bundle comes from the environment (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE), so
-    what is sent where is what it was; a changed environment takes a reconnect.
+    request for HTTP(S)_PROXY and NO_PROXY: a quarter of a listing's CPU here. The
+    proxies are kept only when they are the same for every endpoint (and keystone);
+    a CA bundle from REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE becomes the session's
+    `verify` where it would have replaced `True`, as requests does. What is sent
+    where stays what it was (no ~/.netrc Basic auth: OpenStack takes tokens); a
+    changed environment takes a reconnect.
     """
-    if any(os.environ.get(name) for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")):
-        return
     auth_url = (conn.config.config.get("auth") or {}).get("auth_url")
     found = [requests.utils.get_environ_proxies(url) for url in [*urls, auth_url] if url]
     if not found or any(proxies != found[0] for proxies in found):
         return
-    session = conn.session.session   # keystoneauth's requests.Session
-    session.proxies.update(found[0])
-    session.trust_env = False
+    session = conn.session        # keystoneauth's Session; .session is its requests.Session
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and session.verify in (True, None):
+        session.verify = bundle
+    session.session.proxies.update(found[0])
+    session.session.trust_env = False
 
 
 # create_server() argument names (openstacksdk's Server attributes) -> Nova's request keys.
