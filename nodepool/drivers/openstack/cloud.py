@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import urllib.parse
 from typing import Any, Callable, TypeVar
@@ -10,6 +11,7 @@ from typing import Any, Callable, TypeVar
 import openstack
 import openstack.config
 import openstack.connection
+import requests
 from openstack import exceptions as sdk_exc
 from openstack import utils as sdk_utils
 
@@ -51,6 +53,7 @@ class Cloud:
         self._lock = threading.Lock()
         self._conn: openstack.connection.Connection | None = None
         self._microversion: str | None = None
+        self._compute_url: str | None = None   # the compute endpoint, found at connect
         self.region_name: str | None = getattr(provider, "region_name", None)
         # clouds.yaml `private: true`: nodes are reached on their private address and
         # need no floating IP (openstacksdk's and Nodepool's meaning). Known once connected.
@@ -86,6 +89,9 @@ class Cloud:
             getattr(conn, service)
         self._microversion = sdk_utils.maximum_supported_microversion(
             conn.compute, COMPUTE_MICROVERSION)
+        self._compute_url = conn.compute.get_endpoint()
+        _read_environment_once(conn, [self._compute_url, *[
+            getattr(conn, service).get_endpoint() for service in SERVICES]])
         self.region_name = self.region_name or conn.config.get_region_name("compute")
         return conn
 
@@ -122,16 +128,51 @@ class Cloud:
                             lambda: fn(self.connection()), classify, is_not_found,
                             f"provider {self.provider.name}", default, not_found)
 
+    def compute(self, conn: openstack.connection.Connection, method: str, path: str, *,
+                params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+                ) -> Any:
+        """One compute request at our microversion; its JSON body (None when empty).
+
+        Raw JSON, no SDK resource objects: building a `Server` resource costs the
+        SDK about 2 ms each (a listing of a thousand servers would take seconds of
+        CPU per tick), and a create or delete through one costs twice a plain
+        request. The endpoint found at connect is given as the override, so
+        keystoneauth does not search and copy the service catalog on every call.
+        Errors are the SDK's own exception classes (`raise_from_response`).
+        """
+        kwargs: dict[str, Any] = {"microversion": self._microversion}
+        if self._compute_url:
+            kwargs["endpoint_override"] = self._compute_url
+        if params:
+            kwargs["params"] = params
+        if body is not None:
+            kwargs["json"] = body
+        response = conn.compute.request(path, method, **kwargs)
+        sdk_exc.raise_from_response(response)
+        return response.json() if response.content else None
+
     def compute_json(self, conn: openstack.connection.Connection, path: str,
                      params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """GET a compute path as JSON at our microversion (no SDK resource objects).
+        """GET a compute path as JSON."""
+        return self.compute(conn, "GET", path, params=params) or {}
 
-        Building a `Server` resource costs the SDK about 2 ms each; a listing
-        of a thousand servers would take seconds of CPU per tick.
-        """
-        response = conn.compute.get(path, params=params or {}, microversion=self._microversion)
-        sdk_exc.raise_from_response(response)
-        return response.json()
+    def create_server(self, what: str, args: dict[str, Any],
+                      default: type[DriverError] = TransientError) -> str:
+        """POST /servers from create_server()-style arguments; the new server's id."""
+        body = {_CREATE_BODY.get(key, key): value for key, value in args.items()}
+        answer = self.call(what, lambda conn: self.compute(conn, "POST", "/servers",
+                                                           body={"server": body}),
+                           default=default)
+        server = (answer or {}).get("server") or {}
+        if not server.get("id"):
+            raise default(f"provider {self.provider.name}: {what}: Nova answered without a "
+                          f"server id")
+        return server["id"]
+
+    def delete_server(self, what: str, server_id: str) -> None:
+        """DELETE /servers/{id}; a server already gone is success."""
+        self.call(what, lambda conn: self.compute(conn, "DELETE", f"/servers/{server_id}"),
+                  not_found=None)
 
     def list_servers(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every server (detail), following Nova's pages; one call per page of 1,000."""
@@ -153,6 +194,34 @@ class Cloud:
                          lambda conn: self.compute_json(conn, f"/servers/{server_id}"),
                          default=default, not_found=None)
         return None if body is None else body.get("server")
+
+
+def _read_environment_once(conn: openstack.connection.Connection, urls: list[str]) -> None:
+    """What requests takes from the environment, read at connect instead of per request.
+
+    requests (under keystoneauth) otherwise walks the whole environment twice per
+    request for HTTP(S)_PROXY and NO_PROXY: a quarter of a listing's CPU here. The
+    proxies are kept only when they are the same for every endpoint (and keystone);
+    a CA bundle from REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE becomes the session's
+    `verify` where it would have replaced `True`, as requests does. What is sent
+    where stays what it was (no ~/.netrc Basic auth: OpenStack takes tokens); a
+    changed environment takes a reconnect.
+    """
+    auth_url = (conn.config.config.get("auth") or {}).get("auth_url")
+    found = [requests.utils.get_environ_proxies(url) for url in [*urls, auth_url] if url]
+    if not found or any(proxies != found[0] for proxies in found):
+        return
+    session = conn.session        # keystoneauth's Session; .session is its requests.Session
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and session.verify in (True, None):
+        session.verify = bundle
+    session.session.proxies.update(found[0])
+    session.session.trust_env = False
+
+
+# create_server() argument names (openstacksdk's Server attributes) -> Nova's request keys.
+_CREATE_BODY = {"flavor_id": "flavorRef", "image_id": "imageRef",
+                "block_device_mapping": "block_device_mapping_v2"}
 
 
 def _next_marker(links: Any) -> str | None:

@@ -194,13 +194,12 @@ class OpenStackCreate(CreateStateMachine):
             if listing is None:
                 return  # that was this advance's call; create on the next
         args = self._create_args()
-        server = self.cloud.call(f"create server {args['name']} for node {self.ctx.node.id}",
-                                 lambda conn: conn.compute.create_server(**args),
-                                 default=LaunchFailure)
-        self.external_id = server.id
+        self.external_id = self.cloud.create_server(
+            f"create server {args['name']} for node {self.ctx.node.id}", args,
+            default=LaunchFailure)
         self.called_at = time.monotonic()
         self.state = self.WAIT
-        log.info("%s Created server %s (%s)", self.where, server.id, args["name"])
+        log.info("%s Created server %s (%s)", self.where, self.external_id, args["name"])
 
     def _look_up(self, listing: Listing | None) -> Instance | None:
         """Our server for this node, by its node-id tag, if one exists (not one being deleted)."""

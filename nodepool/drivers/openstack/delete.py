@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from nodepool.drivers.adapter import DeleteStateMachine, InstanceStatus, Listing
 from nodepool.drivers.openstack.resources import tagged_floating_ips
-from nodepool.errors import TransientError
 from nodepool.model import Node
 
 if TYPE_CHECKING:
@@ -76,9 +75,7 @@ class OpenStackDelete(DeleteStateMachine):
     def _delete_server(self, listing: Listing | None) -> None:
         server_id = self.external_id
         assert server_id is not None
-        self.cloud.call(f"delete server {server_id} of node {self.node.id}",
-                        lambda conn: conn.compute.delete_server(server_id, ignore_missing=True),
-                        default=TransientError, not_found=None)
+        self.cloud.delete_server(f"delete server {server_id} of node {self.node.id}", server_id)
         self._called_at = time.monotonic()
         self.state = self.WAIT
         log.info("%s Deleting server %s", self.where, server_id)
