@@ -107,8 +107,10 @@ class ControlApi:
             return Response(200, {"server": self.server_summary(server)})
 
     def finish_delete(self, req: Request) -> Response:
-        """Let a server whose delete hangs go away now."""
+        """Let a server whose delete hangs go away now (one already gone: nothing to do)."""
         with self.state.lock:
+            if req.params["id"] not in self.state.servers:
+                return Response(202, {"server": req.params["id"], "gone": True})
             server = self._server(req.params["id"])
             server.deleting_at = server.deleting_at or time.monotonic()
             server.delete_plan, server.delete_delay, server.deleted_window = "gone", 0.0, 0.0
