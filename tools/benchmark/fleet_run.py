@@ -45,9 +45,9 @@ SPREAD_TIMEOUT = 120.0
 @dataclasses.dataclass
 class Options:
     launchers: int = 4
-    rate: float = 20.0             # requests per second, over every provider's label
+    rate: float = 1.0              # requests per second, over every provider's label
     warmup: float = 5.0            # seconds of stream before the steady window
-    steady: float = 30.0           # the steady window, seconds
+    steady: float = 60.0           # the steady window, seconds
     tail: float = 3.0              # stream after the join settled, seconds
     session_timeout: float = 10.0  # zookeeper-timeout (Nodepool's default)
     request_timeout: float = 180.0
@@ -149,8 +149,10 @@ class FleetRun:
             self._takeover(stream, leases)
             self._rebalance(stream, leases)
             time.sleep(opts.tail)
-        finally:
-            r["all_ended"] = stream.finish(opts.request_timeout + 30)
+        except BaseException:   # Ctrl-C or a phase that failed: no waiting for the stream
+            stream.abort()
+            raise
+        r["all_ended"] = stream.finish(opts.request_timeout + 30)
         self.check_owners(leases, "end")
         self._summarise(stream)
 

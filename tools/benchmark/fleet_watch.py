@@ -124,6 +124,14 @@ class Stream:
         self.timers.close()
         return ok
 
+    def abort(self) -> None:
+        """Stop making requests and end every wait now (what was made is not waited for)."""
+        self._halt.set()
+        self.stop_lives.set()
+        for runner in self.runners.values():
+            runner.life.stop_waiting()
+        self.timers.close()
+
     def outcomes(self) -> list[Outcome]:
         return [o for runner in self.runners.values() for o in list(runner.outcomes)]
 
