@@ -138,8 +138,12 @@ def test_a_joining_launcher_takes_its_share_with_no_relaunch_and_no_leak(
     handed = [n for r in load.fulfilled for n in r["nodes"]]
     assert len(handed) == len(set(handed)) == 12
     # Every server was created once, for one node; each node's server is deleted after use.
-    wait_for(lambda: not env.kazoo.get_children(NODES) and not env.cloud.list_servers(),
-             timeout=30, what="every node and server gone after use")
+    try:
+        wait_for(lambda: not env.kazoo.get_children(NODES) and not env.cloud.list_servers(),
+                 timeout=30, what="every node and server gone after use")
+    except AssertionError as e:
+        left = {n: env.kazoo.get(f"{NODES}/{n}")[0][250:450] for n in env.kazoo.get_children(NODES)}
+        raise AssertionError(f"{e}: nodes {left}, servers {env.cloud.list_servers()}") from None
     assert env.cloud.creates == len(created)
 
 
