@@ -4,6 +4,8 @@ A part of ProviderWorker, on its loop thread. Machines waiting on the cloud
 (BUILD -> ACTIVE, deletes) share one listing, taken more often the younger
 the youngest wait is: a server that boots in 1 s is seen within ~0.1 s of
 it, one that takes a minute costs a list call every 2 s, not fifty a second.
+Once waits in a state have a typical length, the listing follows that instead
+(pacing.py): a steady boot costs a few listings, not twenty.
 The cloud's limits are read when asked (at start, by the quota job, after a
 quota refusal); our own usage is counted from our nodes.
 """
@@ -15,6 +17,7 @@ from concurrent.futures import Future
 from typing import Callable, Iterable
 
 from nodepool.drivers.adapter import Listing, Resources
+from nodepool.launcher.pacing import Pacer
 from nodepool.launcher.scope import ProviderScope
 from nodepool.launcher.tasks import step_backoff
 from nodepool.zk import images
@@ -39,12 +42,17 @@ class CloudView:
         self._limits_retry_at = 0.0
         self.quota_refused_at = -float("inf")   # monotonic time of the cloud's last refusal
         self._image_cache: dict[str, tuple[object, float]] = {}
-        self._waits: Callable[[], Iterable[float]] = lambda: ()
+        self._waits: Callable[[], Iterable[tuple[str | None, float]]] = lambda: ()
+        self.pacer = Pacer(scope.tuning)
 
-    def follow_waits(self, waits: Callable[[], Iterable[float]]) -> None:
-        """Where the listing's pace comes from: the monotonic start of each machine's
-        current wait on the cloud."""
+    def follow_waits(self, waits: Callable[[], Iterable[tuple[str | None, float]]]) -> None:
+        """Where the listing's pace comes from: each machine's current wait on the cloud,
+        as (the machine state it waits in, the monotonic start of the wait)."""
         self._waits = waits
+
+    def wait_ended(self, state: str | None, age: float) -> None:
+        """A machine's wait in `state` ended on a listing taken `age` seconds into it."""
+        self.pacer.wait_ended(state, age)
 
     # -- asked by other parts ---------------------------------------------------------
 
@@ -115,12 +123,9 @@ class CloudView:
     def listing_due(self) -> float:
         if self.listing is None:
             return 0.0
-        t = self.scope.tuning
-        now = time.monotonic()
-        youngest = min((now - since for since in self._waits()), default=0.0)
-        interval = min(t.listing_max_interval,
-                       max(t.listing_min_interval, youngest * t.listing_age_fraction))
-        return self.listing.taken_at + interval
+        taken = self.listing.taken_at
+        return min((self.pacer.due(state, since, taken) for state, since in self._waits()),
+                   default=taken + self.scope.tuning.listing_min_interval)
 
     def timers(self) -> list[float]:
         due = []

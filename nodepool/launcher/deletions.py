@@ -43,8 +43,9 @@ class Deletions:
         """Node ids this part is working on."""
         return set(self.tasks) | set(self.locking)
 
-    def waits(self) -> list[float]:
-        return [t.waiting_since for t in self.tasks.values() if t.waiting_since is not None]
+    def waits(self) -> list[tuple[str | None, float]]:
+        return [(t.last_state, t.waiting_since) for t in self.tasks.values()
+                if t.waiting_since is not None]
 
     def _timeout(self) -> float:
         return min(self.scope.tuning.delete_attempt_max, float(self.scope.provider.launch_timeout))
@@ -132,7 +133,8 @@ class Deletions:
             # Never drop the record while the server may exist: retry with backoff.
             task.back_off(error, now, self.scope.tuning, self.scope.log)
             return
-        task.stepped(task.sm.state, task.step_listing, future.result())
+        task.stepped(task.sm.state, task.step_listing, future.result(),
+                     learn=self.cloud.wait_ended)
         if not task.sm.complete:
             if task.waits_for_listing:
                 self.cloud.want_listing()

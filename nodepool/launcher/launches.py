@@ -73,8 +73,9 @@ class Launches:
         """Launches under way for nobody in `pool` (a resumed launch, a spare)."""
         return [t for t in self.tasks.values() if t.request_id is None and t.pool is pool]
 
-    def waits(self) -> list[float]:
-        return [t.waiting_since for t in self.tasks.values() if t.waiting_since is not None]
+    def waits(self) -> list[tuple[str | None, float]]:
+        return [(t.last_state, t.waiting_since) for t in self.tasks.values()
+                if t.waiting_since is not None]
 
     def adopt(self, task: LaunchTask, req: NodeRequest) -> None:
         """A launch for nobody now serves `req` (its record says so once written)."""
@@ -270,7 +271,8 @@ class Launches:
             task.back_off(error, now, self.scope.tuning, self.scope.log)
             self._save(task)
             return
-        task.stepped(task.cleanup_sm.state, task.step_listing, future.result())
+        task.stepped(task.cleanup_sm.state, task.step_listing, future.result(),
+                     learn=self.cloud.wait_ended)
         if task.cleanup_sm.complete:
             self._new_attempt(task)
         elif task.waits_for_listing:
@@ -295,7 +297,8 @@ class Launches:
         if error is not None:
             self._attempt_failed(task, error)
             return
-        progressed = task.stepped(sm.state, task.step_listing, future.result())
+        progressed = task.stepped(sm.state, task.step_listing, future.result(),
+                                  learn=self.cloud.wait_ended)
         if sm.complete:
             self._booted(task, sm.instance)   # the node's next write carries the machine
         elif not progressed:

@@ -11,7 +11,7 @@ import dataclasses
 import enum
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from kazoo.exceptions import BadVersionError, ConnectionLoss, NoNodeError, RolledBackError
 from kazoo.recipe.lock import Lock
@@ -141,13 +141,18 @@ class StepRunner:
         rewrite(self)
         return "waiting"
 
-    def stepped(self, state: str, listing: Listing | None, stalled: bool = False) -> bool:
+    def stepped(self, state: str, listing: Listing | None, stalled: bool = False,
+                learn: Callable[[str | None, float], None] | None = None) -> bool:
         """Record finished steps: progress means go again at once, none means wait.
 
         `stalled`: the last of them made no progress (`run_steps`), so the machine
-        waits even if earlier ones moved it on. Returns whether to go again at once."""
+        waits even if earlier ones moved it on. A wait that a listing ended is told
+        to `learn` (the state waited in, the wait's age at that listing): the pace of
+        later listings follows it (pacing.py). Returns whether to go again at once."""
         self.waits_for_listing = stalled or state == self.last_state
         if not self.waits_for_listing:
+            if self.waiting_since is not None and listing is not None and learn is not None:
+                learn(self.last_state, listing.taken_at - self.waiting_since)
             self.waiting_since = None
         elif self.waiting_since is None:
             self.waiting_since = time.monotonic()

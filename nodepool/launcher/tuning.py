@@ -41,6 +41,10 @@ class Tuning:
     listing_min_interval: float = 0.02
     listing_max_interval: float = 2.0
     listing_age_fraction: float = 1 / 8
+    # Once waits in a machine state have a typical length (pacing.py), the listing is
+    # taken at these fractions of it, then by the age rule: the last must be 1.0.
+    listing_probes: tuple[float, ...] = (0.5, 0.9, 1.0)
+    listing_history: int = 16          # ended waits per state the typical length is of
     # Machines
     delete_attempt_max: float = 300.0  # a delete not done by then (or launch-timeout) restarts
     quota_refusal_memory: float = 60.0  # after a cloud quota refusal, deletions re-read limits
