@@ -76,7 +76,12 @@ def test_with_history_a_wait_is_looked_at_at_the_fractions_of_its_typical_length
     assert looks == [f * 1.0 for f in DEFAULT.listing_probes]
 
 
-def test_with_history_a_wait_past_its_typical_length_goes_by_its_age_again():
+def test_with_history_a_wait_past_its_typical_length_is_looked_at_often_up_to_twice_it():
+    assert learnt(1.0).due("wait-active", since=10.0, last_taken=11.2) == \
+        pytest.approx(11.2 + DEFAULT.listing_past_typical * 1.0)
+
+
+def test_with_history_a_wait_past_twice_its_typical_length_goes_by_its_age_again():
     assert learnt(1.0).due("wait-active", since=10.0, last_taken=12.0) == \
         pytest.approx(12.0 + FRACTION * 2.0)
 
