@@ -112,3 +112,30 @@ def test_progress_without_a_wait_teaches_nothing():
     r.stepped("submit", Listing({}, 1.0), learn=lambda *a: told.append(a))
     r.stepped("wait-active", Listing({}, 2.0), learn=lambda *a: told.append(a))
     assert told == []
+
+
+def one_wait(pacer: Pacer, state: str, since: float, taken: float) -> float:
+    """The schedule of a single wait, written out step by step (the reference)."""
+    t = DEFAULT
+    age = taken - since
+    due = taken + min(t.listing_max_interval,
+                      max(t.listing_min_interval, max(0.0, age) * t.listing_age_fraction))
+    typical = pacer.typical(state)
+    if typical is not None and age < typical:
+        probes = [since + f * typical for f in t.listing_probes if since + f * typical > taken]
+        due = min(min(probes), taken + t.listing_max_interval)
+    elif typical is not None and age < 2 * typical:
+        due = min(due, taken + t.listing_past_typical * typical)
+    return max(due, taken + t.listing_min_interval)
+
+
+@pytest.mark.parametrize("typical", [None, 0.01, 1.0, 30.0])
+def test_many_waits_are_due_when_the_earliest_of_them_is(typical: float | None):
+    import random
+    rng = random.Random(7)
+    pacer = learnt(typical) if typical is not None else Pacer(DEFAULT)
+    for _ in range(200):
+        taken = 100.0
+        sinces = [taken - rng.uniform(-0.5, 3 * (typical or 1.0)) for _ in range(rng.randint(1, 30))]
+        expected = min(one_wait(pacer, "wait-active", s, taken) for s in sinces)
+        assert pacer.due_for("wait-active", sinces, taken) == pytest.approx(expected)

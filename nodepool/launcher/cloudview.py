@@ -124,7 +124,11 @@ class CloudView:
         if self.listing is None:
             return 0.0
         taken = self.listing.taken_at
-        return min((self.pacer.due(state, since, taken) for state, since in self._waits()),
+        by_state: dict[str | None, list[float]] = {}
+        for state, since in self._waits():
+            by_state.setdefault(state, []).append(since)
+        return min((self.pacer.due_for(state, sinces, taken)
+                    for state, sinces in by_state.items()),
                    default=taken + self.scope.tuning.listing_min_interval)
 
     def timers(self) -> list[float]:
