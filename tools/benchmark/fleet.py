@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from zkensemble import ZooKeeperEnsemble  # tools/, on sys.path (scenarios puts 
 
 from benchmark.fleet_run import FleetRun, Options
 from benchmark.fleet_stack import Size
-from benchmark.scenarios import REPO
+from benchmark.scenarios import REPO, stop_on_signals
 
 DEFAULT_SIZES = "10x200,25x400,50x200"
 QUICK_SIZE = "4x50"
@@ -165,14 +164,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # unwinds through every `finally`, which stop what was started
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupted)
-    signal.signal(signal.SIGINT, _interrupted)
+    stop_on_signals()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if args.profile and not Path(py_spy).exists():
         print(f"bench-fleet: --profile needs py-spy: {Path(sys.executable).parent / 'pip'} "

@@ -502,10 +502,15 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # unwinds through every `finally`, which stop what was started
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT unwind the run (also when started with SIGINT ignored, `&`)."""
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupted)
-    signal.signal(signal.SIGINT, _interrupted)  # also when started with SIGINT ignored (`&`)
+    stop_on_signals()
     if args.reference:
         from benchmark import refrun
         return refrun.main(args)
