@@ -27,7 +27,7 @@ from zkhelpers import chroot_for, delete_tree, started_client  # noqa: E402
 collect_ignore = ["data"]
 
 pytest_plugins = ["pytester", "plugins.errorwatch", "plugins.ossim", "plugins.launcher_env", "plugins.ensemble",
-                  "plugins.motoaws"]
+                  "plugins.motoaws", "imagewatch"]
 
 
 @pytest.fixture(scope="session")

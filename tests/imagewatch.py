@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Callable
 
+import pytest
 from kazoo.client import KazooClient
 from kazoo.recipe.cache import TreeCache
 
@@ -85,3 +87,11 @@ def _data(kazoo: KazooClient, path: str) -> dict | None:
     except NoNodeError:
         return None
     return json.loads(raw) if raw else None
+
+
+@pytest.fixture
+def watch(zk_client: Any) -> Iterator[ImageWatch]:
+    """An ImageWatch on the test's ZooKeeper chroot, closed after the test."""
+    w = ImageWatch(zk_client)
+    yield w
+    w.close()

@@ -87,13 +87,6 @@ def write_config(path: Path, zk_tls: dict, tmp: Path, name: str = "nb", env: str
 
 
 @pytest.fixture
-def watch(zk_client: Any) -> Iterator[ImageWatch]:
-    w = ImageWatch(zk_client)
-    yield w
-    w.close()
-
-
-@pytest.fixture
 def start_builder(zk_tls: dict, tmp_path: Path, ctl: Any) -> Iterator[Any]:
     started: list[Builder] = []
 

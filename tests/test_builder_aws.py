@@ -81,13 +81,6 @@ def s3(moto_server: str, aws_env: dict) -> Any:
 
 
 @pytest.fixture
-def watch(zk_client: Any) -> Iterator[ImageWatch]:
-    w = ImageWatch(zk_client)
-    yield w
-    w.close()
-
-
-@pytest.fixture
 def start_builder(zk_tls: dict, tmp_path: Path, aws_network: dict, s3: Any) -> Iterator[Any]:
     started: list[Builder] = []
 

@@ -27,13 +27,6 @@ IMAGE, PROVIDER = "debian-built", "sim-cloud"
 
 
 @pytest.fixture
-def watch(zk_client: Any) -> Iterator[ImageWatch]:
-    w = ImageWatch(zk_client)
-    yield w
-    w.close()
-
-
-@pytest.fixture
 def builders() -> Iterator[list[Builder]]:
     started: list[Builder] = []
     yield started

@@ -24,7 +24,7 @@ from zkensemble import ZooKeeperEnsemble  # tools/, on sys.path (scenarios puts 
 
 from benchmark.fleet_run import FleetRun, Options
 from benchmark.fleet_stack import Size
-from benchmark.scenarios import REPO, stop_on_signals
+from benchmark.scenarios import REPO, dig, fmt_value, stop_on_signals
 
 DEFAULT_SIZES = "10x200,25x400,50x200"
 QUICK_SIZE = "4x50"
@@ -59,44 +59,29 @@ def run_size(size: Size, opts: Options, workdir: Path, ensemble: Any = None,
     return report
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _g(report: dict, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(report, dict):
-            return None
-        report = report.get(key)
-    return report
-
 
 def table_rows(reports: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     rows = []
     for r in reports:
-        launchers = _g(r, "steady", "launchers") or {}
+        launchers = dig(r, "steady", "launchers") or {}
         cpu = [v.get("cpu_percent") for v in launchers.values() if v.get("cpu_percent") is not None]
         per_req = [v.get("cpu_ms_per_request") for v in launchers.values()
                    if v.get("cpu_ms_per_request") is not None]
         rss = [v for v in (r.get("rss_mb") or {}).values() if v is not None]
         req = r.get("requests") or {}
         rows.append((
-            r.get("size", "?"), _fmt(r.get("nodes")), _fmt(_g(r, "zookeeper", "znodes")),
-            _fmt(_g(r, "steady", "zookeeper", "data_size_mb")),
-            _fmt(_g(r, "steady", "latency_ms", "p50")), _fmt(_g(r, "steady", "latency_ms", "p99")),
+            r.get("size", "?"), fmt_value(r.get("nodes")), fmt_value(dig(r, "zookeeper", "znodes")),
+            fmt_value(dig(r, "steady", "zookeeper", "data_size_mb")),
+            fmt_value(dig(r, "steady", "latency_ms", "p50")), fmt_value(dig(r, "steady", "latency_ms", "p99")),
             f"{req.get('fulfilled', '-')}/{req.get('made', '-')}",
-            _fmt(_g(r, "takeover", "leases_taken_s"), 2), _fmt(_g(r, "takeover", "served_s"), 2),
-            _fmt(_g(r, "rebalance", "rebalanced_s"), 2), _fmt(_g(r, "rebalance", "after_ready_s"), 2),
+            fmt_value(dig(r, "takeover", "leases_taken_s"), 2), fmt_value(dig(r, "takeover", "served_s"), 2),
+            fmt_value(dig(r, "rebalance", "rebalanced_s"), 2), fmt_value(dig(r, "rebalance", "after_ready_s"), 2),
             f"{min(rss):.0f}-{max(rss):.0f}" if rss else "-",
             f"{min(cpu):.0f}-{max(cpu):.0f}" if cpu else "-",
-            _fmt(sum(per_req), 1) if per_req else "-",
-            _fmt(_g(r, "steady", "zk_requests_per_handover")),
-            _fmt(_g(r, "steady", "zookeeper", "watches")),
-            _fmt(_g(r, "steady", "zk_cpu_percent")),
+            fmt_value(sum(per_req), 1) if per_req else "-",
+            fmt_value(dig(r, "steady", "zk_requests_per_handover")),
+            fmt_value(dig(r, "steady", "zookeeper", "watches")),
+            fmt_value(dig(r, "steady", "zk_cpu_percent")),
             "ok" if not r.get("ownership_problems") and not r.get("error") else "PROBLEM"))
     return rows
 

@@ -148,40 +148,40 @@ WARMUP = Scenario("warmup", "ZooKeeper warm-up: ready nodes, concurrency 50 (not
 
 # (scenario, what, value getter, limit): a negative limit means "at least -limit"
 TARGETS: list[tuple[str, str, Callable[[dict], float | None], float]] = [
-    ("ready-c1", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
-    ("ready-c1", "hand-over p99 <= 50 ms", lambda r: _get(r, "latency_ms", "p99"), 50),
-    ("spares-c1", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
-    ("ready-c50", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
-    ("ready-c50", "hand-over p99 <= 50 ms", lambda r: _get(r, "latency_ms", "p99"), 50),
+    ("ready-c1", "hand-over p50 <= 10 ms", lambda r: dig(r, "latency_ms", "p50"), 10),
+    ("ready-c1", "hand-over p99 <= 50 ms", lambda r: dig(r, "latency_ms", "p99"), 50),
+    ("spares-c1", "hand-over p50 <= 10 ms", lambda r: dig(r, "latency_ms", "p50"), 10),
+    ("ready-c50", "hand-over p50 <= 10 ms", lambda r: dig(r, "latency_ms", "p50"), 10),
+    ("ready-c50", "hand-over p99 <= 50 ms", lambda r: dig(r, "latency_ms", "p99"), 50),
     ("ready-c50", "throughput >= 200 req/s", lambda r: r.get("throughput_rps"), -200),
     ("ready-c50", "launcher CPU <= 3 ms/request",
-     lambda r: _get(r, "launcher", "cpu_ms_per_request"), 3),
-    ("spares-c50", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
+     lambda r: dig(r, "launcher", "cpu_ms_per_request"), 3),
+    ("spares-c50", "hand-over p50 <= 10 ms", lambda r: dig(r, "latency_ms", "p50"), 10),
     ("spares-c50", "throughput >= 200 req/s", lambda r: r.get("throughput_rps"), -200),
-    ("static-c1", "hand-over p50 <= 10 ms", lambda r: _get(r, "latency_ms", "p50"), 10),
+    ("static-c1", "hand-over p50 <= 10 ms", lambda r: dig(r, "latency_ms", "p50"), 10),
     ("static-c1", "launcher CPU <= 5 ms/request",
-     lambda r: _get(r, "launcher", "cpu_ms_per_request"), 5),
-    ("cold-c1", "launch overhead p50 <= 100 ms", lambda r: _get(r, "latency_ms", "p50"), 100),
+     lambda r: dig(r, "launcher", "cpu_ms_per_request"), 5),
+    ("cold-c1", "launch overhead p50 <= 100 ms", lambda r: dig(r, "latency_ms", "p50"), 100),
     ("cold-boot1s", "launch overhead p50 <= 100 ms",
-     lambda r: _minus(_get(r, "latency_ms", "p50"), 1000), 100),
-    ("ossim-c1", "launch overhead p50 <= 100 ms", lambda r: _get(r, "latency_ms", "p50"), 100),
+     lambda r: _minus(dig(r, "latency_ms", "p50"), 1000), 100),
+    ("ossim-c1", "launch overhead p50 <= 100 ms", lambda r: dig(r, "latency_ms", "p50"), 100),
     ("ossim-c1", "launcher CPU <= 10 ms/lifecycle",
-     lambda r: _get(r, "launcher", "cpu_ms_per_request"), 10),
+     lambda r: dig(r, "launcher", "cpu_ms_per_request"), 10),
     ("ossim-boot1s", "launch overhead p50 <= 100 ms",
-     lambda r: _minus(_get(r, "latency_ms", "p50"), 1000), 100),
+     lambda r: _minus(dig(r, "latency_ms", "p50"), 1000), 100),
     ("ossim-boot1s", "launcher CPU <= 10 ms/lifecycle",
-     lambda r: _get(r, "launcher", "cpu_ms_per_request"), 10),
+     lambda r: dig(r, "launcher", "cpu_ms_per_request"), 10),
     ("delete", "used -> deleting p50 <= 100 ms",
-     lambda r: _get(r, "deletion_started_ms", "p50"), 100),
+     lambda r: dig(r, "deletion_started_ms", "p50"), 100),
     ("delete", "used -> deleting p99 <= 100 ms",
-     lambda r: _get(r, "deletion_started_ms", "p99"), 100),
-    ("scale", "hand-over p99 <= 100 ms", lambda r: _get(r, "latency_ms", "p99"), 100),
-    ("scale", "launcher RSS <= 300 MB", lambda r: _get(r, "launcher", "peak_rss_mb"), 300),
-    ("idle", "idle CPU < 1%", lambda r: _get(r, "launcher", "cpu_percent"), 1),
+     lambda r: dig(r, "deletion_started_ms", "p99"), 100),
+    ("scale", "hand-over p99 <= 100 ms", lambda r: dig(r, "latency_ms", "p99"), 100),
+    ("scale", "launcher RSS <= 300 MB", lambda r: dig(r, "launcher", "peak_rss_mb"), 300),
+    ("idle", "idle CPU < 1%", lambda r: dig(r, "launcher", "cpu_percent"), 1),
 ]
 
 
-def _get(report: dict, *keys: str) -> Any:
+def dig(report: dict, *keys: str) -> Any:
     for key in keys:
         if not isinstance(report, dict):
             return None
@@ -398,14 +398,14 @@ def warm_zookeeper(args: argparse.Namespace, zk: zookeeper.ZooKeeperServer, stac
         report = run_scenario(sc, args, zk, stack, {}, workdir)
         jit1, wall = threads_cpu(zk.pid, JIT_THREADS), time.monotonic() - t0
         share = (jit1 - jit0) / wall if jit0 is not None and jit1 is not None else None
-        print(f"# ZooKeeper warm-up round {n}: {_fmt(report.get('throughput_rps'))} req/s, "
-              f"JIT compiling {_fmt(None if share is None else 100 * share)}% of a core "
+        print(f"# ZooKeeper warm-up round {n}: {fmt_value(report.get('throughput_rps'))} req/s, "
+              f"JIT compiling {fmt_value(None if share is None else 100 * share)}% of a core "
               f"over {wall:.0f}s", file=sys.stderr, flush=True)
         if report.get("error") or share is None or share < WARMUP_JIT_SHARE:
             return
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
+def fmt_value(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -421,14 +421,14 @@ def print_table(reports: list[dict[str, Any]], out: Any = sys.stdout) -> None:
         lat = r.get("latency_ms") or {}
         dele = r.get("deletion_started_ms") or {}
         la = r.get("launcher") or {}
-        rows.append((r.get("name"), _fmt(lat.get("p50")), _fmt(lat.get("p95")),
-                     _fmt(lat.get("p99")), _fmt(lat.get("max")), _fmt(r.get("throughput_rps")),
-                     _fmt(r.get("failures", "ERR" if r.get("error") else None)),
-                     _fmt(dele.get("p50")), _fmt(dele.get("p99")),
-                     _fmt(la.get("cpu_ms_per_request"), 2), _fmt(la.get("cpu_percent")),
-                     _fmt(la.get("peak_rss_mb")),
-                     _fmt(_get(r, "zookeeper", "launcher_requests_per_request")),
-                     _fmt(_get(r, "tool", "cpu_percent"))))
+        rows.append((r.get("name"), fmt_value(lat.get("p50")), fmt_value(lat.get("p95")),
+                     fmt_value(lat.get("p99")), fmt_value(lat.get("max")), fmt_value(r.get("throughput_rps")),
+                     fmt_value(r.get("failures", "ERR" if r.get("error") else None)),
+                     fmt_value(dele.get("p50")), fmt_value(dele.get("p99")),
+                     fmt_value(la.get("cpu_ms_per_request"), 2), fmt_value(la.get("cpu_percent")),
+                     fmt_value(la.get("peak_rss_mb")),
+                     fmt_value(dig(r, "zookeeper", "launcher_requests_per_request")),
+                     fmt_value(dig(r, "tool", "cpu_percent"))))
     widths = [max(len(str(c)), *(len(str(row[i])) for row in rows)) for i, c in enumerate(cols)]
     print("  ".join(str(c).rjust(w) for c, w in zip(cols, widths)), file=out)
     for row in rows:
@@ -446,7 +446,7 @@ def print_table(reports: list[dict[str, Any]], out: Any = sys.stdout) -> None:
         else:
             verdict = "met" if value <= limit else \
                 f"MISSED by {value - limit:.1f} ({value / limit:.1f}x)"
-        print(f"  {name:12} {what:34} {_fmt(value, 2):>10}  {verdict}", file=out)
+        print(f"  {name:12} {what:34} {fmt_value(value, 2):>10}  {verdict}", file=out)
     for r in reports:
         if r.get("error"):
             print(f"  {r.get('name')}: ERROR {r['error']}", file=out)
