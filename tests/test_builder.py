@@ -522,7 +522,9 @@ def test_an_image_build_request_skips_the_backoff_of_a_failed_build(
         failed.update((b, d) for b, d in watch.builds("debian-built").items()
                       if d["state"] == "failed")
         return len(failed) >= n
-    watch.wait(lambda: failures(1), what="a failed build")
+    # The failed record is written before the backoff is set in memory: wait for both.
+    watch.wait(lambda: failures(1) and "debian-built" in builder.builds.retry_at,
+               what="a failed build and its backoff")
     assert builder.builds.retry_at["debian-built"] > time.time() + 500   # backing off
     request_build(zk_client)   # the operator fixed something and asks again
     watch.wait(lambda: failures(2), what="the requested build tried at once")
