@@ -61,6 +61,8 @@ NODE_TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
     _N.ABORTED: frozenset({_N.DELETING}),
     _N.DELETED: frozenset(),
 }
+# A launch under way: its server (or slot) is being made ready.
+LAUNCHING: frozenset[NodeState] = frozenset({_N.INIT, _N.BUILDING, _N.TESTING})
 
 _R = RequestState
 REQUEST_TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {

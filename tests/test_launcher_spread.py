@@ -145,6 +145,9 @@ def test_a_joining_launcher_takes_its_share_with_no_relaunch_and_no_leak(
         left = {n: env.kazoo.get(f"{NODES}/{n}")[0][250:450] for n in env.kazoo.get_children(NODES)}
         raise AssertionError(f"{e}: nodes {left}, servers {env.cloud.list_servers()}") from None
     assert env.cloud.creates == len(created)
+    # Nothing launched twice: a request handed back with its launch under way waits for
+    # the provider's next owner, which resumes that launch for it (no spare is left).
+    assert env.cloud.creates == 12
 
 
 def test_pins_and_exclusions_are_honoured(env: LauncherEnv) -> None:

@@ -15,6 +15,7 @@ from nodepool.launcher.planner import (
     choose_nodes,
     every_pool_declined,
     is_reusable,
+    launch_elsewhere,
     triage,
 )
 from nodepool.model import Node, NodeRequest, NodeState
@@ -458,3 +459,37 @@ def test_triage_does_not_modify_the_request():
     before = req.to_dict()
     triage(req, POOL, [SELF])
     assert req.to_dict() == before
+
+
+# -- launch_elsewhere: a request handed back while its launch goes on -----------------------
+
+def launching(node_id: str, provider: str, state: NodeState = NodeState.BUILDING) -> Node:
+    return Node(id=node_id, provider=provider, state=state, type=["small"],
+                allocated_to="200-0000000001")
+
+
+def test_a_request_waits_for_its_launch_under_way_in_a_provider_that_is_run():
+    asked = []
+
+    def runnable():
+        asked.append(1)
+        return {"cloud-b": "nl02"}
+    node = launching("0000000007", "cloud-b")
+    assert launch_elsewhere([node], ours=set(), runnable=runnable) is node
+    assert launch_elsewhere([launching("1", "cloud-b", NodeState.INIT)], set(), runnable).id == "1"
+    assert launch_elsewhere([launching("2", "cloud-b", NodeState.TESTING)], set(), runnable)
+    assert len(asked) == 3
+
+
+def test_no_wait_for_our_own_launch_a_finished_node_or_a_provider_nobody_runs():
+    asked = []
+
+    def runnable():
+        asked.append(1)
+        return {"cloud-b": "nl02"}
+    assert launch_elsewhere([], set(), runnable) is None
+    assert launch_elsewhere([launching("7", "cloud-b")], ours={"7"}, runnable=runnable) is None
+    for state in (NodeState.READY, NodeState.FAILED, NodeState.DELETING):
+        assert launch_elsewhere([launching("7", "cloud-b", state)], set(), runnable) is None
+    assert asked == []     # the spread is computed only when such a launch exists
+    assert launch_elsewhere([launching("7", "cloud-gone")], set(), runnable) is None

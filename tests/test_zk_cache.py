@@ -96,6 +96,23 @@ def test_deleted_node_leaves_the_cache(cache, zk):
     assert cache.nodes() == []
 
 
+def test_nodes_are_found_by_the_request_they_are_allocated_to(cache, zk, zk_client):
+    a = nodes.create_node(zk.kazoo, Node(type=["a"], allocated_to="200-0000000001"))
+    b = nodes.create_node(zk.kazoo, Node(type=["a"], allocated_to="200-0000000001"))
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.id == b.id)
+    assert sorted(n.id for n in cache.allocated_nodes("200-0000000001")) == [a.id, b.id]
+    moved = nodes.get_node(zk_client, a.id)   # another client reallocates one
+    moved.allocated_to = "200-0000000002"
+    nodes.update_node(zk_client, moved)
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.id == a.id
+               and e.value.allocated_to == "200-0000000002")
+    assert [n.id for n in cache.allocated_nodes("200-0000000001")] == [b.id]
+    assert [n.id for n in cache.allocated_nodes("200-0000000002")] == [a.id]
+    nodes.delete_node(zk.kazoo, b.id)
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.id == b.id and e.value is None)
+    assert cache.allocated_nodes("200-0000000001") == []
+
+
 def test_lock_state_converges_after_many_quick_lock_cycles(cache, zk, zk_client):
     """Contenders that come and go within a round trip must not leave a node 'locked'."""
     from requestor import wait_for

@@ -13,7 +13,7 @@ import math
 from typing import Callable, Iterable, Mapping
 
 from nodepool.config.model import Label
-from nodepool.model import Node, NodeState
+from nodepool.model import LAUNCHING, Node, NodeState
 
 
 class Action(str, enum.Enum):
@@ -38,7 +38,6 @@ _DELETE_WHEN_UNLOCKED = {
     NodeState.ABORTED: "aborted",
     NodeState.DELETING: "deleting",
 }
-_LAUNCHING = {NodeState.INIT, NodeState.BUILDING, NodeState.TESTING}
 
 
 def hold_limit(node: Node, max_hold_age: float) -> float:
@@ -110,7 +109,7 @@ def plan(
             actions.append(NodeAction(node.id, Action.REMOVE, "deleted, record left behind"))
         elif state in _DELETE_WHEN_UNLOCKED:
             actions.append(NodeAction(node.id, Action.DELETE, _DELETE_WHEN_UNLOCKED[state]))
-        elif state in _LAUNCHING:
+        elif state in LAUNCHING:
             if can_resume and node.driver_data:
                 actions.append(NodeAction(node.id, Action.RESUME, f"{state.value} without a launcher"))
             else:

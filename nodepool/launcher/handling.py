@@ -24,7 +24,14 @@ from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.holding import Holding
 from nodepool.launcher.launches import Launches
 from nodepool.launcher.placement import seats_from_components
-from nodepool.launcher.planner import Triage, Verdict, between_owners, every_pool_declined, triage
+from nodepool.launcher.planner import (
+    Triage,
+    Verdict,
+    between_owners,
+    every_pool_declined,
+    launch_elsewhere,
+    triage,
+)
 from nodepool.launcher.reasons import RequestNotes
 from nodepool.launcher.scope import PoolState, ProviderScope
 from nodepool.launcher.spares import Spares
@@ -58,6 +65,7 @@ class Requests:
         self.new_requests: collections.deque = collections.deque()  # ids, on the cache thread
         self.retry_requests: set[str] = set()
         self.waiting_pools: set[str] = set()          # pools a request of ours waits in
+        self.launch_waits: set[str] = set()           # requests waiting for a launch elsewhere
         self.notes = RequestNotes(scope, capacity)    # the requests' timelines (reasons.py)
         self._said_paused: dict[str, bool] = {}       # pool -> paused, as last logged
         self.taking = Taking(scope, supply, self)
@@ -87,6 +95,7 @@ class Requests:
         """(Loop thread) a request is gone: drop what the walks remembered of it."""
         self.finished.discard(request_id)
         self.retry_requests.discard(request_id)
+        self.launch_waits.discard(request_id)
         self.notes.forget(request_id)
         for pool in self.scope.pools.values():
             self.declined.discard((request_id, pool.view.id))
@@ -169,7 +178,8 @@ class Requests:
         looked = _Look(self.scope.ctx.registered_pools(), blocked)
         for req in pending:
             if req.state != RequestState.REQUESTED or req.id in self.handlers \
-                    or (req.id in self.finished and not self._back_to_requested(req.id)):
+                    or (req.id in self.finished and not self._back_to_requested(req.id)) \
+                    or self._launched_elsewhere(req):
                 continue
             for pool in pools:
                 if self._consider(req, pool, looked):
@@ -216,6 +226,25 @@ class Requests:
             blocked[pool.cfg.name] = (blocker, req.id)
             self.room.consider(req, pool, blocker, need, looked.promised)
             return False
+        return True
+
+    def _launched_elsewhere(self, req: NodeRequest) -> bool:
+        """Does a launch for `req` go on that we do not run (planner.launch_elsewhere)?
+        Then the request is looked at again shortly, until that launch is resumed for it
+        by its provider's owner, or ends."""
+        node = launch_elsewhere(self.scope.ctx.cache.allocated_nodes(req.id),
+                                self.launches.tasks, self._runnable)
+        if node is None:
+            self.launch_waits.discard(req.id)
+            return False
+        self.retry_later(req.id)
+        if req.id not in self.launch_waits:
+            self.launch_waits.add(req.id)
+            # Locked: its taker is at work (a take's usual moment). Unlocked: handed
+            # over, waiting for the provider's next owner, which is worth saying.
+            say = log.debug if self.scope.ctx.cache.is_node_locked(node.id) else log.info
+            say("request=%s Waits for its launch under way in provider %s (node %s)",
+                     req.id, node.provider, node.id)
         return True
 
     def _at_concurrency(self, looked: _Look) -> bool:
@@ -287,17 +316,25 @@ class Requests:
         """A provider of our config that offers `labels` is between owners (a hand-over or
         a takeover: no pool of it registered, yet a live launcher should run it): the
         request waits for its pool instead of failing."""
-        ctx = self.scope.ctx
-        offered = {name: [frozenset(pool.labels) for pool in provider.pools.values()]
-                   for name, provider in ctx.config.providers.items()}
-        seats = seats_from_components(ctx.cache.launcher_components())
-        owned = assign(offered, {lid: seat.serves for lid, seat in seats.items()}) \
-            if seats else {}
-        waiting = between_owners(labels, offered, registered, owned)
+        offered = self._offered()
+        waiting = between_owners(labels, offered, registered, self._runnable(offered))
         if waiting:
             log.info("Not failing a request for %s: provider(s) %s are between owners",
                      ", ".join(labels), ", ".join(waiting))
         return bool(waiting)
+
+    def _offered(self) -> dict[str, list[frozenset[str]]]:
+        """provider -> the label sets of its pools (our config)."""
+        return {name: [frozenset(pool.labels) for pool in provider.pools.values()]
+                for name, provider in self.scope.ctx.config.providers.items()}
+
+    def _runnable(self, offered: dict | None = None) -> dict[str, str]:
+        """provider -> the live launcher that should run it (the spread)."""
+        seats = seats_from_components(self.scope.ctx.cache.launcher_components())
+        if not seats:
+            return {}
+        return assign(offered or self._offered(),
+                      {lid: seat.serves for lid, seat in seats.items()})
 
 
 class _Look:

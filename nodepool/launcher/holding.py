@@ -131,9 +131,12 @@ class Holding:
                 break
         self._done(h)
 
-    def _release_slots(self, h: RequestHandler) -> None:
-        """Give back every node of a request: building ones finish as spares."""
+    def _release_slots(self, h: RequestHandler, handing_back: bool = False) -> None:
+        """Give back every node of a request: building ones finish as spares, unless
+        `handing_back` (the launch part hands them back still serving it)."""
         for node_id in [s for s in h.slots if s is not None]:
+            if node_id in self.launches.tasks and handing_back:
+                continue
             if self.launches.disown(node_id):
                 continue
             held = h.held.pop(node_id, None)
@@ -167,7 +170,7 @@ class Holding:
         """On stop: pending requests go back to `requested` (waits for each)."""
         effects = self.scope.effects
         for h in list(self.book.handlers.values()):
-            self._release_slots(h)
+            self._release_slots(h, handing_back=True)
             try:
                 req = effects.read_request(h.request.id)
                 if req is not None and req.state == RequestState.PENDING:

@@ -26,7 +26,7 @@ from nodepool.launcher.deletions import Deletions
 from nodepool.launcher.reasons import error_text
 from nodepool.launcher.scope import PoolState, ProviderScope
 from nodepool.launcher.tasks import LaunchTask, Phase, run_steps
-from nodepool.model import Node, NodeRequest, NodeState
+from nodepool.model import Node, NodeRequest, NodeState, RequestState
 
 # Connection types whose host keys are scanned, as Nodepool scans them (ssh and
 # network_cli both speak ssh); winrm and others have no ssh host keys.
@@ -94,6 +94,10 @@ class Launches:
             return False
         task.request_id = None
         task.node.allocated_to = None
+        if not task.unsaved:
+            # Said at once: other pools wait for a request's launches under way
+            # (planner.launch_elsewhere), and this one serves it no more.
+            self.write(task)
         return True
 
     def write(self, task: LaunchTask) -> None:
@@ -184,9 +188,11 @@ class Launches:
             return
         task = LaunchTask(node=node, lock=lock, pool=pool, label=pool.cfg.labels[node.type[0]],
                           request_id=None, attempt_started=time.monotonic())
-        # The request it was for is reset (and re-served) by whoever finds it
-        # pending and unlocked; this node finishes as a ready spare.
-        node.allocated_to = None
+        # The request it was for (handed back, or reset by whoever finds it pending and
+        # unlocked) waits for it: it stays allocated, and serves that request when one
+        # of our pools takes it again (supply._adopt). Else it finishes as a spare.
+        if not self._still_waits(node.allocated_to):
+            node.allocated_to = None
         task.sm = self.scope.adapter.create(self._context(task), node.driver_data)
         if node.state == NodeState.INIT:
             node.set_state(NodeState.BUILDING)
@@ -194,6 +200,11 @@ class Launches:
         self.tasks[node.id] = task
         self.scope.log.info("node=%s provider=%s Resuming launch from %s", node.id,
                             self.scope.name, node.driver_data)
+
+    def _still_waits(self, request_id: str | None) -> bool:
+        request = self.scope.ctx.cache.get_request(request_id) if request_id else None
+        return request is not None and request.state in (RequestState.REQUESTED,
+                                                         RequestState.PENDING)
 
     # -- timers and steps ----------------------------------------------------------------
 
@@ -424,6 +435,7 @@ class Launches:
         if self.outcomes.launch_ready(task):
             self.write(task)            # stays locked until its request is fulfilled
         else:                           # a spare: nobody waits for it
+            task.node.allocated_to = None   # resumed for a request no pool took again
             task.write = self.scope.effects.write_and_unlock_async(task.node, task.lock)
         self.scope.log.info("node=%s provider=%s Ready at %s", task.node.id, self.scope.name,
                             task.node.interface_ip)
@@ -438,10 +450,8 @@ class Launches:
     # -- stop --------------------------------------------------------------------------
 
     def hand_back(self) -> None:
-        """On stop: launches stay resumable from their records; their locks go."""
+        """On stop: launches stay resumable from their records, still allocated to the
+        requests they serve (the next owner resumes them for those); their locks go."""
         for task in list(self.tasks.values()):
-            if task.node.allocated_to is not None:
-                task.node.allocated_to = None
-                self.write(task)
             self.scope.effects.unlock_async(task.lock)
         self.tasks.clear()

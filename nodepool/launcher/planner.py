@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Container, Iterable, Mapping, Sequence
 
-from nodepool.model import Node, NodeRequest, NodeState
+from nodepool.model import LAUNCHING, Node, NodeRequest, NodeState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +106,23 @@ def between_owners(labels: Iterable[str], offered: Mapping[str, Iterable[frozens
     running = {p.provider for p in registered}
     return sorted(name for name in set(owned) - running
                   if any(wanted <= pool for pool in offered.get(name, ())))
+
+
+def launch_elsewhere(allocated: Iterable[Node], ours: Container[str],
+                     runnable: Callable[[], Container[str]]) -> Node | None:
+    """A launch for a request under way that this worker does not run (pure), or None.
+
+    `allocated`: the nodes allocated to the request; `ours`: our launches;
+    `runnable()`: the providers some live launcher should run (asked only when
+    such a launch exists). A hand-over gives a request back while its launches
+    go on under the provider's next owner, which resumes them for it: the
+    request waits for that owner instead of being launched for twice.
+    """
+    others = [n for n in allocated if n.state in LAUNCHING and n.id not in ours]
+    if not others:
+        return None
+    runs = runnable()
+    return next((n for n in others if n.provider in runs), None)
 
 
 def is_spare(node: Node, locked: bool) -> bool:

@@ -81,11 +81,15 @@ class CloudSupply:
                az: str | None) -> None:
         """Give empty slots the launches already under way for nobody (a resumed launch,
         a released min-ready node): no second server when one is nearly there."""
+        # Those resumed for this request first; none resumed for another one.
+        under_way = sorted((t for t in self.launches.unassigned(pool)
+                            if t.node.allocated_to in (None, req.id)),
+                           key=lambda t: t.node.allocated_to != req.id)
         for i, slot in enumerate(slots):
             if slot is not None:
                 continue
             label = req.node_types[i]
-            for task in self.launches.unassigned(pool):
+            for task in under_way:
                 if label in task.node.type and task.node.id not in slots and \
                         (az is None or task.az in (None, az)):
                     self.launches.adopt(task, req)

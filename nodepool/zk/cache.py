@@ -68,6 +68,7 @@ class ZooKeeperCache:
         self.zk = zk
         self._nodes: dict[str, Node] = {}
         self._locks: dict[str, frozenset[str]] = {}
+        self._allocated: dict[str, set[str]] = {}   # request id -> ids of nodes allocated to it
         self._requests: dict[str, NodeRequest] = {}
         # (sort key, id) of every cached request, kept in protocol service order.
         self._order: list[tuple[tuple[int, int, int], str]] = []
@@ -157,6 +158,11 @@ class ZooKeeperCache:
     def get_node(self, node_id: str) -> Node | None:
         return self._nodes.get(node_id)
 
+    def allocated_nodes(self, request_id: str) -> list[Node]:
+        """The nodes whose records say they are allocated to the request (any provider)."""
+        with self._mutex:
+            return [self._nodes[i] for i in self._allocated.get(request_id, ()) if i in self._nodes]
+
     def is_node_locked(self, node_id: str) -> bool:
         """True when the node has lock contenders (someone is using it)."""
         return bool(self._locks.get(node_id))
@@ -220,7 +226,7 @@ class ZooKeeperCache:
     def _node_changed(self, node_id: str, raw: bytes | None, stat) -> None:
         if raw is None:
             with self._mutex:
-                self._nodes.pop(node_id, None)
+                self._unallocate(self._nodes.pop(node_id, None))
                 self._locks.pop(node_id, None)
             self._publish(CacheEvent(NODE, node_id, None))
             return
@@ -232,8 +238,21 @@ class ZooKeeperCache:
             log.warning("Ignoring unreadable node %s: %s", node_id, e)
             return
         with self._mutex:
+            self._unallocate(self._nodes.get(node_id))
             self._nodes[node_id] = node
+            if node.allocated_to is not None:
+                self._allocated.setdefault(node.allocated_to, set()).add(node_id)
         self._publish(CacheEvent(NODE, node_id, node, self.is_node_locked(node_id)))
+
+    def _unallocate(self, old: Node | None) -> None:
+        """(Under the mutex) forget a node's entry in the by-request index."""
+        if old is None or old.allocated_to is None:
+            return
+        ids = self._allocated.get(old.allocated_to)
+        if ids is not None:
+            ids.discard(old.id)
+            if not ids:
+                del self._allocated[old.allocated_to]
 
     def _locks_changed(self, node_id: str, names: frozenset[str]) -> None:
         contenders = frozenset(c for c in names if is_contender(c))
