@@ -9,7 +9,7 @@ import time
 
 from requestor import wait_for
 
-from nodepool.launcher.daemon import Launcher, LoopWork
+from nodepool.launcher.daemon import Launcher, LoopWork, loop_timeout
 from nodepool.launcher.tuning import DEFAULT
 from nodepool.testing.fake_adapter import FakeAdapter
 
@@ -180,3 +180,12 @@ def test_loop_work_asks_coalesce_and_a_wait_needs_a_run_begun_after_the_ask():
     assert work.take() is True
     work.finish()
     assert work.wait(third, 0)
+
+
+def test_loop_sleeps_until_the_next_due_time_and_at_most_its_idle_wait():
+    assert loop_timeout(100.0, 1.0, None, None) == 1.0
+    assert loop_timeout(100.0, 1.0, 100.25, None) == 0.25
+    assert loop_timeout(100.0, 1.0, None, 100.5) == 0.5
+    assert loop_timeout(100.0, 1.0, 100.75, 100.5) == 0.5
+    assert loop_timeout(100.0, 1.0, 99.0, None) == 0.0   # overdue: at once
+

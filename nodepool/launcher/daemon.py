@@ -61,6 +61,20 @@ from nodepool.zk.components import LAUNCHER, Component, ComponentRegistry
 log = logging.getLogger("nodepool.launcher")
 
 
+def loop_timeout(now: float, idle: float, place_due: float | None,
+                 min_ready_due: float | None) -> float:
+    """How long the launcher loop may sleep: until the next free lease's wait ends or
+    min-ready's pass is due (None: not ours to run, or nothing owed), at most `idle`.
+
+    Only min-ready's owner runs its passes: a launcher that is not the owner owes one
+    after every event and never pays it, so counting its due time spun its loop."""
+    timeout = idle
+    for due in (place_due, min_ready_due):
+        if due is not None:
+            timeout = min(timeout, due - now)
+    return max(0.0, timeout)
+
+
 class LoopWork:
     """Work other threads ask the launcher loop for, by name (a config check, a reset).
 
@@ -360,11 +374,9 @@ class Launcher:
         wanted = True   # a min-ready pass is owed (something changed since the last one)
         zk_lost_said = False
         while not self.stopping:
-            timeout = tuning.loop_idle_wait
-            if self._place_due is not None:
-                timeout = max(0.0, min(timeout, self._place_due - time.monotonic()))
-            if wanted:
-                timeout = max(0.0, min(timeout, self._min_ready_due - time.monotonic()))
+            timeout = loop_timeout(time.monotonic(), tuning.loop_idle_wait, self._place_due,
+                                   self._min_ready_due if wanted and self.min_ready_owner
+                                   else None)
             self.wakeup.wait(timeout)
             self.wakeup.clear()
             if self._changed.is_set() or \
