@@ -65,7 +65,9 @@ class Requests:
         self.new_requests: collections.deque = collections.deque()  # ids, on the cache thread
         self.retry_requests: set[str] = set()
         self.waiting_pools: set[str] = set()          # pools a request of ours waits in
-        self.launch_waits: set[str] = set()           # requests waiting for a launch elsewhere
+        # node -> the request waiting for its launch under way elsewhere; replaced whole
+        # (never changed in place), as the cache thread reads it (launch_moved).
+        self.launch_waits: dict[str, str] = {}
         self.notes = RequestNotes(scope, capacity)    # the requests' timelines (reasons.py)
         self._said_paused: dict[str, bool] = {}       # pool -> paused, as last logged
         self.taking = Taking(scope, supply, self)
@@ -91,11 +93,22 @@ class Requests:
     def request_event(self, request_id: str) -> None:
         self.deferral.request_event(request_id)
 
+    def launch_moved(self, node_id: str) -> None:
+        """A node changed (any provider's): a request waiting for its launch is looked
+        at again (_launched_elsewhere)."""
+        request_id = self.launch_waits.get(node_id)
+        if request_id is not None:
+            self.new_requests.append(request_id)
+
+    def _stop_waiting(self, request_id: str) -> None:
+        if request_id in self.launch_waits.values():
+            self.launch_waits = {n: r for n, r in self.launch_waits.items() if r != request_id}
+
     def forget_request(self, request_id: str) -> None:
         """(Loop thread) a request is gone: drop what the walks remembered of it."""
         self.finished.discard(request_id)
         self.retry_requests.discard(request_id)
-        self.launch_waits.discard(request_id)
+        self._stop_waiting(request_id)
         self.notes.forget(request_id)
         for pool in self.scope.pools.values():
             self.declined.discard((request_id, pool.view.id))
@@ -230,22 +243,27 @@ class Requests:
 
     def _launched_elsewhere(self, req: NodeRequest) -> bool:
         """Does a launch for `req` go on that we do not run (planner.launch_elsewhere)?
-        Then the request is looked at again shortly, until that launch is resumed for it
-        by its provider's owner, or ends."""
+        Then the request waits: it is looked at again when that node changes (resumed
+        for it by its provider's next owner, or ended) or the spread does (notify)."""
         node = launch_elsewhere(self.scope.ctx.cache.allocated_nodes(req.id),
                                 self.launches.tasks, self._runnable)
         if node is None:
-            self.launch_waits.discard(req.id)
+            self._stop_waiting(req.id)
             return False
-        self.retry_later(req.id)
-        if req.id not in self.launch_waits:
-            self.launch_waits.add(req.id)
+        if self.launch_waits.get(node.id) != req.id:
+            self._stop_waiting(req.id)
+            self.launch_waits = {**self.launch_waits, node.id: req.id}
             # Locked: its taker is at work (a take's usual moment). Unlocked: handed
             # over, waiting for the provider's next owner, which is worth saying.
             say = log.debug if self.scope.ctx.cache.is_node_locked(node.id) else log.info
             say("request=%s Waits for its launch under way in provider %s (node %s)",
-                     req.id, node.provider, node.id)
+                req.id, node.provider, node.id)
         return True
+
+    def spread_moved(self) -> None:
+        """(Cache thread) launchers came, went or changed what they serve: the requests
+        waiting for a launch elsewhere are looked at again."""
+        self.new_requests.extend(set(self.launch_waits.values()))
 
     def _at_concurrency(self, looked: _Look) -> bool:
         """max-concurrency, as Nodepool counts it: requests handled at once (held by us,

@@ -147,6 +147,7 @@ class ProviderWorker:
             node = event.value
             if node is None or node.provider == self.name:
                 self._changes.append(event.id)
+            self.requests.launch_moved(event.id)
         elif event.kind == zkcache.REQUEST:
             if event.value is None:
                 self._changes.append(("request-gone", event.id))
@@ -155,6 +156,8 @@ class ProviderWorker:
             self.requests.request_event(event.id)
         elif event.kind == zkcache.POOL_COMPONENT:
             self.requests.deferral.want_walk()   # other pools' priorities and pauses
+        elif event.kind in (zkcache.LAUNCHER_COMPONENT, zkcache.LEASE):
+            self.requests.spread_moved()
         self.wake()
 
     # -- life -----------------------------------------------------------------------------
