@@ -268,11 +268,24 @@ def _from_dict(cls, obj_id, data, version):
                 kwargs[key] = parsers[key](value)
             except (ValueError, TypeError) as e:
                 raise ProtocolError(f"{cls.__name__} {obj_id}: bad {key!r}: {e}") from None
+    if cls is Node and isinstance(kwargs.get("external_id"), dict):
+        _split_external_ids(kwargs)
     if cls is Node and "connection_port" not in data and "ssh_port" in data:
         kwargs["connection_port"] = int(data["ssh_port"])
     # ssh_port is derived from connection_port on write; keep it out of extra.
     extra.pop("ssh_port", None)
     return cls(id=obj_id, extra=extra, version=version, **kwargs)
+
+
+def _split_external_ids(kwargs: dict[str, Any]) -> None:
+    """Nodepool's AWS driver writes external_id as {"instance": ID, "host": ID}: the server
+    is the instance (what listings and leak cleanup compare); the other ids go to
+    driver_data (a dedicated host is released from there, drivers/aws/delete.py)."""
+    ids = dict(kwargs["external_id"])
+    kwargs["external_id"] = ids.pop("instance", None)
+    data = kwargs.get("driver_data")
+    if data is None or isinstance(data, dict):
+        kwargs["driver_data"] = {**ids, **(data or {})}
 
 
 # How keys that need it are read; every other known key is taken as it is.

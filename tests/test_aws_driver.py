@@ -33,7 +33,6 @@ def test_nodepool_aws_keys_load_with_nodepools_defaults(aws_network: dict[str, A
 @pytest.mark.parametrize("key, value, expected", [
     ("fleet", "{instance-types: [t3.small], allocation-strategy: lowest-price}",
      "providers[0].pools[0].labels[0].fleet: not implemented"),
-    ("dedicated-host", "true", "providers[0].pools[0].labels[0].dedicated-host: not implemented"),
     ("flavor-name", "x", "providers[0].pools[0].labels[0].flavor-name: extra key not allowed"),
 ])
 def test_keys_not_implemented_are_refused_by_name(aws_network: dict[str, Any], key: str,

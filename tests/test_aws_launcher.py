@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from plugins.motoaws import AwsFaults, FaultProxy, Rule, provider_config
 from requestor import Requestor, wait_for
+from test_aws_contract import dedicated_host_config
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
 from nodepool.explain import sentence
@@ -235,3 +236,31 @@ def test_a_fulfilled_requests_node_whose_instance_vanished_is_in_its_timeline(
     (entry,) = [e for e in launcher.ctx.timeline.entries(rid) if e["event"] == "node-vanished"]
     said = sentence(entry)
     assert node_id in said and instance_id in said and "(ready)" in said, said
+
+
+@pytest.mark.parametrize("written_by", ["us", "nodepool"])
+def test_a_dedicated_host_node_is_served_and_its_host_released_after_the_job(
+        start_launcher: Callable, aws_network: dict, ec2: Any, zk_client: Any,
+        written_by: str) -> None:
+    """`nodepool`: the in-use node is rewritten as Nodepool 11 writes it (external_id
+    {"instance": ..., "host": ...}, no driver_data): the host is still released."""
+    text = dedicated_host_config(aws_network)
+    start_launcher(ZK_HEADER + text[text.index("labels:"):])
+    rq = Requestor(zk_client)
+    rid = rq.submit(["small"])
+    request = rq.wait(rid, timeout=30)
+    assert request["state"] == "fulfilled", request
+    (node_id,) = rq.accept(rid, request)
+    node = rq.node(node_id)
+    (instance,) = live(ec2)
+    host_id = instance["Placement"]["HostId"]
+    assert node["external_id"] == instance["InstanceId"] and node["resources"] == {"instances": 1}
+    (host,) = ec2.describe_hosts(HostIds=[host_id])["Hosts"]
+    assert {t["Key"]: t["Value"] for t in host["Tags"]}["nodepool_node_id"] == node_id
+    if written_by == "nodepool":
+        rq.set_node(node_id, external_id={"instance": instance["InstanceId"], "host": host_id},
+                    driver_data=None)
+    rq.finish([node_id])
+    wait_for(lambda: rq.node(node_id) is None, timeout=30, what="node deleted")
+    assert live(ec2) == []
+    assert ec2.describe_hosts(HostIds=[host_id])["Hosts"][0]["State"] == "released"

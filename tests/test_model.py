@@ -150,3 +150,15 @@ def test_node_properties_default_to_an_empty_mapping_and_null_reads_as_one() -> 
     """Zuul's default is {}: `'spot' in node_properties` must work on our nodes."""
     assert json.loads(Node().to_json())["node_properties"] == {}
     assert Node.from_json("0000000001", b'{"node_properties": null}').node_properties == {}
+
+
+def test_nodepools_aws_external_id_dict_reads_as_the_instance_with_the_host_in_driver_data():
+    """Nodepool 11's AWS driver writes {"instance": ..., "host": ...}; listings, leak cleanup
+    and the vanished-instance check compare the instance id (a dict is not hashable)."""
+    raw = {"state": "in-use", "type": ["small"], "provider": "ec2",
+           "external_id": {"instance": "i-0123", "host": "h-0456"}}
+    node = Node.from_json("0000000001", json.dumps(raw).encode())
+    assert node.external_id == "i-0123" and node.driver_data == {"host": "h-0456"}
+    assert Node.from_json("2", json.dumps({**raw, "external_id": {}}).encode()).external_id is None
+    kept = {**raw, "driver_data": {"state": "wait-running", "host": "h-ours"}}
+    assert Node.from_json("3", json.dumps(kept).encode()).driver_data["host"] == "h-ours"

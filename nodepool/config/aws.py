@@ -111,6 +111,7 @@ class AwsLabel(PoolLabel):
     dynamic_tags: Mapping[str, Any] = field(default_factory=empty_map)
     use_spot: bool = False
     imdsv2: str | None = None
+    dedicated_host: bool = False   # one dedicated host per node (hosts.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,7 +227,7 @@ POOL_LABEL = Struct({
     "dynamic-tags": FreeMap,
     "use-spot": Bool,
     "imdsv2": OneOf(None, "required", "optional"),
-    "dedicated-host": NotImplementedKey("dedicated hosts"),
+    "dedicated-host": Bool,
 })
 
 POOL = Struct({
@@ -292,6 +293,7 @@ def check(raw: RawMap, path: str, ctx: CheckContext) -> list[Finding]:
         found += duplicates(((p, text(i, "name")) for p, i in labels), "label")
         for lpath, label in labels:
             found += _check_label(label, lpath, ctx, image_names, cloud_names)
+            found += _check_dedicated_host(label, lpath, pool)
     return found
 
 
@@ -332,6 +334,21 @@ def _check_label(label: RawMap, path: str, ctx: CheckContext,
     if cloud is not None and cloud not in cloud_names:
         found.append((join_path(path, "cloud-image"),
                       f"cloud-image '{cloud}' is not listed in this provider's cloud-images"))
+    return found
+
+
+def _check_dedicated_host(label: RawMap, path: str, pool: RawMap) -> list[Finding]:
+    """What Nodepool requires of a dedicated-host label: a pool AZ (the host is allocated
+    in it) and no spot (a spot instance cannot run on a dedicated host)."""
+    if label.get("dedicated-host") is not True:
+        return []
+    found = []
+    if label.get("use-spot") is True:
+        found.append((join_path(path, "use-spot"),
+                      "spot instances cannot be used on dedicated hosts"))
+    if not pool.get("availability-zone"):
+        found.append((join_path(path, "dedicated-host"), "needs the pool's "
+                      "availability-zone (the zone the host is allocated in)"))
     return found
 
 
@@ -446,6 +463,7 @@ def _build_label(raw: Mapping[str, Any], pool_host_key_checking: bool) -> AwsLab
         dynamic_tags=freeze(raw.get("dynamic-tags", {})),
         use_spot=raw.get("use-spot", False),
         imdsv2=raw.get("imdsv2"),
+        dedicated_host=raw.get("dedicated-host", False),
         host_key_checking=pool_host_key_checking,
     )
 

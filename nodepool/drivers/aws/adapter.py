@@ -15,7 +15,7 @@ from nodepool.drivers.adapter import (
     LaunchContext,
     Resources,
 )
-from nodepool.drivers.aws import leaks
+from nodepool.drivers.aws import hosts, leaks
 from nodepool.drivers.aws.create import AwsCreate
 from nodepool.drivers.aws.delete import AwsDelete
 from nodepool.drivers.aws.ec2 import Ec2
@@ -45,6 +45,8 @@ class AwsAdapter(Adapter):
         self._lock = threading.Lock()
         self._others: list[Instance] = []
         self._internal = any(p.use_internal_ip for p in provider.pools.values())
+        self._dedicated = any(label.dedicated_host for p in provider.pools.values()
+                              for label in p.labels.values())
 
     def create(self, ctx: LaunchContext, driver_data: Mapping[str, Any] | None = None
                ) -> CreateStateMachine:
@@ -93,10 +95,17 @@ class AwsAdapter(Adapter):
     # -- leaks --------------------------------------------------------------
 
     def list_resources(self) -> list[CloudResource]:
-        return leaks.scan_volumes(self.ec2, self.provider.name)
+        found = leaks.scan_volumes(self.ec2, self.provider.name)
+        if self._dedicated:   # hosts, minus those our live instances run on
+            hosting = {i.metadata.get("host_id") for i in self.list_instances()}
+            found += hosts.scan(self.ec2, self.provider.name, hosting)
+        return found
 
     def delete_resource(self, resource: CloudResource) -> None:
-        leaks.delete_volume(self.ec2, resource)
+        if resource.kind == hosts.HOST:
+            hosts.release_leaked(self.ec2, resource)
+        else:
+            leaks.delete_volume(self.ec2, resource)
 
     # -- quota --------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from nodepool.drivers.adapter import (
     LaunchContext,
     Listing,
 )
+from nodepool.drivers.aws import hosts
 from nodepool.drivers.aws.images import root_mapping
 from nodepool.drivers.aws.instances import as_tag_list, tags_for
 from nodepool.errors import CapacityError, ConfigurationError, DriverError, LaunchFailure
@@ -50,11 +51,14 @@ class AwsCreate(CreateStateMachine):
     """Creates one instance; idempotent by its node-id tag and a ClientToken.
 
     driver_data holds `state`, `external_id`, `token` (the ClientToken: EC2 answers a
-    repeated RunInstances with the same token with the instance it made) and `subnet`
+    repeated RunInstances with the same token with the instance it made), `subnet`
     (the index in the pool's subnets being tried; InsufficientInstanceCapacity moves
-    to the next one, then the launch fails with a CapacityError).
+    to the next one, then the launch fails with a CapacityError) and, for a
+    dedicated-host label, `host`: the host allocated for the instance (hosts.py).
     """
 
+    HOST = "allocate-host"
+    HOST_WAIT = "wait-host"
     SUBMIT = "submit"
     WAIT = "wait-running"
     COMPLETE = "complete"
@@ -66,15 +70,21 @@ class AwsCreate(CreateStateMachine):
         self.adapter = adapter
         self.token: str = data.get("token") or f"{ctx.node.id}-{uuid.uuid4().hex[:12]}"
         self.subnet: int = int(data.get("subnet", 0))
+        self.host_id: str | None = data.get("host")
         self.called_at = time.monotonic()
-        self._look_first = driver_data is not None
+        self._resumed = driver_data is not None
+        self._look_first = self._resumed
         self._image_id: str | None = None
         self.where = f"node={ctx.node.id} provider={adapter.provider.name}"
-        self._steps = {self.START: self._start, self.SUBMIT: self._submit,
+        self._steps = {self.START: self._start, self.HOST: self._allocate_host,
+                       self.HOST_WAIT: self._wait_host, self.SUBMIT: self._submit,
                        self.WAIT: self._wait, self.COMPLETE: self._wait}
 
     def driver_data(self) -> dict[str, Any]:
-        return {**super().driver_data(), "token": self.token, "subnet": self.subnet}
+        data = {**super().driver_data(), "token": self.token, "subnet": self.subnet}
+        if self.host_id is not None:
+            data["host"] = self.host_id
+        return data
 
     def advance(self, listing: Listing | None) -> None:
         try:
@@ -95,7 +105,8 @@ class AwsCreate(CreateStateMachine):
         # The AMI and its root device: at most one call (DescribeImages by filters or by
         # id; a filters lookup caches the description it found), cached by the adapter.
         self.adapter.images.describe(self._image())
-        self.state = self.SUBMIT
+        self.state = self.HOST if self.ctx.label.dedicated_host and self.host_id is None \
+            else self.SUBMIT
 
     def _image(self) -> str:
         if self._image_id is not None:
@@ -114,6 +125,34 @@ class AwsCreate(CreateStateMachine):
                                          f"cloud-image {ctx.label.cloud_image!r} is not configured")
             self._image_id = self.adapter.images.image_id(image)
         return self._image_id
+
+    # -- a dedicated host (hosts.py) -------------------------------------------
+
+    def _allocate_host(self, listing: Listing | None) -> None:
+        provider = self.adapter.provider.name
+        if self._look_first:   # resumed, or after an error: did an allocation land?
+            self._look_first = False
+            self.host_id = hosts.find(self.adapter.ec2, provider, self.ctx.node.id or "")
+            if self.host_id is not None:
+                log.info("%s Found dedicated host %s", self.where, self.host_id)
+                self.state = self.HOST_WAIT
+            return
+        self.host_id = hosts.allocate(self.adapter.ec2, self.ctx, f"{self.token}-host")
+        self.called_at = time.monotonic()
+        self.state = self.HOST_WAIT
+        log.info("%s Allocated dedicated host %s", self.where, self.host_id)
+
+    def _wait_host(self, listing: Listing | None) -> None:
+        assert self.host_id is not None
+        state = hosts.state(self.adapter.ec2, self.host_id)
+        if state == hosts.AVAILABLE:
+            self.state = self.SUBMIT
+            # Resumed: an instance may have been asked for already; look before asking.
+            self._look_first = self._look_first or self._resumed
+        elif state is None or state in hosts.FAILED_STATES:
+            raise LaunchFailure(f"provider {self.adapter.provider.name}: node "
+                                f"{self.ctx.node.id}: dedicated host {self.host_id} is "
+                                f"{state or 'unknown to EC2'}")
 
     # -- submit -------------------------------------------------------------
 
@@ -189,6 +228,9 @@ class AwsCreate(CreateStateMachine):
         az = ctx.az or pool.availability_zone
         if az and not subnets:
             args["Placement"] = {"AvailabilityZone": az}
+        if self.host_id is not None:
+            args.setdefault("Placement", {}).update(
+                {"Tenancy": "host", "HostId": self.host_id, "Affinity": "host"})
         if label.ebs_optimized:
             args["EbsOptimized"] = True
         if label.userdata:

@@ -51,7 +51,9 @@ ERROR_CLASSES: Mapping[str, type[DriverError]] = {
 
 # Codes that mean "it is gone": for deletes and lookups an answer, not an error.
 NOT_FOUND = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed",
-                       "InvalidVolume.NotFound", "InvalidVolume.Malformed"})
+                       "InvalidVolume.NotFound", "InvalidVolume.Malformed",
+                       "InvalidHostID.NotFound", "InvalidHostId.NotFound",
+                       "InvalidHostID.Malformed", "InvalidHostId.Malformed"})
 
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     boto_exc.EndpointConnectionError, boto_exc.ConnectionClosedError,

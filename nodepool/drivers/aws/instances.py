@@ -88,4 +88,5 @@ def to_instance(raw: Mapping[str, Any], region: str | None,
         hostname=tags.get(TAG_NAME),
         fault=(reason or f"instance is {raw.get('State', {}).get('Name')}")
         if status == InstanceStatus.ERROR else None,
-        metadata={**tags, "instance_type": raw.get("InstanceType", "")})
+        metadata={**tags, "instance_type": raw.get("InstanceType", ""),
+                  "host_id": (raw.get("Placement") or {}).get("HostId")})

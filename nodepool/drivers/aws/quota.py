@@ -80,7 +80,8 @@ class Quotas:
     def refresh_limits(self) -> None:
         """The vCPU quota of each code our labels use; one without an answer is unlimited."""
         codes = {c for pool in self.provider.pools.values() for label in pool.labels.values()
-                 if (c := quota_code(label.instance_type, label.use_spot))}
+                 if not label.dedicated_host
+                 and (c := quota_code(label.instance_type, label.use_spot))}
         for code in sorted(codes):
             try:
                 answer = self.ec2.call(
@@ -98,6 +99,10 @@ class Quotas:
             return self._types.get(instance_type)
 
     def label_cost(self, label: Any) -> Resources:
+        if label.dedicated_host:
+            # As Nodepool: an instance on its own dedicated host is not counted against
+            # the vCPU quotas (the host is; its quota is not read, doc/aws.md).
+            return Resources(instances=1)
         size = self.size(label.instance_type)
         if size is None and self.refused(label.instance_type):
             return Resources(instances=1)   # its launch fails before any cloud call
@@ -121,7 +126,7 @@ class Quotas:
         used = 0
         for instance in others:
             itype = instance.metadata.get("instance_type", "")
-            if quota_code(itype) == code:
+            if quota_code(itype) == code and not instance.metadata.get("host_id"):
                 used += (self.size(itype) or (0, 0))[0]
         return Resources(instances=math.inf, cores=max(0.0, limit - used), ram=math.inf,
                          volumes=math.inf, volume_gb=math.inf)
