@@ -1,10 +1,15 @@
 """nodepool-builder's AWS uploads against moto's server over HTTP: the file to S3, the import
 task (answered by the test proxy: moto lacks it, plugins/awsimport.py), the AMI registered
-and tagged, a launcher booting it, rotation and leak cleanup of AMIs, snapshots, objects."""
+and tagged, a launcher booting it, rotation and leak cleanup of AMIs, snapshots, objects,
+the post-upload-hook (a failing one deletes what the upload made), and a builder killed or
+stopped while EC2 imports (another builder's cleanup removes the record and what it made)."""
 
 from __future__ import annotations
 
 import dataclasses
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,15 +85,29 @@ def s3(moto_server: str, aws_env: dict) -> Any:
     return client
 
 
+def write_config(path: Path, zk_tls: dict, network: dict, name: str = "nb",
+                 method: str = "snapshot", timeout: int = 3600, hook: Path | None = None,
+                 extra: str = "") -> Path:
+    """The builder's config; its images in `<name>-images` next to it (one per builder)."""
+    text = nodepool_yaml(
+        zk_tls, CONFIG, images=path.parent / f"{name}-images", logs=path.parent / "logs",
+        dib=FAKE_DIB, method=method, timeout=timeout, subnet=network["subnets"][0],
+        group=network["group"])
+    if hook is not None:
+        text = text.replace("    object-storage:", f"    post-upload-hook: {hook}\n"
+                            "    object-storage:", 1)
+    path.write_text(text.replace("images-dir:", extra + "images-dir:", 1))
+    return path
+
+
 @pytest.fixture
 def start_builder(zk_tls: dict, tmp_path: Path, aws_network: dict, s3: Any) -> Iterator[Any]:
     started: list[Builder] = []
 
-    def start(method: str = "snapshot", tuning: Any = AWS_FAST, timeout: int = 3600) -> Builder:
-        path = tmp_path / "nb.yaml"
-        path.write_text(nodepool_yaml(
-            zk_tls, CONFIG, images=tmp_path / "images", logs=tmp_path / "logs", dib=FAKE_DIB,
-            method=method, timeout=timeout, subnet=aws_network["subnets"][0], group=aws_network["group"]))
+    def start(method: str = "snapshot", tuning: Any = AWS_FAST, timeout: int = 3600,
+              hook: Path | None = None) -> Builder:
+        path = write_config(tmp_path / "nb.yaml", zk_tls, aws_network, method=method,
+                            timeout=timeout, hook=hook)
         builder = Builder(str(path), hostname="nb", tuning=tuning)
         builder.start()
         started.append(builder)
@@ -143,7 +162,7 @@ def test_a_build_is_imported_as_a_snapshot_registered_tagged_and_a_launcher_boot
     (task,) = aws_proxy.imports.tasks.values()
     assert (task["bucket"], task["key"]) == (BUCKET, f"{upload['external_name']}.raw")
     assert task["format"] == "raw" and task["tags"] == expected_tags(build_id, upload_id)
-    assert task["size"] == (tmp_path / "images" / f"debian-built-{build_id}.raw").stat().st_size
+    assert task["size"] == (tmp_path / "nb-images" / f"debian-built-{build_id}.raw").stat().st_size
     snapshot = our_snapshots(ec2)[task["snapshot"]]
     assert tags(snapshot) == expected_tags(build_id, upload_id)
     assert aws_proxy.calls["RegisterImage"] == 1
@@ -337,7 +356,7 @@ def test_ebs_direct_writes_the_raw_files_blocks_into_a_tagged_snapshot_without_s
     # (moto reports BlockSize 512 where EBS reports 524288: not checked)
     indexes = sorted(b["BlockIndex"] for b in listed["Blocks"])   # written in parallel
     assert indexes == [0, 3]
-    data = (tmp_path / "images" / f"debian-built-{build_id}.raw").read_bytes()
+    data = (tmp_path / "nb-images" / f"debian-built-{build_id}.raw").read_bytes()
     for block in listed["Blocks"]:
         got = ebs.get_snapshot_block(SnapshotId=snapshot["SnapshotId"],
                                      BlockIndex=block["BlockIndex"], BlockToken=block["BlockToken"])
@@ -396,3 +415,121 @@ def test_what_an_orphaned_import_task_made_is_tagged_from_the_task_and_cleaned_u
     start_builder(tuning=dataclasses.replace(AWS_FAST, cleanup_interval=0.2))
     watch.wait(lambda: ours not in our_snapshots(ec2), what="the orphaned snapshot deleted")
     assert tags(our_snapshots(ec2)[theirs]) == {}
+
+
+def hook_script(tmp_path: Path, fail_first: bool) -> Path:
+    """A post-upload-hook that appends its arguments to `hook-args`; `fail_first`: the
+    first run exits 3."""
+    hook = tmp_path / "hook"
+    fail = (f"[ -e {tmp_path}/failed-once ] || {{ touch {tmp_path}/failed-once; exit 3; }}\n"
+            if fail_first else "")
+    hook.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/hook-args\n{fail}')
+    hook.chmod(0o755)
+    return hook
+
+
+def hook_calls(tmp_path: Path) -> list[list[str]]:
+    return [line.split() for line in (tmp_path / "hook-args").read_text().splitlines()]
+
+
+def tagged_with(ec2: Any, s3: Any, upload_id: str) -> list[str]:
+    """The AMIs, snapshots and S3 objects tagged with this upload."""
+    found = [i for i, r in {**our_amis(ec2), **our_snapshots(ec2)}.items()
+             if tags(r).get("nodepool_upload_id") == upload_id]
+    for key in objects(s3):
+        tag_set = s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]
+        if tags({"Tags": tag_set}).get("nodepool_upload_id") == upload_id:
+            found.append(key)
+    return found
+
+
+def test_post_upload_hook_runs_with_the_provider_the_ami_and_the_file(
+        start_builder: Any, watch: ImageWatch, ec2: Any, tmp_path: Path) -> None:
+    start_builder(hook=hook_script(tmp_path, fail_first=False))
+    (build_id, _), upload = next(iter(watch.wait(lambda: uploads(watch)).items()))
+    assert hook_calls(tmp_path) == [[PROVIDER, upload["external_id"],
+                                     str(tmp_path / "nb-images" / f"debian-built-{build_id}.raw")]]
+    assert our_amis(ec2)[upload["external_id"]]["State"] == "available"
+
+
+@pytest.mark.parametrize("method", ["snapshot", "image", "ebs-direct"])
+def test_a_failing_post_upload_hook_deletes_the_ami_snapshots_and_object_and_is_retried(
+        start_builder: Any, watch: ImageWatch, ec2: Any, s3: Any, aws_proxy: FaultProxy,
+        tmp_path: Path, method: str) -> None:
+    start_builder(method, hook=hook_script(tmp_path, fail_first=True))
+    failed: dict[str, Any] = {}
+
+    def failed_then_ready() -> Any:
+        for (_, upload_id), upload in watch.uploads("debian-built", PROVIDER).items():
+            if upload["state"] == "failed" and not failed:
+                # What the failed upload left, looked at once its record says failed.
+                failed.update(id=upload_id, record=upload, left=tagged_with(ec2, s3, upload_id))
+        return failed and uploads(watch)
+    (_, ready_id), ready = next(iter(watch.wait(failed_then_ready).items()))
+    first, second = hook_calls(tmp_path)
+    assert failed["id"] != ready_id and second[1] == ready["external_id"] != first[1]
+    assert failed["record"]["external_id"] is None and failed["left"] == []
+    assert first[1] not in our_amis(ec2)
+    made = [t for t in aws_proxy.imports.tasks.values()
+            if t["tags"]["nodepool_upload_id"] == failed["id"]]
+    assert len(made) == (0 if method == "ebs-direct" else 1)
+    for task in made:   # what the failed upload's import made is gone
+        assert task["status"] == "completed" and task["snapshot"] not in our_snapshots(ec2)
+        assert task["image"] in (None, first[1])
+    assert set(tagged_with(ec2, s3, ready_id)) >= {ready["external_id"]}
+    assert objects(s3) == []
+
+
+def spawn_builder(config: Path, log: Path) -> subprocess.Popen:
+    """The console script in its own process (AWS_* from aws_env point it at moto)."""
+    exe = Path(sys.executable).parent / "nodepool-builder"
+    return subprocess.Popen([str(exe), "-c", str(config), "-f"], stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w"))
+
+
+def importing(watch: ImageWatch, aws_proxy: FaultProxy) -> str | None:
+    """The upload id while its record is `uploading` and its import task is active."""
+    ups = watch.uploads("debian-built", PROVIDER)
+    active = [t for t in aws_proxy.imports.tasks.values() if t["status"] == "active"]
+    if [u["state"] for u in ups.values()] != ["uploading"] or not active:
+        return None
+    return next(iter(ups))[1]
+
+
+@pytest.mark.parametrize("sig, method", [(signal.SIGKILL, "snapshot"),
+                                         (signal.SIGTERM, "snapshot"),
+                                         (signal.SIGKILL, "image")],
+                         ids=["killed", "stopped", "killed-image"])
+def test_a_builder_killed_or_stopped_mid_import_leaves_nothing_after_cleanup(
+        start_builder: Any, zk_tls: dict, tmp_path: Path, aws_network: dict, s3: Any,
+        watch: ImageWatch, ec2: Any, aws_proxy: FaultProxy, sig: int, method: str) -> None:
+    aws_proxy.imports.polls = 10 ** 6   # the import stays active while the builder lives
+    config = write_config(tmp_path / "killed.yaml", zk_tls, aws_network, "killed",
+                          method=method, extra="zookeeper-timeout: 2\n")
+    proc = spawn_builder(config, tmp_path / "killed.log")
+    try:
+        upload_id = watch.wait(lambda: importing(watch, aws_proxy), what="an import under way")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (task,) = aws_proxy.imports.tasks.values()
+    with aws_proxy.imports.lock:
+        task["polls"] = 0   # EC2 finishes the import on its own: an untagged snapshot (AMI)
+    # Another builder's cleanup removes the record once the dead one's lock has gone with
+    # its session; the task's tags name what it made, deleted as a leak with the S3 object.
+    start_builder(tuning=dataclasses.replace(AWS_FAST, cleanup_interval=0.2))
+    watch.wait(lambda: not watch.uploads("debian-built", PROVIDER) and all_gone(
+        ec2, s3, upload_id, task), timeout=60, what="the record and what the import made gone")
+    # The build stays (its files are on the dead builder's disk).
+    assert [b["state"] for b in watch.builds("debian-built").values()] == ["ready"]
+
+
+def all_gone(ec2: Any, s3: Any, upload_id: str, task: dict) -> bool:
+    """The import task made its snapshot (and AMI), and none of it, nor the S3 object, nor
+    anything tagged with the upload is left."""
+    return (task["status"] == "completed" and task["snapshot"] not in our_snapshots(ec2)
+            and task["image"] not in our_amis(ec2) and objects(s3) == []
+            and not tagged_with(ec2, s3, upload_id))
