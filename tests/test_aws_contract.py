@@ -51,3 +51,25 @@ class TestAwsDedicatedHostContract(TestAwsContract):
         value = parse_config(dedicated_host_config(aws_network)).providers["ec2-test"]
         assert value.pools["main"].labels["small"].dedicated_host
         return value
+
+
+FLEET = ("            fleet:\n              instance-types: [t3.small, t3.xlarge]\n"
+         "              allocation-strategy: prioritized\n")
+
+
+def fleet_config(network: dict[str, Any]) -> str:
+    """The contract provider with its first label launched by CreateFleet."""
+    return provider_config(network).replace("            instance-type: t3.medium\n", FLEET, 1)
+
+
+class TestAwsFleetContract(TestAwsContract):
+    """The whole suite with CreateFleet launches (faults injected on CreateFleet)."""
+
+    @pytest.fixture
+    def provider(self, aws_network: dict[str, Any]) -> Any:
+        return parse_config(fleet_config(aws_network)).providers["ec2-test"]
+
+    @pytest.fixture
+    def faults(self, aws_proxy: FaultProxy, ec2: Any, provider: Any,
+               aws_network: dict[str, Any]) -> AwsFaults:
+        return AwsFaults(aws_proxy, ec2, provider.name, aws_network, "CreateFleet")

@@ -32,10 +32,10 @@ def test_nodepool_aws_keys_load_with_nodepools_defaults(aws_network: dict[str, A
 
 @pytest.mark.parametrize("key, value, expected", [
     ("fleet", "{instance-types: [t3.small], allocation-strategy: lowest-price}",
-     "providers[0].pools[0].labels[0].fleet: not implemented"),
+     "providers[0].pools[0].labels[0]: set exactly one of instance-type or fleet"),
     ("flavor-name", "x", "providers[0].pools[0].labels[0].flavor-name: extra key not allowed"),
 ])
-def test_keys_not_implemented_are_refused_by_name(aws_network: dict[str, Any], key: str,
+def test_unknown_or_conflicting_label_keys_are_refused_by_path(aws_network: dict[str, Any], key: str,
                                                   value: str, expected: str) -> None:
     text = provider_config(aws_network).replace(
         "            instance-type: t3.medium\n",

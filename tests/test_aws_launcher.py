@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from plugins.motoaws import AwsFaults, FaultProxy, Rule, provider_config
 from requestor import Requestor, wait_for
-from test_aws_contract import dedicated_host_config
+from test_aws_contract import FLEET, dedicated_host_config
 from zkhelpers import ZK_HEADER, nodepool_yaml
 
 from nodepool.explain import sentence
@@ -264,3 +264,21 @@ def test_a_dedicated_host_node_is_served_and_its_host_released_after_the_job(
     wait_for(lambda: rq.node(node_id) is None, timeout=30, what="node deleted")
     assert live(ec2) == []
     assert ec2.describe_hosts(HostIds=[host_id])["Hosts"][0]["State"] == "released"
+
+
+def test_a_request_for_a_fleet_label_is_fulfilled_and_its_instance_terminated(
+        start_launcher: Callable, aws_network: dict, ec2: Any, zk_client: Any) -> None:
+    start_launcher(launcher_config(aws_network).replace(
+        "            instance-type: t3.medium\n", FLEET, 1))
+    rq = Requestor(zk_client)
+    rid = rq.submit(["small"])
+    request = rq.wait(rid, timeout=30)
+    assert request["state"] == "fulfilled", request
+    (node_id,) = request["nodes"]
+    node = rq.node(node_id)
+    (instance,) = live(ec2)
+    assert node["external_id"] == instance["InstanceId"] and instance["InstanceType"] == "t3.small"
+    assert node["resources"] == {"instances": 1, "cores": 4, "ram": 16384}
+    rq.finish(rq.accept(rid, request))
+    wait_for(lambda: rq.node(node_id) is None and live(ec2) == [], timeout=30,
+             what="node deleted, instance terminated")

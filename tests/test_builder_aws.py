@@ -237,11 +237,14 @@ def test_rotation_deletes_the_oldest_ami_and_its_snapshots(
     start_builder()
     (first, _), up = next(iter(watch.wait(lambda: uploads(watch)).items()))
     first_snapshot = next(iter(aws_proxy.imports.tasks.values()))["snapshot"]
+    seen = {first}
     for count in (2, 3):
         request_build(zk_client)
-        watch.wait(lambda: len({b for b, _ in uploads(watch)}) >= count
-                   and not zk_client.exists("/nodepool/images/debian-built/request-build"),
-                   what=f"{count} builds uploaded")
+        # The newest build is never rotated away, so "a build not seen before is uploaded" is a
+        # fact that stays true; the count of builds is not (keep 2 may already have removed one).
+        new = watch.wait(lambda: not zk_client.exists("/nodepool/images/debian-built/request-build")
+                         and {b for b, _ in uploads(watch)} - seen, what=f"build {count} uploaded")
+        seen |= new
     watch.wait(lambda: first not in watch.builds("debian-built"), what="oldest build removed")
     assert up["external_id"] not in our_amis(ec2)
     assert first_snapshot not in our_snapshots(ec2)

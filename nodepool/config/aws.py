@@ -112,6 +112,15 @@ class AwsLabel(PoolLabel):
     use_spot: bool = False
     imdsv2: str | None = None
     dedicated_host: bool = False   # one dedicated host per node (hosts.py)
+    # {"instance-types": [...], "allocation-strategy": ...}: CreateFleet (fleet.py)
+    fleet: Mapping[str, Any] | None = None
+
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        """The types this label may launch: its instance-type, or its fleet's."""
+        if self.fleet:
+            return tuple(self.fleet.get("instance-types") or ())
+        return (self.instance_type,) if self.instance_type else ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,13 +164,6 @@ class AwsProvider(Provider):
 
 
 # -- schema ---------------------------------------------------------------
-
-def NotImplementedKey(reason: str) -> Any:
-    """A Nodepool key this driver refuses, saying so (never silently ignored)."""
-    def refuse(value: Any) -> Any:
-        raise v.Invalid(f"not implemented by this launcher's aws driver ({reason}); remove it")
-    return refuse
-
 
 def OneOf(*choices: Any) -> Any:
     def check(value: Any) -> Any:
@@ -209,12 +211,19 @@ PROVIDER_DISKIMAGE = Struct({
 
 IAM_PROFILE = Struct({"name": Str, "arn": Str})
 
+FLEET = Struct({
+    v.Required("instance-types"): ListOf(Str),
+    v.Required("allocation-strategy"): OneOf(
+        "prioritized", "price-capacity-optimized", "capacity-optimized", "diversified",
+        "lowest-price"),
+})
+
 POOL_LABEL = Struct({
     v.Required("name"): Str,
     "cloud-image": Str,
     "diskimage": Str,
     "instance-type": Str,
-    "fleet": NotImplementedKey("EC2 fleets; use instance-type"),
+    "fleet": FLEET,
     v.Required("key-name"): Str,
     "ebs-optimized": Bool,
     "volume-type": Str,
@@ -324,8 +333,13 @@ def _check_label(label: RawMap, path: str, ctx: CheckContext,
     has_image, has_cloud = "diskimage" in label, "cloud-image" in label
     if has_image == has_cloud:
         found.append((path, "set exactly one of diskimage or cloud-image"))
-    if "instance-type" not in label and "fleet" not in label:
-        found.append((path, "instance-type is required"))
+    if ("instance-type" in label) == ("fleet" in label):
+        found.append((path, "set exactly one of instance-type or fleet"))
+    fleet = label.get("fleet")
+    if isinstance(fleet, Mapping) and not fleet.get("instance-types"):
+        found.append((join_path(path, "fleet", "instance-types"), "name at least one type"))
+    if fleet is not None and label.get("dedicated-host") is True:
+        found.append((join_path(path, "fleet"), "a fleet cannot launch on dedicated hosts"))
     image = text(label, "diskimage")
     if image is not None and image not in image_names:
         found.append((join_path(path, "diskimage"),
@@ -390,7 +404,8 @@ def _capped(max_cores: int | float, max_resources: Mapping[str, int],
     """max-cores lowered to the tightest `max-resources` vCPU limit among the quota codes
     the labels' instance types fall under (a launcher keeps one cores figure: a pool
     whose labels span families is held to the smallest of their limits)."""
-    cap = vcpu_cap(max_resources, [(label.instance_type, label.use_spot) for label in labels])
+    cap = vcpu_cap(max_resources, [(itype, label.use_spot) for label in labels
+                                   for itype in label.instance_types])
     return max_cores if cap is None else min(max_cores, cap)
 
 
@@ -464,6 +479,7 @@ def _build_label(raw: Mapping[str, Any], pool_host_key_checking: bool) -> AwsLab
         use_spot=raw.get("use-spot", False),
         imdsv2=raw.get("imdsv2"),
         dedicated_host=raw.get("dedicated-host", False),
+        fleet=freeze(raw["fleet"]) if "fleet" in raw else None,
         host_key_checking=pool_host_key_checking,
     )
 

@@ -48,8 +48,18 @@ def error_body(code: str) -> bytes:
             f"<RequestID>{uuid.uuid4()}</RequestID></Response>").encode()
 
 
+def fleet_errors(code: str) -> bytes:
+    """A CreateFleet answer that made no instance, with its error (HTTP 200, as EC2 says it)."""
+    return (f'<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>{uuid.uuid4()}</requestId><fleetId>fleet-0</fleetId><errorSet><item>"
+            f"<errorCode>{code}</errorCode><errorMessage>injected by the test proxy"
+            f"</errorMessage><lifecycle>on-demand</lifecycle></item></errorSet>"
+            f"<fleetInstanceSet/></CreateFleetResponse>").encode()
+
+
 class Rule:
-    """Answer the next `count` requests of `action` (whose params include `match`)."""
+    """Answer the next `count` requests of `action` (whose params include `match`) with the
+    refusal `kind` (REFUSALS); `fleet-<kind>`: a CreateFleet answer listing that error."""
 
     def __init__(self, action: str, kind: str, count: int = 1, retry_after: float | None = None,
                  match: dict[str, str] | None = None):
@@ -126,6 +136,9 @@ class FaultProxy:
                         b'doc/2016-11-15/"><requestId>1</requestId><instancesSet/>'
                         b"</TerminateInstancesResponse>", {})
             return
+        if rule is not None and rule.kind.startswith("fleet-"):
+            self._reply(req, 200, fleet_errors(REFUSALS[rule.kind[len("fleet-"):]][1]), {})
+            return
         if rule is not None:
             status, code = REFUSALS[rule.kind]
             headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
@@ -135,7 +148,7 @@ class FaultProxy:
             self._reply(req, *self.imports.handle(action, params), {})
             return
         status, data, headers = self._forward(req, body)
-        if action == "RunInstances" and status == 200:
+        if action in ("RunInstances", "CreateFleet") and status == 200:
             self._after_run(data)
         if action == "DescribeInstances" and self.hung:
             data = self._show_pending(data)
@@ -153,7 +166,8 @@ class FaultProxy:
         return response.status, data, kept
 
     def _after_run(self, data: bytes) -> None:
-        found = re.search(rb"<instanceId>(i-[0-9a-f]+)</instanceId>", data)
+        # RunInstances: <instanceId>; CreateFleet: <instanceIds><item>
+        found = re.search(rb"<(?:instanceId|item)>(i-[0-9a-f]+)</", data)
         if found is None:
             return
         instance_id = found.group(1).decode()
@@ -292,8 +306,10 @@ def aws_provider(aws_network: dict[str, Any]) -> Any:
 class AwsFaults:
     """The contract suite's Faults over moto: errors come from the proxy, objects from moto."""
 
-    def __init__(self, proxy: FaultProxy, ec2: Any, provider: str, network: dict[str, Any]):
+    def __init__(self, proxy: FaultProxy, ec2: Any, provider: str, network: dict[str, Any],
+                 create_action: str = "RunInstances"):
         self.proxy, self.ec2, self.provider, self.network = proxy, ec2, provider, network
+        self.create_action = create_action   # CreateFleet for a provider of fleet labels
 
     def fail_next_create(self, kind: str, count: int = 1, retry_after: float | None = None) -> None:
         if kind == "error":
@@ -301,7 +317,7 @@ class AwsFaults:
         elif kind == "hang":
             self.hang_next_create()
         else:
-            self.proxy.add(Rule("RunInstances", kind, count, retry_after))
+            self.proxy.add(Rule(self.create_action, kind, count, retry_after))
 
     def fail_next_delete(self, kind: str, count: int = 1, retry_after: float | None = None) -> None:
         if kind == "hang":

@@ -15,7 +15,7 @@ from nodepool.drivers.adapter import (
     LaunchContext,
     Resources,
 )
-from nodepool.drivers.aws import hosts, leaks
+from nodepool.drivers.aws import fleet, hosts, leaks
 from nodepool.drivers.aws.create import AwsCreate
 from nodepool.drivers.aws.delete import AwsDelete
 from nodepool.drivers.aws.ec2 import Ec2
@@ -42,6 +42,7 @@ class AwsAdapter(Adapter):
                        observe=lambda *call: self.observe_call(*call))
         self.images = Images(self.ec2)
         self.quotas = Quotas(self.ec2, provider)
+        self.templates = fleet.Templates(self.ec2, provider.name)
         self._lock = threading.Lock()
         self._others: list[Instance] = []
         self._internal = any(p.use_internal_ip for p in provider.pools.values())
@@ -99,11 +100,13 @@ class AwsAdapter(Adapter):
         if self._dedicated:   # hosts, minus those our live instances run on
             hosting = {i.metadata.get("host_id") for i in self.list_instances()}
             found += hosts.scan(self.ec2, self.provider.name, hosting)
-        return found
+        return found + self.templates.unused()
 
     def delete_resource(self, resource: CloudResource) -> None:
         if resource.kind == hosts.HOST:
             hosts.release_leaked(self.ec2, resource)
+        elif resource.kind == fleet.TEMPLATE:
+            self.templates.delete(resource)
         else:
             leaks.delete_volume(self.ec2, resource)
 

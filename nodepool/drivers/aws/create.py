@@ -15,7 +15,7 @@ from nodepool.drivers.adapter import (
     LaunchContext,
     Listing,
 )
-from nodepool.drivers.aws import hosts
+from nodepool.drivers.aws import fleet, hosts
 from nodepool.drivers.aws.images import root_mapping
 from nodepool.drivers.aws.instances import as_tag_list, tags_for
 from nodepool.errors import CapacityError, ConfigurationError, DriverError, LaunchFailure
@@ -97,11 +97,12 @@ class AwsCreate(CreateStateMachine):
     # -- start: which AMI -----------------------------------------------------
 
     def _start(self, listing: Listing | None) -> None:
-        refused = self.adapter.quotas.refused(self.ctx.label.instance_type)
-        if refused:
-            raise ConfigurationError(f"provider {self.ctx.provider.name}: label "
-                                     f"{self.ctx.label.name}: instance type "
-                                     f"{self.ctx.label.instance_type}: {refused}")
+        for itype in self.ctx.label.instance_types:
+            refused = self.adapter.quotas.refused(itype)
+            if refused:
+                raise ConfigurationError(f"provider {self.ctx.provider.name}: label "
+                                         f"{self.ctx.label.name}: instance type "
+                                         f"{itype}: {refused}")
         # The AMI and its root device: at most one call (DescribeImages by filters or by
         # id; a filters lookup caches the description it found), cached by the adapter.
         self.adapter.images.describe(self._image())
@@ -173,11 +174,15 @@ class AwsCreate(CreateStateMachine):
         args = self._run_args()
         subnets = self.ctx.pool.subnet_ids
         try:
-            result = self.adapter.ec2.call(
-                f"run instances for node {self.ctx.node.id}",
-                lambda c: c.run_instances(**args), default=LaunchFailure)
+            if self.ctx.label.fleet:
+                instance_id = self._create_fleet(args)
+            else:
+                instance_id = self.adapter.ec2.call(
+                    f"run instances for node {self.ctx.node.id}",
+                    lambda c: c.run_instances(**args),
+                    default=LaunchFailure)["Instances"][0]["InstanceId"]
         except CapacityError as e:
-            if self.subnet + 1 < len(subnets):
+            if not self.ctx.label.fleet and self.subnet + 1 < len(subnets):
                 log.warning("%s No capacity in subnet %s (%s); trying subnet %s", self.where,
                             subnets[self.subnet], e, subnets[self.subnet + 1])
                 self.subnet += 1
@@ -185,7 +190,26 @@ class AwsCreate(CreateStateMachine):
                 return
             raise
         self.called_at = time.monotonic()
-        self._adopt(result["Instances"][0]["InstanceId"], "Created")
+        self._adopt(instance_id, "Created")
+
+    def _create_fleet(self, args: dict[str, Any]) -> str:
+        """One instance by CreateFleet (fleet.py): the label's launch template, made on
+        its first launch, and every fleet instance type in every pool subnet."""
+        pool, templates = self.ctx.pool, self.adapter.templates
+        name = templates.ensure(fleet.template_data(args, pool.security_group_id))
+        specs = [s for s in args["TagSpecifications"] if s["ResourceType"] in fleet.TAGGED]
+        kwargs = fleet.fleet_args(self.ctx.label, name, args["ImageId"], pool.subnet_ids,
+                                  self.token, specs)
+        what = f"create fleet for node {self.ctx.node.id}"
+        try:
+            answer = self.adapter.ec2.call(what, lambda c: c.create_fleet(**kwargs),
+                                           default=LaunchFailure)
+        except DriverError as e:
+            if fleet.is_template_gone(e):
+                templates.forget(name)
+                raise fleet.gone_template_error(what, e) from e
+            raise
+        return fleet.launched(answer, f"provider {self.adapter.provider.name}: {what}")
 
     def _adopt(self, instance_id: str, verb: str) -> None:
         self.external_id = instance_id

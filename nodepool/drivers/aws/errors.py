@@ -53,7 +53,9 @@ ERROR_CLASSES: Mapping[str, type[DriverError]] = {
 NOT_FOUND = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed",
                        "InvalidVolume.NotFound", "InvalidVolume.Malformed",
                        "InvalidHostID.NotFound", "InvalidHostId.NotFound",
-                       "InvalidHostID.Malformed", "InvalidHostId.Malformed"})
+                       "InvalidHostID.Malformed", "InvalidHostId.Malformed",
+                       "InvalidLaunchTemplateName.NotFoundException",
+                       "InvalidLaunchTemplateId.NotFound"})
 
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     boto_exc.EndpointConnectionError, boto_exc.ConnectionClosedError,
@@ -95,17 +97,22 @@ def classify(error: BaseException, what: str,
         return error
     code = error_code(error)
     if code is not None:
-        cls = ERROR_CLASSES.get(code, default)
         message = (error.response.get("Error") or {}).get("Message", "")  # type: ignore[attr-defined]
-        text = f"{what}: {code}: {message}"
-        if cls is TransientError:
-            return TransientError(text, retry_after=retry_after(error))
-        return cls(text)
+        return classify_code(code, f"{what}: {code}: {message}", default, retry_after(error))
     if isinstance(error, CONFIG_TYPES):
         return ConfigurationError(f"{what}: {type(error).__name__}: {error}")
     if isinstance(error, TRANSIENT_TYPES) or default is TransientError:
         return TransientError(f"{what}: {type(error).__name__}: {error}")
     return default(f"{what}: {type(error).__name__}: {error}")
+
+
+def classify_code(code: str, text: str, default: type[DriverError] = LaunchFailure,
+                  retry: float | None = None) -> DriverError:
+    """The taxonomy class of an AWS error code (raised, or listed in a CreateFleet answer)."""
+    cls = ERROR_CLASSES.get(code, default)
+    if cls is TransientError:
+        return TransientError(text, retry_after=retry)
+    return cls(text)
 
 
 def is_not_found(error: BaseException) -> bool:

@@ -28,8 +28,8 @@ class Quotas:
         self._refused: dict[str, str] = {}
 
     def label_types(self) -> set[str]:
-        return {label.instance_type for pool in self.provider.pools.values()
-                for label in pool.labels.values() if label.instance_type}
+        return {itype for pool in self.provider.pools.values()
+                for label in pool.labels.values() for itype in label.instance_types}
 
     def refresh_types(self, wanted: Iterable[str]) -> None:
         """DescribeInstanceTypes for the types not cached yet (sizes never change).
@@ -80,8 +80,8 @@ class Quotas:
     def refresh_limits(self) -> None:
         """The vCPU quota of each code our labels use; one without an answer is unlimited."""
         codes = {c for pool in self.provider.pools.values() for label in pool.labels.values()
-                 if not label.dedicated_host
-                 and (c := quota_code(label.instance_type, label.use_spot))}
+                 if not label.dedicated_host for itype in label.instance_types
+                 if (c := quota_code(itype, label.use_spot))}
         for code in sorted(codes):
             try:
                 answer = self.ec2.call(
@@ -103,13 +103,19 @@ class Quotas:
             # As Nodepool: an instance on its own dedicated host is not counted against
             # the vCPU quotas (the host is; its quota is not read, doc/aws.md).
             return Resources(instances=1)
-        size = self.size(label.instance_type)
-        if size is None and self.refused(label.instance_type):
+        if any(self.refused(itype) for itype in label.instance_types):
             return Resources(instances=1)   # its launch fails before any cloud call
-        if size is None:
-            raise CostUnknown(f"provider {self.provider.name}: instance type "
-                              f"{label.instance_type} is not read yet")
-        return Resources(instances=1, cores=size[0], ram=size[1])
+        sizes = []
+        for itype in label.instance_types:
+            size = self.size(itype)
+            if size is None:
+                raise CostUnknown(f"provider {self.provider.name}: instance type "
+                                  f"{itype} is not read yet")
+            sizes.append(size)
+        # A fleet may launch any of its types: it is counted as the largest of them, so
+        # that quota and max-cores are never overshot whichever EC2 picks.
+        return Resources(instances=1, cores=max(c for c, _ in sizes),
+                         ram=max(r for _, r in sizes))
 
     def limits(self, others: list[Instance]) -> Resources | None:
         """The smallest vCPU quota our labels fall under, minus other instances' vCPUs there.
