@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from builderproc import builder_process, stop_by
 from imagewatch import ImageWatch
 from requestor import Requestor, wait_for
 from zkhelpers import ZK_HEADER, nodepool_yaml
@@ -294,29 +293,15 @@ def test_two_builders_share_the_builds_one_build_per_image(
     assert builders == {"nb1", "nb2"}
 
 
-def spawn_builder(config: Path, log: Path, *args: str) -> subprocess.Popen:
-    """The console script, as systemd runs it (OS_CLIENT_CONFIG_FILE names the simulator)."""
-    exe = Path(sys.executable).parent / "nodepool-builder"
-    return subprocess.Popen([str(exe), "-c", str(config), "-f", *args],
-                            stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w"))
-
-
 def test_the_daemon_stops_on_sigterm_and_leaves_its_component(
         zk_tls: dict, tmp_path: Path, watch: ImageWatch, zk_client: Any, ctl: Any) -> None:
     config = write_config(tmp_path / "nb.yaml", zk_tls, tmp_path)
-    proc = spawn_builder(config, tmp_path / "builder.log")
-    try:
+    with builder_process(config, tmp_path / "builder.log") as proc:
         watch.wait(lambda: ready_uploads(watch), what="a ready upload")
         assert [json.loads(zk_client.get(f"/nodepool/components/builder/{c}")[0])["hostname"]
                 for c in zk_client.get_children("/nodepool/components/builder")]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        stop_by(proc, signal.SIGTERM)
         assert zk_client.get_children("/nodepool/components/builder") == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert "Builder stopped" in (tmp_path / "builder.log").read_text()
 
 
@@ -328,19 +313,13 @@ def test_a_builder_killed_or_stopped_mid_upload_leaves_nothing_after_cleanup(
     config = write_config(tmp_path / "killed.yaml", zk_tls, tmp_path, "killed")
     config.write_text(config.read_text().replace("images-dir:", "zookeeper-timeout: 2\n"
                                                  "images-dir:", 1))
-    proc = spawn_builder(config, tmp_path / "killed.log")
-    try:
-        def uploading() -> bool:
-            states = [u["state"] for u in watch.uploads("debian-built", "sim-cloud").values()]
-            return states == ["uploading"] and any(
-                "nodepool_upload_id" in i["properties"] for i in cloud_images(ctl).values())
+    def uploading() -> bool:
+        states = [u["state"] for u in watch.uploads("debian-built", "sim-cloud").values()]
+        return states == ["uploading"] and any(
+            "nodepool_upload_id" in i["properties"] for i in cloud_images(ctl).values())
+    with builder_process(config, tmp_path / "killed.log") as proc:
         watch.wait(uploading, what="an upload in progress")
-        proc.send_signal(sig)
-        assert proc.wait(timeout=30) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_by(proc, sig)
     if sig == signal.SIGTERM:
         assert "Leaving the uploads in progress" in (tmp_path / "killed.log").read_text()
     # Another builder's cleanup removes the record once the dead one's lock has gone with
@@ -454,17 +433,11 @@ def test_zookeeper_away_at_start_is_retried_until_a_stop(zk_tls: dict, tmp_path:
     port = zk_tls["hosts"].split(",")[0].rsplit(":", 1)[1]
     text = text.replace("images-dir:", "zookeeper-timeout: 1\nimages-dir:", 1)
     config.write_text(text.replace(f"port: {port}", f"port: {free_port()}", 1))
-    proc = spawn_builder(config, tmp_path / "builder.log")
-    try:
-        log = tmp_path / "builder.log"
+    log = tmp_path / "builder.log"
+    with builder_process(config, log) as proc:
         wait_for(lambda: "retrying in 1s" in log.read_text(), timeout=30,
                  what="a retry logged")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_by(proc, signal.SIGTERM)
     assert "Stopped while waiting for ZooKeeper" in log.read_text()
 
 

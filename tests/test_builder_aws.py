@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from builderproc import builder_process, stop_by
 from imagewatch import ImageWatch
 from plugins.motoaws import REGION, FaultProxy, Rule
 from requestor import Requestor
@@ -483,13 +482,6 @@ def test_a_failing_post_upload_hook_deletes_the_ami_snapshots_and_object_and_is_
     assert objects(s3) == []
 
 
-def spawn_builder(config: Path, log: Path) -> subprocess.Popen:
-    """The console script in its own process (AWS_* from aws_env point it at moto)."""
-    exe = Path(sys.executable).parent / "nodepool-builder"
-    return subprocess.Popen([str(exe), "-c", str(config), "-f"], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w"))
-
-
 def importing(watch: ImageWatch, aws_proxy: FaultProxy) -> str | None:
     """The upload id while its record is `uploading` and its import task is active."""
     ups = watch.uploads("debian-built", PROVIDER)
@@ -509,15 +501,9 @@ def test_a_builder_killed_or_stopped_mid_import_leaves_nothing_after_cleanup(
     aws_proxy.imports.polls = 10 ** 6   # the import stays active while the builder lives
     config = write_config(tmp_path / "killed.yaml", zk_tls, aws_network, "killed",
                           method=method, extra="zookeeper-timeout: 2\n")
-    proc = spawn_builder(config, tmp_path / "killed.log")
-    try:
+    with builder_process(config, tmp_path / "killed.log") as proc:   # AWS_* point it at moto
         upload_id = watch.wait(lambda: importing(watch, aws_proxy), what="an import under way")
-        proc.send_signal(sig)
-        assert proc.wait(timeout=30) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_by(proc, sig)
     (task,) = aws_proxy.imports.tasks.values()
     with aws_proxy.imports.lock:
         task["polls"] = 0   # EC2 finishes the import on its own: an untagged snapshot (AMI)

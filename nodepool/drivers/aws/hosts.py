@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from nodepool.drivers.adapter import CloudResource, LaunchContext
+from nodepool.drivers.aws import leaks
 from nodepool.drivers.aws.instances import TAG_NODE, TAG_PROVIDER, as_tag_list, tags_for, tags_of
 from nodepool.errors import TransientError
 
@@ -97,14 +98,9 @@ def scan(ec2: Ec2, provider_name: str, hosting: set[str]) -> list[CloudResource]
     for host in our_hosts(ec2, provider_name):
         if host["HostId"] in hosting:
             continue
-        tags = tags_of(host)
-        allocated = host.get("AllocationTime")
-        found.append(CloudResource(
-            kind=HOST, id=host["HostId"], provider=tags.get(TAG_PROVIDER),
-            node_id=tags.get(TAG_NODE),
-            created_at=allocated.timestamp() if hasattr(allocated, "timestamp") else None,
-            detail=f"dedicated host {(host.get('HostProperties') or {}).get('InstanceType', '')}"
-                   f" in {host.get('AvailabilityZone', '')}"))
+        itype = (host.get("HostProperties") or {}).get("InstanceType", "")
+        found.append(leaks.tagged(HOST, host["HostId"], host, host.get("AllocationTime"),
+                                  f"dedicated host {itype} in {host.get('AvailabilityZone', '')}"))
     return found
 
 
