@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builderproc import builder_process, stop_by
 from imagewatch import ImageWatch
 from prometheus_client.parser import text_string_to_metric_families
 from requestor import wait_for
-from test_builder import FAST, ready_uploads, spawn_builder, write_config
+from test_builder import FAST, ready_uploads, write_config
 
 from nodepool.builder.daemon import Builder
 from nodepool.builder.main import main
@@ -135,20 +136,14 @@ def test_the_daemon_serves_metrics_on_metrics_port_and_address(
     port = free_port()
     config = write_config(tmp_path / "nb.yaml", zk_tls, tmp_path)
     log = tmp_path / "builder.log"
-    proc = spawn_builder(config, log, "--metrics-port", str(port),
-                         "--metrics-address", "127.0.0.1")
-    try:
+    with builder_process(config, log, "--metrics-port", str(port),
+                         "--metrics-address", "127.0.0.1") as proc:
         watch.wait(lambda: ready_uploads(watch), what="a ready upload")
         wait_for(lambda: value(port, "nodepool_builder_uploads_total", image=IMAGE,
                                provider=PROVIDER, result="ready") == 1,
                  timeout=30, what="the upload scraped from the daemon")
         assert f"Prometheus metrics listening on 127.0.0.1:{port}" in log.read_text()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_by(proc, signal.SIGTERM)
 
 
 def test_a_metrics_port_in_use_fails_the_start_naming_it(
