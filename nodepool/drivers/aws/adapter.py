@@ -48,6 +48,8 @@ class AwsAdapter(Adapter):
         self._internal = any(p.use_internal_ip for p in provider.pools.values())
         self._dedicated = any(label.dedicated_host for p in provider.pools.values()
                               for label in p.labels.values())
+        self._fleets = any(label.fleet for p in provider.pools.values()
+                           for label in p.labels.values())
 
     def create(self, ctx: LaunchContext, driver_data: Mapping[str, Any] | None = None
                ) -> CreateStateMachine:
@@ -100,7 +102,9 @@ class AwsAdapter(Adapter):
         if self._dedicated:   # hosts, minus those our live instances run on
             hosting = {i.metadata.get("host_id") for i in self.list_instances()}
             found += hosts.scan(self.ec2, self.provider.name, hosting)
-        return found + self.templates.unused()
+        if self._fleets:   # as Nodepool, templates are managed only beside fleet labels
+            found += self.templates.unused()
+        return found
 
     def delete_resource(self, resource: CloudResource) -> None:
         if resource.kind == hosts.HOST:

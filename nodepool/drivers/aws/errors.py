@@ -50,12 +50,13 @@ ERROR_CLASSES: Mapping[str, type[DriverError]] = {
 }
 
 # Codes that mean "it is gone": for deletes and lookups an answer, not an error.
+TEMPLATE_NOT_FOUND = frozenset({"InvalidLaunchTemplateName.NotFoundException",
+                                "InvalidLaunchTemplateId.NotFound"})
 NOT_FOUND = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed",
                        "InvalidVolume.NotFound", "InvalidVolume.Malformed",
                        "InvalidHostID.NotFound", "InvalidHostId.NotFound",
                        "InvalidHostID.Malformed", "InvalidHostId.Malformed",
-                       "InvalidLaunchTemplateName.NotFoundException",
-                       "InvalidLaunchTemplateId.NotFound"})
+                       *TEMPLATE_NOT_FOUND})
 
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     boto_exc.EndpointConnectionError, boto_exc.ConnectionClosedError,

@@ -18,7 +18,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
 from nodepool.drivers.adapter import CloudResource
-from nodepool.drivers.aws.errors import classify_code, error_code
+from nodepool.drivers.aws.errors import TEMPLATE_NOT_FOUND, classify_code, error_code
 from nodepool.drivers.aws.instances import TAG_PROVIDER, as_tag_list, tags_of
 from nodepool.errors import DriverError, LaunchFailure, TransientError
 
@@ -31,8 +31,6 @@ TEMPLATE_PREFIX = "nodepool-launch-template"
 TEMPLATE = "launch-template"
 TAGGED = ("instance", "volume")   # what a fleet's tag specifications tag, as Nodepool
 ALREADY_EXISTS = "InvalidLaunchTemplateName.AlreadyExistsException"
-NOT_FOUND_CODES = ("InvalidLaunchTemplateName.NotFoundException",
-                   "InvalidLaunchTemplateId.NotFound")   # also "gone" in errors.NOT_FOUND
 
 # RunInstances arguments a launch template carries for a fleet (the rest go in Overrides).
 TEMPLATE_KEYS = ("KeyName", "SecurityGroupIds", "BlockDeviceMappings", "MetadataOptions",
@@ -79,7 +77,7 @@ class Templates:
                 TagSpecifications=[{"ResourceType": TEMPLATE, "Tags": as_tag_list(tags)}]))
             log.info("provider=%s Created launch template %s", self.provider_name, name)
         except DriverError as e:
-            if error_code(e.__cause__ or e) != ALREADY_EXISTS:
+            if _code(e) != ALREADY_EXISTS:
                 raise
         with self._lock:
             self._known.add(name)
@@ -156,7 +154,12 @@ def launched(answer: Mapping[str, Any], what: str) -> str:
 
 
 def is_template_gone(error: DriverError) -> bool:
-    return error_code(error.__cause__ or error) in NOT_FOUND_CODES
+    return _code(error) in TEMPLATE_NOT_FOUND
+
+
+def _code(error: DriverError) -> str | None:
+    """The AWS error code behind a classified error (Ec2.call raises it from the original)."""
+    return error_code(error.__cause__ or error)
 
 
 def gone_template_error(what: str, error: DriverError) -> TransientError:
