@@ -135,24 +135,31 @@ def test_nodes_written_with_the_slot_key_as_external_id_are_registered_again(env
     assert again["driver_data"]["standing"] == f"{host.address}:{host.port}-1"
 
 
-def test_launcher_stopped_mid_registration_leaves_the_slot_registered_once(env, host):
-    """The host does not answer yet: its node waits in the scan (building, with its slot
-    key) when the launcher stops. The next launcher deletes that record (a static launch
-    is not resumed) and registers the slot once."""
+def test_launcher_stopped_mid_registration_leaves_nothing_and_registers_the_slot_once(
+        env, host):
+    """The host does not answer yet. Nothing is written while its check is under way,
+    so a launcher stopped then leaves no record. A `building` record of the slot (as
+    launchers before this one wrote during the scan) is deleted by the next launcher
+    (a static launch is not resumed), which registers the slot once."""
     first = start(env, host.address, host.port, timeout=60)
-    building = wait_for(lambda: [n for n in nodes(env) if n["state"] == "building"],
-                        timeout=20, what="the slot's registration under way")
-    (orphan,) = building
-    assert orphan["driver_data"] == {"standing": f"{host.address}:{host.port}-0"}
+    worker = wait_for(lambda: first.workers.get("lab"), timeout=20, what="provider started")
+    wait_for(lambda: worker.supply.registrations.under_way, timeout=20,
+             what="the slot's check under way")
+    passes_go_by(first, "lab")
+    assert nodes(env) == []
     first.stop()
     env.launchers.remove(first)
-    assert env.requestor.node(orphan["id"])["state"] == "building"   # left behind
+    assert nodes(env) == []
+    orphan = dict(old_form(host, 0, "building"), external_id=host.address)
+    path = env.kazoo.create("/nodepool/nodes/", json.dumps(orphan).encode(), sequence=True)
+    orphan_id = path.rsplit("/", 1)[1]
     host.start()
     second = start(env, host.address, host.port, timeout=60, hostname="nl-static-2")
-    wait_for(lambda: ready(env), timeout=30, what="the slot registered by the next launcher")
+    wait_for(lambda: ready(env) and env.requestor.node(orphan_id) is None, timeout=30,
+             what="the orphan deleted and the slot registered by the next launcher")
     passes_go_by(second, "lab")
     (node,) = nodes(env)
-    assert node["id"] != orphan["id"] and node["state"] == "ready"
+    assert node["id"] != orphan_id and node["state"] == "ready"
     assert node["driver_data"] == {"standing": f"{host.address}:{host.port}-0"}
     assert node["external_id"] == host.address
 

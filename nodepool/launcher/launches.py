@@ -12,29 +12,21 @@ record precedes the irreversible call).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from typing import Callable, Protocol
+from typing import Protocol
 
 from nodepool import errors
 from nodepool import timeline as tl
-from nodepool.drivers.adapter import KNOWN_KEYS, STANDING, Instance, LaunchContext, standing_key
+from nodepool.drivers.adapter import Instance, LaunchContext
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.cloudview import CloudView
 from nodepool.launcher.deletions import Deletions
+from nodepool.launcher.hostcheck import check_for, check_timeout, take_instance
 from nodepool.launcher.reasons import error_text
 from nodepool.launcher.scope import PoolState, ProviderScope
 from nodepool.launcher.tasks import LaunchTask, Phase, run_steps
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
-
-# Connection types whose host keys are scanned, as Nodepool scans them (ssh and
-# network_cli both speak ssh); winrm and others have no ssh host keys.
-SCANNED_CONNECTIONS = frozenset({"ssh", "network_cli"})
-
-_BOOTED_FIELDS = ("interface_ip", "public_ipv4", "private_ipv4", "public_ipv6", "private_ipv6",
-                  "az", "host_id", "hostname", "external_id", "username", "connection_port",
-                  "connection_type", "shell_type", "python_path", "slot")
 
 
 class LaunchOutcomes(Protocol):
@@ -54,12 +46,11 @@ class Launches:
     """The launch tasks of one provider, by node id."""
 
     def __init__(self, scope: ProviderScope, cloud: CloudView, capacity: Capacity,
-                 deletions: Deletions, unreachable: Callable[[LaunchTask, Exception], bool]):
+                 deletions: Deletions):
         self.scope = scope
         self.cloud = cloud
         self.capacity = capacity
         self.deletions = deletions
-        self._unreachable = unreachable    # the supply's say on a host that does not answer
         self.outcomes: LaunchOutcomes | None = None
         self.tasks: dict[str, LaunchTask] = {}
 
@@ -122,13 +113,11 @@ class Launches:
                     state_time=now, created_time=now)
 
     def start(self, pool: PoolState, label_name: str, request: NodeRequest | None = None,
-              az: str | None = None, instance: Instance | None = None) -> LaunchTask:
+              az: str | None = None) -> LaunchTask:
         """Write a new node (init, allocated), lock it, and begin its launch (waits for
         the create and the lock)."""
         node = self.new_node(pool, label_name, request)
         lock = self.scope.effects.create_node(node)
-        if instance is not None:
-            return self._begin_standing(pool, label_name, node, lock, instance)
         return self.begin(pool, label_name, node, lock, az)
 
     def begin(self, pool: PoolState, label_name: str, node: Node, lock,
@@ -147,19 +136,6 @@ class Launches:
         self._note(task, tl.LAUNCH_STARTED, az=az)
         self.scope.log.info("node=%s provider=%s Launching %s (request %s)", node.id,
                             self.scope.name, label_name, node.allocated_to)
-        return task
-
-    def _begin_standing(self, pool: PoolState, label_name: str, node: Node, lock,
-                        instance: Instance) -> LaunchTask:
-        """A standing host's slot: no cloud step, straight to the scan."""
-        task = LaunchTask(node=node, lock=lock, pool=pool, label=pool.cfg.labels[label_name],
-                          request_id=node.allocated_to, attempt_started=time.monotonic())
-        node.type = list((instance.metadata or {}).get("labels") or [label_name])
-        node.driver_data = {STANDING: standing_key(instance)}
-        node.set_state(NodeState.BUILDING, self.scope.ctx.clock())
-        self.write(task)
-        self.tasks[node.id] = task
-        self._booted(task, instance)
         return task
 
     def _context(self, task: LaunchTask) -> LaunchContext:
@@ -381,39 +357,20 @@ class Launches:
         self.deletions.start(task.node, task.lock, reason)
 
     def _booted(self, task: LaunchTask, inst: Instance) -> None:
-        node = task.node
-        for field in _BOOTED_FIELDS:
-            value = getattr(inst, field, None)
-            if value is not None:
-                setattr(node, field, value)
-        node.region = inst.region or node.region
+        take_instance(task.node, inst)
         task.booted_at = time.monotonic()
-        meta = inst.metadata or {}
-        checking = meta.get("host_key_checking", task.label.host_key_checking)
-        # host_keys from the driver: a list is final (empty = the requestor will not
-        # check), None means scan them; a driver may ask for the port to be checked
-        # even so (a static winrm host).
-        scanner = self.scope.ctx.scanner
-        if inst.host_keys is not None or not checking:
-            node.host_keys = list(inst.host_keys or [])
-            if meta.get("check_port") and node.interface_ip:
-                self._check(task, scanner.probe, meta)
-                return
-        elif node.connection_type in SCANNED_CONNECTIONS and node.interface_ip:
-            known = meta.get(KNOWN_KEYS)
-            self._check(task, functools.partial(scanner.verify, expected=known)
-                        if known else scanner.scan, meta)
+        check = check_for(self.scope.ctx.scanner, task.node, inst,
+                          task.label.host_key_checking)
+        if check is None:
+            self._ready(task)
             return
-        self._ready(task)
-
-    def _check(self, task: LaunchTask, how: Callable, meta) -> None:
-        """Scan the node's host keys, or probe its port; the outcome is collected."""
+        # Scan the node's host keys, or probe its port; the outcome is collected.
         node = task.node
         task.phase = Phase.SCAN
         self._save(task)
-        timeout = float(meta.get("timeout") or self.scope.provider.boot_timeout)
-        task.scan = how(node.interface_ip, node.connection_port, timeout=timeout,
-                        on_done=lambda _: self.scope.wake())
+        task.scan = check(node.interface_ip, node.connection_port,
+                          timeout=check_timeout(inst, self.scope.provider.boot_timeout),
+                          on_done=lambda _: self.scope.wake())
 
     def _collect_scan(self, task: LaunchTask) -> None:
         scan, task.scan = task.scan, None
@@ -421,9 +378,6 @@ class Launches:
             if scan.key_types:   # a probe leaves the keys as they are
                 task.node.host_keys = list(scan.result)
             self._ready(task)
-        elif self._unreachable(task, scan.error):
-            del self.tasks[task.node.id]
-            self.deletions.start(task.node, task.lock, "static host unreachable")
         else:
             self._attempt_failed(task, errors.KeyscanFailure(f"keyscan failed: {scan.error}"))
 

@@ -45,6 +45,7 @@ from nodepool.zk import cache as zkcache
 log = logging.getLogger("nodepool.launcher.provider")
 
 FENCED_POLL = 0.05   # seconds between looks at the fence while the lease is unproven
+SETTLE_CREATES = 5.0   # seconds a stopping worker waits for its creates' answers
 
 
 class ProviderWorker:
@@ -75,8 +76,7 @@ class ProviderWorker:
         self.capacity = Capacity(
             scope, self.cloud,
             in_flight=lambda: self.launches.nodes() + self.spares.starting_nodes())
-        self.launches = Launches(scope, self.cloud, self.capacity, self.deletions,
-                                 unreachable=lambda task, e: self.supply.unreachable(task, e))
+        self.launches = Launches(scope, self.cloud, self.capacity, self.deletions)
         self.supply = CloudSupply(scope, self.launches, self.capacity) if adapter.launches \
             else StandingSupply(scope, self.launches, self.provider_nodes)
         self._build_pools()
@@ -182,6 +182,8 @@ class ProviderWorker:
         started = time.monotonic()
         if self.thread is not None:
             self.thread.join(timeout)
+        # A static slot's node already sent is in the cache before the next owner looks.
+        self.supply.settle(SETTLE_CREATES if self.scope.ctx.zk.connected else 0.0)
         if hand_back:
             # Cloud calls under way end before anything is handed back (and before the
             # lease goes): the next owner then finds by its tag a server being created.

@@ -13,12 +13,12 @@ import dataclasses
 import time
 from typing import Callable
 
-from nodepool.drivers.adapter import KNOWN_KEYS, STANDING, Instance, standing_key
+from nodepool.drivers.adapter import KNOWN_KEYS, Instance, standing_key
 from nodepool.launcher.capacity import Capacity
 from nodepool.launcher.handler import RequestHandler
 from nodepool.launcher.launches import Launches
+from nodepool.launcher.registration import Registrations
 from nodepool.launcher.scope import PoolState, ProviderScope
-from nodepool.launcher.tasks import LaunchTask
 from nodepool.model import Node, NodeRequest, NodeState
 
 AT_QUOTA = "at quota"
@@ -102,8 +102,8 @@ class CloudSupply:
     def timers(self) -> list[float]:
         return []
 
-    def unreachable(self, task: LaunchTask, error: Exception) -> bool:
-        return False   # a launched node that does not answer is a failed attempt
+    def settle(self, timeout: float) -> None:
+        pass
 
 
 class StandingSupply:
@@ -124,6 +124,7 @@ class StandingSupply:
             standing_key(i): i for i in scope.adapter.standing_instances()}
         self._retry_at: dict[str, float] = {}      # host slot -> when to try it again
         self._keys: dict[str, list[str]] = {}      # host slot -> keys it was last scanned with
+        self.registrations = Registrations(scope, launches.new_node, self._unreachable)
 
     def pool_max_servers(self, pool_cfg) -> float:
         """A static pool holds as many nodes as its hosts have slots; `max-servers: 0`
@@ -152,18 +153,20 @@ class StandingSupply:
     def act(self, now: float) -> None:
         """Every free slot becomes a ready node once its host answers; ready nodes of
         slots removed or changed in the config are unregistered."""
+        self.registrations.collect()
         nodes = self._provider_nodes()
         self._unregister_outdated(nodes)
         present = self._present(nodes)
         for key, instance in self.standing.items():
-            if key in present or self._retry_at.get(key, 0) > now:
+            if key in present or key in self.registrations.under_way or \
+                    self._retry_at.get(key, 0) > now:
                 continue
             pool = self.scope.pools.get(instance.pool or "")
             labels = list((instance.metadata or {}).get("labels") or [])
             if pool is None or not labels:
                 continue
             self._retry_at.pop(key, None)
-            self.launches.start(pool, labels[0], instance=self._again(key, instance))
+            self.registrations.start(pool, labels[0], self._again(key, instance))
 
     def _present(self, nodes: list[Node]) -> set[str | None]:
         """The slots that have a node; the scanned keys of each slot's node are kept
@@ -203,11 +206,14 @@ class StandingSupply:
     def timers(self) -> list[float]:
         return list(self._retry_at.values())
 
-    def unreachable(self, task: LaunchTask, error: Exception) -> bool:
-        """A static host that does not answer: its slot is tried again later."""
+    def settle(self, timeout: float) -> None:
+        self.registrations.settle(timeout)
+
+    def _unreachable(self, slot: str, node: Node, error: Exception) -> None:
+        """A static host that does not answer (or fails its check): its slot is tried
+        again later."""
         delay = self.scope.tuning.standing_retry
-        key = (task.node.driver_data or {}).get(STANDING)
-        self._retry_at[key] = time.monotonic() + delay
-        self.scope.log.warning("node=%s Static host %s unreachable, retrying in %ss: %s",
-                               task.node.id, task.node.interface_ip, delay, error)
-        return True
+        self._retry_at[slot] = time.monotonic() + delay
+        self.scope.log.warning("provider=%s Static host %s (slot %s) unreachable, retrying "
+                               "in %ss: %s", self.scope.name, node.interface_ip, slot, delay,
+                               error)
