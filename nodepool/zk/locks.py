@@ -146,18 +146,18 @@ def finish_fresh_lock(attempt: FreshLockAttempt) -> str:
 
 @dataclasses.dataclass(eq=False)
 class LockAttempt:
-    """A lock contender create and a listing of the lock dir, sent, not yet answered."""
+    """A lock of an existing lock dir, sent as one transaction (`start_lock`), not yet
+    answered."""
 
     lock: Lock
-    created: Any     # kazoo async result of the contender create
-    listed: Any      # kazoo async result of the listing (answered after `created`)
+    pending: Any     # kazoo async result of the transaction
 
     def ready(self) -> bool:
-        return self.listed.ready()
+        return self.pending.ready()
 
     def on_answer(self, callback) -> None:
-        """Call `callback()` (on kazoo's callback thread) once the listing is answered."""
-        self.listed.rawlink(lambda _: callback())
+        """Call `callback()` (on kazoo's callback thread) once the transaction is answered."""
+        self.pending.rawlink(lambda _: callback())
 
 
 @dataclasses.dataclass(eq=False)
@@ -187,44 +187,44 @@ def forget(lock: Lock | None) -> None:
         lock.is_acquired, lock.node = False, None
 
 
-def _sequence(name: str) -> int:
-    return int(name[-10:])
-
-
 def start_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "") -> LockAttempt:
-    """Send a contender create and a contender listing, pipelined; `settle` decides.
+    """Send a lock of an existing lock dir in one request; `settle` decides.
 
-    ZooKeeper runs one session's requests in order, so the listing includes
-    our contender: one round trip's latency, for any number of locks at once.
+    One transaction deletes the dir, makes it again and creates our contender
+    in it. ZooKeeper deletes only a znode without children, so it applies
+    exactly when nobody holds or waits for the lock, and then our contender is
+    the only one, the lowest: we hold the lock by kazoo's rule. Nobody else
+    ever sees the dir missing (a transaction is one change), and a contender
+    created after ours has a higher sequence in the new dir. When the dir has
+    any child nothing is changed. Before, this was a contender create and a
+    listing (two requests, and a loser's contender to delete again).
     """
     lock = Lock(kazoo, lock_dir, identifier)
     lock.assured_path = True
-    created = kazoo.create_async(lock.create_path, lock.data, ephemeral=True, sequence=True)
-    listed = kazoo.get_children_async(lock_dir)
-    return LockAttempt(lock, created, listed)
+    tx = kazoo.transaction()
+    tx.delete(lock_dir)
+    tx.create(lock_dir)
+    tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
+    return LockAttempt(lock, tx.commit_async())
 
 
 def settle(kazoo: KazooClient, attempt: LockAttempt) -> Lock | None:
-    """Did the contender `start_lock` sent win? Lowest sequence holds it (kazoo's rule).
+    """Did the lock `start_lock` sent win? None: the lock dir has a child (someone
+    holds or waits for the lock). Raises NoNodeError when the lock dir does not exist.
 
-    A loser's contender is withdrawn. Raises NoNodeError when the lock dir
-    does not exist.
+    A lost answer (ConnectionLoss) is raised after `withdraw_lost` was queued.
     """
     lock = attempt.lock
     try:
-        path = attempt.created.get()
+        results = attempt.pending.get()
     except ConnectionLoss:
         withdraw_lost(kazoo, lock)
         raise
-    mine = path[len(lock.path) + 1:]
-    try:
-        children = attempt.listed.get()
-    except NoNodeError:
-        children = [mine]
-    if any(is_contender(c) and _sequence(c) < _sequence(mine) for c in children):
-        delete_contender_async(kazoo, path)
+    if isinstance(results[0], NoNodeError):
+        raise NoNodeError(lock.path)
+    if any(isinstance(r, Exception) for r in results):   # NotEmptyError: not ours
         return None
-    lock.node, lock.create_tried, lock.is_acquired = mine, True, True
+    lock.node, lock.create_tried, lock.is_acquired = results[2][len(lock.path) + 1:], True, True
     return lock
 
 

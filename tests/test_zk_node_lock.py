@@ -1,0 +1,79 @@
+"""The launcher's one-request node lock (locks.start_lock) against kazoo's own `Lock`
+recipe, as Zuul takes node locks: they exclude each other both ways. Real ZooKeeper;
+the launcher's client and a separate plain kazoo session (the requestor)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from kazoo.exceptions import NoNodeError
+from kazoo.recipe.lock import Lock
+from requestor import wait_for
+
+from nodepool.zk import locks, paths
+
+NODE = "0000000042"
+
+
+@pytest.fixture
+def node(zk, zk_client):
+    """A node whose lock dir exists and is empty (locked once, then unlocked)."""
+    zk_client.create(paths.node(NODE), b"{}", makepath=True)
+    zk_client.create(paths.node_lock(NODE))
+    return paths.node_lock(NODE)
+
+
+def take(zk) -> Lock | None:
+    return locks.settle(zk.kazoo, locks.start_lock(zk.kazoo, paths.node_lock(NODE), "nl"))
+
+
+def test_an_empty_lock_dir_is_taken_in_one_request_and_excludes_kazoos_recipe(
+        zk, zk_client, node):
+    lock = take(zk)
+    assert lock is not None and lock.is_acquired
+    (contender,) = zk_client.get_children(node)
+    assert locks.is_contender(contender) and contender == lock.node
+    zuul = Lock(zk_client, node, "zuul")
+    assert not zuul.acquire(blocking=False)
+    assert zk_client.get_children(node) == [contender]   # kazoo withdrew its contender
+    # Zuul waits behind us (its contender is later in the new dir) and gets it on release.
+    got = threading.Event()
+    waiter = threading.Thread(target=lambda: zuul.acquire(timeout=10) and got.set())
+    waiter.start()
+    wait_for(lambda: len(zk_client.get_children(node)) == 2, what="Zuul's contender")
+    assert not got.is_set()
+    locks.release(lock)
+    waiter.join(10)
+    assert got.is_set()
+    zuul.release()
+
+
+def test_a_lock_held_by_kazoos_recipe_is_not_taken_and_nothing_is_left(zk, zk_client, node):
+    zuul = Lock(zk_client, node, "zuul")
+    assert zuul.acquire(blocking=False)
+    before = zk_client.get_children(node)
+    assert take(zk) is None
+    assert zk_client.get_children(node) == before      # no contender of ours to clean up
+    zuul.release()
+    assert take(zk) is not None
+
+
+def test_a_waiting_contender_keeps_the_lock_from_us(zk, zk_client, node):
+    zk_client.create(f"{node}/{'ab' * 16}__lock__", b"zuul", ephemeral=True, sequence=True)
+    assert take(zk) is None
+
+
+def test_a_missing_lock_dir_raises_nonode_and_the_fallback_locks_fresh(zk, zk_client):
+    zk_client.create(paths.node(NODE), b"{}", makepath=True)
+    with pytest.raises(NoNodeError):
+        take(zk)
+    attempt = locks.start_lock(zk.kazoo, paths.node_lock(NODE), "nl")
+    lock = locks.settle_node_lock(zk.kazoo, attempt, NODE, "nl")
+    assert lock is not None and zk_client.get_children(paths.node_lock(NODE)) == [lock.node]
+
+
+def test_a_deleted_node_is_not_locked_and_not_made_again(zk, zk_client):
+    attempt = locks.start_lock(zk.kazoo, paths.node_lock(NODE), "nl")
+    assert locks.settle_node_lock(zk.kazoo, attempt, NODE, "nl") is None
+    assert zk_client.exists(paths.node(NODE)) is None
