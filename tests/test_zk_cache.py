@@ -6,6 +6,7 @@ import time
 import pytest
 from kazoo.recipe.lock import Lock
 from requestor import wait_for
+from zkhelpers import make_client
 
 from nodepool.model import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk import cache as zkcache
@@ -83,6 +84,31 @@ def test_node_updates_and_lock_state_are_tracked(cache, zk, zk_client):
     lock.release()
     ev = wait_event(cache.events, lambda e: e.kind == zkcache.NODE_LOCK and not e.locked)
     assert not cache.is_node_locked(node.id)
+
+
+def test_the_cache_knows_which_nodes_were_ever_locked(cache, zk, zk_client, zk_tls):
+    """Whether a node's lock dir exists (it chooses the kind of lock the launcher
+    sends): from the first listing and from the dir's own events."""
+    before = nodes.create_node(zk.kazoo, Node(type=["a"], state=NodeState.READY))
+    zk_client.create(paths.node_lock(before.id))
+    other = make_client(zk_tls)    # a cache of its own client: routes are per client
+    listed = zkcache.ZooKeeperCache(other)
+    listed.start()
+    try:
+        assert listed.has_node_lock_dir(before.id)
+    finally:
+        listed.stop()
+        other.disconnect()
+    node = nodes.create_node(zk.kazoo, Node(type=["a"], state=NodeState.READY))
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE and e.id == node.id)
+    assert not cache.has_node_lock_dir(node.id)
+    lock = Lock(zk_client, paths.node_lock(node.id))   # Zuul's recipe makes the dir
+    lock.acquire()
+    wait_event(cache.events, lambda e: e.kind == zkcache.NODE_LOCK and e.id == node.id)
+    assert cache.has_node_lock_dir(node.id)
+    lock.release()
+    zk_client.delete(paths.node_lock(node.id))
+    wait_for(lambda: not cache.has_node_lock_dir(node.id), what="the lock dir's deletion")
 
 
 def test_deleted_node_leaves_the_cache(cache, zk):

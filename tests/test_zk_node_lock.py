@@ -77,3 +77,12 @@ def test_a_deleted_node_is_not_locked_and_not_made_again(zk, zk_client):
     attempt = locks.start_lock(zk.kazoo, paths.node_lock(NODE), "nl")
     assert locks.settle_node_lock(zk.kazoo, attempt, NODE, "nl") is None
     assert zk_client.exists(paths.node(NODE)) is None
+
+
+def test_a_fresh_lock_of_a_node_locked_before_falls_back_and_locks_it(zk, zk_client, node):
+    """The cache said never locked, but the dir exists: the general way takes it."""
+    attempt = locks.start_node_lock(zk.kazoo, NODE, "nl", fresh=True)
+    lock = locks.settle_node_lock(zk.kazoo, attempt, NODE, "nl")
+    assert lock is not None and zk_client.get_children(node) == [lock.node]
+    zuul = Lock(zk_client, node, "zuul")
+    assert not zuul.acquire(blocking=False)

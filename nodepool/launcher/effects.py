@@ -170,14 +170,14 @@ class ZkEffects:
         is the id)."""
         return self.cache.create_node(node.to_json(), then=lambda _: self.wake())
 
-    def lock_fresh_node_async(self, node_id: str) -> locks.FreshLockAttempt:
+    def lock_fresh_node_async(self, node_id: str) -> locks.LockAttempt:
         """Send the lock of a node we just created; the answer wakes the loop."""
         attempt = locks.start_fresh_node_lock(self.kazoo, node_id, self.identifier)
         attempt.on_answer(self.wake)
         return attempt
 
     @_waits("finish_fresh_node_lock")
-    def finish_fresh_node_lock(self, attempt: locks.FreshLockAttempt, node_id: str) -> Lock:
+    def finish_fresh_node_lock(self, attempt: locks.LockAttempt, node_id: str) -> Lock:
         """The lock `lock_fresh_node_async` sent, taken the general way if the fresh
         transaction lost (waits then). Raises LockFailed or NotFound."""
         if locks.finish_fresh_lock(attempt) == "ok":
@@ -190,10 +190,14 @@ class ZkEffects:
         return locks.lock_node(self.kazoo, node_id, identifier=self.identifier)
 
     def lock_node_async(self, node_id: str) -> locks.LockAttempt:
-        """Send a node lock attempt; its answer wakes the loop."""
-        attempt = locks.start_lock(self.kazoo, paths.node_lock(node_id), self.identifier)
-        attempt.on_answer(self.wake)   # the listing is answered last
+        """Send a node lock attempt (one request); its answer wakes the loop."""
+        attempt = self._send_node_lock(node_id)
+        attempt.on_answer(self.wake)
         return attempt
+
+    def _send_node_lock(self, node_id: str) -> locks.LockAttempt:
+        return locks.start_node_lock(self.kazoo, node_id, self.identifier,
+                                     fresh=not self.cache.has_node_lock_dir(node_id))
 
     def settle_node_lock(self, attempt: locks.LockAttempt, node_id: str) -> Lock | None:
         return locks.settle_node_lock(self.kazoo, attempt, node_id, self.identifier)
@@ -222,10 +226,8 @@ class ZkEffects:
         False: the node is locked by someone, or gone.
         """
         kazoo = self.kazoo
-        try:
-            lock = locks.try_lock(kazoo, paths.node_lock(seen.id), self.identifier)
-        except NoNodeError:
-            return False
+        lock = locks.settle_node_lock(kazoo, self._send_node_lock(seen.id), seen.id,
+                                      self.identifier)
         if lock is None:
             return False
         node = dataclasses.replace(seen, allocated_to=None)
@@ -248,11 +250,11 @@ class ZkEffects:
         """Lock a request now (waits; raises LockFailed)."""
         return locks.lock_request(self.kazoo, request_id, identifier=self.identifier)
 
-    def lock_request_async(self, request_id: str) -> locks.FreshLockAttempt:
+    def lock_request_async(self, request_id: str) -> locks.LockAttempt:
         return locks.start_request_lock(self.kazoo, request_id, self.identifier)
 
     @_waits("finish_request_lock")
-    def finish_request_lock(self, request_id: str, attempt: locks.FreshLockAttempt) -> Lock:
+    def finish_request_lock(self, request_id: str, attempt: locks.LockAttempt) -> Lock:
         """The held lock (may wait a round trip more). Raises LockFailed."""
         return locks.finish_request_lock(self.kazoo, request_id, self.identifier, attempt)
 

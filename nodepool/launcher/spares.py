@@ -35,7 +35,7 @@ class Starting:
     label: str
     node: Node
     created: Any                   # kazoo result of the node's create
-    locked: locks.FreshLockAttempt | None = None
+    locked: locks.LockAttempt | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -167,6 +167,11 @@ class ZooKeeperCache:
         """True when the node has lock contenders (someone is using it)."""
         return bool(self._locks.get(node_id))
 
+    def has_node_lock_dir(self, node_id: str) -> bool:
+        """Has the node been locked before (its lock dir exists, as the events so far
+        tell)? Chooses the kind of lock to send; either kind copes with being wrong."""
+        return self._watches[0].has_subdir(node_id)
+
     def requests(self) -> list[NodeRequest]:
         """Requests in protocol service order (kept sorted as they change, not per call)."""
         with self._mutex:

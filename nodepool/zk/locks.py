@@ -106,23 +106,23 @@ def _fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str) -> str:
     return finish_fresh_lock(send_fresh_lock(kazoo, lock, lock_dir))
 
 
-def send_fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str) -> FreshLockAttempt:
+def send_fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str) -> LockAttempt:
     """Send `_fresh_lock`'s transaction without waiting."""
     lock.assured_path = True
     tx = kazoo.transaction()
     tx.create(lock_dir)
     tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
-    return FreshLockAttempt(lock, tx.commit_async())
+    return LockAttempt(lock, tx.commit_async(), fresh=True)
 
 
 def start_fresh_node_lock(kazoo: KazooClient, node_id: str,
-                          identifier: str = "") -> FreshLockAttempt:
+                          identifier: str = "") -> LockAttempt:
     """Send the fresh-lock transaction of a node just created (no waiting)."""
     lock_dir = paths.node_lock(node_id)
     return send_fresh_lock(kazoo, Lock(kazoo, lock_dir, identifier), lock_dir)
 
 
-def finish_fresh_lock(attempt: FreshLockAttempt) -> str:
+def finish_fresh_lock(attempt: LockAttempt) -> str:
     """"ok" (and its lock is held), "exists" or "no-parent", from the transaction's answer.
 
     A lost answer (ConnectionLoss) is raised after `withdraw_lost` was queued: the
@@ -146,31 +146,18 @@ def finish_fresh_lock(attempt: FreshLockAttempt) -> str:
 
 @dataclasses.dataclass(eq=False)
 class LockAttempt:
-    """A lock of an existing lock dir, sent as one transaction (`start_lock`), not yet
-    answered."""
+    """A lock sent as one transaction, not yet answered: of an existing lock dir
+    (`start_lock`), or `fresh`: the dir made with our contender (`send_fresh_lock`)."""
 
     lock: Lock
     pending: Any     # kazoo async result of the transaction
+    fresh: bool = False
 
     def ready(self) -> bool:
         return self.pending.ready()
 
     def on_answer(self, callback) -> None:
         """Call `callback()` (on kazoo's callback thread) once the transaction is answered."""
-        self.pending.rawlink(lambda _: callback())
-
-
-@dataclasses.dataclass(eq=False)
-class FreshLockAttempt:
-    """The fresh-lock transaction of a lock dir that should not exist yet, sent."""
-
-    lock: Lock
-    pending: Any     # kazoo async result of the transaction
-
-    def ready(self) -> bool:
-        return self.pending.ready()
-
-    def on_answer(self, callback) -> None:
         self.pending.rawlink(lambda _: callback())
 
 
@@ -228,17 +215,32 @@ def settle(kazoo: KazooClient, attempt: LockAttempt) -> Lock | None:
     return lock
 
 
+def start_node_lock(kazoo: KazooClient, node_id: str, identifier: str = "",
+                    fresh: bool = False) -> LockAttempt:
+    """Send a node's lock in one request. `fresh`: the node was never locked (no lock
+    dir, as the cache tells): the dir and our contender are made together instead."""
+    if fresh:
+        return start_fresh_node_lock(kazoo, node_id, identifier)
+    return start_lock(kazoo, paths.node_lock(node_id), identifier)
+
+
 def settle_node_lock(kazoo: KazooClient, attempt: LockAttempt, node_id: str,
                      identifier: str = "") -> Lock | None:
-    """`settle` a node lock `start_lock` sent; a node never locked before (no lock
-    dir yet) is locked fresh instead. None: someone else holds it, or it is gone."""
+    """Settle a lock `start_node_lock` sent. None: someone else holds it, or the node
+    is gone. When the lock dir turned out to be the other way than the attempt
+    assumed, the node is locked the general way (waits)."""
     try:
-        return settle(kazoo, attempt)
-    except NoNodeError:
+        if attempt.fresh:
+            outcome = finish_fresh_lock(attempt)
+            if outcome != "exists":
+                return attempt.lock if outcome == "ok" else None
+            return lock_node(kazoo, node_id, identifier=identifier)
         try:
+            return settle(kazoo, attempt)
+        except NoNodeError:
             return lock_new_node(kazoo, node_id, identifier=identifier)
-        except (LockFailed, NotFound):
-            return None
+    except (LockFailed, NotFound):
+        return None
 
 
 def try_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "") -> Lock | None:
@@ -389,7 +391,7 @@ def locked_node_ids(kazoo: KazooClient, node_ids: list[str]) -> set[str]:
 
 
 def start_request_lock(kazoo: KazooClient, request_id: str,
-                       identifier: str = "") -> FreshLockAttempt:
+                       identifier: str = "") -> LockAttempt:
     """Send a request's fresh-lock transaction (no waiting).
 
     Started for many requests at once, their round trips overlap; `finish_request_lock`
@@ -400,7 +402,7 @@ def start_request_lock(kazoo: KazooClient, request_id: str,
 
 
 def finish_request_lock(kazoo: KazooClient, request_id: str, identifier: str,
-                        started: FreshLockAttempt) -> Lock:
+                        started: LockAttempt) -> Lock:
     """The held lock. Raises LockFailed when someone holds it."""
     lock = started.lock
     if finish_fresh_lock(started) != "ok":

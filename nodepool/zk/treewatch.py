@@ -117,6 +117,7 @@ class TreeWatch:
         self.on_members = on_members
         self.known: dict[str, int] = {}          # name -> mzxid of the data we reported
         self.members: dict[str, set[str]] = {}   # name -> names in its subdir
+        self.with_subdir: set[str] = set()       # names whose subdir exists
         self.initialized = threading.Event()
         self._outstanding = 0                    # replies the first sync still waits for
         self.stopped = False
@@ -232,12 +233,17 @@ class TreeWatch:
         self._replied()
         try:
             names = set(result.get())
+            exists = True
         except NoNodeError:
-            names = set()
+            names, exists = set(), False
         except Exception as e:
             log.debug("Listing %s/%s/%s failed: %s", self.path, name, self.subdir, e)
             return
         if name in self.known:
+            if exists:
+                self.with_subdir.add(name)
+            else:
+                self.with_subdir.discard(name)
             self.members[name] = names
             self._members_changed(name)
 
@@ -394,9 +400,13 @@ class TreeWatch:
         elif self.subdir and parts[1] == self.subdir and name in self.known:
             current = self.members.setdefault(name, set())
             if len(parts) == 2:
-                if event.type == EventType.DELETED and current:
-                    current.clear()
-                    self._members_changed(name)
+                if event.type == EventType.CREATED:
+                    self.with_subdir.add(name)
+                elif event.type == EventType.DELETED:
+                    self.with_subdir.discard(name)
+                    if current:
+                        current.clear()
+                        self._members_changed(name)
             elif len(parts) == 3:
                 if event.type == EventType.CREATED:
                     current.add(parts[2])
@@ -422,8 +432,13 @@ class TreeWatch:
         if self.on_members is not None:
             self.on_members(name, frozenset(self.members.get(name, ())))
 
+    def has_subdir(self, name: str) -> bool:
+        """Does the child's subdir exist, as far as the events so far tell?"""
+        return name in self.with_subdir
+
     def _forget(self, name: str) -> None:
         self.known.pop(name, None)
         self.members.pop(name, None)
+        self.with_subdir.discard(name)
         self._members_later.discard(name)
         self.on_data(name, None, None)
