@@ -4,6 +4,7 @@ the launcher's client and a separate plain kazoo session (the requestor)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -11,7 +12,10 @@ from kazoo.exceptions import NoNodeError
 from kazoo.recipe.lock import Lock
 from requestor import wait_for
 
-from nodepool.zk import locks, paths
+from nodepool.launcher.effects import ZkEffects
+from nodepool.model import Node, NodeState
+from nodepool.zk import cache as zkcache
+from nodepool.zk import locks, nodes, paths
 
 NODE = "0000000042"
 
@@ -86,3 +90,58 @@ def test_a_fresh_lock_of_a_node_locked_before_falls_back_and_locks_it(zk, zk_cli
     assert lock is not None and zk_client.get_children(node) == [lock.node]
     zuul = Lock(zk_client, node, "zuul")
     assert not zuul.acquire(blocking=False)
+
+
+@pytest.fixture
+def effects(zk):
+    cache = zkcache.ZooKeeperCache(zk)
+    cache.start()
+    yield ZkEffects(cache, lambda: zk.kazoo, "nl", lambda: None)
+    cache.stop()
+
+
+def used_node(effects, zk_client, locked_before: bool) -> Node:
+    """A `used` node the requestor has unlocked, as the launcher's cache shows it."""
+    node = nodes.create_node(zk_client, Node(type=["a"], state=NodeState.USED))
+    if locked_before:
+        zk_client.create(paths.node_lock(node.id))
+    return wait_for(lambda: effects.cache.get_node(node.id), what="the node cached")
+
+
+@pytest.mark.parametrize("locked_before", [True, False])
+def test_a_deletion_locks_and_writes_deleting_in_one_transaction(effects, zk_client,
+                                                                 locked_before):
+    seen = used_node(effects, zk_client, locked_before)
+    wait_for(lambda: effects.cache.has_node_lock_dir(seen.id) == locked_before,
+             what="the lock dir as the cache sees it")
+    deleting = dataclasses.replace(seen, state=NodeState.DELETING)
+    attempt = effects.lock_and_write_async(deleting, seen.version)
+    lock, stat = effects.settle_lock_and_write(attempt, seen.id)
+    assert lock is not None and stat is not None
+    assert zk_client.get_children(paths.node_lock(seen.id)) == [lock.node]
+    assert nodes.get_node(zk_client, seen.id).state == NodeState.DELETING
+    assert not Lock(zk_client, paths.node_lock(seen.id), "zuul").acquire(blocking=False)
+
+
+def test_a_node_changed_since_the_cache_saw_it_is_neither_locked_nor_written(
+        effects, zk_client):
+    seen = used_node(effects, zk_client, locked_before=True)
+    held = nodes.get_node(zk_client, seen.id)
+    held.state = NodeState.HOLD             # the requestor set it `hold` and unlocked
+    nodes.update_node(zk_client, held)
+    deleting = dataclasses.replace(seen, state=NodeState.DELETING)
+    attempt = effects.lock_and_write_async(deleting, seen.version)
+    assert effects.settle_lock_and_write(attempt, seen.id) == (None, None)
+    assert zk_client.get_children(paths.node_lock(seen.id)) == []
+    assert nodes.get_node(zk_client, seen.id).state == NodeState.HOLD
+
+
+def test_a_node_someone_holds_is_neither_locked_nor_written(effects, zk_client):
+    seen = used_node(effects, zk_client, locked_before=True)
+    zuul = Lock(zk_client, paths.node_lock(seen.id), "zuul")
+    assert zuul.acquire(blocking=False)
+    deleting = dataclasses.replace(seen, state=NodeState.DELETING)
+    attempt = effects.lock_and_write_async(deleting, seen.version)
+    assert effects.settle_lock_and_write(attempt, seen.id) == (None, None)
+    assert len(zk_client.get_children(paths.node_lock(seen.id))) == 1
+    assert nodes.get_node(zk_client, seen.id).state == NodeState.USED

@@ -25,8 +25,9 @@ class DeletionLock:
     """A node lock sent for a deletion the cleanup plan chose, not answered yet."""
 
     reason: str
-    seen: Node                  # the node as the cache showed it
+    node: Node                  # as the cache showed it, `deleting` (written with the lock)
     attempt: locks.LockAttempt
+    used_at: float | None       # when it was set `used` (for the metrics), if it was
 
 
 class Deletions:
@@ -52,11 +53,13 @@ class Deletions:
 
     # -- starting -----------------------------------------------------------------------
 
-    def start(self, node: Node, lock, reason: str, check_version: bool = False) -> None:
+    def start(self, node: Node, lock, reason: str, check_version: bool = False,
+              used_at: float | None = None) -> None:
         """Delete a node we hold locked: mark it deleting, then run the driver's machine."""
+        if node.state == NodeState.USED:
+            used_at = node.state_time
         task = DeleteTask(node=node, lock=lock, sm=self.scope.adapter.delete(node),
-                          started=time.monotonic(),
-                          used_at=node.state_time if node.state == NodeState.USED else None)
+                          started=time.monotonic(), used_at=used_at)
         if node.state != NodeState.DELETING or check_version:
             node.set_state(NodeState.DELETING)
             task.write = self.scope.effects.write_node_async(node, check_version, lock)
@@ -64,18 +67,22 @@ class Deletions:
         self.scope.log.info("node=%s provider=%s Deleting: %s", node.id, self.scope.name, reason)
 
     def lock_for_deletion(self, node_id: str, reason: str) -> None:
-        """Send the node lock of a node the cache shows finished with (no waiting);
-        `settle_locks` starts the deletion once its answer is in.
+        """Send the lock of a node the cache shows finished with, and its `deleting`
+        write, as one transaction (no waiting); `settle_locks` starts the deletion
+        once its answer is in.
 
-        The `deleting` write is made over the version the cache showed: if the
-        node changed meanwhile (a requestor set `hold` and unlocked), the write
-        fails and the delete is dropped; the cache then shows the truth.
+        The write is made over the version the cache showed: if the node changed
+        meanwhile (a requestor set `hold` and unlocked), nothing is done and the
+        delete is dropped; the cache then shows the truth.
         """
         seen = self.scope.ctx.cache.get_node(node_id)
         if seen is None or seen.id in self.locking:
             return
-        self.locking[seen.id] = DeletionLock(reason, seen,
-                                             self.scope.effects.lock_node_async(seen.id))
+        node = dataclasses.replace(seen)
+        node.set_state(NodeState.DELETING)
+        used_at = seen.state_time if seen.state == NodeState.USED else None
+        self.locking[seen.id] = DeletionLock(
+            reason, node, self.scope.effects.lock_and_write_async(node, seen.version), used_at)
 
     def settle_locks(self) -> None:
         """Each pass: start the deletions whose lock answers came."""
@@ -83,13 +90,16 @@ class Deletions:
             if not pending.attempt.ready():
                 continue
             del self.locking[node_id]
-            lock = self.scope.effects.settle_node_lock(pending.attempt, node_id)
+            lock, stat = self.scope.effects.settle_lock_and_write(pending.attempt, node_id)
             if lock is None:
-                self.scope.log.debug("node=%s delete skipped: locked by someone else, or gone",
-                                     node_id)
+                self.scope.log.debug("node=%s delete skipped: locked by someone else, "
+                                     "changed, or gone", node_id)
                 continue
-            self.start(dataclasses.replace(pending.seen), lock, pending.reason,
-                       check_version=True)
+            node = pending.node
+            if stat is not None:
+                node.version = stat.version    # `deleting` is written
+            self.start(node, lock, pending.reason, check_version=stat is None,
+                       used_at=pending.used_at)
 
     # -- timers and steps ----------------------------------------------------------------
 
@@ -176,7 +186,7 @@ class Deletions:
             effects.unlock_async(task.lock)
         for node_id, pending in list(self.locking.items()):
             try:
-                effects.unlock_async(effects.settle_node_lock(pending.attempt, node_id))
+                effects.unlock_async(effects.settle_lock_and_write(pending.attempt, node_id)[0])
             except Exception as e:     # the session is going: its ephemeral locks go too
                 self.scope.log.debug("node=%s deletion lock not released: %s", node_id, e)
         self.locking.clear()

@@ -202,6 +202,26 @@ class ZkEffects:
     def settle_node_lock(self, attempt: locks.LockAttempt, node_id: str) -> Lock | None:
         return locks.settle_node_lock(self.kazoo, attempt, node_id, self.identifier)
 
+    def lock_and_write_async(self, node: Node, version: int) -> locks.LockAttempt:
+        """Send a node's lock and a write of `node` over `version` as one transaction
+        (a deletion's lock with its `deleting` write); the answer wakes the loop.
+        `settle_lock_and_write` collects it."""
+        fresh = not self.cache.has_node_lock_dir(node.id)
+        lock = Lock(self.kazoo, paths.node_lock(node.id), self.identifier)
+        tx = self.kazoo.transaction()
+        locks.lock_ops(tx, lock, fresh)
+        data = node.to_json()
+        tx.set_data(paths.node(node.id), data, version)
+        at = len(tx.operations) - 1
+        pending = self.cache.commit_own(tx, [(zkcache.NODE, node.id, data, at)],
+                                        then=lambda _: self.wake())
+        return locks.LockAttempt(lock, pending, fresh=fresh)
+
+    def settle_lock_and_write(self, attempt: locks.LockAttempt, node_id: str):
+        """(lock, the write's stat) of `lock_and_write_async`; (None, None): held by
+        someone, changed or gone; (lock, None): locked the general way, not written."""
+        return locks.settle_with_write(self.kazoo, attempt, node_id, self.identifier)
+
     @_waits("read_node")
     def read_node(self, node_id: str) -> Node | None:
         return nodes.get_node(self.kazoo, node_id)

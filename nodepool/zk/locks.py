@@ -8,6 +8,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
+    BadVersionError,
     ConnectionLoss,
     LockTimeout,
     NodeExistsError,
@@ -108,11 +109,20 @@ def _fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str) -> str:
 
 def send_fresh_lock(kazoo: KazooClient, lock: Lock, lock_dir: str) -> LockAttempt:
     """Send `_fresh_lock`'s transaction without waiting."""
-    lock.assured_path = True
     tx = kazoo.transaction()
-    tx.create(lock_dir)
-    tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
+    lock_ops(tx, lock, fresh=True)
     return LockAttempt(lock, tx.commit_async(), fresh=True)
+
+
+def lock_ops(tx, lock: Lock, fresh: bool) -> None:
+    """Add a one-request lock of `lock`'s dir to the transaction `tx`: `fresh`, the
+    dir made with our contender (`_fresh_lock`); else the empty dir deleted, made
+    again, and our contender (`start_lock`). Our contender is the last op."""
+    lock.assured_path = True
+    if not fresh:
+        tx.delete(lock.path)
+    tx.create(lock.path)
+    tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
 
 
 def start_fresh_node_lock(kazoo: KazooClient, node_id: str,
@@ -187,11 +197,8 @@ def start_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "") -> LockA
     listing (two requests, and a loser's contender to delete again).
     """
     lock = Lock(kazoo, lock_dir, identifier)
-    lock.assured_path = True
     tx = kazoo.transaction()
-    tx.delete(lock_dir)
-    tx.create(lock_dir)
-    tx.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
+    lock_ops(tx, lock, fresh=False)
     return LockAttempt(lock, tx.commit_async())
 
 
@@ -241,6 +248,28 @@ def settle_node_lock(kazoo: KazooClient, attempt: LockAttempt, node_id: str,
             return lock_new_node(kazoo, node_id, identifier=identifier)
     except (LockFailed, NotFound):
         return None
+
+
+def settle_with_write(kazoo: KazooClient, attempt: LockAttempt, node_id: str,
+                      identifier: str = "") -> tuple[Lock | None, Any]:
+    """Settle a node lock sent with a write of the node after its ops (`lock_ops`, then
+    the write, one transaction): (the lock, the write's stat) when both applied;
+    (None, None) when the write's check failed (the node changed or is gone); else,
+    the lock part having failed, (the lock as `settle_node_lock` takes it, None)."""
+    lock = attempt.lock
+    try:
+        results = attempt.pending.get()
+    except ConnectionLoss:
+        withdraw_lost(kazoo, lock)
+        raise
+    last = results[-1]
+    if isinstance(last, (BadVersionError, NoNodeError)):
+        return None, None
+    if isinstance(last, Exception):
+        return settle_node_lock(kazoo, attempt, node_id, identifier), None
+    mine = results[1 if attempt.fresh else 2]
+    lock.node, lock.create_tried, lock.is_acquired = mine[len(lock.path) + 1:], True, True
+    return lock, last
 
 
 def try_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "") -> Lock | None:
