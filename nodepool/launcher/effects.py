@@ -161,8 +161,10 @@ class ZkEffects:
 
     @_waits("create_node")
     def create_node(self, node: Node) -> Lock:
-        """Write a new node and lock it (waits for both)."""
-        nodes.create_node(self.kazoo, node)
+        """Write a new node and lock it (waits for both). The cache takes the node
+        from the create's answer (no read back)."""
+        path, stat = self.cache.create_node(node.to_json()).get()
+        node.id, node.version = paths.basename(path), stat.version
         return locks.lock_new_node(self.kazoo, node.id, identifier=self.identifier)
 
     def create_node_async(self, node: Node):
@@ -298,8 +300,7 @@ class ZkEffects:
         if contender is None:
             requests.update_request(self.kazoo, req)
             return
-        tx = self._fenced_write(contender, paths.request(req.id), req.to_json(), req.version)
-        checked, written = tx.commit()
+        checked, written = self._fenced_request_write(contender, req).get()
         # A failed transaction answers the failing operation's error and RolledBackError
         # for the others: a rolled-back check passed.
         if isinstance(checked, Exception) and not isinstance(checked, RolledBackError):
@@ -322,9 +323,15 @@ class ZkEffects:
         if contender is None:
             self.kazoo.set_async(paths.request(req.id), req.to_json(), req.version)
         else:
-            self._fenced_write(contender, paths.request(req.id), req.to_json(),
-                               req.version).commit_async()
+            self._fenced_request_write(contender, req)
         req.version += 1
+
+    def _fenced_request_write(self, contender: str, req: NodeRequest):
+        """Send the fenced write of a request; the cache takes what it wrote from the
+        answer (no read back). Returns kazoo's result: [check, stat]."""
+        data = req.to_json()
+        tx = self._fenced_write(contender, paths.request(req.id), data, req.version)
+        return self.cache.commit_own(tx, [(zkcache.REQUEST, req.id, data, 1)])
 
     # -- the hand-over transaction ----------------------------------------------------
 
