@@ -138,20 +138,32 @@ def finish_fresh_lock(attempt: LockAttempt) -> str:
     A lost answer (ConnectionLoss) is raised after `withdraw_lost` was queued: the
     transaction may have been applied, leaving a contender nobody knows of.
     """
-    lock = attempt.lock
-    try:
-        results = attempt.pending.get()
-    except ConnectionLoss:
-        withdraw_lost(lock.client, lock)
-        raise
+    results = _answer(attempt.lock.client, attempt)
     if isinstance(results[0], NoNodeError):
         return "no-parent"
     if isinstance(results[0], Exception) or isinstance(results[1], Exception):
         return "exists"
-    lock.node = results[1][len(lock.path) + 1:]
-    lock.create_tried = True
-    lock.is_acquired = True
+    _held(attempt, results)
     return "ok"
+
+
+def _answer(kazoo: KazooClient, attempt: LockAttempt) -> list:
+    """The lock transaction's results. A lost answer (ConnectionLoss) is raised after
+    `withdraw_lost` was queued: it may have been applied, leaving a contender
+    nobody knows of."""
+    try:
+        return attempt.pending.get()
+    except ConnectionLoss:
+        withdraw_lost(kazoo, attempt.lock)
+        raise
+
+
+def _held(attempt: LockAttempt, results: list) -> Lock:
+    """The transaction applied: its lock is held by the contender it created."""
+    lock = attempt.lock
+    mine = results[1 if attempt.fresh else 2]
+    lock.node, lock.create_tried, lock.is_acquired = mine[len(lock.path) + 1:], True, True
+    return lock
 
 
 @dataclasses.dataclass(eq=False)
@@ -208,18 +220,12 @@ def settle(kazoo: KazooClient, attempt: LockAttempt) -> Lock | None:
 
     A lost answer (ConnectionLoss) is raised after `withdraw_lost` was queued.
     """
-    lock = attempt.lock
-    try:
-        results = attempt.pending.get()
-    except ConnectionLoss:
-        withdraw_lost(kazoo, lock)
-        raise
+    results = _answer(kazoo, attempt)
     if isinstance(results[0], NoNodeError):
-        raise NoNodeError(lock.path)
+        raise NoNodeError(attempt.lock.path)
     if any(isinstance(r, Exception) for r in results):   # NotEmptyError: not ours
         return None
-    lock.node, lock.create_tried, lock.is_acquired = results[2][len(lock.path) + 1:], True, True
-    return lock
+    return _held(attempt, results)
 
 
 def start_node_lock(kazoo: KazooClient, node_id: str, identifier: str = "",
@@ -256,20 +262,13 @@ def settle_with_write(kazoo: KazooClient, attempt: LockAttempt, node_id: str,
     the write, one transaction): (the lock, the write's stat) when both applied;
     (None, None) when the write's check failed (the node changed or is gone); else,
     the lock part having failed, (the lock as `settle_node_lock` takes it, None)."""
-    lock = attempt.lock
-    try:
-        results = attempt.pending.get()
-    except ConnectionLoss:
-        withdraw_lost(kazoo, lock)
-        raise
+    results = _answer(kazoo, attempt)
     last = results[-1]
     if isinstance(last, (BadVersionError, NoNodeError)):
         return None, None
     if isinstance(last, Exception):
         return settle_node_lock(kazoo, attempt, node_id, identifier), None
-    mine = results[1 if attempt.fresh else 2]
-    lock.node, lock.create_tried, lock.is_acquired = mine[len(lock.path) + 1:], True, True
-    return lock, last
+    return _held(attempt, results), last
 
 
 def try_lock(kazoo: KazooClient, lock_dir: str, identifier: str = "") -> Lock | None:
