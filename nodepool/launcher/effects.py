@@ -199,7 +199,11 @@ class ZkEffects:
 
     def _send_node_lock(self, node_id: str) -> locks.LockAttempt:
         return locks.start_node_lock(self.kazoo, node_id, self.identifier,
-                                     fresh=not self.cache.has_node_lock_dir(node_id))
+                                     fresh=self._never_locked(node_id))
+
+    def _never_locked(self, node_id: str) -> bool:
+        """No lock dir yet, as the cache tells: the lock is sent fresh (locks.py)."""
+        return not self.cache.has_node_lock_dir(node_id)
 
     def settle_node_lock(self, attempt: locks.LockAttempt, node_id: str) -> Lock | None:
         return locks.settle_node_lock(self.kazoo, attempt, node_id, self.identifier)
@@ -208,10 +212,8 @@ class ZkEffects:
         """Send a node's lock and a write of `node` over `version` as one transaction
         (a deletion's lock with its `deleting` write); the answer wakes the loop.
         `settle_lock_and_write` collects it."""
-        fresh = not self.cache.has_node_lock_dir(node.id)
-        lock = Lock(self.kazoo, paths.node_lock(node.id), self.identifier)
-        tx = self.kazoo.transaction()
-        locks.lock_ops(tx, lock, fresh)
+        fresh = self._never_locked(node.id)
+        lock, tx = locks.node_lock_tx(self.kazoo, node.id, self.identifier, fresh)
         data = node.to_json()
         tx.set_data(paths.node(node.id), data, version)
         at = len(tx.operations) - 1

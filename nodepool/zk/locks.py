@@ -232,9 +232,17 @@ def start_node_lock(kazoo: KazooClient, node_id: str, identifier: str = "",
                     fresh: bool = False) -> LockAttempt:
     """Send a node's lock in one request. `fresh`: the node was never locked (no lock
     dir, as the cache tells): the dir and our contender are made together instead."""
-    if fresh:
-        return start_fresh_node_lock(kazoo, node_id, identifier)
-    return start_lock(kazoo, paths.node_lock(node_id), identifier)
+    lock, tx = node_lock_tx(kazoo, node_id, identifier, fresh)
+    return LockAttempt(lock, tx.commit_async(), fresh=fresh)
+
+
+def node_lock_tx(kazoo: KazooClient, node_id: str, identifier: str, fresh: bool):
+    """A node's lock and a transaction holding its lock ops (`lock_ops`), not sent: a
+    caller may add a write of the node after them."""
+    lock = Lock(kazoo, paths.node_lock(node_id), identifier)
+    tx = kazoo.transaction()
+    lock_ops(tx, lock, fresh)
+    return lock, tx
 
 
 def settle_node_lock(kazoo: KazooClient, attempt: LockAttempt, node_id: str,
