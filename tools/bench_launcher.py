@@ -230,6 +230,26 @@ def start_ossim(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Pop
     return proc, clouds
 
 
+def _report_cloud_calls(workdir: Path) -> None:
+    """The simulator's count of API calls by kind, to stderr (what a lifecycle costs the cloud)."""
+    import urllib.request
+
+    import yaml
+    auth_url = yaml.safe_load((workdir / "clouds.yaml").read_text())["clouds"][OSSIM_CLOUD][
+        "auth"]["auth_url"]
+    base = auth_url.rsplit("/identity", 1)[0]
+    try:
+        with urllib.request.urlopen(f"{base}/_sim/calls", timeout=5) as answer:
+            calls = json.load(answer)["calls"]
+    except OSError as e:
+        print(f"cloud calls: unknown ({e})", file=sys.stderr, flush=True)
+        return
+    print("cloud calls: " + json.dumps(calls, sort_keys=True), file=sys.stderr, flush=True)
+    if os.environ.get("BENCH_CLOUD_REQUESTS"):
+        with urllib.request.urlopen(f"{base}/_sim/requests?limit=100000", timeout=5) as answer:
+            (workdir / "cloud-requests.json").write_text(answer.read().decode())
+
+
 def _read_line(proc: subprocess.Popen, timeout: float) -> str:
     got: list[str] = []
     reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
@@ -419,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"event": "error", "error": "Launcher.stop did not return "
                                   f"within {STOP_TIMEOUT + 10:.0f}s"}), flush=True)
         if ossim is not None:
+            _report_cloud_calls(workdir)
             stop_child(ossim)
         for sshd in getattr(args, "sshds", []):
             sshd.stop()

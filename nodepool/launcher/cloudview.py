@@ -109,9 +109,10 @@ class CloudView:
 
     def act(self, now: float) -> None:
         adapter = self.scope.adapter
-        if self._listing_wanted and self._listing_future is None and \
-                now >= self._listing_retry_at and \
-                (self.listing is None or now >= self.listing_due()):
+        due = self.listing_due() if self._listing_wanted else None
+        if due is None:
+            self._listing_wanted = False  # the wait that asked has ended: nobody would look
+        elif self._listing_future is None and now >= max(due, self._listing_retry_at):
             self._listing_wanted = False
             self._listing_started = now   # before the call: what it shows is at least this new
             self._listing_future = self.scope.call(adapter.list_instances)
@@ -120,21 +121,30 @@ class CloudView:
             self._limits_stale = False
             self._limits_future = self.scope.call(adapter.quota_limits)
 
-    def listing_due(self) -> float:
-        if self.listing is None:
-            return 0.0
-        taken = self.listing.taken_at
+    def listing_due(self) -> float | None:
+        """When the next listing is due; None when no machine waits on the cloud.
+
+        A machine asks for a listing when its step is sent (so one is under way
+        while the step runs); if that step ends the wait, nobody is left to look,
+        and a listing then would be a cloud call (and a pass) for nothing."""
         by_state: dict[str | None, list[float]] = {}
         for state, since in self._waits():
             by_state.setdefault(state, []).append(since)
-        return min((self.pacer.due_for(state, sinces, taken)
-                    for state, sinces in by_state.items()),
-                   default=taken + self.scope.tuning.listing_min_interval)
+        if not by_state:
+            return None
+        if self.listing is None:
+            return 0.0
+        taken = self.listing.taken_at
+        return min(self.pacer.due_for(state, sinces, taken) for state, sinces in by_state.items())
 
     def timers(self) -> list[float]:
         due = []
         if self._listing_wanted and self._listing_future is None:
-            due.append(max(self.listing_due(), self._listing_retry_at))
+            listing_due = self.listing_due()
+            if listing_due is None:
+                self._listing_wanted = False   # nobody waits any more (as act would decide)
+            else:
+                due.append(max(listing_due, self._listing_retry_at))
         if self._limits_stale and self._limits_future is None and self._limits_failures:
             due.append(self._limits_retry_at)
         return due
