@@ -362,27 +362,31 @@ class Launcher:
     # -- the loop ------------------------------------------------------------
 
     def _on_cache_event(self, event) -> None:
-        """On the cache's callback thread."""
-        if event.kind in (zkcache.LAUNCHER_COMPONENT, zkcache.LEASE):
+        """On the cache's callback thread. The loop is woken only when this event owes
+        it something new: a placement, or the first change since its last min-ready
+        pass (later ones wait for that pass; a busy launcher has many per pass)."""
+        spread = event.kind in (zkcache.LAUNCHER_COMPONENT, zkcache.LEASE)
+        if spread:
             self._spread_changed.set()
         for worker in self.worker_snapshot:
             worker.notify(event)
-        self.wake()
+        if spread or not self._changed.is_set():
+            self.wake()
 
     def _run(self) -> None:
         tuning = self.tuning
-        wanted = True   # a min-ready pass is owed (something changed since the last one)
+        # `_changed` set: a min-ready pass is owed (something changed since the last one);
+        # it stays set until that pass starts, so later events need not wake the loop.
+        self._changed.set()
         zk_lost_said = False
         while not self.stopping:
             timeout = loop_timeout(time.monotonic(), tuning.loop_idle_wait, self._place_due,
-                                   self._min_ready_due if wanted and self.min_ready_owner
-                                   else None)
+                                   self._min_ready_due if self._changed.is_set() and
+                                   self.min_ready_owner else None)
             self.wakeup.wait(timeout)
             self.wakeup.clear()
-            if self._changed.is_set() or \
-                    time.monotonic() - self._min_ready_due > tuning.min_ready_every:
-                self._changed.clear()
-                wanted = True   # an event, or the periodic pass (retries after failures)
+            if time.monotonic() - self._min_ready_due > tuning.min_ready_every:
+                self._changed.set()   # the periodic pass (retries what failed)
             if self.stopping:
                 break
             try:
@@ -402,9 +406,9 @@ class Launcher:
                     finally:
                         self.lost_request_resets.finish()
                 now = time.monotonic()
-                if wanted and self.min_ready_owner and self.ctx.zk.connected and \
-                        now >= self._min_ready_due:
-                    wanted = False
+                if self._changed.is_set() and self.min_ready_owner and \
+                        self.ctx.zk.connected and now >= self._min_ready_due:
+                    self._changed.clear()   # events from here on owe the next pass
                     cpu = time.thread_time()
                     self.min_ready.run()
                     # A pass costs the labels and min-ready's own requests (the census

@@ -139,7 +139,10 @@ class ProviderWorker:
         self.leaks.want_scan()
 
     def wake(self) -> None:
-        self.wakeup.set()
+        # Set already: the loop has not woken yet, and what was queued before this
+        # call is taken in by the pass it wakes for (it clears the flag first).
+        if not self.wakeup.is_set():
+            self.wakeup.set()
 
     def notify(self, event) -> None:
         """A cache event (on the cache's thread): note what changed, wake the loop."""

@@ -72,6 +72,8 @@ class Sweep:
 
     def apply(self) -> None:
         """Act on nodes nobody holds: delete finished ones, release orphans, resume launches."""
+        if not self.full and not self.dirty:
+            return   # nothing changed since the last look (most passes)
         busy = self._busy()
         nodes = self._nodes()
         if self._starting_unnamed():
