@@ -184,7 +184,9 @@ def test_the_benchmark_records_its_own_collections_and_restores_the_collector() 
         gc.collect()
     report = pauses.report()
     assert report["collections"] >= 1 and report["full"] >= 1
-    assert report["max_ms"] > 0 and report["total_ms"] >= report["max_ms"]
+    # each pause was timed (the report rounds to 0.01 ms: a fast collection reads 0.0)
+    assert all(seconds > 0 for _, seconds in pauses.pauses)
+    assert report["total_ms"] >= report["max_ms"] >= 0
     assert gc.get_threshold() == before
     assert pauses._callback not in gc.callbacks
     gc.unfreeze()   # what the block froze goes back to the collector

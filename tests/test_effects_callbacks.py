@@ -38,14 +38,19 @@ def test_kazoo_rawlink_after_completion_runs_earlier_callbacks_again(zk) -> None
 
 @pytest.fixture
 def instant(zk, monkeypatch):
-    """The client's sends return only once answered (the answer always wins the race)."""
+    """Call it to make the test thread's sends return only once answered (the answer
+    always wins the race). Only the test thread's: a send from a callback (on the
+    reader thread, or inline on ours, as the cache's start runs its first listing)
+    must not wait, or no answer would ever be read."""
     send = zk.kazoo.send_request
+    test_thread = threading.current_thread()
 
     def answered_before_return(request, async_result):
         sent = send(request, async_result)
-        async_result.wait(10)
+        if threading.current_thread() is test_thread:
+            async_result.wait(10)
         return sent
-    monkeypatch.setattr(zk.kazoo, "send_request", answered_before_return)
+    return lambda: monkeypatch.setattr(zk.kazoo, "send_request", answered_before_return)
 
 
 @pytest.fixture
@@ -64,6 +69,7 @@ def counted(monkeypatch) -> collections.Counter:
 def test_each_write_kind_runs_its_callbacks_once(zk, instant, counted) -> None:
     cache = zkcache.ZooKeeperCache(zk)
     cache.start()
+    instant()
     wakes = collections.Counter()
     effects = ZkEffects(cache, lambda: zk.kazoo, "tester", lambda: wakes.update(["wake"]))
     try:

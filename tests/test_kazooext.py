@@ -8,7 +8,7 @@ from kazoo.handlers.threading import SequentialThreadingHandler
 from nodepool.zk.kazooext import PRIVATE_NAMES
 from nodepool.zk.kazooext.client import NodepoolKazooClient
 from nodepool.zk.kazooext.connection import BatchingConnection
-from nodepool.zk.kazooext.handler import PollHandler
+from nodepool.zk.kazooext.handler import Inline, PollHandler
 
 
 def _resolves(name: str, instances: dict) -> bool:
@@ -54,7 +54,8 @@ def test_the_client_uses_the_extensions():
     assert isinstance(client._connection, BatchingConnection)
     assert isinstance(client.handler, PollHandler)
     client.add_persistent_route("/a", print)
-    assert client.persistent_routes == {"/a": print}
+    route = client.persistent_routes["/a"]
+    assert isinstance(route, Inline) and route.func is print   # run on the reader thread
     client.remove_persistent_route("/a")
     assert client.persistent_routes == {}
     chrooted = NodepoolKazooClient(hosts="127.0.0.1:1/root")

@@ -10,7 +10,7 @@ Threads, and what each does here:
   `want_lost_requests_reset` note the ask and wake the loop; the per-worker
   jobs call worker methods that set a flag and wake that worker's own loop,
   on the workers of `worker_snapshot`.
-- The cache's callback thread (`_on_cache_event`) hands events to the
+- kazoo's reader thread (`_on_cache_event`, a cache event) hands events to the
   workers of `worker_snapshot` (and to min-ready's census) and wakes the loop.
 - kazoo's threads (session states, lease watches in ownership.py) only set
   flags and wake the loop.
@@ -362,7 +362,7 @@ class Launcher:
     # -- the loop ------------------------------------------------------------
 
     def _on_cache_event(self, event) -> None:
-        """On the cache's callback thread. The loop is woken only when this event owes
+        """On kazoo's reader thread. The loop is woken only when this event owes
         it something new: a placement, or the first change since its last min-ready
         pass (later ones wait for that pass; a busy launcher has many per pass)."""
         spread = event.kind in (zkcache.LAUNCHER_COMPONENT, zkcache.LEASE)

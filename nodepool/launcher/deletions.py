@@ -38,7 +38,7 @@ class Deletions:
         self.cloud = cloud
         self.tasks: dict[str, DeleteTask] = {}
         self.locking: dict[str, DeletionLock] = {}
-        self._remove_later: set[str] = set()   # written on the callback thread, then woken
+        self._remove_later: set[str] = set()   # written on kazoo's reader thread, then woken
 
     def busy(self) -> set[str]:
         """Node ids this part is working on."""

@@ -26,6 +26,7 @@ from nodepool.model import Node, NodeRequest
 from nodepool.zk import cache as zkcache
 from nodepool.zk import locks, nodes, paths, requests
 from nodepool.zk.cache import ZooKeeperCache
+from nodepool.zk.kazooext.handler import Inline
 
 log = logging.getLogger("nodepool.launcher.effects")
 
@@ -40,7 +41,7 @@ class Claim:
 
 
 def _failed(result) -> BaseException | None:
-    """The first failure of a transaction's answer, if any (on the callback thread)."""
+    """The first failure of a transaction's answer, if any (on kazoo's reader thread)."""
     try:
         return next((r for r in result.get() if isinstance(r, Exception)), None)
     except Exception as e:
@@ -123,7 +124,7 @@ class ZkEffects:
         tx.delete(contender)
         kazoo = self.kazoo
 
-        def done(res) -> None:   # on the callback thread: nothing that waits
+        def done(res) -> None:   # on kazoo's reader thread: nothing that waits
             failed = res.exception if not res.successful() else _failed(res)
             if failed is not None:
                 log.error("node=%s provider=%s Writing %s failed: %r", node.id, node.provider,
@@ -138,7 +139,7 @@ class ZkEffects:
 
         If someone queued for the lock meanwhile the removal fails as a whole
         (NotEmpty): then the node is written as it is (`deleted`: its server is
-        gone) and `on_failure` runs (on the callback thread).
+        gone) and `on_failure` runs (on kazoo's reader thread).
         """
         tx = self.kazoo.transaction()
         contender = locks.contender_path(lock) if lock is not None else None
@@ -264,7 +265,7 @@ class ZkEffects:
         def done(result) -> None:
             if _failed(result) is not None:   # nothing was written: let go of our lock
                 locks.delete_contender_async(kazoo, contender)
-        tx.commit_async().rawlink(done)
+        tx.commit_async().rawlink(Inline(done))
         return True
 
     # -- requests -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ launcher then releases their nodes as ready spares) or failed.
 
 Threads: `MinReady.run` runs on the launcher loop thread (daemon.py), which
 also starts and stops the provider workers it asks; the census is fed on
-the cache's callback thread and guarded by its own lock.
+kazoo's reader thread and guarded by its own lock.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class SpareCensus:
     for about 15 ms per pass; a tally takes microseconds).
     Nodes in a spare state are counted per label when unallocated, and kept
     by request when allocated (they count only if their request is one of
-    our fulfilled ones, or gone). Updated on the cache's callback thread,
+    our fulfilled ones, or gone). Updated on kazoo's reader thread,
     read on the launcher thread.
     """
 

@@ -35,7 +35,7 @@ class Registration:
     node: Node
     scan: object | None = None       # the host check under way (nodescan.ScanRequest)
     created: object | None = None    # kazoo's result of the node's create, once sent
-    # Set on the callback thread once the create's answer is in the cache.
+    # Set on kazoo's reader thread once the create's answer is in the cache.
     answered: threading.Event = field(default_factory=threading.Event)
 
 
@@ -91,7 +91,7 @@ class Registrations:
                                                        then=lambda _: self._on_answer(reg))
 
     def _on_answer(self, reg: Registration) -> None:
-        # On the callback thread, after the cache took the node from the answer.
+        # On kazoo's reader thread, after the cache took the node from the answer.
         reg.answered.set()
         self.scope.wake()
 

@@ -71,7 +71,7 @@ class StatusFeed:
             self._cache.unsubscribe(self.on_event)
             self._cache = None
 
-    # -- the cache's callback thread ----------------------------------------------------
+    # -- kazoo's reader thread (cache events) --------------------------------------
 
     def on_event(self, event: zkcache.CacheEvent) -> None:
         if event.kind == zkcache.REQUEST:

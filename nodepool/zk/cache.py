@@ -2,7 +2,7 @@
 
 Built on ZooKeeper watches, no polling loop: one persistent recursive watch
 per directory (treewatch.py), which also reports each node's lock contenders
-as they come and go. Subscribers are called on kazoo's callback thread for
+as they come and go. Subscribers are called on kazoo's reader thread for
 every change; they must be quick (record, signal a loop) and must not block
 on ZooKeeper calls.
 """
@@ -112,7 +112,7 @@ class ZooKeeperCache:
 
     # -- writing ----------------------------------------------------------
 
-    # Each takes `then(result)`, run on the callback thread once the cache has taken the
+    # Each takes `then(result)`, run on kazoo's reader thread once the cache has taken the
     # answer: link callbacks here, never to the returned result (see treewatch.send).
 
     def write_node(self, node_id: str, data: bytes, version: int = -1,

@@ -19,6 +19,7 @@ from kazoo.recipe.lock import Lock
 
 from nodepool.errors import LockFailed, NotFound
 from nodepool.zk import paths
+from nodepool.zk.kazooext.handler import Inline
 
 # kazoo's contender names: `<uuid hex>__lock__<10-digit sequence>`.
 _CONTENDER = re.compile(r"__lock__\d{10}$")
@@ -179,8 +180,8 @@ class LockAttempt:
         return self.pending.ready()
 
     def on_answer(self, callback) -> None:
-        """Call `callback()` (on kazoo's callback thread) once the transaction is answered."""
-        self.pending.rawlink(lambda _: callback())
+        """Call `callback()` (on kazoo's reader thread) once the transaction is answered."""
+        self.pending.rawlink(Inline(lambda _: callback()))
 
 
 def contender_path(lock: Lock) -> str | None:
@@ -381,10 +382,10 @@ def delete_contender_async(kazoo: KazooClient, path: str) -> None:
     again once reconnected on the same session if the connection took the answer (the
     delete may not have been applied; a new session has no contender of ours left).
     Gone is done."""
-    def answered(result) -> None:    # on the callback thread: nothing that waits
+    def answered(result) -> None:    # on kazoo's reader thread: nothing that waits
         if _connection_trouble(result):
             delete_contender_async(kazoo, path)
-    _when_connected(kazoo, lambda: kazoo.delete_async(path).rawlink(answered))
+    _when_connected(kazoo, lambda: kazoo.delete_async(path).rawlink(Inline(answered)))
 
 
 def withdraw_lost(kazoo: KazooClient, lock: Lock) -> None:
@@ -394,7 +395,7 @@ def withdraw_lost(kazoo: KazooClient, lock: Lock) -> None:
     its own node the same way)."""
     prefix = lock.prefix
 
-    def listed(result) -> None:      # on the callback thread
+    def listed(result) -> None:      # on kazoo's reader thread
         if result.successful():
             for child in result.get():
                 if child.startswith(prefix):
@@ -402,7 +403,7 @@ def withdraw_lost(kazoo: KazooClient, lock: Lock) -> None:
         elif _connection_trouble(result):
             withdraw_lost(kazoo, lock)
     forget(lock)
-    _when_connected(kazoo, lambda: kazoo.get_children_async(lock.path).rawlink(listed))
+    _when_connected(kazoo, lambda: kazoo.get_children_async(lock.path).rawlink(Inline(listed)))
 
 
 def node_lock_contenders(kazoo: KazooClient, node_id: str) -> list[str]:

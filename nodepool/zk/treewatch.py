@@ -13,11 +13,12 @@ its events from kazoo's reader. The correctness argument needs one more
 thing: events and replies must be handled in the order the server sent them,
 so that a listing's reply is a snapshot at its place in the stream and later
 events apply on top of it. `PollHandler` (nodepool/zk/kazooext/handler.py)
-runs watch callbacks and completions on one thread for that, and every
-request here has its callback attached before it is sent (kazoo's `rawlink`
+runs our watch callbacks and completions (`Inline`) on kazoo's reader thread
+as they are read, one at a time, for that, and every request here has its
+callback attached before it is sent (kazoo's `rawlink`
 on a result that is already set would queue the callback late, out of order).
 
-Everything below runs on that one callback thread, except `start`/`stop`.
+Everything below runs as such a callback (one at a time), except `start`/`stop`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from kazoo.security import OPEN_ACL_UNSAFE
 
 from nodepool.errors import ZooKeeperUnavailable
 from nodepool.zk.kazooext.client import NodepoolKazooClient
+from nodepool.zk.kazooext.handler import Inline
 
 log = logging.getLogger("nodepool.zk.treewatch")
 
@@ -88,7 +90,7 @@ def send(kazoo: NodepoolKazooClient, request, *callbacks: Callable | None):
     result = kazoo.handler.async_result()
     for callback in callbacks:
         if callback is not None:
-            result.rawlink(callback)
+            result.rawlink(Inline(callback))
     kazoo.send_request(request, result)
     return result
 
@@ -157,7 +159,7 @@ class TreeWatch:
         self.kazoo.remove_persistent_route(self.path)
 
     def _run_ordered(self, fn: Callable[[], None]) -> None:
-        self.kazoo.handler.dispatch_callback(Callback("watch", fn, ()))
+        self.kazoo.handler.dispatch_callback(Callback("watch", Inline(fn), ()))
 
     def _on_state(self, state: str) -> None:
         # On kazoo's connection thread. The server forgets watches with the
@@ -257,7 +259,7 @@ class TreeWatch:
         only counted; at the last reply, if every counted event was one of our
         successful writes, the cache takes the data we wrote (with the reply's
         stat) instead of reading it again. Anything else is read as usual.
-        `then(result)` runs after that, on the callback thread.
+        `then(result)` runs after that, on kazoo's reader thread.
         """
         self.begin_own(name)
         return send(self.kazoo, SetData(f"{self.full}/{name}", data, version),
@@ -344,7 +346,7 @@ class TreeWatch:
             self._inflight[name] = self._inflight.get(name, 0) + 1
 
     def end_own(self, name: str, data: bytes, stat) -> None:
-        """The write's answer (stat, or None when it failed), on the callback thread.
+        """The write's answer (stat, or None when it failed), on kazoo's reader thread.
 
         Called late (a callback attached after the reply came) it only costs a
         read: events after the reply are counted as someone else's.

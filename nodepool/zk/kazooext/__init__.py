@@ -4,7 +4,9 @@ Tested with kazoo 2.11 (2.11.0); setup.cfg pins `kazoo>=2.11,<2.12`. Before
 widening the pin, run tests/test_kazooext.py (it resolves every name below on
 the installed kazoo) and tests/test_zk_batching.py, tests/test_treewatch.py.
 
-* handler.py: `PollHandler`, one ordered callback thread, poll(2) waits.
+* handler.py: `PollHandler`, our callbacks (`Inline`) run on the reader
+  thread in order, others on one worker; a wake-up socket written once per
+  turn, poll(2) waits.
 * connection.py: `BatchingConnection`, batched sends, chunked reads,
   persistent-watch routing (overridden `ConnectionHandler` methods).
 * client.py: `NodepoolKazooClient`, which uses both, owns the persistent

@@ -9,7 +9,7 @@ from kazoo.client import KazooClient
 from kazoo.protocol.states import Callback, KazooState
 
 from nodepool.zk.kazooext.connection import BatchingConnection
-from nodepool.zk.kazooext.handler import PollHandler
+from nodepool.zk.kazooext.handler import Inline, PollHandler
 
 
 class NodepoolKazooClient(KazooClient):
@@ -34,10 +34,11 @@ class NodepoolKazooClient(KazooClient):
         self.add_listener(self._run_deferred)
 
     def when_connected(self, job: Callable[[], None]) -> None:
-        """Run `job()` now if connected, else on the callback thread once connected again
-        on the same session; dropped when the session is lost. For clean-up sends that
-        must not be lost with the connection: kazoo fails every request queued or in
-        flight when the connection drops, and refuses new ones until it is back."""
+        """Run `job()` now if connected, else on kazoo's reader thread once connected
+        again on the same session; dropped when the session is lost. `job` must not
+        block (it runs as an `Inline` callback). For clean-up sends that must not be
+        lost with the connection: kazoo fails every request queued or in flight when
+        the connection drops, and refuses new ones until it is back."""
         with self._deferred_lock:
             if not self.connected:
                 self._deferred.append((self._current_session(), job))
@@ -49,7 +50,7 @@ class NodepoolKazooClient(KazooClient):
         return client_id[0] if client_id else None
 
     def _run_deferred(self, state: str) -> None:
-        # kazoo's connection thread: hand the jobs to the callback thread, nothing more.
+        # kazoo's connection (reader) thread: run the jobs as inline callbacks, in order.
         with self._deferred_lock:
             if state == KazooState.LOST:
                 self._deferred.clear()   # our ephemerals went with the session
@@ -60,13 +61,14 @@ class NodepoolKazooClient(KazooClient):
         session = self._current_session()
         for owner, job in jobs:
             if owner is None or owner == session:
-                self.handler.dispatch_callback(Callback("watch", job, ()))
+                self.handler.dispatch_callback(Callback("watch", Inline(job), ()))
 
     def add_persistent_route(self, path: str, callback: Callable) -> None:
         """Call `callback(WatchedEvent)` for every watch event at or below `path` (a
-        client path, chroot added here), on the callback thread, after kazoo's own
-        watchers. The server-side watch (addWatch) is the caller's to send."""
-        self.persistent_routes[(self.chroot or "") + path] = callback
+        client path, chroot added here), on kazoo's reader thread, after kazoo's own
+        watchers; `callback` must not block (it runs as an `Inline` callback). The
+        server-side watch (addWatch) is the caller's to send."""
+        self.persistent_routes[(self.chroot or "") + path] = Inline(callback)
 
     def remove_persistent_route(self, path: str) -> None:
         self.persistent_routes.pop((self.chroot or "") + path, None)

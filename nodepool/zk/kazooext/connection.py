@@ -8,17 +8,18 @@ It reads the same way: per answer or event, a poll and two `recv` calls
 hand-over wave, the deletion locks of a cleanup pass), and their answers
 come back together.
 
-* Sends: one turn sends every request queued, serialised back to back in one
-  write, as kazoo would have sent them one by one: same order, same xids,
-  each recorded as pending in that order. The server reads a stream either
-  way. Requests kazoo treats specially (auth, its test sentinels) go through
+* Sends: one turn sends every request queued, serialised back to back in
+  writes of up to MAX_BATCH, as kazoo would have sent them one by one: same
+  order, same xids, each recorded as pending in that order. The wake-up
+  socket holds one byte per turn, not one per request (handler.Wakeup).
+  The server reads a stream either way. Requests kazoo treats specially (auth, its test sentinels) go through
   kazoo's own method, one at a time.
 * Reads: the socket is read in large chunks into a buffer, and one turn
   handles every complete answer or event in it, in order, with kazoo's own
   code for each.
 * Watch events: after kazoo's one-shot watchers, the client's persistent
   routes (`NodepoolKazooClient.add_persistent_route`) for the event's path and
-  its ancestors are dispatched, on the same ordered callback thread.
+  its ancestors are dispatched, as `Inline` callbacks on the reader thread.
 
 These override private `ConnectionHandler` methods (see `PRIVATE_NAMES`): a
 kazoo upgrade must re-check them.
@@ -26,6 +27,7 @@ kazoo upgrade must re-check them.
 
 from __future__ import annotations
 
+import socket
 import ssl
 
 from kazoo.exceptions import ConnectionDropped
@@ -56,6 +58,35 @@ class BatchingConnection(ConnectionHandler):
         # kazoo's read timeout is 2/3 of the session timeout the server negotiated.
         self.negotiated_timeout = read_timeout * 1.5
         queue = self.client._queue
+        wakeup = self._write_sock
+        # The bytes written so far are read, then the socket is re-armed, then the
+        # queue is taken: a request queued after the re-arm writes a byte that
+        # stays for the next turn (handler.Wakeup). Re-armed first, a byte written
+        # between the two would be read here and the socket left disarmed with
+        # nothing to wake the loop for the next request.
+        self._drain_wakeups()
+        wakeup.rearm()
+        if not queue:
+            return
+        request, _ = queue[0]
+        if request in _SPECIAL or request.type == Auth.type:
+            wakeup.prime()   # kazoo's method reads one byte per request it sends
+            super()._send_request(read_timeout, connect_timeout)
+        else:
+            self._send_batch(queue, connect_timeout)
+        if queue:
+            # One batch per turn, as before: the loop reads what came meanwhile
+            # (a server blocked on a full socket would stop reading our writes).
+            wakeup.signal()
+
+    def _drain_wakeups(self) -> None:
+        try:
+            self._read_sock.recv(4096, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+
+    def _send_batch(self, queue, connect_timeout) -> None:
+        """Up to MAX_BATCH queued requests (none special) in one write."""
         buf = bytearray()
         batch = []
         xid = self._xid
@@ -73,18 +104,12 @@ class BatchingConnection(ConnectionHandler):
             buf += int_struct.pack(len(body))
             buf += body
             batch.append((request, async_object, xid))
-        if not batch:
-            super()._send_request(read_timeout, connect_timeout)
-            return
         self._write(bytes(buf), connect_timeout)
         self._xid = xid
         pending = self.client._pending
         for item in batch:
             queue.popleft()
             pending.append(item)
-        # One wake-up byte per request; a byte written late wakes an empty turn,
-        # which kazoo's own method clears.
-        self._read_sock.recv(len(batch))
 
     # -- reads --------------------------------------------------------------------
 
