@@ -5,16 +5,17 @@ is (an eighth of its age, between the tuning's bounds): a server that boots in 1
 seen within ~0.1 s of it, at the price of some twenty listings per boot. Once a few
 waits in the same machine state (`wait-active`, `wait-gone` ...) have ended, the
 pacer knows how long such a wait typically takes (the median age at which a listing
-first showed it over) and looks at a wait only at set fractions of that (9/10,
-97/100, all of it), then every 1/20 of it up to twice it, then by the age rule: a
-steady 1 s boot costs two or three listings instead of twenty and is seen within
-about 20 ms of its end. The 97/100 probe keeps the estimate from creeping upwards:
-a listing is taken a little after it is due, so the age it sees a wait end at is a
-little more than the last typical length. A wait much shorter than usual is seen
-later than by the age rule (at the 9/10 probe, and never more than
-`listing_max_interval` late); the typical length follows as such waits become usual.
-There is no earlier probe: at concurrency 1 each is a cloud call per wait, and
-with many waits the 2 s bound already looks often.
+first showed it over) and looks at a wait only at set fractions of that (97/100 and
+all of it), then every 1/20 of it up to twice it, then by the age rule: a steady
+1 s boot costs one or two listings instead of twenty and is seen within about 20 ms
+of its end. The 97/100 probe keeps the estimate from creeping upwards: a listing is
+taken a little after it is due, so the age it sees a wait end at is a little more
+than the last typical length. A wait much shorter than usual is seen later than by
+the age rule (at the 97/100 probe, and never more than `listing_max_interval`
+late); the typical length follows as such waits become usual. There is no earlier
+probe: at concurrency 1 each is a cloud call per wait that finds nothing in a
+steady state (an earlier one at 9/10 did, for at most 7/100 of the wait sooner
+on a wait that short), and with many waits the 2 s bound already looks often.
 """
 
 from __future__ import annotations

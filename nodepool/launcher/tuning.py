@@ -44,7 +44,7 @@ class Tuning:
     # Once waits in a machine state have a typical length (pacing.py), the listing is
     # taken at these fractions of it (the last must be 1.0), then every
     # `listing_past_typical` of it up to twice it, then by the age rule again.
-    listing_probes: tuple[float, ...] = (0.9, 0.97, 1.0)
+    listing_probes: tuple[float, ...] = (0.97, 1.0)
     listing_past_typical: float = 0.05
     listing_history: int = 16          # ended waits per state the typical length is of
     # Machines
