@@ -128,8 +128,11 @@ SCENARIOS = [
              "concurrency 1",
              lambda q: ["--cloud", "ossim", "--min-ready", "0", "--max-servers", "50",
                         "--boot-delay", "1.0"],
+             # warm-up as ossim-c1's: the pacer learns a state's typical wait from its
+             # first three (pacing.MIN_HISTORY), about twenty listings each, once per
+             # launcher: the window measures the steady lifecycle.
              lambda q, r: ["--concurrency", "1", "--requests", "10" if q else "30",
-                           "--warmup", "2"]),
+                           "--warmup", "4"]),
     Scenario("static-c1", "(9) static driver, 4 real sshd hosts (keyscanned), concurrency 1",
              lambda q: ["--cloud", "static", "--static-hosts", "4"],
              lambda q, r: ["--concurrency", "1", "--requests", "100" if q else "300",
