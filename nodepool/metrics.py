@@ -9,7 +9,7 @@ in one process do not collide), served by `/metrics` through `exposition()`.
 Cost per event: a Prometheus `observe`/`inc` (a dict lookup and a lock held
 for an add) and, for statsd, a put on a queue that a thread of its own drains
 into UDP packets: no socket call on a provider loop, nothing that waits.
-doc/operation.md, "Metrics" lists every name.
+doc/metrics.md lists every name.
 """
 
 from __future__ import annotations
