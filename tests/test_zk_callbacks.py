@@ -16,7 +16,7 @@ WAIT = 20
 def kazoo(zk_tls):
     client = make_client(zk_tls)
     yield client.kazoo
-    client.kazoo._connection._write_sock.signal()   # a lost wake-up would also stall the close
+    client.kazoo._connection._write_sock.prime()   # a lost wake-up would also stall the close
     client.disconnect()
 
 

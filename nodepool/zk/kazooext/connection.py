@@ -10,10 +10,10 @@ come back together.
 
 * Sends: one turn sends every request queued, serialised back to back in
   writes of up to MAX_BATCH, as kazoo would have sent them one by one: same
-  order, same xids, each recorded as pending in that order. The wake-up
-  socket holds one byte per turn, not one per request (handler.Wakeup).
-  The server reads a stream either way. Requests kazoo treats specially (auth, its test sentinels) go through
-  kazoo's own method, one at a time.
+  order, same xids, each recorded as pending in that order. The server reads
+  a stream either way. The wake-up socket holds one byte per turn, not one
+  per request (handler.Wakeup). Requests kazoo treats specially (auth, its
+  test sentinels) go through kazoo's own method, one at a time.
 * Reads: the socket is read in large chunks into a buffer, and one turn
   handles every complete answer or event in it, in order, with kazoo's own
   code for each.
@@ -77,7 +77,7 @@ class BatchingConnection(ConnectionHandler):
         if queue:
             # One batch per turn, as before: the loop reads what came meanwhile
             # (a server blocked on a full socket would stop reading our writes).
-            wakeup.signal()
+            wakeup.send(b"\0")
 
     def _drain_wakeups(self) -> None:
         try:

@@ -61,14 +61,17 @@ class Callbacks(queue.Queue):
         self._inline_lock = threading.RLock()
 
     def put(self, item, block=True, timeout=None) -> None:
-        if not _inline(item):
+        if _inline(item):
+            self.run_inline(item)
+        else:
             super().put(item, block, timeout)
-            return
+
+    def run_inline(self, func: Callable[[], object]) -> None:
         with self._inline_lock:
             try:
-                item()
+                func()
             except Exception:
-                log.exception("ZooKeeper callback %r failed", item)
+                log.exception("ZooKeeper callback %r failed", func)
 
 
 class Wakeup:
@@ -78,7 +81,8 @@ class Wakeup:
     sent; a blocking socket pair holds only about 280 one-byte writes, so a
     callback on the reader thread queueing more would block it on its own
     socket. Here only the first request after the loop last looked writes; the
-    loop empties the socket, re-arms (`rearm`), then takes the queue.
+    loop empties the socket, re-arms (`rearm`), then takes the queue. So while
+    disarmed a byte is on its way or waiting: `send` wakes the loop for sure.
     """
 
     def __init__(self, sock: socket.socket):
@@ -91,13 +95,9 @@ class Wakeup:
             return self.sock.send(data)
         return len(data)
 
-    def signal(self) -> None:
-        """Wake the loop for sure (it has more to send than one turn took)."""
-        self._armed = False
-        self.sock.send(b"\0")
-
     def prime(self) -> None:
-        """One byte for kazoo's own send to read (it reads one per request), armed as before."""
+        """One byte whatever the arming: for kazoo's own send to read (it reads one per
+        request it sends); armed as before."""
         self.sock.send(b"\0")
 
     def rearm(self) -> None:
@@ -143,7 +143,7 @@ class PollHandler(SequentialThreadingHandler):
 
     def dispatch_callback(self, callback):
         if isinstance(callback.func, Inline):
-            self.callback_queue.put(functools.partial(callback.func, *callback.args))
+            self.callback_queue.run_inline(functools.partial(callback.func, *callback.args))
         else:
             super().dispatch_callback(callback)
 
