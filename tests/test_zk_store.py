@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+from kazoo.exceptions import ConnectionLoss
 from kazoo.recipe.lock import Lock
 from zkhelpers import expire_session, make_client
 
@@ -179,6 +180,21 @@ def test_components_register_and_update(zk, zk_client):
     # Ephemeral: they vanish with the session.
     registry.close()
     assert zk_client.get_children(paths.components(components.POOL)) == []
+
+
+def test_a_component_update_lost_with_the_connection_is_sent_again(zk, zk_client):
+    registry = components.ComponentRegistry(zk, hostname="nl01")
+    pool = registry.register_pool("nl01-PoolWorker.p-main-cd34", "p", "main", ["a"])
+    pool.update(paused=True)
+    # The write's answer was lost with the connection, and the write with it.
+    lost = zk.kazoo.handler.async_result()
+    lost.set_exception(ConnectionLoss())
+    pool._written(pool.path, lost)
+    zk_client.set(pool.path, json.dumps({**pool.data, "paused": False}).encode())
+    pool.update(paused=True)    # unchanged, but not known to be written: sent again
+    (found,) = components.list_components(zk, components.POOL)
+    assert found["paused"] is True
+    registry.close()
 
 
 def test_components_are_re_registered_after_a_lost_session(zk_tls, zk_client):

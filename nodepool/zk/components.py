@@ -28,6 +28,7 @@ class Component:
         self.kind = kind
         self.data = data
         self.path: str | None = None
+        self._unsent = False    # an update was lost with the connection: send it again
         self._lock = threading.Lock()
 
     def _create(self) -> None:
@@ -37,18 +38,35 @@ class Component:
                                  ephemeral=True, sequence=True, makepath=True)
 
     def update(self, **changes: Any) -> None:
-        """Change fields (e.g. `paused`) and write them if anything changed."""
+        """Change fields (e.g. `paused`) and send them if anything changed.
+
+        Sent without waiting for the answer: a provider loop publishing a pause
+        goes on at once. Later requests of this session (a read, the next update)
+        are answered after it, in the order sent, as ZooKeeper does per session."""
         with self._lock:
-            if all(self.data.get(k) == v for k, v in changes.items()):
+            if not self._unsent and all(self.data.get(k) == v for k, v in changes.items()):
                 return
             self.data.update(changes)
-            if self.path is None:
+            path = self.path
+            if path is None:
                 return
-            try:
-                self.registry.zk.kazoo.set(self.path, json.dumps(self.data).encode("utf-8"))
-            except NoNodeError:
-                # The session was lost; the registry re-creates it with this data.
-                self.path = None
+            self._unsent = False
+            result = self.registry.zk.kazoo.set_async(path, json.dumps(self.data).encode("utf-8"))
+        result.rawlink(lambda r: self._written(path, r))
+
+    def _written(self, path: str, result) -> None:
+        """The answer to an update (on kazoo's callback thread)."""
+        try:
+            result.get()
+        except NoNodeError:
+            # The session was lost; the registry re-creates it with the current data
+            # (unless it already has: then the path is a new one).
+            with self._lock:
+                if self.path == path:
+                    self.path = None
+        except Exception as e:   # connection trouble: the next update() sends it again
+            log.debug("Updating %s component %s failed: %s", self.kind, path, e)
+            self._unsent = True
 
     def unregister(self) -> None:
         with self._lock:
