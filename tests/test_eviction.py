@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from nodepool.drivers.adapter import Resources
-from nodepool.launcher.eviction import Limit, Unused, nodes_to_delete
+from nodepool.launcher.eviction import Limit, Unused, nodes_to_delete, still_evicted
+from nodepool.model import Node, NodeState
 
 ONE = Resources(instances=1, cores=2, ram=2048)
 BIG = Resources(instances=1, cores=8, ram=8192)
@@ -61,3 +62,15 @@ def test_no_unused_nodes_means_nothing_to_delete() -> None:
 def dataclass_limit(instances: float = math.inf, cores: float = math.inf) -> Resources:
     return Resources(instances=instances, cores=cores, ram=math.inf, volumes=math.inf,
                      volume_gb=math.inf)
+
+
+def test_a_node_evicted_stays_counted_as_freed_until_the_index_no_longer_counts_it() -> None:
+    counted = {"gone": ("main", ONE), "claimed": ("main", ONE), "deleting": ("main", ONE),
+               "busy": ("main", ONE)}
+    cached = {"claimed": Node(id="claimed", state=NodeState.IN_USE),
+              "deleting": Node(id="deleting", state=NodeState.DELETING)}
+    evicted = {"gone", "claimed", "deleting", "busy", "forgotten"}
+    kept = still_evicted(evicted, {"busy"}, counted.get, cached.get)
+    # "gone": removed from the cache, still in the index (until the next pass takes it
+    # in): what it frees is still to come. "forgotten": the index counts it no more.
+    assert kept == {"gone", "deleting", "busy"}

@@ -20,7 +20,7 @@ second node goes for the same room.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from typing import Callable, Iterable
 
 from nodepool import errors
 from nodepool.drivers.adapter import Resources
@@ -75,8 +75,22 @@ def nodes_to_delete(need: Resources, limits: Iterable[Limit],
     return []
 
 
-def _deleting(node: Node | None) -> bool:
-    return node is not None and node.state == NodeState.DELETING
+def still_evicted(evicted: set[str], busy: set[str],
+                  counted: Callable[[str], object | None],
+                  cached: Callable[[str], Node | None]) -> set[str]:
+    """The nodes we chose to delete that the usage still counts and that go on going.
+
+    `busy`: deletions under way; `counted(id)`: what the provider's index counts for
+    a node (None: nothing); `cached(id)`: the node as the cache shows it. A node
+    whose deletion ended stays while the index counts it: the cache shows a removal
+    at once, the index takes it in only at the next pass, and meanwhile the room
+    it frees must not be made a second time. A node a requestor claimed first (its
+    deletion dropped, not `deleting` any more) leaves.
+    """
+    def going(node: Node | None) -> bool:
+        return node is None or node.state == NodeState.DELETING
+
+    return {i for i in evicted if i in busy or (counted(i) is not None and going(cached(i)))}
 
 
 class MakeRoom:
@@ -91,9 +105,8 @@ class MakeRoom:
         self.deletions = deletions
         self.chosen: list[tuple[NodeRequest, PoolState, str, list[Unused]]] = []
         # Ids of nodes we chose, while being deleted: between the end of their delete
-        # task and the removal reaching the cache they still count as used, and must
-        # not make a second node go for the same room. One a requestor claimed first
-        # (the deletion was dropped) leaves the set at the next look.
+        # task and the removal reaching the index (the next pass) they still count as
+        # used, and must not make a second node go for the same room (still_evicted).
         self.evicted: set[str] = set()
 
     def consider(self, req: NodeRequest, pool: PoolState, kind: str, need: list[str],
@@ -139,17 +152,24 @@ class MakeRoom:
         cache, index = self.scope.ctx.cache, self.scope.index
         pending = self.capacity.pending_nodes()
         busy = self.deletions.busy()
-        self.evicted = {i for i in self.evicted if i in busy or _deleting(cache.get_node(i))}
-        going = [n for n in (cache.get_node(i) for i in busy | self.evicted) if n is not None]
+        self.evicted = still_evicted(self.evicted, busy, index.counted, cache.get_node)
+        going = [c for c in map(index.counted, busy | self.evicted) if c is not None]
         name = pool.cfg.name
 
         def used(nodes: list[Node]) -> Resources:
             return quota.usage(nodes, self.capacity.node_cost)
 
+        def freed(pools: set[str] | None) -> Resources:
+            total = Resources()
+            for pool_name, cost in going:
+                if pools is None or pool_name in pools:
+                    total = total + cost
+            return total
+
         out = [Limit(index.usage(name) + used([n for n in pending if n.pool == name])
-                     - used([n for n in going if n.pool == name]), quota.pool_limits(pool.cfg))]
+                     - freed({name}), quota.pool_limits(pool.cfg))]
         if self.cloud.limits is not None and not pool.cfg.ignore_provider_quota:
-            out.append(Limit(index.usage() + used(pending) - used(going), self.cloud.limits))
+            out.append(Limit(index.usage() + used(pending) - freed(None), self.cloud.limits))
         return out
 
     def apply(self, notes) -> None:

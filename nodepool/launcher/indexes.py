@@ -76,3 +76,8 @@ class ProviderIndex:
 
     def known(self, node_id: str) -> bool:
         return node_id in self._entries
+
+    def counted(self, node_id: str) -> tuple[str, Resources] | None:
+        """(pool, cost) the usage counts for the node; None when it counts nothing."""
+        entry = self._entries.get(node_id)
+        return None if entry is None else (entry[0], entry[1])
