@@ -75,13 +75,12 @@ def nodes_to_delete(need: Resources, limits: Iterable[Limit],
     return []
 
 
-def still_evicted(evicted: set[str], busy: set[str],
-                  counted: Callable[[str], object | None],
+def still_evicted(evicted: set[str], busy: set[str], counted: Callable[[str], bool],
                   cached: Callable[[str], Node | None]) -> set[str]:
     """The nodes we chose to delete that the usage still counts and that go on going.
 
-    `busy`: deletions under way; `counted(id)`: what the provider's index counts for
-    a node (None: nothing); `cached(id)`: the node as the cache shows it. A node
+    `busy`: deletions under way; `counted(id)`: does the provider's index count the
+    node; `cached(id)`: the node as the cache shows it. A node
     whose deletion ended stays while the index counts it: the cache shows a removal
     at once, the index takes it in only at the next pass, and meanwhile the room
     it frees must not be made a second time. A node a requestor claimed first (its
@@ -90,7 +89,7 @@ def still_evicted(evicted: set[str], busy: set[str],
     def going(node: Node | None) -> bool:
         return node is None or node.state == NodeState.DELETING
 
-    return {i for i in evicted if i in busy or (counted(i) is not None and going(cached(i)))}
+    return {i for i in evicted if i in busy or (counted(i) and going(cached(i)))}
 
 
 class MakeRoom:
@@ -152,24 +151,21 @@ class MakeRoom:
         cache, index = self.scope.ctx.cache, self.scope.index
         pending = self.capacity.pending_nodes()
         busy = self.deletions.busy()
-        self.evicted = still_evicted(self.evicted, busy, index.counted, cache.get_node)
-        going = [c for c in map(index.counted, busy | self.evicted) if c is not None]
+        self.evicted = still_evicted(self.evicted, busy, index.known, cache.get_node)
         name = pool.cfg.name
+        freed_pool = freed_all = Resources()   # what the index counts for what goes
+        for counted in filter(None, map(index.counted, busy | self.evicted)):
+            freed_all = freed_all + counted[1]
+            if counted[0] == name:
+                freed_pool = freed_pool + counted[1]
 
         def used(nodes: list[Node]) -> Resources:
             return quota.usage(nodes, self.capacity.node_cost)
 
-        def freed(pools: set[str] | None) -> Resources:
-            total = Resources()
-            for pool_name, cost in going:
-                if pools is None or pool_name in pools:
-                    total = total + cost
-            return total
-
         out = [Limit(index.usage(name) + used([n for n in pending if n.pool == name])
-                     - freed({name}), quota.pool_limits(pool.cfg))]
+                     - freed_pool, quota.pool_limits(pool.cfg))]
         if self.cloud.limits is not None and not pool.cfg.ignore_provider_quota:
-            out.append(Limit(index.usage() + used(pending) - freed(None), self.cloud.limits))
+            out.append(Limit(index.usage() + used(pending) - freed_all, self.cloud.limits))
         return out
 
     def apply(self, notes) -> None:
